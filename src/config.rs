@@ -1,0 +1,507 @@
+//! `weerwal.toml`: the schema, its defaults and its validation. Every key has
+//! a default, so an empty file (or none) is valid; unknown keys are errors so
+//! a misspelt setting never silently does nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// Why a configuration could not be used; always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {key}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration, with relative paths already resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub policy: PolicyConfig,
+    pub audit: AuditConfig,
+    pub ca: CaConfig,
+    pub identity: IdentityConfig,
+    pub pac: PacConfig,
+    pub admin: Option<AdminConfig>,
+    pub compliance: Option<ComplianceConfig>,
+    pub gateway: Option<GatewayConfig>,
+    /// Where the configuration came from (`None`: embedded defaults).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            proxy: ProxyConfig::default(),
+            policy: PolicyConfig::default(),
+            audit: AuditConfig::default(),
+            ca: CaConfig::default(),
+            identity: IdentityConfig::default(),
+            pac: PacConfig::default(),
+            admin: None,
+            compliance: None,
+            gateway: None,
+            source: None,
+        }
+    }
+}
+
+/// `[proxy]`: where browsers connect and what they may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// Never an open proxy: only these client networks are served.
+    pub allow_clients: Vec<IpNet>,
+    pub connect_ports: Vec<u16>,
+    pub https: HttpsMode,
+    /// Squid's default request header limit.
+    pub max_header_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub response_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub tunnel_idle_timeout: Duration,
+    /// How long to wait for a TLS ClientHello after answering CONNECT before
+    /// treating the tunnel as a non-TLS protocol.
+    #[serde(deserialize_with = "duration")]
+    pub client_hello_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
+            allow_clients: vec![
+                "127.0.0.0/8".parse().expect("literal CIDR"),
+                "::1/128".parse().expect("literal CIDR"),
+            ],
+            connect_ports: vec![443],
+            https: HttpsMode::Intercept,
+            max_header_bytes: 64 * 1024,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(600),
+            client_hello_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+        }
+    }
+}
+
+/// What to do with a CONNECT to a banned host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpsMode {
+    /// Terminate TLS with a leaf from the local CA and show the block page.
+    Intercept,
+    /// Answer the CONNECT with a plain 403.
+    Reject,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { dir: PathBuf::from("policy") }
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub sync: SyncMode,
+    pub retention_days: u32,
+    /// Log the full URL path of blocked requests (off: host only, for privacy).
+    pub log_paths: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: PathBuf::from("logs/audit.jsonl"),
+            sync: SyncMode::Write,
+            retention_days: 365,
+            log_paths: false,
+        }
+    }
+}
+
+/// How durable a record must be before the response that depends on it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Written to the OS (survives a crash of weerwal, not of the machine).
+    Write,
+    /// Written and fsynced (survives power loss; slower).
+    Fsync,
+}
+
+/// `[ca]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    pub dir: PathBuf,
+    pub organisation: String,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig { dir: PathBuf::from("certs"), organisation: "Gemeente".to_string() }
+    }
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    pub auth: AuthMode,
+    pub users_file: PathBuf,
+    #[serde(deserialize_with = "duration")]
+    pub session_idle: Duration,
+    pub device: Vec<DeviceRange>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            auth: AuthMode::None,
+            users_file: PathBuf::from("users.toml"),
+            session_idle: Duration::from_secs(30 * 60),
+            device: Vec::new(),
+        }
+    }
+}
+
+/// How a request's subject is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    None,
+    Basic,
+}
+
+/// `[[identity.device]]`: a named address range (e.g. the council laptops).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRange {
+    pub cidr: IpNet,
+    pub name: String,
+}
+
+/// `[pac]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacConfig {
+    /// `host:port` laptops use; defaults to the first proxy listen address.
+    pub proxy: Option<String>,
+    pub route: PacRoute,
+    pub direct: Vec<String>,
+    pub fallback_direct: bool,
+}
+
+impl Default for PacConfig {
+    fn default() -> Self {
+        PacConfig { proxy: None, route: PacRoute::All, direct: Vec::new(), fallback_direct: false }
+    }
+}
+
+/// Which traffic the PAC file sends through weerwal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PacRoute {
+    All,
+    Policy,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+    }
+}
+
+/// `[compliance]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplianceConfig {
+    pub protected: Vec<String>,
+    pub quarantine: String,
+}
+
+impl Default for ComplianceConfig {
+    fn default() -> Self {
+        ComplianceConfig { protected: Vec::new(), quarantine: "until-attested".to_string() }
+    }
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(default)]
+    pub route: Vec<GatewayRoute>,
+}
+
+/// `[[gateway.route]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRoute {
+    pub host: String,
+    pub upstream: String,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SocketAddr),
+        Many(Vec<SocketAddr>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(a)) => Ok(vec![a]),
+        Ok(OneOrMany::Many(v)) if !v.is_empty() => Ok(v),
+        Ok(OneOrMany::Many(_)) => Err(serde::de::Error::custom("at least one address is needed")),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected an address like \"127.0.0.1:3128\" or a list of them",
+        )),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{e}: write a duration like \"30s\", \"30m\" or \"14d\"")))
+}
+
+impl Config {
+    /// Reads a configuration file; relative paths in it are taken relative to
+    /// the file's folder, so the service does not depend on its working directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let mut config = Config::parse(path, &text)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.resolve_paths(&base);
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text (paths left as written).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let line = text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            let key = key_at(text, span.start);
+            ConfigError::Invalid { path: path.to_path_buf(), line, key, message: e.message().to_string() }
+        })?;
+        config.validate(path, text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of_key(text, key),
+            key: key.to_string(),
+            message,
+        };
+        if self.proxy.connect_ports.is_empty() {
+            return Err(invalid("connect_ports", "no CONNECT port allowed: HTTPS would not work; the usual value is [443]".into()));
+        }
+        if self.proxy.connect_ports.contains(&0) {
+            return Err(invalid("connect_ports", "port 0 is not a port".into()));
+        }
+        if self.proxy.max_header_bytes < 1024 {
+            return Err(invalid("max_header_bytes", "below 1024 bytes no browser request fits".into()));
+        }
+        if self.proxy.max_connections == 0 || self.proxy.max_connections_per_client == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        if self.ca.organisation.trim().is_empty() {
+            return Err(invalid("organisation", "the CA needs an organisation name".into()));
+        }
+        Ok(())
+    }
+
+    /// Embedded defaults, with paths relative to the working directory.
+    pub fn embedded() -> Config {
+        Config::default()
+    }
+
+    /// The configuration a command runs with: `--config FILE` when given,
+    /// else `weerwal.toml` in the working directory when present, else the
+    /// embedded defaults.
+    pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match explicit {
+            Some(p) => Config::load(p),
+            None => {
+                let local = Path::new("weerwal.toml");
+                if local.is_file() {
+                    Config::load(local)
+                } else {
+                    Ok(Config::embedded())
+                }
+            }
+        }
+    }
+
+    /// Whether the policy directory is the default one of the embedded
+    /// configuration (then a missing `policy/` falls back to the policy
+    /// compiled into the binary).
+    pub fn policy_dir_is_default(&self) -> bool {
+        self.source.is_none()
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.policy.dir);
+        fix(&mut self.audit.path);
+        fix(&mut self.ca.dir);
+        fix(&mut self.identity.users_file);
+        if let Some(g) = &mut self.gateway {
+            if let Some(c) = &mut g.cert {
+                fix(c);
+            }
+            if let Some(k) = &mut g.key {
+                fix(k);
+            }
+        }
+    }
+}
+
+/// The word at a byte offset, used to name the key a TOML error points at.
+fn key_at(text: &str, offset: usize) -> String {
+    let line_start = text[..offset.min(text.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key: String = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .chars()
+        .take(60)
+        .collect();
+    if key.is_empty() {
+        "-".to_string()
+    } else {
+        key
+    }
+}
+
+/// Line of the first `key =` in the text, for validation errors found after
+/// parsing (1 when the key is not written: its default is at fault).
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with(key) && l[key.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse(Path::new("w.toml"), "").unwrap();
+        assert_eq!(c.proxy.listen, vec!["127.0.0.1:3128".parse().unwrap()]);
+        assert_eq!(c.proxy.connect_ports, vec![443]);
+        assert_eq!(c.proxy.max_header_bytes, 65536);
+        assert_eq!(c.identity.session_idle, Duration::from_secs(1800));
+        assert!(c.gateway.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = Config::parse(Path::new("w.toml"), "[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        let s = err.to_string();
+        assert!(s.starts_with("w.toml:3: lisen:"), "{s}");
+        assert!(s.contains("unknown field"), "{s}");
+    }
+
+    #[test]
+    fn listen_takes_one_or_many_and_durations_parse() {
+        let c = Config::parse(
+            Path::new("w.toml"),
+            "[proxy]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\nidle_timeout = \"5m\"\n[identity]\nsession_idle = \"14d\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.proxy.listen.len(), 2);
+        assert_eq!(c.proxy.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.identity.session_idle, Duration::from_secs(14 * 86400));
+        let err = Config::parse(Path::new("w.toml"), "[proxy]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.toml:2: idle_timeout:"), "{err}");
+    }
+
+    #[test]
+    fn bad_cidr_and_semantic_errors_are_located() {
+        let err = Config::parse(Path::new("w.toml"), "[proxy]\nallow_clients = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.toml:2: allow_clients:"), "{err}");
+        let err = Config::parse(Path::new("w.toml"), "[proxy]\n\nconnect_ports = []\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.toml:3: connect_ports:"), "{err}");
+    }
+
+    #[test]
+    fn example_file_is_accepted_as_is() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weerwal.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert!(c.policy.dir.ends_with("policy"));
+        assert!(c.policy.dir.is_absolute());
+    }
+}

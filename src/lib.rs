@@ -1,0 +1,17 @@
+//! weerwal: a forward HTTP(S) proxy and compliance gateway that keeps the apps
+//! banned on government devices (AliExpress, TikTok, WeChat, VKontakte, CapCut)
+//! off municipal devices, and records every attempt for security officers.
+//!
+//! Where a request is decided: [`policy::Policy::decide`]. Everything else is
+//! doing: sockets, files, TLS.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod ca;
+pub mod config;
+pub mod identity;
+pub mod pac;
+pub mod pages;
+pub mod policy;
+pub mod proxy;
+pub mod serve;

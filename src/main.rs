@@ -1,0 +1,301 @@
+//! The `weerwal` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad
+//! usage or configuration.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use weerwal::ca::CertificateAuthority;
+use weerwal::config::Config;
+use weerwal::identity::Devices;
+use weerwal::policy::{self, Date, Target, Verdict};
+use weerwal::serve::{self, Server};
+
+#[derive(Parser)]
+#[command(name = "weerwal", version, about = "Forward proxy and compliance gateway that keeps banned apps off municipal devices")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Configuration file. Without it, weerwal.toml in the working directory
+    /// is used when present, else the embedded defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (and everything else configured) until SIGTERM or Ctrl-C.
+    Serve,
+    /// Manage the local CA that signs the HTTPS block page.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Check the policy files or explain a decision.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the PAC file that /proxy.pac serves.
+    Pac,
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA in the configured directory (refuses to overwrite without --force).
+    Init {
+        /// Replace an existing CA. Laptops that trust the old one must get the new one.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA's subject, validity and SHA-256 fingerprint.
+    Show,
+    /// Print the CA certificate for distribution to laptops (PEM, or DER with --der).
+    Export {
+        /// Binary DER (for Intune and group policy), written to stdout.
+        #[arg(long)]
+        der: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policy files; every error names file, line and key.
+    Check {
+        /// Policy directory (default: from the configuration).
+        dir: Option<PathBuf>,
+    },
+    /// Show what the proxy would do with a URL, and why.
+    Explain {
+        /// A URL (http://host/path), or host[:port].
+        url: String,
+        /// Decide as this user (for exemptions).
+        #[arg(long)]
+        user: Option<String>,
+        /// Decide as a request from this client address.
+        #[arg(long, default_value = "127.0.0.1")]
+        client: IpAddr,
+        /// Groups of the user (for exemptions), repeatable.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// A User-Agent to check for app signatures.
+        #[arg(long)]
+        user_agent: Option<String>,
+    },
+}
+
+/// A failure with the exit code it deserves.
+enum Failure {
+    Usage(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(code) => code,
+        Err(Failure::Usage(e)) => {
+            eprintln!("weerwal: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("weerwal: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn config(global: &Global) -> Result<Config, Failure> {
+    Config::discover(global.config.as_deref()).map_err(|e| Failure::Usage(e.into()))
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let config = config(&cli.global)?;
+    match cli.command {
+        Command::Serve => serve_command(config),
+        Command::Ca(cmd) => ca_command(&config, cmd),
+        Command::Policy(PolicyCommand::Check { dir }) => policy_check(&config, dir.as_deref()),
+        Command::Policy(PolicyCommand::Explain { url, user, client, groups, user_agent }) => {
+            policy_explain(&config, &url, user, client, groups, user_agent.as_deref())
+        }
+        Command::Pac => {
+            let (policy, _) = serve::load_policy(&config).map_err(|e| Failure::Usage(e.into()))?;
+            print!("{}", weerwal::pac::generate(&config, &policy).text);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve_command(config: Config) -> Result<ExitCode, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let server = match Server::start(config).await {
+            Ok(s) => s,
+            Err(e @ (serve::ServeError::Policy(_) | serve::ServeError::Ca(_))) => return Err(Failure::Usage(e.into())),
+            Err(e) => return Err(Failure::Runtime(e.into())),
+        };
+        let token = server.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing requests in flight and flushing the audit log");
+            token.cancel();
+        });
+        server.run_until_shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn ca_command(config: &Config, cmd: CaCommand) -> Result<ExitCode, Failure> {
+    let dir = &config.ca.dir;
+    match cmd {
+        CaCommand::Init { force } => {
+            let ca = CertificateAuthority::init(dir, &config.ca.organisation, force).map_err(|e| Failure::Usage(e.into()))?;
+            println!("created {}", ca.cert_path().display());
+            println!("{}", ca.summary());
+        }
+        CaCommand::Show => {
+            let ca = load_ca(dir)?;
+            println!("{}", ca.summary());
+        }
+        CaCommand::Export { der } => {
+            let ca = load_ca(dir)?;
+            let mut out = std::io::stdout().lock();
+            if der {
+                out.write_all(ca.cert_der())?;
+            } else {
+                out.write_all(ca.cert_pem().as_bytes())?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_ca(dir: &Path) -> Result<CertificateAuthority, Failure> {
+    CertificateAuthority::load(dir)
+        .with_context(|| format!("no usable CA in {} (create one with `weerwal ca init`)", dir.display()))
+        .map_err(Failure::Usage)
+}
+
+fn policy_check(config: &Config, dir: Option<&Path>) -> Result<ExitCode, Failure> {
+    let loaded = match dir {
+        Some(d) => policy::load_dir(d, Date::today()),
+        None => serve::load_policy(config),
+    };
+    match loaded {
+        Ok((policy, warnings)) => {
+            for w in &warnings {
+                println!("{w}");
+            }
+            println!(
+                "OK: {} files, {} apps, {} domains, {} exemptions (digest {})",
+                policy.files().len(),
+                policy.apps().len(),
+                policy.domain_count(),
+                policy.exemptions().len(),
+                &policy.digest()[..16]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s); the policy was not accepted", errors.0.len());
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn policy_explain(
+    config: &Config,
+    url: &str,
+    user: Option<String>,
+    client: IpAddr,
+    groups: Vec<String>,
+    user_agent: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let (policy, _) = serve::load_policy(config).map_err(|e| Failure::Usage(e.into()))?;
+    let authority = match url.split_once("://") {
+        Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or(""),
+        None => url.split(['/', '?', '#']).next().unwrap_or(""),
+    };
+    let default_port = if url.starts_with("https://") { 443 } else { 80 };
+    let (host, port) = match policy::parse_authority(authority, Some(default_port)) {
+        Ok(hp) => hp,
+        Err(e) => {
+            println!("REFUSED (400): host {authority:?} cannot be normalised: {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let mut subject = Devices::new(&config.identity.device).subject(client);
+    subject.user = user;
+    subject.groups = groups;
+    let verdict = policy.decide(&subject, &Target { host: &host, user_agent, date: Date::today() });
+    println!("host:    {} (port {port})", host.as_key());
+    match verdict {
+        Verdict::Allow => println!("verdict: ALLOW (no rule matches)"),
+        Verdict::Block(m) => {
+            println!("verdict: BLOCK");
+            print_match(&m);
+        }
+        Verdict::Exempt { matched, exemption } => {
+            println!("verdict: EXEMPT (allowed and logged as exempted)");
+            print_match(&matched);
+            println!("reason:  {} (until {})", exemption.reason, exemption.until);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_match(m: &policy::Match) {
+    let kind = match m.rule {
+        policy::Rule::Domain(_) => "domain",
+        policy::Rule::UserAgent(_) => "user agent signature",
+    };
+    println!("app:     {}", m.app.name);
+    println!("rule:    {} ({kind})", m.rule.as_str());
+    println!("advice:  {}", m.app.advice);
+    println!("source:  {} (since {})", m.app.reference, m.app.since);
+}

@@ -1,0 +1,360 @@
+//! CONNECT: tunnels to allowed hosts, the block page for banned ones.
+//!
+//! After answering `200` the proxy reads the client's first bytes before
+//! touching the origin. A TLS ClientHello is decided on both the CONNECT
+//! authority and its SNI; a banned name is intercepted with a leaf from the
+//! local CA (and only then), anything else is replayed to the origin and
+//! spliced byte for byte. Plain HTTP inside a tunnel is decided on its Host.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::client_hello::{read_client_hello, ClientHelloRead};
+use super::prefixed::Prefixed;
+use super::request::{subject_of, targets_self, user_agent};
+use super::respond::{self, Attempt};
+use super::{ProxyBody, ProxyState};
+use crate::config::HttpsMode;
+use crate::policy::{normalise_host, parse_authority, Date, Host, Match, Subject, Target, Verdict};
+
+/// Answers a CONNECT request.
+pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return respond::bad_request("CONNECT needs host:port");
+    };
+    let (host, port) = match parse_authority(authority.as_str(), None) {
+        Ok(hp) => hp,
+        Err(e) => return respond::bad_request(&format!("CONNECT {:?}: {e}", authority.as_str())),
+    };
+    if !state.config.proxy.connect_ports.contains(&port) {
+        return respond::error(
+            StatusCode::FORBIDDEN,
+            &format!("Verbindingen naar poort {port} zijn niet toegestaan."),
+            &format!("Tunnels to port {port} are not allowed."),
+        );
+    }
+    if targets_self(&state, &host, port) {
+        return respond::error(StatusCode::FORBIDDEN, "Een tunnel naar de proxy zelf is geweigerd.", "A tunnel to the proxy itself was refused.");
+    }
+    let subject = subject_of(&state, peer);
+    let ua = user_agent(req.headers()).map(str::to_string);
+    let verdict = decide(&state, &subject, &host, ua.as_deref());
+    if let Verdict::Block(matched) = &verdict {
+        if state.config.proxy.https == HttpsMode::Reject || state.leaves.is_none() {
+            let key = host.as_key();
+            let attempt = Attempt {
+                subject: &subject,
+                matched,
+                host: &key,
+                port,
+                method: &Method::CONNECT,
+                path: None,
+                user_agent: ua.as_deref(),
+            };
+            return respond::block(&state, &attempt).await;
+        }
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let tunnel = Tunnel { state, subject, host, port, user_agent: ua, first: verdict };
+                tunnel.run(TokioIo::new(upgraded)).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(respond::empty())
+}
+
+fn decide(state: &ProxyState, subject: &Subject, host: &Host, ua: Option<&str>) -> Verdict {
+    state.policy.load().decide(subject, &Target { host, user_agent: ua, date: Date::today() })
+}
+
+/// One CONNECT tunnel after the `200`.
+struct Tunnel {
+    state: Arc<ProxyState>,
+    subject: Subject,
+    host: Host,
+    port: u16,
+    user_agent: Option<String>,
+    /// The verdict on the CONNECT authority.
+    first: Verdict,
+}
+
+impl Tunnel {
+    async fn run(self, mut client: TokioIo<Upgraded>) {
+        let timeout = self.state.config.proxy.client_hello_timeout;
+        let (buffered, hello) = match read_client_hello(&mut client, timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the first bytes of a tunnel failed");
+                return;
+            }
+        };
+        match hello {
+            ClientHelloRead::Sni(name) => {
+                let sni = match normalise_host(&name) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        // A name we cannot normalise is never let through.
+                        tracing::debug!(sni = %name, error = %e, "refusing tunnel with an invalid SNI");
+                        return;
+                    }
+                };
+                let sni_verdict = decide(&self.state, &self.subject, &sni, self.user_agent.as_deref());
+                match (&sni_verdict, &self.first) {
+                    (Verdict::Block(m), _) => self.intercept(client, buffered, sni, m.clone()).await,
+                    (_, Verdict::Block(m)) => {
+                        let m = m.clone();
+                        let host = self.host.clone();
+                        self.intercept(client, buffered, host, m).await
+                    }
+                    _ => {
+                        self.log_exemptions(&[&self.first, &sni_verdict]).await;
+                        self.splice(client, buffered).await
+                    }
+                }
+            }
+            ClientHelloRead::NoSni | ClientHelloRead::TimedOut => match &self.first {
+                Verdict::Block(m) => {
+                    let (m, host) = (m.clone(), self.host.clone());
+                    if hello == ClientHelloRead::TimedOut {
+                        // Nothing to answer to; the CONNECT itself is the attempt.
+                        self.record_block(&host, &m).await;
+                    } else {
+                        self.intercept(client, buffered, host, m).await
+                    }
+                }
+                _ => {
+                    self.log_exemptions(&[&self.first]).await;
+                    self.splice(client, buffered).await
+                }
+            },
+            ClientHelloRead::NotTls => self.plain(client, buffered).await,
+            ClientHelloRead::Malformed | ClientHelloRead::Closed => {
+                if let Verdict::Block(m) = &self.first {
+                    let (m, host) = (m.clone(), self.host.clone());
+                    self.record_block(&host, &m).await;
+                }
+            }
+        }
+    }
+
+    async fn log_exemptions(&self, verdicts: &[&Verdict]) {
+        for v in verdicts {
+            if let Verdict::Exempt { matched, exemption } = v {
+                let key = self.host.as_key();
+                let attempt = self.attempt(&key, matched);
+                respond::exempted(&self.state, &attempt, &exemption.reason).await;
+                return;
+            }
+        }
+    }
+
+    fn attempt<'a>(&'a self, host: &'a str, matched: &'a Match) -> Attempt<'a> {
+        Attempt {
+            subject: &self.subject,
+            matched,
+            host,
+            port: self.port,
+            method: &Method::CONNECT,
+            path: None,
+            user_agent: self.user_agent.as_deref(),
+        }
+    }
+
+    /// Records a blocked CONNECT that never got as far as a request.
+    async fn record_block(&self, host: &Host, matched: &Match) {
+        let key = host.as_key();
+        let _ = respond::block(&self.state, &self.attempt(&key, matched)).await;
+    }
+
+    /// Connects to the origin, replays what the client sent, and copies
+    /// bytes both ways until either side closes or the tunnel idles out.
+    async fn splice(self, client: TokioIo<Upgraded>, buffered: Vec<u8>) {
+        let addr = format!("{}:{}", self.host, self.port);
+        let connect = tokio::time::timeout(self.state.config.proxy.connect_timeout, TcpStream::connect(&addr));
+        let mut origin = match connect.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "tunnel origin unreachable");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "tunnel origin connect timed out");
+                return;
+            }
+        };
+        let _ = origin.set_nodelay(true);
+        if origin.write_all(&buffered).await.is_err() {
+            return;
+        }
+        drop(buffered);
+        let mut client = client;
+        let idle = self.state.config.proxy.tunnel_idle_timeout;
+        let _ = super::idle::splice(&mut client, &mut origin, idle).await;
+    }
+
+    /// Terminates TLS with a leaf for the banned `name` and answers every
+    /// request on the connection with the block page.
+    async fn intercept(self, client: TokioIo<Upgraded>, buffered: Vec<u8>, name: Host, matched: Match) {
+        let Some(leaves) = self.state.leaves.clone() else {
+            self.record_block(&name, &matched).await;
+            return;
+        };
+        let key = name.as_key().into_owned();
+        let config = match leaves.server_config(&key).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(host = %key, error = %e, "cannot mint a certificate; closing the blocked tunnel");
+                self.record_block(&name, &matched).await;
+                return;
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = match acceptor.accept(Prefixed::new(buffered, client)).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                // Typically a client that does not trust the local CA: the
+                // attempt still counts and is recorded.
+                tracing::debug!(host = %key, error = %e, "TLS handshake with blocked client failed");
+                self.record_block(&name, &matched).await;
+                return;
+            }
+        };
+        self.serve_block_pages(tls, key, matched).await;
+    }
+
+    /// Plain bytes in a tunnel: never tunnelled when the CONNECT host is
+    /// banned; otherwise a plain HTTP request is decided on its `Host`.
+    async fn plain(self, mut client: TokioIo<Upgraded>, mut buffered: Vec<u8>) {
+        if let Verdict::Block(m) = &self.first {
+            let (m, key) = (m.clone(), self.host.as_key().into_owned());
+            return self.serve_block_pages(Prefixed::new(buffered, client), key, m).await;
+        }
+        let limit = self.state.config.proxy.max_header_bytes;
+        let timeout = self.state.config.proxy.client_hello_timeout;
+        match read_http_head(&mut client, &mut buffered, limit, timeout).await {
+            HttpHead::Complete(Some(host)) => match normalise_host(&host) {
+                Ok(h) => {
+                    if let Verdict::Block(m) = decide(&self.state, &self.subject, &h, self.user_agent.as_deref()) {
+                        let key = h.as_key().into_owned();
+                        return self.serve_block_pages(Prefixed::new(buffered, client), key, m).await;
+                    }
+                }
+                // A Host that cannot be normalised is refused, never tunnelled.
+                Err(_) => return,
+            },
+            HttpHead::Complete(None) | HttpHead::NotHttp => {}
+            // Looks like HTTP but never finishes its head: refuse rather
+            // than let an undecided request through.
+            HttpHead::Incomplete => return,
+        }
+        self.log_exemptions(&[&self.first]).await;
+        self.splice(client, buffered).await
+    }
+
+    /// Serves HTTP/1.1 on a connection that must never reach its origin:
+    /// every request gets the block page and its own audit record.
+    async fn serve_block_pages<S>(self, stream: S, host: String, matched: Match)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let header_timeout = self.state.config.proxy.header_timeout;
+        let tunnel = Arc::new(self);
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let tunnel = Arc::clone(&tunnel);
+            let host = host.clone();
+            let matched = matched.clone();
+            async move {
+                let ua = user_agent(req.headers()).map(str::to_string).or_else(|| tunnel.user_agent.clone());
+                let path = tunnel.state.config.audit.log_paths.then(|| req.uri().path().to_string());
+                let attempt = Attempt {
+                    subject: &tunnel.subject,
+                    matched: &matched,
+                    host: &host,
+                    port: tunnel.port,
+                    method: req.method(),
+                    path: path.as_deref(),
+                    user_agent: ua.as_deref(),
+                };
+                Ok::<_, std::convert::Infallible>(respond::block(&tunnel.state, &attempt).await)
+            }
+        });
+        let result = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "intercepted connection ended");
+        }
+    }
+}
+
+/// What the first bytes of a non-TLS tunnel are.
+enum HttpHead {
+    /// A complete HTTP request head, with its `Host` if it has one.
+    Complete(Option<String>),
+    /// Not HTTP (some other protocol): tunnelled as it is.
+    NotHttp,
+    /// HTTP that did not complete within the size or time limit.
+    Incomplete,
+}
+
+/// Reads until `buffered` holds a complete HTTP request head, or shows it is
+/// not HTTP, within `limit` bytes and `timeout`.
+async fn read_http_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buffered: &mut Vec<u8>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> HttpHead {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buffered) {
+            Ok(httparse::Status::Complete(_)) => {
+                let host = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("host"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .map(|v| v.trim().to_string());
+                // An absolute-form target names the host too; it wins (RFC 9112 3.2.2).
+                let target = req.path.and_then(|p| p.parse::<http::Uri>().ok()).and_then(|u| u.authority().map(|a| a.as_str().to_string()));
+                let authority = target.or(host);
+                return HttpHead::Complete(authority.map(|a| match parse_authority(&a, Some(80)) {
+                    Ok((h, _)) => h.as_key().into_owned(),
+                    // Keep the raw value: normalising it again fails and refuses.
+                    Err(_) => a,
+                }));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return if buffered.is_empty() { HttpHead::NotHttp } else if looks_like_http(buffered) { HttpHead::Incomplete } else { HttpHead::NotHttp },
+        }
+        if buffered.len() >= limit {
+            return HttpHead::Incomplete;
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buffered.extend_from_slice(&chunk[..n]),
+            _ => return HttpHead::Incomplete,
+        }
+    }
+}
+
+/// A request line starts with a method token and a space.
+fn looks_like_http(buf: &[u8]) -> bool {
+    let method_len = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method_len >= 3 && buf.get(method_len) == Some(&b' ')
+}

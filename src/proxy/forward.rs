@@ -1,0 +1,98 @@
+//! Forwarding an allowed plain-HTTP request to its origin. Bodies stream in
+//! both directions without being buffered; the origin client is pooled.
+
+use std::error::Error as _;
+
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::respond;
+use super::{headers, ProxyBody, ProxyState};
+use crate::policy::Host;
+
+/// Sends the request to `host:port` and streams the answer back. An origin
+/// that cannot be reached gives 502, one that does not answer in time 504.
+pub async fn forward(state: &ProxyState, mut req: Request<Incoming>, host: &Host, port: u16) -> Response<ProxyBody> {
+    let upgrading = headers::is_upgrade(req.headers());
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let authority = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    parts.uri = match Uri::try_from(format!("http://{authority}{path}")) {
+        Ok(u) => u,
+        Err(_) => return respond::bad_request("the request target cannot be forwarded"),
+    };
+    headers::strip_hop_by_hop(&mut parts.headers, upgrading);
+    match HeaderValue::from_str(&authority) {
+        Ok(v) => {
+            parts.headers.insert(header::HOST, v);
+        }
+        Err(_) => return respond::bad_request("the host cannot be written as a Host header"),
+    }
+    headers::add_via(&mut parts.headers, parts.version);
+    parts.version = Version::HTTP_11;
+    let outgoing = Request::from_parts(parts, body);
+
+    let result = tokio::time::timeout(state.config.proxy.response_timeout, state.client.request(outgoing)).await;
+    let mut resp = match result {
+        Err(_elapsed) => {
+            tracing::warn!(%authority, "origin did not answer in time");
+            return gateway_timeout(&authority);
+        }
+        Ok(Err(e)) => return origin_failed(&authority, &e),
+        Ok(Ok(resp)) => resp,
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let origin_upgrade = hyper::upgrade::on(&mut resp);
+            let idle = state.config.proxy.tunnel_idle_timeout;
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, origin_upgrade) {
+                    Ok((client, origin)) => {
+                        let mut client = hyper_util::rt::TokioIo::new(client);
+                        let mut origin = hyper_util::rt::TokioIo::new(origin);
+                        let _ = super::idle::splice(&mut client, &mut origin, idle).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            let (mut parts, _) = resp.into_parts();
+            headers::add_via(&mut parts.headers, Version::HTTP_11);
+            return Response::from_parts(parts, respond::empty());
+        }
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    headers::add_via(&mut parts.headers, parts.version);
+    Response::from_parts(parts, body.map_err(Into::into).boxed())
+}
+
+fn gateway_timeout(authority: &str) -> Response<ProxyBody> {
+    respond::error(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!("De website {authority} antwoordt niet op tijd."),
+        &format!("The website {authority} did not answer in time."),
+    )
+}
+
+/// 502, or 504 when the failure was a connect timeout.
+fn origin_failed(authority: &str, e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return gateway_timeout(authority);
+            }
+        }
+        source = s.source();
+    }
+    tracing::debug!(%authority, error = %e, "origin unreachable");
+    respond::error(
+        StatusCode::BAD_GATEWAY,
+        &format!("De website {authority} is niet bereikbaar."),
+        &format!("The website {authority} cannot be reached."),
+    )
+}

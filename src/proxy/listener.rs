@@ -1,0 +1,172 @@
+//! The accept loop: who may connect at all (never an open proxy), how many
+//! connections, and HTTP/1.1 with the header limits of the configuration.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::respond;
+use super::{request, ProxyState};
+use crate::identity::canonical_ip;
+
+/// Connection admission: a global cap and a per-client-address cap, so one
+/// misbehaving machine cannot starve the municipality.
+pub struct Admission {
+    global: Arc<Semaphore>,
+    per_client: DashMap<IpAddr, usize>,
+    per_client_max: usize,
+}
+
+/// Held for the life of one connection.
+pub struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let dashmap::Entry::Occupied(mut e) = self.admission.per_client.entry(self.ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(max: usize, per_client_max: usize) -> Arc<Admission> {
+        Arc::new(Admission { global: Arc::new(Semaphore::new(max)), per_client: DashMap::new(), per_client_max })
+    }
+
+    /// A slot for a connection from `ip`, or `None` when a cap is reached.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let permit = Arc::clone(&self.global).try_acquire_owned().ok()?;
+        let mut count = self.per_client.entry(ip).or_insert(0);
+        if *count >= self.per_client_max {
+            return None;
+        }
+        *count += 1;
+        drop(count);
+        Some(Admitted { _permit: permit, admission: Arc::clone(self), ip })
+    }
+}
+
+/// Accepts connections until `shutdown` is cancelled, then waits for the
+/// connections in flight to finish (up to `grace`).
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+) {
+    let admission = Admission::new(state.config.proxy.max_connections, state.config.proxy.max_connections_per_client);
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep going.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let ip = canonical_ip(peer.ip());
+        if !state.config.proxy.allow_clients.iter().any(|net| net.contains(&ip)) {
+            tracing::warn!(client = %ip, "refused a client outside proxy.allow_clients");
+            tokio::spawn(refuse(stream, StatusCode::FORBIDDEN));
+            continue;
+        }
+        let Some(admitted) = admission.admit(ip) else {
+            tracing::warn!(client = %ip, "connection limit reached");
+            tokio::spawn(refuse(stream, StatusCode::SERVICE_UNAVAILABLE));
+            continue;
+        };
+        let state = Arc::clone(&state);
+        let conn = builder(&state).serve_connection(
+            TokioIo::new(stream),
+            hyper::service::service_fn({
+                let state = Arc::clone(&state);
+                move |req: Request<Incoming>| request::handle(Arc::clone(&state), peer, req)
+            }),
+        );
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let conn = conn.with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+            }
+            drop(admitted);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+}
+
+fn builder(state: &ProxyState) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(state.config.proxy.header_timeout)
+        // hyper answers 431 when the head outgrows this buffer.
+        .max_buf_size(state.config.proxy.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b
+}
+
+/// Answers every request on a connection we will not serve with `status`
+/// and closes it; nothing is forwarded or tunnelled.
+async fn refuse(stream: TcpStream, status: StatusCode) {
+    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+        let mut resp = if status == StatusCode::FORBIDDEN {
+            respond::error(status, "Deze proxy bedient uw netwerk niet.", "This proxy does not serve your network.")
+        } else {
+            respond::error(status, "De proxy is op dit moment te druk. Probeer het zo opnieuw.", "The proxy is too busy right now. Please try again shortly.")
+        };
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        Ok::<_, std::convert::Infallible>(resp)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), svc);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
+}
+
+/// Binds every listen address, failing with the address that could not be bound.
+pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}

@@ -1,0 +1,140 @@
+//! One request on the proxy listener: what kind it is (CONNECT, a request to
+//! forward, or a request to the proxy itself), which host it really targets,
+//! and what the policy says about it.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::respond::{self, Attempt};
+use super::{connect, forward, headers, ProxyBody, ProxyState};
+use crate::pages;
+use crate::policy::{parse_authority, Date, Host, Subject, Target, Verdict};
+
+/// Entry point for every request the proxy listener parses.
+pub async fn handle(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let response = if req.method() == Method::CONNECT {
+        connect::handle(state, peer, req).await
+    } else if req.uri().authority().is_some() {
+        handle_absolute(state, peer, req).await
+    } else {
+        local(&state, &req)
+    };
+    Ok(response)
+}
+
+/// The subject of a request from `peer`.
+pub fn subject_of(state: &ProxyState, peer: SocketAddr) -> Subject {
+    state.devices.subject(peer.ip())
+}
+
+/// The `User-Agent` as text, if it is text.
+pub fn user_agent(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+}
+
+/// Whether the target is this proxy itself, by address or by `localhost`.
+pub fn targets_self(state: &ProxyState, host: &Host, port: u16) -> bool {
+    match host {
+        Host::Ip(ip) => state.is_self(*ip, port),
+        Host::Name(n) if n == "localhost" || n.ends_with(".localhost") => {
+            state.is_self(IpAddr::from([127, 0, 0, 1]), port)
+        }
+        Host::Name(_) => false,
+    }
+}
+
+/// An absolute-form request (`GET http://host/path`): decided on the
+/// request-target's authority, the one weerwal would connect to. The `Host`
+/// header is ignored for the decision and replaced when forwarding (RFC 9112
+/// section 3.2.2), so a mismatched `Host` can never pick the origin.
+async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+    let uri = req.uri();
+    let scheme_is_http = uri.scheme() == Some(&http::uri::Scheme::HTTP);
+    let default_port = if scheme_is_http { 80 } else { 443 };
+    let Some(authority) = uri.authority() else {
+        return respond::bad_request("no host in the request target");
+    };
+    let (host, port) = match parse_authority(authority.as_str(), Some(default_port)) {
+        Ok(hp) => hp,
+        Err(e) => return respond::bad_request(&format!("host {:?}: {e}", authority.as_str())),
+    };
+    if targets_self(&state, &host, port) || headers::has_our_via(req.headers()) {
+        return respond::error(
+            StatusCode::FORBIDDEN,
+            "Dit verzoek zou bij de proxy zelf uitkomen (een lus) en is geweigerd.",
+            "This request would loop back to the proxy itself and was refused.",
+        );
+    }
+    let subject = subject_of(&state, peer);
+    let ua = user_agent(req.headers());
+    let host_key = host.as_key();
+    let policy = state.policy.load();
+    let verdict = policy.decide(&subject, &Target { host: &host, user_agent: ua, date: Date::today() });
+    drop(policy);
+    let path = state.config.audit.log_paths.then(|| uri.path());
+    match &verdict {
+        Verdict::Block(matched) => {
+            let attempt =
+                Attempt { subject: &subject, matched, host: &host_key, port, method: req.method(), path, user_agent: ua };
+            return respond::block(&state, &attempt).await;
+        }
+        Verdict::Exempt { matched, exemption } => {
+            let attempt =
+                Attempt { subject: &subject, matched, host: &host_key, port, method: req.method(), path, user_agent: ua };
+            respond::exempted(&state, &attempt, &exemption.reason).await;
+        }
+        Verdict::Allow => {}
+    }
+    if !scheme_is_http {
+        return respond::error(
+            StatusCode::BAD_REQUEST,
+            "Alleen http:// kan zo worden opgevraagd; voor https:// gebruikt de browser CONNECT.",
+            "Only http:// URLs can be requested this way; browsers use CONNECT for https://.",
+        );
+    }
+    forward::forward(&state, req, &host, port).await
+}
+
+/// A request to the proxy itself (origin-form): the status page, and the PAC
+/// file browsers are configured with. Never forwarded.
+fn local(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return respond::error(StatusCode::METHOD_NOT_ALLOWED, "Methode niet toegestaan.", "Method not allowed.");
+    }
+    match req.uri().path() {
+        "/" => {
+            let policy = state.policy.load();
+            let apps: Vec<&str> = policy.apps().iter().map(|a| a.name.as_str()).collect();
+            respond::html(StatusCode::OK, pages::status_page(env!("CARGO_PKG_VERSION"), &apps, policy.domain_count()))
+        }
+        "/proxy.pac" | "/wpad.dat" => {
+            let pac = crate::pac::generate(&state.config, &state.policy.load());
+            let mut resp = Response::new(respond::full(pac.text));
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+            if let Ok(etag) = HeaderValue::from_str(&pac.etag) {
+                h.insert(header::ETAG, etag);
+            }
+            let not_modified = req
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == pac.etag));
+            if not_modified {
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                *resp.body_mut() = respond::empty();
+            }
+            resp
+        }
+        _ => respond::error(StatusCode::NOT_FOUND, "Niet gevonden.", "Not found."),
+    }
+}

@@ -1,0 +1,126 @@
+//! Building our own responses (block page, error pages) and writing the
+//! audit record that a block or exemption requires before answering.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::{ProxyBody, ProxyState};
+use crate::audit::{EventKind, Record, Via};
+use crate::pages::{self, BlockInfo};
+use crate::policy::{Match, Subject};
+
+/// A complete body of our own.
+pub fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body (e.g. `200` to CONNECT).
+pub fn empty() -> ProxyBody {
+    full(Bytes::new())
+}
+
+/// An HTML response that is never cached: a block is a decision of now.
+pub fn html(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+    );
+    resp
+}
+
+/// A short bilingual error page.
+pub fn error(status: StatusCode, nl: &str, en: &str) -> Response<ProxyBody> {
+    html(status, pages::error_page(status.as_u16(), nl, en))
+}
+
+/// `400` for a request whose target cannot be understood; never forwarded.
+pub fn bad_request(why: &str) -> Response<ProxyBody> {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("Dit verzoek kan niet worden verwerkt: {why}"),
+        &format!("This request cannot be handled: {why}"),
+    )
+}
+
+/// What a blocked or exempted attempt was, for its audit record.
+pub struct Attempt<'a> {
+    pub subject: &'a Subject,
+    pub matched: &'a Match,
+    pub host: &'a str,
+    pub port: u16,
+    pub method: &'a Method,
+    pub path: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+impl Attempt<'_> {
+    /// The audit record of this attempt.
+    pub fn record(&self, event: EventKind) -> Record {
+        let mut r = Record::new(event);
+        r.user.clone_from(&self.subject.user);
+        r.client = Some(self.subject.client);
+        r.device.clone_from(&self.subject.device);
+        r.app = Some(self.matched.app.name.clone());
+        r.rule = Some(self.matched.rule.as_str().to_string());
+        r.host = Some(self.host.to_string());
+        r.port = Some(self.port);
+        r.method = Some(self.method.as_str().to_string());
+        r.path = self.path.map(str::to_string);
+        r.via = Some(Via::Proxy);
+        r.user_agent = self.user_agent.map(|ua| ua.chars().take(512).collect());
+        r
+    }
+}
+
+/// Records a blocked attempt (and, when the request carries the app's own
+/// signature, an `app_detected` record) and builds the block page. The page
+/// is only returned once the record is written, so the reference number on
+/// it is real.
+pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyBody> {
+    let seq = match state.audit.record(attempt.record(EventKind::Blocked)).await {
+        Ok(seq) => Some(seq),
+        Err(e) => {
+            tracing::error!(error = %e, host = attempt.host, "could not write audit record; blocking anyway");
+            None
+        }
+    };
+    if let Some(ua) = attempt.user_agent {
+        if let Some(detected) = state.policy.load().detect_app(ua) {
+            let mut r = attempt.record(EventKind::AppDetected);
+            r.app = Some(detected.app.name.clone());
+            r.rule = Some(detected.rule.as_str().to_string());
+            if let Err(e) = state.audit.record(r).await {
+                tracing::error!(error = %e, "could not write app_detected record");
+            }
+        }
+    }
+    let app = &attempt.matched.app;
+    let since = app.since.to_string();
+    html(
+        StatusCode::FORBIDDEN,
+        pages::block_page(&BlockInfo {
+            app: &app.name,
+            host: attempt.host,
+            advice: &app.advice,
+            reference: &app.reference,
+            since: &since,
+            incident: seq,
+        }),
+    )
+}
+
+/// Records an exempted attempt before it is let through.
+pub async fn exempted(state: &ProxyState, attempt: &Attempt<'_>, reason: &str) {
+    let mut r = attempt.record(EventKind::Exempted);
+    r.reason = Some(reason.to_string());
+    if let Err(e) = state.audit.record(r).await {
+        tracing::error!(error = %e, "could not write exempted record");
+    }
+}

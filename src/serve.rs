@@ -1,0 +1,145 @@
+//! `weerwal serve`: assembles policy, audit writer, CA and listeners from a
+//! configuration and runs them until shut down. Tests start the same code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditError, AuditLog, AuditWriterHandle, EventKind, Record, Via};
+use crate::ca::{CaError, CertificateAuthority, LeafCache};
+use crate::config::{Config, HttpsMode};
+use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
+use crate::proxy::{listener, ProxyState};
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("policy not loaded:\n{0}")]
+    Policy(#[from] PolicyErrors),
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
+    #[error("CA: {0}")]
+    Ca(#[from] CaError),
+    #[error("{0}")]
+    Bind(std::io::Error),
+}
+
+/// Loads the policy the configuration names. On embedded defaults a
+/// missing `policy/` falls back to the policy compiled into the binary.
+pub fn load_policy(config: &Config) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
+    let dir = &config.policy.dir;
+    let today = Date::today();
+    if config.policy_dir_is_default() && !dir.exists() {
+        tracing::warn!(dir = %dir.display(), "policy directory not found; using the policy built into weerwal");
+        return policy::load_embedded(today);
+    }
+    policy::load_dir(dir, today)
+}
+
+/// A running weerwal: its listen addresses and the means to stop it.
+pub struct Server {
+    pub proxy_addrs: Vec<SocketAddr>,
+    pub ca: Option<Arc<CertificateAuthority>>,
+    pub policy: Arc<ArcSwap<Policy>>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    audit: Option<AuditLog>,
+    writer: AuditWriterHandle,
+}
+
+impl Server {
+    /// Starts everything the configuration asks for.
+    pub async fn start(config: Config) -> Result<Server, ServeError> {
+        let (policy, warnings) = load_policy(&config)?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let (audit, writer, resume) = AuditLog::open(&config.audit.path, config.audit.sync)?;
+        let ca = match config.proxy.https {
+            HttpsMode::Intercept => {
+                let (ca, created) = CertificateAuthority::load_or_create(&config.ca.dir, &config.ca.organisation)?;
+                let verb = if created { "created" } else { "loaded" };
+                tracing::info!(
+                    path = %ca.cert_path().display(),
+                    fingerprint = %ca.fingerprint_sha256(),
+                    "{verb} local CA; distribute ca.pem to laptops so the block page shows over HTTPS"
+                );
+                Some(Arc::new(ca))
+            }
+            HttpsMode::Reject => None,
+        };
+        let leaves = ca.as_ref().map(|ca| Arc::new(LeafCache::new(Arc::clone(ca))));
+        let listeners = listener::bind_all(&config.proxy.listen).await.map_err(ServeError::Bind)?;
+        let proxy_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+
+        record_policy_loaded(&audit, &policy).await;
+        tracing::info!(
+            listen = ?proxy_addrs,
+            apps = policy.apps().len(),
+            domains = policy.domain_count(),
+            exemptions = policy.exemptions().len(),
+            audit = %config.audit.path.display(),
+            next_seq = resume.next_seq,
+            "weerwal proxy running"
+        );
+        let policy = Arc::new(ArcSwap::from_pointee(policy));
+        let state = Arc::new(ProxyState::new(
+            config,
+            Arc::clone(&policy),
+            audit.clone(),
+            leaves,
+            proxy_addrs.clone(),
+        ));
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for l in listeners {
+            tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
+        }
+        Ok(Server { proxy_addrs, ca, policy, shutdown, tasks, audit: Some(audit), writer })
+    }
+
+    /// A token that stops the server when cancelled (signal handlers hold it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the shutdown token is cancelled, then stops gracefully.
+    pub async fn run_until_shutdown(self) {
+        self.shutdown.cancelled().await;
+        self.stop().await;
+    }
+
+    /// Stops accepting, lets connections finish (bounded), and waits until
+    /// every audit record decided so far is written.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        // Tunnels may still hold handles; closing writes what is queued and
+        // ends the writer whoever else still holds one.
+        if let Some(audit) = self.audit.take() {
+            audit.close().await;
+        }
+        let writer = self.writer;
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        tracing::info!("weerwal stopped");
+    }
+}
+
+async fn record_policy_loaded(audit: &AuditLog, policy: &Policy) {
+    let mut r = Record::new(EventKind::PolicyLoaded);
+    r.via = Some(Via::System);
+    r.detail = Some(serde_json::json!({
+        "digest": policy.digest(),
+        "apps": policy.apps().len(),
+        "domains": policy.domain_count(),
+        "exemptions": policy.exemptions().len(),
+        "files": policy.files().iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+    }));
+    if let Err(e) = audit.record(r).await {
+        tracing::error!(error = %e, "could not record policy_loaded");
+    }
+}
