@@ -478,7 +478,7 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaErr
         path: path.to_path_buf(),
         source,
     };
-    let suffix = random_bytes::<8>().map_err(|e| io_error(io::Error::other(e)))?;
+    let suffix = random_bytes::<8>().map_err(|e| io_error(io::Error::other(e.to_string())))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
     let written = (|| {
@@ -561,10 +561,7 @@ fn generate_ca(organisation: &str) -> Result<(String, String), String> {
 fn fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
     let hex = hex::encode_upper(digest);
-    let pairs: Vec<&str> = (0..hex.len())
-        .step_by(2)
-        .map(|i| &hex[i..i + 2])
-        .collect();
+    let pairs: Vec<&str> = (0..hex.len()).step_by(2).map(|i| &hex[i..i + 2]).collect();
     pairs.join(":")
 }
 

@@ -365,6 +365,21 @@ impl Config {
         if self.proxy.max_connections == 0 || self.proxy.max_connections_per_client == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));
         }
+        // Settings of features this build does not have yet are refused
+        // rather than ignored: an administrator must not believe they work.
+        if self.identity.auth == AuthMode::Basic {
+            return Err(invalid("auth", "\"basic\" is not available in this version of weerwal; use \"none\"".into()));
+        }
+        for (section, present) in [("[admin]", self.admin.is_some()), ("[compliance]", self.compliance.is_some()), ("[gateway]", self.gateway.is_some())] {
+            if present {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: text.lines().position(|l| l.trim() == section).map(|i| i + 1).unwrap_or(1),
+                    key: section.to_string(),
+                    message: "this section is not available in this version of weerwal".into(),
+                });
+            }
+        }
         if self.ca.organisation.trim().is_empty() {
             return Err(invalid("organisation", "the CA needs an organisation name".into()));
         }

@@ -137,7 +137,6 @@ pub(crate) struct Name<'a> {
 /// The fields of a certificate that weerwal uses.
 #[derive(Debug, Clone)]
 pub(crate) struct Certificate<'a> {
-    pub(crate) serial: &'a [u8],
     pub(crate) issuer: Name<'a>,
     pub(crate) subject: Name<'a>,
     pub(crate) not_before: SystemTime,
@@ -160,7 +159,7 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Result<Certificate<'_>, DerError>
     let tbs = cert.expect(TAG_SEQUENCE, "not a certificate")?;
     let mut tbs = Reader::new(tbs.value);
     tbs.optional(TAG_VERSION)?;
-    let serial = tbs.expect(TAG_INTEGER, "serial number missing")?.value;
+    tbs.expect(TAG_INTEGER, "serial number missing")?;
     tbs.expect(TAG_SEQUENCE, "signature algorithm missing")?;
     let issuer = parse_name(tbs.expect(TAG_SEQUENCE, "issuer missing")?)?;
     let validity = tbs.expect(TAG_SEQUENCE, "validity missing")?;
@@ -202,7 +201,6 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Result<Certificate<'_>, DerError>
     }
 
     Ok(Certificate {
-        serial,
         issuer,
         subject,
         not_before,
@@ -272,8 +270,7 @@ pub(crate) fn parse_time(tlv: Tlv<'_>) -> Result<SystemTime, DerError> {
     {
         return Err(BAD);
     }
-    let seconds =
-        days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
     let since_epoch = Duration::from_secs(seconds.unsigned_abs());
     Ok(if seconds >= 0 {
         SystemTime::UNIX_EPOCH + since_epoch
@@ -400,7 +397,9 @@ mod tests {
     fn reader_rejects_lengths_past_the_end() {
         assert!(Reader::new(&[0x30, 0x05, 0x00]).read().is_err());
         assert!(Reader::new(&[0x30, 0x80, 0x00, 0x00]).read().is_err());
-        assert!(Reader::new(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).read().is_err());
+        assert!(Reader::new(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff])
+            .read()
+            .is_err());
         assert!(Reader::new(&[0x30]).read().is_err());
     }
 }

@@ -19,7 +19,9 @@ use tokio::sync::OnceCell;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256,
+};
 
 use super::leaf::Leaf;
 use super::*;
@@ -105,13 +107,20 @@ fn ca_is_a_p256_root_with_path_length_zero_for_ten_years() {
     let usage = cert.key_usage().unwrap().expect("keyUsage");
     assert!(usage.value.key_cert_sign());
     assert!(usage.value.crl_sign());
-    assert_eq!(usage.value.flags.count_ones(), 2, "only keyCertSign and cRLSign");
+    assert_eq!(
+        usage.value.flags.count_ones(),
+        2,
+        "only keyCertSign and cRLSign"
+    );
 
     let key = cert.public_key();
     assert_eq!(key.algorithm.algorithm, OID_KEY_TYPE_EC_PUBLIC_KEY);
     let curve = key.algorithm.parameters.as_ref().unwrap().as_oid().unwrap();
     assert_eq!(curve, OID_EC_P256);
-    assert_eq!(cert.signature_algorithm.algorithm, OID_SIG_ECDSA_WITH_SHA256);
+    assert_eq!(
+        cert.signature_algorithm.algorithm,
+        OID_SIG_ECDSA_WITH_SHA256
+    );
 
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
@@ -119,10 +128,26 @@ fn ca_is_a_p256_root_with_path_length_zero_for_ten_years() {
     let years = (not_after - not_before) as f64 / (365.25 * DAY as f64);
     assert!((9.99..=10.01).contains(&years), "{years} years");
 
-    assert_eq!(cert.subject().as_raw(), cert.issuer().as_raw(), "self-signed");
-    let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
+    assert_eq!(
+        cert.subject().as_raw(),
+        cert.issuer().as_raw(),
+        "self-signed"
+    );
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert_eq!(cn, "weerwal lokale CA — Gemeente Voorbeeld");
-    let o = cert.subject().iter_organization().next().unwrap().as_str().unwrap();
+    let o = cert
+        .subject()
+        .iter_organization()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert_eq!(o, ORG);
     assert!(!subject_key_id(&cert).is_empty());
     // Positive serial of at most 16 bytes, i.e. random, not a hash of the key.
@@ -163,14 +188,20 @@ fn load_refuses_a_key_readable_by_others_and_says_how_to_fix_it() {
     let err = CertificateAuthority::load(dir.path()).unwrap_err();
     assert!(matches!(err, CaError::KeyPermissions { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains("0644") || message.contains("644"), "{message}");
+    assert!(
+        message.contains("0644") || message.contains("644"),
+        "{message}"
+    );
     assert!(
         message.contains(&format!("chmod 600 {}", ca.key_path().display())),
         "{message}"
     );
 
     fs::set_permissions(ca.key_path(), fs::Permissions::from_mode(0o640)).unwrap();
-    assert!(CertificateAuthority::load(dir.path()).is_err(), "group-readable");
+    assert!(
+        CertificateAuthority::load(dir.path()).is_err(),
+        "group-readable"
+    );
 
     fs::set_permissions(ca.key_path(), fs::Permissions::from_mode(0o600)).unwrap();
     let loaded = CertificateAuthority::load(dir.path()).unwrap();
@@ -273,8 +304,11 @@ fn load_refuses_a_garbled_certificate_naming_the_file() {
     assert!(err.to_string().contains("ca.pem"), "{err}");
 
     let (dir, ca) = new_ca();
-    fs::write(ca.key_path(), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-        .unwrap();
+    fs::write(
+        ca.key_path(),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let err = CertificateAuthority::load(dir.path()).unwrap_err();
     assert!(matches!(err, CaError::BadKey { .. }), "{err:?}");
     assert!(err.to_string().contains("ca.key"), "{err}");
@@ -289,7 +323,12 @@ fn load_refuses_a_certificate_that_is_not_a_ca() {
         .self_signed(&key)
         .unwrap();
     fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
-    write_atomically(&dir.path().join("ca.key"), key.serialize_pem().as_bytes(), 0o600).unwrap();
+    write_atomically(
+        &dir.path().join("ca.key"),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )
+    .unwrap();
     let err = CertificateAuthority::load(dir.path()).unwrap_err();
     assert!(err.to_string().contains("not mark it as a CA"), "{err}");
 }
@@ -307,9 +346,21 @@ fn organisation_names_x509_cannot_hold_are_refused_before_writing() {
     let long = "Gemeenschappelijke Regeling Serviceorganisatie Zuid";
     let ca = CertificateAuthority::init(dir.path(), long, false).unwrap();
     let cert = parse(ca.cert_der());
-    let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert_eq!(cn, "weerwal lokale CA");
-    let o = cert.subject().iter_organization().next().unwrap().as_str().unwrap();
+    let o = cert
+        .subject()
+        .iter_organization()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert_eq!(o, long);
 }
 
@@ -390,7 +441,10 @@ async fn a_ca_made_elsewhere_with_other_string_types_and_key_ids_is_usable() {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
-    name.push(DnType::CountryName, DnValue::PrintableString("NL".try_into().unwrap()));
+    name.push(
+        DnType::CountryName,
+        DnValue::PrintableString("NL".try_into().unwrap()),
+    );
     name.push(
         DnType::CommonName,
         DnValue::PrintableString("Andere CA".try_into().unwrap()),
@@ -402,7 +456,12 @@ async fn a_ca_made_elsewhere_with_other_string_types_and_key_ids_is_usable() {
     params.not_after = rcgen::date_time_ymd(2040, 1, 1);
     let cert = params.self_signed(&key).unwrap();
     fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
-    write_atomically(&dir.path().join("ca.key"), key.serialize_pem().as_bytes(), 0o600).unwrap();
+    write_atomically(
+        &dir.path().join("ca.key"),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )
+    .unwrap();
 
     let ca = Arc::new(CertificateAuthority::load(dir.path()).unwrap());
     assert_eq!(ca.summary().subject, "C=NL, CN=Andere CA");
@@ -448,13 +507,22 @@ async fn leaf_names_exactly_the_banned_host_and_chains_to_the_ca() {
     let now = now_unix();
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
-    assert!(not_before <= now - 3_590 && not_before >= now - 3_610, "backdated 1h");
+    assert!(
+        not_before <= now - 3_590 && not_before >= now - 3_610,
+        "backdated 1h"
+    );
     assert!((not_after - now - 7 * DAY).abs() <= 10, "valid 7 days");
 
     assert_eq!(cert.issuer().as_raw(), ca_cert.subject().as_raw());
     assert_eq!(authority_key_id(&cert), subject_key_id(&ca_cert));
-    assert_eq!(cert.signature_algorithm.algorithm, OID_SIG_ECDSA_WITH_SHA256);
-    assert_eq!(cert.public_key().algorithm.algorithm, OID_KEY_TYPE_EC_PUBLIC_KEY);
+    assert_eq!(
+        cert.signature_algorithm.algorithm,
+        OID_SIG_ECDSA_WITH_SHA256
+    );
+    assert_eq!(
+        cert.public_key().algorithm.algorithm,
+        OID_KEY_TYPE_EC_PUBLIC_KEY
+    );
 
     verify_chain(ca.cert_der(), &leaf.cert_der, "aliexpress.com").unwrap();
     let err = verify_chain(ca.cert_der(), &leaf.cert_der, "www.aliexpress.com").unwrap_err();
@@ -667,7 +735,10 @@ fn client_config(trust: &[u8]) -> ClientConfig {
 async fn serve_once(
     cache: &LeafCache,
     host: &str,
-) -> (std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let config = cache.server_config(host).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -710,26 +781,44 @@ async fn tls_handshake_succeeds_for_a_client_that_trusts_the_ca() {
     server.await.unwrap().unwrap();
 }
 
+/// Connects to a server using a leaf of `ca`, trusting only `trusted`, and
+/// returns the TLS error the client saw.
+async fn handshake_error(ca: CertificateAuthority, trusted: &[u8]) -> rustls::Error {
+    let cache = LeafCache::new(Arc::new(ca));
+    let (addr, server) = serve_once(&cache, "aliexpress.com").await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let connector = TlsConnector::from(Arc::new(client_config(trusted)));
+    let name = ServerName::try_from("aliexpress.com").unwrap();
+    let err = connector.connect(name, tcp).await.unwrap_err();
+    assert!(server.await.unwrap().is_err(), "the server saw the alert");
+    err.get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .unwrap_or_else(|| panic!("not a TLS error: {err:?}"))
+        .clone()
+}
+
 #[tokio::test]
 async fn tls_handshake_fails_for_a_client_that_does_not_trust_the_ca() {
     let (_dir, ca) = new_ca();
-    let (_other_dir, other) = new_ca();
-    let cache = LeafCache::new(Arc::new(ca));
-    let (addr, server) = serve_once(&cache, "aliexpress.com").await;
-
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let connector = TlsConnector::from(Arc::new(client_config(other.cert_der())));
-    let name = ServerName::try_from("aliexpress.com").unwrap();
-    let err = connector.connect(name, tcp).await.unwrap_err();
-    let tls_error = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-        .unwrap_or_else(|| panic!("not a TLS error: {err:?}"));
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = CertificateAuthority::init(other_dir.path(), "Gemeente Elders", false).unwrap();
     assert_eq!(
-        tls_error,
-        &rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        handshake_error(ca, other.cert_der()).await,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
     );
-    assert!(server.await.unwrap().is_err(), "the server saw the alert");
+}
+
+#[tokio::test]
+async fn tls_handshake_fails_for_a_client_that_trusts_a_replaced_ca() {
+    // `ca init --force` keeps the name; a laptop still trusting the old CA
+    // finds an issuer by that name whose signature does not match.
+    let (dir, old) = new_ca();
+    let old_der = old.cert_der().to_vec();
+    let new = CertificateAuthority::init(dir.path(), ORG, true).unwrap();
+    assert_eq!(
+        handshake_error(new, &old_der).await,
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,302 @@
+//! The forward proxy over real loopback sockets: forwarding, blocking,
+//! malformed input, never an open proxy, and the audit log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{raw_exchange, status_of, Origin, TestProxy};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn allowed_get_post_head_reach_the_origin() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let client = proxy.client();
+
+    let resp = client.get(origin.url("/hello?x=1")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("via").unwrap().to_str().unwrap().contains("weerwal"));
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+
+    let resp = client.post(origin.url("/count")).body("twelve bytes").send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "12");
+
+    let resp = client.head(origin.url("/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let seen = origin.requests();
+    let methods: Vec<&str> = seen.iter().map(|s| s.method.as_str()).collect();
+    assert_eq!(methods, ["GET", "POST", "HEAD"]);
+    assert_eq!(seen[0].uri, "/hello?x=1", "origin gets origin-form");
+    assert_eq!(seen[0].headers.get("host").unwrap(), &origin.addr.to_string());
+    assert!(seen[0].headers.get("via").unwrap().to_str().unwrap().contains("weerwal"));
+    // Ordinary browsing leaves no trace in the audit log.
+    assert!(proxy.events("blocked").is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let client = proxy.client();
+    const SIZE: u64 = 80 * 1024 * 1024;
+
+    // Download: count as it arrives, never hold it whole.
+    let resp = client.get(origin.url(&format!("/bytes/{SIZE}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut got = 0u64;
+    while let Some(chunk) = stream.next().await {
+        got += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(got, SIZE);
+
+    // Upload: a streamed request body.
+    let chunk = bytes::Bytes::from(common::pattern(1024 * 1024));
+    let chunks = futures_util::stream::iter((0..80).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = client
+        .post(origin.url("/count"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), SIZE.to_string());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_connection_is_kept_alive() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    for _ in 0..3 {
+        let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.url("/k"), origin.addr);
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut text = String::new();
+        while !text.contains("hello from origin") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "proxy closed a keep-alive connection");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(text.starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(origin.requests().len(), 3);
+    // The pooled client reused one origin connection too.
+    assert_eq!(origin.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn banned_hosts_get_the_block_page_and_a_record() {
+    let proxy = TestProxy::start().await;
+    let client = proxy.client();
+    for (url, host, app) in [
+        ("http://aliexpress.com/", "aliexpress.com", "AliExpress"),
+        ("http://M.AliExpress.COM./x", "m.aliexpress.com", "AliExpress"),
+        ("http://vk.com:80/", "vk.com", "VKontakte"),
+    ] {
+        let resp = client.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{url}");
+        assert_eq!(resp.headers().get("content-type").unwrap(), "text/html; charset=utf-8");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains(&format!("Geblokkeerd: {app}")), "{url}");
+        assert!(html.contains(&format!("Blocked: {app}")), "{url}");
+        let records = proxy.events("blocked");
+        let last = records.last().unwrap();
+        assert_eq!(last.host.as_deref(), Some(host));
+        assert_eq!(last.app.as_deref(), Some(app));
+        assert!(html.contains(&format!("Referentienummer: <strong>{}</strong>", last.seq)), "reference on the page");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn connect_to_banned_host_is_refused_with_reject_mode() {
+    let proxy = TestProxy::start_with(|c| c.proxy.https = weerwal::config::HttpsMode::Reject).await;
+    let raw = raw_exchange(proxy.addr, b"CONNECT www.tiktok.com:443 HTTP/1.1\r\nHost: www.tiktok.com:443\r\n\r\n", Duration::from_secs(2)).await;
+    assert_eq!(status_of(&raw), 403, "{raw}");
+    assert!(raw.contains("Geblokkeerd: TikTok"));
+    let rec = proxy.events("blocked");
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].method.as_deref(), Some("CONNECT"));
+    assert_eq!(rec[0].host.as_deref(), Some("www.tiktok.com"));
+    assert_eq!(rec[0].port, Some(443));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn lookalike_hosts_are_not_blocked() {
+    let proxy = TestProxy::start_with(|c| c.proxy.connect_timeout = Duration::from_secs(2)).await;
+    let client = proxy.client();
+    for url in ["http://notaliexpress.com/", "http://aliexpress.com.example.net/"] {
+        // No internet here: a 502/504 is fine, the block page is not.
+        let resp = client.get(url).send().await.unwrap();
+        assert_ne!(resp.status(), 403, "{url}");
+        assert!(!resp.text().await.unwrap().contains("Geblokkeerd"), "{url}");
+    }
+    assert!(proxy.events("blocked").is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_and_the_proxy_keeps_serving() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let wait = Duration::from_secs(3);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid host", b"GET http://exa_mple!.com/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("percent-encoded host", b"GET http://ali%65xpress.com/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("decimal IPv4", b"GET http://2130706433/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("hex IPv4", b"GET http://0x7f.0.0.1/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("two @", b"GET http://a@b@aliexpress.com/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("CONNECT without port", b"CONNECT www.tiktok.com HTTP/1.1\r\nHost: www.tiktok.com\r\n\r\n".to_vec()),
+        ("CONNECT to a port not allowed", b"CONNECT example.org:25 HTTP/1.1\r\nHost: example.org:25\r\n\r\n".to_vec()),
+        ("garbage", b"\x16\x03\x01 not http at all\r\n\r\n".to_vec()),
+    ];
+    for (what, req) in cases {
+        let raw = raw_exchange(proxy.addr, &req, wait).await;
+        let status = status_of(&raw);
+        assert!((400..500).contains(&status), "{what}: got {status}: {raw}");
+    }
+    // A header block over the limit (64 KiB by default).
+    let mut big = format!("GET {} HTTP/1.1\r\nHost: {}\r\n", origin.url("/"), origin.addr).into_bytes();
+    for i in 0..1200 {
+        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(60)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let raw = raw_exchange(proxy.addr, &big, wait).await;
+    assert_eq!(status_of(&raw), 431, "{}", &raw[..raw.len().min(200)]);
+    assert!(origin.requests().is_empty(), "nothing malformed reached the origin");
+    // And the proxy still serves the next client.
+    let resp = proxy.client().get(origin.url("/after")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn request_target_authority_decides_not_the_host_header() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    // Host says banned, target is the origin: forwarded, with the origin's own Host.
+    let req = format!("GET {} HTTP/1.1\r\nHost: aliexpress.com\r\nConnection: close\r\n\r\n", origin.url("/t"));
+    let raw = raw_exchange(proxy.addr, req.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers.get("host").unwrap(), &origin.addr.to_string());
+    assert_eq!(seen[0].headers.get_all("host").iter().count(), 1);
+    // Target is banned, Host is the origin: blocked, and the origin sees nothing.
+    let req = format!("GET http://aliexpress.com/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", origin.addr);
+    let raw = raw_exchange(proxy.addr, req.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(status_of(&raw), 403, "{raw}");
+    assert_eq!(origin.requests().len(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_outside_allow_clients_is_refused_and_nothing_forwarded() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| c.proxy.allow_clients = vec!["10.0.0.0/8".parse().unwrap()]).await;
+    let resp = proxy.client().get(origin.url("/secret")).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let raw = raw_exchange(
+        proxy.addr,
+        format!("CONNECT {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr).as_bytes(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(status_of(&raw), 403);
+    assert!(origin.requests().is_empty());
+    assert_eq!(origin.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn requests_to_the_proxy_itself_are_not_forwarded() {
+    let proxy = TestProxy::start().await;
+    // Origin-form: the status page.
+    let raw = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(2)).await;
+    assert_eq!(status_of(&raw), 200);
+    assert!(raw.contains("weerwal"));
+    // Absolute-form to our own address: refused, no loop.
+    let req = format!("GET http://{}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", proxy.addr);
+    let raw = raw_exchange(proxy.addr, req.as_bytes(), Duration::from_secs(2)).await;
+    assert_eq!(status_of(&raw), 403, "{raw}");
+    let req = format!("GET http://localhost:{}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", proxy.addr.port());
+    let raw = raw_exchange(proxy.addr, req.as_bytes(), Duration::from_secs(2)).await;
+    assert_eq!(status_of(&raw), 403, "{raw}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_origin_gives_502_quickly() {
+    // A port that was just free: connection refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proxy = TestProxy::start().await;
+    let started = std::time::Instant::now();
+    let resp = proxy.client().get(format!("http://127.0.0.1:{port}/")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn slow_origin_gives_504_within_the_response_timeout() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| c.proxy.response_timeout = Duration::from_millis(500)).await;
+    let resp = proxy.client().get(origin.url("/slow")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_blocked_attempts_give_exactly_one_record_each() {
+    let proxy = TestProxy::start().await;
+    const N: usize = 2000;
+    let addr = proxy.addr;
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let sem = std::sync::Arc::clone(&sem);
+        tasks.spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let req = format!("GET http://aliexpress.com/{i} HTTP/1.1\r\nHost: aliexpress.com\r\nConnection: close\r\n\r\n");
+            let raw = raw_exchange(addr, req.as_bytes(), Duration::from_secs(20)).await;
+            assert_eq!(status_of(&raw), 403);
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let path = proxy.audit_path();
+    let dir = proxy.stop().await;
+    let records = common::read_records(&path);
+    let blocked: Vec<_> = records.iter().filter(|r| r.event == weerwal::audit::EventKind::Blocked).collect();
+    assert_eq!(blocked.len(), N);
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    let expected: Vec<u64> = (1..=records.len() as u64).collect();
+    assert_eq!(seqs, expected, "seq without gap or repeat");
+
+    // After a restart, seq continues.
+    let mut config = common::test_config(dir.path());
+    config.audit.path = path.clone();
+    let proxy = TestProxy::start_config(config, dir).await;
+    let resp = proxy.client().get("http://aliexpress.com/again").send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let records = proxy.records();
+    let last_before = expected.len() as u64;
+    let after: Vec<u64> = records.iter().map(|r| r.seq).filter(|&s| s > last_before).collect();
+    assert_eq!(after, vec![last_before + 1, last_before + 2], "policy_loaded then blocked");
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash, "hash chain continues across the restart");
+    }
+    proxy.stop().await;
+}
