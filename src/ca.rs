@@ -15,7 +15,7 @@ mod leaf;
 #[cfg(test)]
 mod tests;
 
-pub use leaf::LeafCache;
+pub use leaf::{LeafCache, DEFAULT_MAX_HOSTS};
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, SerialNumber,
 };
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -197,15 +197,9 @@ impl CertificateAuthority {
                 }
             }
         }
-        let create = |reason: String| CaError::Create {
-            dir: dir.to_path_buf(),
-            reason,
-        };
+        let create = |reason: String| CaError::Create { dir: dir.to_path_buf(), reason };
         let (cert_pem, key_pem) = generate_ca(organisation).map_err(create)?;
-        fs::create_dir_all(dir).map_err(|source| CaError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| CaError::Io { path: dir.to_path_buf(), source })?;
         // Key first: a crash in between leaves a key without a certificate,
         // which `load` reports, rather than a certificate nobody can sign for.
         write_atomically(&key_path, key_pem.as_bytes(), 0o600)?;
@@ -221,22 +215,12 @@ impl CertificateAuthority {
         let (cert_path, key_path) = paths(dir);
         let meta = match fs::metadata(&key_path) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(CaError::Missing { path: key_path })
-            }
-            Err(source) => {
-                return Err(CaError::Io {
-                    path: key_path,
-                    source,
-                })
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CaError::Missing { path: key_path }),
+            Err(source) => return Err(CaError::Io { path: key_path, source }),
         };
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(CaError::KeyPermissions {
-                path: key_path,
-                mode,
-            });
+            return Err(CaError::KeyPermissions { path: key_path, mode });
         }
         let key_pem = read_to_string(&key_path)?;
         let cert_pem = read_to_string(&cert_path)?;
@@ -268,14 +252,8 @@ impl CertificateAuthority {
         match (exists(&cert_path)?, exists(&key_path)?) {
             (true, true) => Ok((Self::load(dir)?, false)),
             (false, false) => Ok((Self::init(dir, organisation, false)?, true)),
-            (true, false) => Err(CaError::Incomplete {
-                present: cert_path,
-                missing: key_path,
-            }),
-            (false, true) => Err(CaError::Incomplete {
-                present: key_path,
-                missing: cert_path,
-            }),
+            (true, false) => Err(CaError::Incomplete { present: cert_path, missing: key_path }),
+            (false, true) => Err(CaError::Incomplete { present: key_path, missing: cert_path }),
         }
     }
 
@@ -331,34 +309,21 @@ impl CertificateAuthority {
 
     /// Builds the CA from the two PEM texts, checking that they belong
     /// together and that leaves signed with them will chain to `ca.pem`.
-    fn from_pem(
-        cert_path: PathBuf,
-        key_path: PathBuf,
-        cert_pem: String,
-        key_pem: &str,
-    ) -> Result<Self, CaError> {
-        let bad_cert = |reason: String| CaError::BadCert {
-            path: cert_path.clone(),
-            reason,
-        };
+    fn from_pem(cert_path: PathBuf, key_path: PathBuf, cert_pem: String, key_pem: &str) -> Result<Self, CaError> {
+        let bad_cert = |reason: String| CaError::BadCert { path: cert_path.clone(), reason };
         let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
             .ok_or_else(|| bad_cert("no CERTIFICATE block".into()))?
             .map_err(|e| bad_cert(format!("unreadable PEM: {e}")))?;
-        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::BadKey {
-            path: key_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| CaError::BadKey { path: key_path.clone(), reason: e.to_string() })?;
 
         let parsed = der::parse_certificate(&cert_der).map_err(|e| bad_cert(e.to_string()))?;
         if !parsed.is_ca {
             return Err(bad_cert("basicConstraints does not mark it as a CA".into()));
         }
         if rcgen::PublicKeyData::subject_public_key_info(&key) != parsed.spki {
-            return Err(CaError::KeyMismatch {
-                cert: cert_path,
-                key: key_path,
-            });
+            return Err(CaError::KeyMismatch { cert: cert_path, key: key_path });
         }
 
         let mut params = CertificateParams::default();
@@ -378,8 +343,7 @@ impl CertificateAuthority {
         let probe = CertificateParams::default()
             .signed_by(issuer.key(), &issuer)
             .map_err(|e| bad_cert(format!("cannot sign with it: {e}")))?;
-        let probe = der::parse_certificate(probe.der())
-            .map_err(|e| bad_cert(format!("cannot sign with it: {e}")))?;
+        let probe = der::parse_certificate(probe.der()).map_err(|e| bad_cert(format!("cannot sign with it: {e}")))?;
         if probe.issuer.raw != parsed.subject.raw {
             return Err(bad_cert(
                 "its subject is encoded in a way weerwal cannot reproduce; \
@@ -421,16 +385,8 @@ impl fmt::Display for CaSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "certificate: {}", self.cert_path.display())?;
         writeln!(f, "subject:     {}", self.subject)?;
-        writeln!(
-            f,
-            "valid from:  {}",
-            humantime::format_rfc3339_seconds(self.not_before)
-        )?;
-        write!(
-            f,
-            "valid until: {}",
-            humantime::format_rfc3339_seconds(self.not_after)
-        )?;
+        writeln!(f, "valid from:  {}", humantime::format_rfc3339_seconds(self.not_before))?;
+        write!(f, "valid until: {}", humantime::format_rfc3339_seconds(self.not_after))?;
         if self.not_after <= SystemTime::now() {
             write!(f, " (EXPIRED)")?;
         }
@@ -447,22 +403,14 @@ fn exists(path: &Path) -> Result<bool, CaError> {
     match fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(CaError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(CaError::Io { path: path.to_path_buf(), source }),
     }
 }
 
 fn read_to_string(path: &Path) -> Result<String, CaError> {
     fs::read_to_string(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => CaError::Missing {
-            path: path.to_path_buf(),
-        },
-        _ => CaError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+        io::ErrorKind::NotFound => CaError::Missing { path: path.to_path_buf() },
+        _ => CaError::Io { path: path.to_path_buf(), source },
     })
 }
 
@@ -474,19 +422,12 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaErr
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let io_error = |source| CaError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source| CaError::Io { path: path.to_path_buf(), source };
     let suffix = random_bytes::<8>().map_err(|e| io_error(io::Error::other(e.to_string())))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
     let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);
@@ -533,9 +474,7 @@ fn generate_ca(organisation: &str) -> Result<(String, String), String> {
         return Err("the organisation name contains control characters".into());
     }
     if organisation.chars().count() > MAX_NAME_CHARS {
-        return Err(format!(
-            "the organisation name is longer than the {MAX_NAME_CHARS} characters X.509 allows"
-        ));
+        return Err(format!("the organisation name is longer than the {MAX_NAME_CHARS} characters X.509 allows"));
     }
     let mut common_name = format!("weerwal lokale CA — {organisation}");
     if common_name.chars().count() > MAX_NAME_CHARS {
@@ -584,12 +523,10 @@ fn rcgen_name(name: &der::Name<'_>) -> Result<DistinguishedName, String> {
             0x16 => DnValue::Ia5String(text()?.try_into().map_err(|e| format!("{e}"))?),
             0x14 => DnValue::TeletexString(text()?.try_into().map_err(|e| format!("{e}"))?),
             0x1e => DnValue::BmpString(
-                rcgen::string::BmpString::from_utf16be(attribute.value.to_vec())
-                    .map_err(|e| e.to_string())?,
+                rcgen::string::BmpString::from_utf16be(attribute.value.to_vec()).map_err(|e| e.to_string())?,
             ),
             0x1c => DnValue::UniversalString(
-                rcgen::string::UniversalString::from_utf32be(attribute.value.to_vec())
-                    .map_err(|e| e.to_string())?,
+                rcgen::string::UniversalString::from_utf32be(attribute.value.to_vec()).map_err(|e| e.to_string())?,
             ),
             _ => return Err("subject attribute has an unsupported string type".into()),
         };
@@ -612,19 +549,12 @@ fn display_name(name: &der::Name<'_>) -> String {
                 [2, 5, 4, 8] => "ST".to_string(),
                 [2, 5, 4, 10] => "O".to_string(),
                 [2, 5, 4, 11] => "OU".to_string(),
-                other => other
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join("."),
+                other => other.iter().map(u64::to_string).collect::<Vec<_>>().join("."),
             };
             let value = match attribute.tag {
                 0x1e => {
-                    let units: Vec<u16> = attribute
-                        .value
-                        .chunks_exact(2)
-                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                        .collect();
+                    let units: Vec<u16> =
+                        attribute.value.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
                     String::from_utf16_lossy(&units)
                 }
                 0x1c => attribute
@@ -647,10 +577,7 @@ fn display_name(name: &der::Name<'_>) -> String {
 /// split or expand.
 fn shell_quote(path: &Path) -> String {
     let text = path.display().to_string();
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c));
+    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c));
     if plain {
         text
     } else {

@@ -13,21 +13,13 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}: {key}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, key: String, message: String },
 }
 
 /// The whole configuration, with relative paths already resolved.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -42,23 +34,6 @@ pub struct Config {
     /// Where the configuration came from (`None`: embedded defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            proxy: ProxyConfig::default(),
-            policy: PolicyConfig::default(),
-            audit: AuditConfig::default(),
-            ca: CaConfig::default(),
-            identity: IdentityConfig::default(),
-            pac: PacConfig::default(),
-            admin: None,
-            compliance: None,
-            gateway: None,
-            source: None,
-        }
-    }
 }
 
 /// `[proxy]`: where browsers connect and what they may do.
@@ -95,10 +70,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
-            allow_clients: vec![
-                "127.0.0.0/8".parse().expect("literal CIDR"),
-                "::1/128".parse().expect("literal CIDR"),
-            ],
+            allow_clients: vec!["127.0.0.0/8".parse().expect("literal CIDR"), "::1/128".parse().expect("literal CIDR")],
             connect_ports: vec![443],
             https: HttpsMode::Intercept,
             max_header_bytes: 64 * 1024,
@@ -305,9 +277,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Er
         Ok(OneOrMany::One(a)) => Ok(vec![a]),
         Ok(OneOrMany::Many(v)) if !v.is_empty() => Ok(v),
         Ok(OneOrMany::Many(_)) => Err(serde::de::Error::custom("at least one address is needed")),
-        Err(_) => Err(serde::de::Error::custom(
-            "expected an address like \"127.0.0.1:3128\" or a list of them",
-        )),
+        Err(_) => Err(serde::de::Error::custom("expected an address like \"127.0.0.1:3128\" or a list of them")),
     }
 }
 
@@ -321,8 +291,8 @@ impl Config {
     /// Reads a configuration file; relative paths in it are taken relative to
     /// the file's folder, so the service does not depend on its working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         let mut config = Config::parse(path, &text)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.resolve_paths(&base);
@@ -334,11 +304,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            let line = text.as_bytes()[..span.start.min(text.len())]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1;
+            let line = text.as_bytes()[..span.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1;
             let key = key_at(text, span.start);
             ConfigError::Invalid { path: path.to_path_buf(), line, key, message: e.message().to_string() }
         })?;
@@ -354,7 +320,10 @@ impl Config {
             message,
         };
         if self.proxy.connect_ports.is_empty() {
-            return Err(invalid("connect_ports", "no CONNECT port allowed: HTTPS would not work; the usual value is [443]".into()));
+            return Err(invalid(
+                "connect_ports",
+                "no CONNECT port allowed: HTTPS would not work; the usual value is [443]".into(),
+            ));
         }
         if self.proxy.connect_ports.contains(&0) {
             return Err(invalid("connect_ports", "port 0 is not a port".into()));
@@ -370,7 +339,11 @@ impl Config {
         if self.identity.auth == AuthMode::Basic {
             return Err(invalid("auth", "\"basic\" is not available in this version of weerwal; use \"none\"".into()));
         }
-        for (section, present) in [("[admin]", self.admin.is_some()), ("[compliance]", self.compliance.is_some()), ("[gateway]", self.gateway.is_some())] {
+        for (section, present) in [
+            ("[admin]", self.admin.is_some()),
+            ("[compliance]", self.compliance.is_some()),
+            ("[gateway]", self.gateway.is_some()),
+        ] {
             if present {
                 return Err(ConfigError::Invalid {
                     path: path.to_path_buf(),
@@ -440,15 +413,8 @@ impl Config {
 fn key_at(text: &str, offset: usize) -> String {
     let line_start = text[..offset.min(text.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line = text[line_start..].lines().next().unwrap_or("");
-    let key: String = line
-        .split('=')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .trim_matches(|c| c == '[' || c == ']')
-        .chars()
-        .take(60)
-        .collect();
+    let key: String =
+        line.split('=').next().unwrap_or("").trim().trim_matches(|c| c == '[' || c == ']').chars().take(60).collect();
     if key.is_empty() {
         "-".to_string()
     } else {

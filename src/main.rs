@@ -16,7 +16,11 @@ use weerwal::policy::{self, Date, Target, Verdict};
 use weerwal::serve::{self, Server};
 
 #[derive(Parser)]
-#[command(name = "weerwal", version, about = "Forward proxy and compliance gateway that keeps banned apps off municipal devices")]
+#[command(
+    name = "weerwal",
+    version,
+    about = "Forward proxy and compliance gateway that keeps banned apps off municipal devices"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -190,7 +194,8 @@ fn ca_command(config: &Config, cmd: CaCommand) -> Result<ExitCode, Failure> {
     let dir = &config.ca.dir;
     match cmd {
         CaCommand::Init { force } => {
-            let ca = CertificateAuthority::init(dir, &config.ca.organisation, force).map_err(|e| Failure::Usage(e.into()))?;
+            let ca = CertificateAuthority::init(dir, &config.ca.organisation, force)
+                .map_err(|e| Failure::Usage(e.into()))?;
             println!("created {}", ca.cert_path().display());
             println!("{}", ca.summary());
         }

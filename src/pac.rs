@@ -59,7 +59,8 @@ pub fn generate(config: &Config, policy: &Policy) -> Pac {
     if pac.route == PacRoute::Policy {
         via_proxy.extend(policy.domains().map(|(d, _)| d.to_string()));
         if let Some(c) = &config.compliance {
-            via_proxy.extend(c.protected.iter().filter_map(|h| normalise_host(h).ok()).map(|h| h.as_key().into_owned()));
+            via_proxy
+                .extend(c.protected.iter().filter_map(|h| normalise_host(h).ok()).map(|h| h.as_key().into_owned()));
         }
     } else {
         // Even with route = "all", a `direct` entry must never let a banned
@@ -71,10 +72,15 @@ pub fn generate(config: &Config, policy: &Policy) -> Pac {
 
     let mut t = String::with_capacity(64 + via_proxy.iter().map(|d| d.len() + 8).sum::<usize>());
     let _ = writeln!(t, "// weerwal proxy auto-config, generated from policy {}", policy.digest());
-    let _ = writeln!(t, "// route = {:?}: {}", pac.route, match pac.route {
-        PacRoute::All => "everything through the proxy except the direct list",
-        PacRoute::Policy => "only banned and protected hosts through the proxy",
-    });
+    let _ = writeln!(
+        t,
+        "// route = {:?}: {}",
+        pac.route,
+        match pac.route {
+            PacRoute::All => "everything through the proxy except the direct list",
+            PacRoute::Policy => "only banned and protected hosts through the proxy",
+        }
+    );
     let _ = writeln!(t, "var PROXY = {};", js(&proxy));
     t.push_str("var VIA_PROXY = {");
     for (i, d) in via_proxy.iter().enumerate() {

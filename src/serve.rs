@@ -87,13 +87,7 @@ impl Server {
             "weerwal proxy running"
         );
         let policy = Arc::new(ArcSwap::from_pointee(policy));
-        let state = Arc::new(ProxyState::new(
-            config,
-            Arc::clone(&policy),
-            audit.clone(),
-            leaves,
-            proxy_addrs.clone(),
-        ));
+        let state = Arc::new(ProxyState::new(config, Arc::clone(&policy), audit.clone(), leaves, proxy_addrs.clone()));
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for l in listeners {

@@ -58,12 +58,7 @@ async fn large_bodies_stream_both_ways() {
     // Upload: a streamed request body.
     let chunk = bytes::Bytes::from(common::pattern(1024 * 1024));
     let chunks = futures_util::stream::iter((0..80).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let resp = client
-        .post(origin.url("/count"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.post(origin.url("/count")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), SIZE.to_string());
     proxy.stop().await;
 }
@@ -118,7 +113,12 @@ async fn banned_hosts_get_the_block_page_and_a_record() {
 #[tokio::test]
 async fn connect_to_banned_host_is_refused_with_reject_mode() {
     let proxy = TestProxy::start_with(|c| c.proxy.https = weerwal::config::HttpsMode::Reject).await;
-    let raw = raw_exchange(proxy.addr, b"CONNECT www.tiktok.com:443 HTTP/1.1\r\nHost: www.tiktok.com:443\r\n\r\n", Duration::from_secs(2)).await;
+    let raw = raw_exchange(
+        proxy.addr,
+        b"CONNECT www.tiktok.com:443 HTTP/1.1\r\nHost: www.tiktok.com:443\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
     assert_eq!(status_of(&raw), 403, "{raw}");
     assert!(raw.contains("Geblokkeerd: TikTok"));
     let rec = proxy.events("blocked");
@@ -220,7 +220,9 @@ async fn client_outside_allow_clients_is_refused_and_nothing_forwarded() {
 async fn requests_to_the_proxy_itself_are_not_forwarded() {
     let proxy = TestProxy::start().await;
     // Origin-form: the status page.
-    let raw = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(2)).await;
+    let raw =
+        raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(2))
+            .await;
     assert_eq!(status_of(&raw), 200);
     assert!(raw.contains("weerwal"));
     // Absolute-form to our own address: refused, no loop.
@@ -268,7 +270,8 @@ async fn concurrent_blocked_attempts_give_exactly_one_record_each() {
         let sem = std::sync::Arc::clone(&sem);
         tasks.spawn(async move {
             let _p = sem.acquire().await.unwrap();
-            let req = format!("GET http://aliexpress.com/{i} HTTP/1.1\r\nHost: aliexpress.com\r\nConnection: close\r\n\r\n");
+            let req =
+                format!("GET http://aliexpress.com/{i} HTTP/1.1\r\nHost: aliexpress.com\r\nConnection: close\r\n\r\n");
             let raw = raw_exchange(addr, req.as_bytes(), Duration::from_secs(20)).await;
             assert_eq!(status_of(&raw), 403);
         });

@@ -160,7 +160,12 @@ mod tests {
         let mut out = Vec::new();
         let hash = r.write_line(&mut out).unwrap();
         let line = String::from_utf8(out).unwrap();
-        assert!(line.starts_with("{\"seq\":7,\"ts\":\"2026-11-23T10:15:02.123Z\",\"event\":\"blocked\",\"session\":null,\"user\":null,"), "{line}");
+        assert!(
+            line.starts_with(
+                "{\"seq\":7,\"ts\":\"2026-11-23T10:15:02.123Z\",\"event\":\"blocked\",\"session\":null,\"user\":null,"
+            ),
+            "{line}"
+        );
         assert!(line.ends_with(&format!("\"hash\":\"{hash}\"}}\n")));
         let (recomputed, claimed) = line_hash(&line).unwrap();
         assert_eq!(recomputed, claimed);

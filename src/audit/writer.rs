@@ -19,16 +19,9 @@ use crate::config::SyncMode;
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}: the last record cannot be read ({message}); move the file aside or repair that line", path.display())]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Corrupt { path: PathBuf, line: usize, message: String },
     #[error("the audit writer has stopped")]
     Closed,
 }
@@ -39,7 +32,7 @@ struct Pending {
 }
 
 enum Msg {
-    Record(Pending),
+    Record(Box<Pending>),
     /// Write what is queued, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -83,11 +76,10 @@ impl AuditLog {
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
         let resume = resume_point(path, &mut file)?;
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let writer = Writer { path: path.to_path_buf(), file, sync, next_seq: resume.next_seq, prev: resume.prev_hash.clone() };
-        let thread = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(io)?;
+        let writer =
+            Writer { path: path.to_path_buf(), file, sync, next_seq: resume.next_seq, prev: resume.prev_hash.clone() };
+        let thread =
+            std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer.run(rx)).map_err(io)?;
         Ok((AuditLog { tx }, AuditWriterHandle { thread: Some(thread) }, resume))
     }
 
@@ -104,10 +96,12 @@ impl AuditLog {
     /// (written, or fsynced with `sync = "fsync"`).
     pub async fn record(&self, record: Record) -> Result<u64, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Msg::Record(Pending { record, done })).await.map_err(|_| AuditError::Closed)?;
+        self.tx.send(Msg::Record(Box::new(Pending { record, done }))).await.map_err(|_| AuditError::Closed)?;
         match wait.await {
             Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(message)) => Err(AuditError::Io { path: PathBuf::from("audit log"), source: std::io::Error::other(message) }),
+            Ok(Err(message)) => {
+                Err(AuditError::Io { path: PathBuf::from("audit log"), source: std::io::Error::other(message) })
+            }
             Err(_) => Err(AuditError::Closed),
         }
     }
@@ -132,12 +126,12 @@ impl Writer {
         while let Some(msg) = next.take() {
             let mut closing = None;
             match msg {
-                Msg::Record(p) => batch.push(p),
+                Msg::Record(p) => batch.push(*p),
                 Msg::Close(done) => closing = Some(done),
             }
             while closing.is_none() && batch.len() < BATCH {
                 match rx.try_recv() {
-                    Ok(Msg::Record(p)) => batch.push(p),
+                    Ok(Msg::Record(p)) => batch.push(*p),
                     Ok(Msg::Close(done)) => closing = Some(done),
                     Err(_) => break,
                 }
@@ -150,7 +144,7 @@ impl Writer {
                 // Records that raced the close are still written.
                 while let Ok(msg) = rx.try_recv() {
                     if let Msg::Record(p) = msg {
-                        batch.push(p);
+                        batch.push(*p);
                     }
                 }
                 if !batch.is_empty() {
@@ -242,7 +236,11 @@ fn resume_point(path: &Path, file: &mut File) -> Result<ResumePoint, AuditError>
             }
         };
         let last = String::from_utf8_lossy(&body[line_start..]).into_owned();
-        let mut corrupt = |message: String| AuditError::Corrupt { path: path.to_path_buf(), line: count_lines(file, path).unwrap_or(0), message };
+        let mut corrupt = |message: String| AuditError::Corrupt {
+            path: path.to_path_buf(),
+            line: count_lines(file, path).unwrap_or(0),
+            message,
+        };
         let record: Record = serde_json::from_str(&last).map_err(|e| corrupt(e.to_string()))?;
         let (recomputed, claimed) = line_hash(&last).ok_or_else(|| corrupt("no hash field".into()))?;
         if recomputed != claimed {
@@ -259,7 +257,11 @@ fn set_aside_torn_tail(path: &Path, file: &mut File, torn: &[u8], at: u64) -> Re
         move |source| AuditError::Io { path: p, source }
     };
     let mut aside = OpenOptions::new().create(true).append(true).open(&torn_path).map_err(io(&torn_path))?;
-    aside.write_all(torn).and_then(|()| aside.write_all(b"\n")).and_then(|()| aside.sync_data()).map_err(io(&torn_path))?;
+    aside
+        .write_all(torn)
+        .and_then(|()| aside.write_all(b"\n"))
+        .and_then(|()| aside.sync_data())
+        .map_err(io(&torn_path))?;
     file.set_len(at).map_err(io(path))?;
     tracing::warn!(path = %path.display(), aside = %torn_path.display(), bytes = torn.len(), "audit log ended in a torn line (a crash mid-write); it was moved aside");
     Ok(())
@@ -285,11 +287,7 @@ mod tests {
     use crate::audit::record::EventKind;
 
     fn lines(path: &Path) -> Vec<Record> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     #[tokio::test]

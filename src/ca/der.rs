@@ -84,9 +84,7 @@ impl<'a> Reader<'a> {
                 return Err(DerError("unsupported length encoding"));
             }
             let len_bytes = after_len.get(..count).ok_or(DerError("truncated"))?;
-            let len = len_bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            let len = len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
             (len, &after_len[count..])
         };
         let value = body.get(..len).ok_or(DerError("truncated"))?;
@@ -190,8 +188,7 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Result<Certificate<'_>, DerError>
                 let id = Reader::new(value).expect(TAG_OCTET_STRING, "malformed key identifier")?;
                 subject_key_id = Some(id.value);
             } else if oid == OID_BASIC_CONSTRAINTS {
-                let constraints =
-                    Reader::new(value).expect(TAG_SEQUENCE, "malformed basicConstraints")?;
+                let constraints = Reader::new(value).expect(TAG_SEQUENCE, "malformed basicConstraints")?;
                 let mut constraints = Reader::new(constraints.value);
                 if let Some(flag) = constraints.optional(TAG_BOOLEAN)? {
                     is_ca = flag.value.first().is_some_and(|&b| b != 0);
@@ -200,15 +197,7 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Result<Certificate<'_>, DerError>
         }
     }
 
-    Ok(Certificate {
-        issuer,
-        subject,
-        not_before,
-        not_after,
-        spki,
-        subject_key_id,
-        is_ca,
-    })
+    Ok(Certificate { issuer, subject, not_before, not_after, spki, subject_key_id, is_ca })
 }
 
 fn parse_name(name: Tlv<'_>) -> Result<Name<'_>, DerError> {
@@ -224,20 +213,12 @@ fn parse_name(name: Tlv<'_>) -> Result<Name<'_>, DerError> {
             let mut attribute = Reader::new(attribute.value);
             let oid = attribute.expect(TAG_OID, "malformed name")?.value;
             let value = attribute.read()?;
-            attributes.push(NameAttribute {
-                oid,
-                tag: value.tag,
-                value: value.value,
-            });
+            attributes.push(NameAttribute { oid, tag: value.tag, value: value.value });
             count += 1;
         }
         multi_valued |= count > 1;
     }
-    Ok(Name {
-        raw: name.raw,
-        attributes,
-        multi_valued,
-    })
+    Ok(Name { raw: name.raw, attributes, multi_valued })
 }
 
 /// UTCTime `YYMMDDHHMMSSZ` or GeneralizedTime `YYYYMMDDHHMMSSZ`, the only
@@ -251,9 +232,7 @@ pub(crate) fn parse_time(tlv: Tlv<'_>) -> Result<SystemTime, DerError> {
             // RFC 5280: YY >= 50 is 19YY, YY < 50 is 20YY.
             (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
         }
-        TAG_GENERALIZED_TIME if text.len() == 15 => {
-            (i64::from(digits(&text[..4]).ok_or(BAD)?), &text[4..])
-        }
+        TAG_GENERALIZED_TIME if text.len() == 15 => (i64::from(digits(&text[..4]).ok_or(BAD)?), &text[4..]),
         _ => return Err(BAD),
     };
     if rest[10] != b'Z' {
@@ -262,27 +241,16 @@ pub(crate) fn parse_time(tlv: Tlv<'_>) -> Result<SystemTime, DerError> {
     let field = |at: usize| digits(&rest[at..at + 2]).map(i64::from).ok_or(BAD);
     let (month, day) = (field(0)?, field(2)?);
     let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 59 {
         return Err(BAD);
     }
     let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
     let since_epoch = Duration::from_secs(seconds.unsigned_abs());
-    Ok(if seconds >= 0 {
-        SystemTime::UNIX_EPOCH + since_epoch
-    } else {
-        SystemTime::UNIX_EPOCH - since_epoch
-    })
+    Ok(if seconds >= 0 { SystemTime::UNIX_EPOCH + since_epoch } else { SystemTime::UNIX_EPOCH - since_epoch })
 }
 
 fn digits(bytes: &[u8]) -> Option<u32> {
-    bytes.iter().try_fold(0u32, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
-    })
+    bytes.iter().try_fold(0u32, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0')))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
@@ -345,37 +313,19 @@ mod tests {
     #[test]
     fn utc_time_uses_the_rfc5280_century_window() {
         assert_eq!(unix(time(TAG_UTC_TIME, "700101000000Z").unwrap()), 0);
-        assert_eq!(
-            unix(time(TAG_UTC_TIME, "491231235959Z").unwrap()),
-            2_524_607_999
-        );
-        assert_eq!(
-            unix(time(TAG_UTC_TIME, "500101000000Z").unwrap()),
-            -631_152_000
-        );
+        assert_eq!(unix(time(TAG_UTC_TIME, "491231235959Z").unwrap()), 2_524_607_999);
+        assert_eq!(unix(time(TAG_UTC_TIME, "500101000000Z").unwrap()), -631_152_000);
     }
 
     #[test]
     fn generalized_time_after_2050() {
-        assert_eq!(
-            unix(time(TAG_GENERALIZED_TIME, "20500101000000Z").unwrap()),
-            2_524_608_000
-        );
-        assert_eq!(
-            unix(time(TAG_GENERALIZED_TIME, "20240229120000Z").unwrap()),
-            1_709_208_000
-        );
+        assert_eq!(unix(time(TAG_GENERALIZED_TIME, "20500101000000Z").unwrap()), 2_524_608_000);
+        assert_eq!(unix(time(TAG_GENERALIZED_TIME, "20240229120000Z").unwrap()), 1_709_208_000);
     }
 
     #[test]
     fn malformed_times_are_errors() {
-        for bad in [
-            "7001010000Z",
-            "700101000000+",
-            "701301000000Z",
-            "70010100000aZ",
-            "700101240000Z",
-        ] {
+        for bad in ["7001010000Z", "700101000000+", "701301000000Z", "70010100000aZ", "700101240000Z"] {
             assert!(time(TAG_UTC_TIME, bad).is_err(), "{bad}");
         }
         assert!(time(TAG_INTEGER, "700101000000Z").is_err());
@@ -385,10 +335,7 @@ mod tests {
     fn oid_arcs_decode_multi_byte_arcs() {
         assert_eq!(oid_arcs(&[0x55, 0x04, 0x03]), Some(vec![2, 5, 4, 3]));
         // 1.2.840.10045.2.1 (id-ecPublicKey)
-        assert_eq!(
-            oid_arcs(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
-            Some(vec![1, 2, 840, 10045, 2, 1])
-        );
+        assert_eq!(oid_arcs(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]), Some(vec![1, 2, 840, 10045, 2, 1]));
         assert_eq!(oid_arcs(&[0x86]), None);
         assert_eq!(oid_arcs(&[]), None);
     }
@@ -397,9 +344,7 @@ mod tests {
     fn reader_rejects_lengths_past_the_end() {
         assert!(Reader::new(&[0x30, 0x05, 0x00]).read().is_err());
         assert!(Reader::new(&[0x30, 0x80, 0x00, 0x00]).read().is_err());
-        assert!(Reader::new(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff])
-            .read()
-            .is_err());
+        assert!(Reader::new(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).read().is_err());
         assert!(Reader::new(&[0x30]).read().is_err());
     }
 }

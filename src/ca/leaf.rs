@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -74,6 +73,17 @@ pub(crate) struct Leaf {
     pub(crate) not_after: SystemTime,
 }
 
+impl std::fmt::Debug for LeafCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeafCache")
+            .field("ca", &self.minter.ca.cert_path())
+            .field("hosts", &self.cache.len())
+            .field("max_hosts", &self.max_hosts)
+            .field("minted", &self.minted())
+            .finish()
+    }
+}
+
 impl Leaf {
     fn fresh(&self, now: SystemTime) -> bool {
         now + RENEW_BEFORE < self.not_after
@@ -87,8 +97,9 @@ impl LeafCache {
         Self::with_max_hosts(ca, DEFAULT_MAX_HOSTS)
     }
 
-    /// A cache that keeps at most `max_hosts` hosts (at least one); when full,
-    /// a tenth of the entries is dropped, expiring ones first.
+    /// A cache that keeps about `max_hosts` hosts (at least one; concurrent
+    /// first requests may overshoot briefly); when full, a tenth of the
+    /// entries is dropped, expiring ones first.
     pub fn with_max_hosts(ca: Arc<CertificateAuthority>, max_hosts: usize) -> Self {
         LeafCache {
             minter: Arc::new(Minter {
@@ -133,9 +144,7 @@ impl LeafCache {
         let cell = self.cell_for(host);
         // A failed or cancelled mint leaves the cell empty: the next caller
         // tries again.
-        let leaf = cell
-            .get_or_try_init(|| self.minter.clone().mint(host.to_owned(), san))
-            .await?;
+        let leaf = cell.get_or_try_init(|| self.minter.clone().mint(host.to_owned(), san)).await?;
         Ok(leaf.clone())
     }
 
@@ -169,10 +178,7 @@ impl LeafCache {
         if self.cache.len() >= self.max_hosts {
             self.evict();
         }
-        self.cache
-            .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(OnceCell::new()))
-            .clone()
+        self.cache.entry(host.to_owned()).or_insert_with(|| Arc::new(OnceCell::new())).clone()
     }
 
     /// Drops a tenth of the cache: stale leaves first, then arbitrary ones
@@ -200,11 +206,7 @@ impl LeafCache {
 
 impl Minter {
     fn error(&self, host: &str, reason: impl Into<String>) -> CaError {
-        CaError::Leaf {
-            host: host.to_owned(),
-            ca: self.ca.cert_path().to_path_buf(),
-            reason: reason.into(),
-        }
+        CaError::Leaf { host: host.to_owned(), ca: self.ca.cert_path().to_path_buf(), reason: reason.into() }
     }
 
     async fn mint(self: Arc<Self>, host: String, san: SanType) -> Result<Arc<Leaf>, CaError> {
@@ -246,9 +248,7 @@ impl Minter {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&key.rcgen, self.ca.issuer())
-            .map_err(|e| e.to_string())?;
+        let cert = params.signed_by(&key.rcgen, self.ca.issuer()).map_err(|e| e.to_string())?;
         let cert_der = cert.der().clone();
 
         let chain = vec![cert_der.clone(), self.ca.cert_der_owned()];
@@ -262,23 +262,15 @@ impl Minter {
         // speaking HTTP/1.1 would show a protocol error instead of the page.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.session_storage = self.sessions.clone();
-        Ok(Leaf {
-            config: Arc::new(config),
-            cert_der,
-            not_after,
-        })
+        Ok(Leaf { config: Arc::new(config), cert_der, not_after })
     }
 }
 
 impl LeafKey {
     fn generate(provider: &CryptoProvider) -> Result<Arc<Self>, String> {
-        let rcgen =
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+        let rcgen = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(rcgen.serialize_der()));
-        let rustls = provider
-            .key_provider
-            .load_private_key(der)
-            .map_err(|e| e.to_string())?;
+        let rustls = provider.key_provider.load_private_key(der).map_err(|e| e.to_string())?;
         Ok(Arc::new(LeafKey { rcgen, rustls }))
     }
 }
@@ -310,9 +302,7 @@ fn san_for(host: &str) -> Result<SanType, String> {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         });
     if !valid {
         return Err("not a normalised host (a lower-case DNS name or an IP address)".into());

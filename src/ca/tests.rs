@@ -19,9 +19,7 @@ use tokio::sync::OnceCell;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256,
-};
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256};
 
 use super::leaf::Leaf;
 use super::*;
@@ -77,18 +75,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn verify_chain(ca_der: &[u8], leaf_der: &[u8], name: &str) -> Result<(), rustls::Error> {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(ca_der.to_vec())).unwrap();
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .unwrap();
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
     let server_name = ServerName::try_from(name.to_owned()).unwrap();
     verifier
-        .verify_server_cert(
-            &CertificateDer::from(leaf_der.to_vec()),
-            &[],
-            &server_name,
-            &[],
-            UnixTime::now(),
-        )
+        .verify_server_cert(&CertificateDer::from(leaf_der.to_vec()), &[], &server_name, &[], UnixTime::now())
         .map(|_| ())
 }
 
@@ -107,20 +97,13 @@ fn ca_is_a_p256_root_with_path_length_zero_for_ten_years() {
     let usage = cert.key_usage().unwrap().expect("keyUsage");
     assert!(usage.value.key_cert_sign());
     assert!(usage.value.crl_sign());
-    assert_eq!(
-        usage.value.flags.count_ones(),
-        2,
-        "only keyCertSign and cRLSign"
-    );
+    assert_eq!(usage.value.flags.count_ones(), 2, "only keyCertSign and cRLSign");
 
     let key = cert.public_key();
     assert_eq!(key.algorithm.algorithm, OID_KEY_TYPE_EC_PUBLIC_KEY);
     let curve = key.algorithm.parameters.as_ref().unwrap().as_oid().unwrap();
     assert_eq!(curve, OID_EC_P256);
-    assert_eq!(
-        cert.signature_algorithm.algorithm,
-        OID_SIG_ECDSA_WITH_SHA256
-    );
+    assert_eq!(cert.signature_algorithm.algorithm, OID_SIG_ECDSA_WITH_SHA256);
 
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
@@ -128,26 +111,10 @@ fn ca_is_a_p256_root_with_path_length_zero_for_ten_years() {
     let years = (not_after - not_before) as f64 / (365.25 * DAY as f64);
     assert!((9.99..=10.01).contains(&years), "{years} years");
 
-    assert_eq!(
-        cert.subject().as_raw(),
-        cert.issuer().as_raw(),
-        "self-signed"
-    );
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap();
+    assert_eq!(cert.subject().as_raw(), cert.issuer().as_raw(), "self-signed");
+    let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
     assert_eq!(cn, "weerwal lokale CA — Gemeente Voorbeeld");
-    let o = cert
-        .subject()
-        .iter_organization()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap();
+    let o = cert.subject().iter_organization().next().unwrap().as_str().unwrap();
     assert_eq!(o, ORG);
     assert!(!subject_key_id(&cert).is_empty());
     // Positive serial of at most 16 bytes, i.e. random, not a hash of the key.
@@ -163,10 +130,8 @@ fn ca_key_is_pkcs8_with_mode_0600_and_no_temp_files_remain() {
     assert_eq!(mode(ca.key_path()), 0o600);
     let key = fs::read_to_string(ca.key_path()).unwrap();
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8 PEM");
-    let mut names: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<_> =
+        fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["ca.key", "ca.pem"]);
     assert_eq!(fs::read_to_string(ca.cert_path()).unwrap(), ca.cert_pem());
@@ -188,20 +153,11 @@ fn load_refuses_a_key_readable_by_others_and_says_how_to_fix_it() {
     let err = CertificateAuthority::load(dir.path()).unwrap_err();
     assert!(matches!(err, CaError::KeyPermissions { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(
-        message.contains("0644") || message.contains("644"),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("chmod 600 {}", ca.key_path().display())),
-        "{message}"
-    );
+    assert!(message.contains("0644") || message.contains("644"), "{message}");
+    assert!(message.contains(&format!("chmod 600 {}", ca.key_path().display())), "{message}");
 
     fs::set_permissions(ca.key_path(), fs::Permissions::from_mode(0o640)).unwrap();
-    assert!(
-        CertificateAuthority::load(dir.path()).is_err(),
-        "group-readable"
-    );
+    assert!(CertificateAuthority::load(dir.path()).is_err(), "group-readable");
 
     fs::set_permissions(ca.key_path(), fs::Permissions::from_mode(0o600)).unwrap();
     let loaded = CertificateAuthority::load(dir.path()).unwrap();
@@ -213,10 +169,7 @@ fn load_refuses_a_key_readable_by_others_and_says_how_to_fix_it() {
 #[test]
 fn chmod_hint_quotes_paths_a_shell_would_split() {
     assert_eq!(shell_quote(Path::new("certs/ca.key")), "certs/ca.key");
-    assert_eq!(
-        shell_quote(Path::new("/srv/mijn certs/ca.key")),
-        "'/srv/mijn certs/ca.key'"
-    );
+    assert_eq!(shell_quote(Path::new("/srv/mijn certs/ca.key")), "'/srv/mijn certs/ca.key'");
     assert_eq!(shell_quote(Path::new("it's")), r"'it'\''s'");
 }
 
@@ -235,10 +188,7 @@ fn init_twice_refuses_without_force_and_replaces_with_force() {
     assert_eq!(mode(second.key_path()), 0o600);
     let loaded = CertificateAuthority::load(dir.path()).unwrap();
     assert_eq!(loaded.fingerprint_sha256(), second.fingerprint_sha256());
-    assert_ne!(
-        parse(first.cert_der()).raw_serial(),
-        parse(second.cert_der()).raw_serial()
-    );
+    assert_ne!(parse(first.cert_der()).raw_serial(), parse(second.cert_der()).raw_serial());
 }
 
 #[test]
@@ -304,11 +254,7 @@ fn load_refuses_a_garbled_certificate_naming_the_file() {
     assert!(err.to_string().contains("ca.pem"), "{err}");
 
     let (dir, ca) = new_ca();
-    fs::write(
-        ca.key_path(),
-        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-    )
-    .unwrap();
+    fs::write(ca.key_path(), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
     let err = CertificateAuthority::load(dir.path()).unwrap_err();
     assert!(matches!(err, CaError::BadKey { .. }), "{err:?}");
     assert!(err.to_string().contains("ca.key"), "{err}");
@@ -318,17 +264,9 @@ fn load_refuses_a_garbled_certificate_naming_the_file() {
 fn load_refuses_a_certificate_that_is_not_a_ca() {
     let dir = tempfile::tempdir().unwrap();
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["example.org".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = CertificateParams::new(vec!["example.org".to_string()]).unwrap().self_signed(&key).unwrap();
     fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
-    write_atomically(
-        &dir.path().join("ca.key"),
-        key.serialize_pem().as_bytes(),
-        0o600,
-    )
-    .unwrap();
+    write_atomically(&dir.path().join("ca.key"), key.serialize_pem().as_bytes(), 0o600).unwrap();
     let err = CertificateAuthority::load(dir.path()).unwrap_err();
     assert!(err.to_string().contains("not mark it as a CA"), "{err}");
 }
@@ -346,21 +284,9 @@ fn organisation_names_x509_cannot_hold_are_refused_before_writing() {
     let long = "Gemeenschappelijke Regeling Serviceorganisatie Zuid";
     let ca = CertificateAuthority::init(dir.path(), long, false).unwrap();
     let cert = parse(ca.cert_der());
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap();
+    let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
     assert_eq!(cn, "weerwal lokale CA");
-    let o = cert
-        .subject()
-        .iter_organization()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap();
+    let o = cert.subject().iter_organization().next().unwrap().as_str().unwrap();
     assert_eq!(o, long);
 }
 
@@ -368,10 +294,7 @@ fn organisation_names_x509_cannot_hold_are_refused_before_writing() {
 fn fingerprint_is_sha256_of_the_der_like_openssl_prints_it() {
     let (_dir, ca) = new_ca();
     let pem = fs::read(ca.cert_path()).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .unwrap()
-        .unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
     let digest = Sha256::digest(&der);
     let expected: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
     assert_eq!(ca.fingerprint_sha256(), expected.join(":"));
@@ -382,19 +305,10 @@ fn fingerprint_is_sha256_of_the_der_like_openssl_prints_it() {
 fn summary_shows_subject_validity_and_fingerprint() {
     let (_dir, ca) = new_ca();
     let summary = ca.summary();
-    assert_eq!(
-        summary.subject,
-        "CN=weerwal lokale CA — Gemeente Voorbeeld, O=Gemeente Voorbeeld"
-    );
+    assert_eq!(summary.subject, "CN=weerwal lokale CA — Gemeente Voorbeeld, O=Gemeente Voorbeeld");
     let cert = parse(ca.cert_der());
-    assert_eq!(
-        since_epoch(summary.not_before).as_secs() as i64,
-        cert.validity().not_before.timestamp()
-    );
-    assert_eq!(
-        since_epoch(summary.not_after).as_secs() as i64,
-        cert.validity().not_after.timestamp()
-    );
+    assert_eq!(since_epoch(summary.not_before).as_secs() as i64, cert.validity().not_before.timestamp());
+    assert_eq!(since_epoch(summary.not_after).as_secs() as i64, cert.validity().not_after.timestamp());
     let text = summary.to_string();
     for needle in [
         "subject:     CN=weerwal lokale CA",
@@ -441,14 +355,8 @@ async fn a_ca_made_elsewhere_with_other_string_types_and_key_ids_is_usable() {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
-    name.push(
-        DnType::CountryName,
-        DnValue::PrintableString("NL".try_into().unwrap()),
-    );
-    name.push(
-        DnType::CommonName,
-        DnValue::PrintableString("Andere CA".try_into().unwrap()),
-    );
+    name.push(DnType::CountryName, DnValue::PrintableString("NL".try_into().unwrap()));
+    name.push(DnType::CommonName, DnValue::PrintableString("Andere CA".try_into().unwrap()));
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_identifier_method = KeyIdMethod::Sha512;
@@ -456,12 +364,7 @@ async fn a_ca_made_elsewhere_with_other_string_types_and_key_ids_is_usable() {
     params.not_after = rcgen::date_time_ymd(2040, 1, 1);
     let cert = params.self_signed(&key).unwrap();
     fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
-    write_atomically(
-        &dir.path().join("ca.key"),
-        key.serialize_pem().as_bytes(),
-        0o600,
-    )
-    .unwrap();
+    write_atomically(&dir.path().join("ca.key"), key.serialize_pem().as_bytes(), 0o600).unwrap();
 
     let ca = Arc::new(CertificateAuthority::load(dir.path()).unwrap());
     assert_eq!(ca.summary().subject, "C=NL, CN=Andere CA");
@@ -485,15 +388,8 @@ async fn leaf_names_exactly_the_banned_host_and_chains_to_the_ca() {
     let ca_cert = parse(ca.cert_der());
 
     let san = cert.subject_alternative_name().unwrap().expect("SAN");
-    assert_eq!(
-        san.value.general_names,
-        vec![GeneralName::DNSName("aliexpress.com")]
-    );
-    let cn: Vec<_> = cert
-        .subject()
-        .iter_common_name()
-        .map(|cn| cn.as_str().unwrap())
-        .collect();
+    assert_eq!(san.value.general_names, vec![GeneralName::DNSName("aliexpress.com")]);
+    let cn: Vec<_> = cert.subject().iter_common_name().map(|cn| cn.as_str().unwrap()).collect();
     assert_eq!(cn, ["aliexpress.com"]);
 
     let eku = cert.extended_key_usage().unwrap().expect("EKU");
@@ -507,22 +403,13 @@ async fn leaf_names_exactly_the_banned_host_and_chains_to_the_ca() {
     let now = now_unix();
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
-    assert!(
-        not_before <= now - 3_590 && not_before >= now - 3_610,
-        "backdated 1h"
-    );
+    assert!(not_before <= now - 3_590 && not_before >= now - 3_610, "backdated 1h");
     assert!((not_after - now - 7 * DAY).abs() <= 10, "valid 7 days");
 
     assert_eq!(cert.issuer().as_raw(), ca_cert.subject().as_raw());
     assert_eq!(authority_key_id(&cert), subject_key_id(&ca_cert));
-    assert_eq!(
-        cert.signature_algorithm.algorithm,
-        OID_SIG_ECDSA_WITH_SHA256
-    );
-    assert_eq!(
-        cert.public_key().algorithm.algorithm,
-        OID_KEY_TYPE_EC_PUBLIC_KEY
-    );
+    assert_eq!(cert.signature_algorithm.algorithm, OID_SIG_ECDSA_WITH_SHA256);
+    assert_eq!(cert.public_key().algorithm.algorithm, OID_KEY_TYPE_EC_PUBLIC_KEY);
 
     verify_chain(ca.cert_der(), &leaf.cert_der, "aliexpress.com").unwrap();
     let err = verify_chain(ca.cert_der(), &leaf.cert_der, "www.aliexpress.com").unwrap_err();
@@ -530,9 +417,7 @@ async fn leaf_names_exactly_the_banned_host_and_chains_to_the_ca() {
         matches!(
             err,
             rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
-                | rustls::Error::InvalidCertificate(
-                    CertificateError::NotValidForNameContext { .. }
-                )
+                | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })
         ),
         "{err:?}"
     );
@@ -554,11 +439,7 @@ async fn ip_hosts_get_an_ip_address_san() {
         let leaf = cache.leaf(host).await.unwrap();
         let cert = parse(&leaf.cert_der);
         let san = cert.subject_alternative_name().unwrap().expect("SAN");
-        assert_eq!(
-            san.value.general_names,
-            vec![GeneralName::IPAddress(&bytes)],
-            "{host}"
-        );
+        assert_eq!(san.value.general_names, vec![GeneralName::IPAddress(&bytes)], "{host}");
         let cn = cert.subject().iter_common_name().next().unwrap();
         assert_eq!(cn.as_str().unwrap(), host);
         verify_chain(ca.cert_der(), &leaf.cert_der, host).unwrap();
@@ -575,10 +456,7 @@ async fn a_name_too_long_for_a_common_name_is_only_in_a_critical_san() {
     assert_eq!(cert.subject().iter_common_name().count(), 0);
     let san = cert.subject_alternative_name().unwrap().expect("SAN");
     assert!(san.critical);
-    assert_eq!(
-        san.value.general_names,
-        vec![GeneralName::DNSName(host.as_str())]
-    );
+    assert_eq!(san.value.general_names, vec![GeneralName::DNSName(host.as_str())]);
     verify_chain(ca.cert_der(), &leaf.cert_der, &host).unwrap();
 }
 
@@ -610,10 +488,7 @@ async fn one_host_twice_gets_the_same_certificate() {
     let cache = LeafCache::new(Arc::new(ca));
     let first = cache.leaf("wechat.com").await.unwrap();
     let second = cache.leaf("wechat.com").await.unwrap();
-    assert_eq!(
-        parse(&first.cert_der).raw_serial(),
-        parse(&second.cert_der).raw_serial()
-    );
+    assert_eq!(parse(&first.cert_der).raw_serial(), parse(&second.cert_der).raw_serial());
     let a = cache.server_config("wechat.com").await.unwrap();
     let b = cache.server_config("wechat.com").await.unwrap();
     assert!(Arc::ptr_eq(&a, &b));
@@ -655,15 +530,10 @@ async fn a_leaf_near_expiry_is_minted_again() {
         cert_der: first.cert_der.clone(),
         not_after: SystemTime::now() + Duration::from_secs(3_600),
     });
-    cache
-        .cache
-        .insert("vk.com".into(), Arc::new(OnceCell::new_with(Some(aged))));
+    cache.cache.insert("vk.com".into(), Arc::new(OnceCell::new_with(Some(aged))));
     let renewed = cache.leaf("vk.com").await.unwrap();
     assert_eq!(cache.minted(), 2);
-    assert_ne!(
-        parse(&first.cert_der).raw_serial(),
-        parse(&renewed.cert_der).raw_serial()
-    );
+    assert_ne!(parse(&first.cert_der).raw_serial(), parse(&renewed.cert_der).raw_serial());
     let again = cache.leaf("vk.com").await.unwrap();
     assert!(Arc::ptr_eq(&renewed, &again));
     assert_eq!(cache.minted(), 2);
@@ -735,10 +605,7 @@ fn client_config(trust: &[u8]) -> ClientConfig {
 async fn serve_once(
     cache: &LeafCache,
     host: &str,
-) -> (
-    std::net::SocketAddr,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let config = cache.server_config(host).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -770,10 +637,7 @@ async fn tls_handshake_succeeds_for_a_client_that_trusts_the_ca() {
         assert_eq!(chain[1].as_ref(), ca.cert_der());
         let leaf = parse(chain[0].as_ref());
         let san = leaf.subject_alternative_name().unwrap().unwrap();
-        assert_eq!(
-            san.value.general_names,
-            vec![GeneralName::DNSName("aliexpress.com")]
-        );
+        assert_eq!(san.value.general_names, vec![GeneralName::DNSName("aliexpress.com")]);
     }
     let mut reply = Vec::new();
     tls.read_to_end(&mut reply).await.unwrap();
@@ -815,10 +679,7 @@ async fn tls_handshake_fails_for_a_client_that_trusts_a_replaced_ca() {
     let (dir, old) = new_ca();
     let old_der = old.cert_der().to_vec();
     let new = CertificateAuthority::init(dir.path(), ORG, true).unwrap();
-    assert_eq!(
-        handshake_error(new, &old_der).await,
-        rustls::Error::InvalidCertificate(CertificateError::BadSignature)
-    );
+    assert_eq!(handshake_error(new, &old_der).await, rustls::Error::InvalidCertificate(CertificateError::BadSignature));
 }
 
 #[tokio::test]
@@ -828,13 +689,7 @@ async fn leaves_from_a_reloaded_ca_chain_to_the_distributed_ca_pem() {
     drop(created);
     let loaded = Arc::new(CertificateAuthority::load(dir.path()).unwrap());
     let leaf = LeafCache::new(loaded).leaf("tiktok.com").await.unwrap();
-    let ca_der = rustls_pemfile::certs(&mut distributed.as_slice())
-        .next()
-        .unwrap()
-        .unwrap();
+    let ca_der = rustls_pemfile::certs(&mut distributed.as_slice()).next().unwrap().unwrap();
     verify_chain(&ca_der, &leaf.cert_der, "tiktok.com").unwrap();
-    assert_eq!(
-        authority_key_id(&parse(&leaf.cert_der)),
-        subject_key_id(&parse(&ca_der))
-    );
+    assert_eq!(authority_key_id(&parse(&leaf.cert_der)), subject_key_id(&parse(&ca_der)));
 }

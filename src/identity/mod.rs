@@ -19,7 +19,7 @@ pub struct Devices {
 impl Devices {
     pub fn new(ranges: &[DeviceRange]) -> Devices {
         let mut ranges: Vec<(IpNet, String)> = ranges.iter().map(|d| (d.cidr.trunc(), d.name.clone())).collect();
-        ranges.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        ranges.sort_by_key(|r| std::cmp::Reverse(r.0.prefix_len()));
         Devices { ranges }
     }
 

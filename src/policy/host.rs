@@ -72,20 +72,15 @@ pub fn normalise_host(raw: &str) -> Result<Host, HostError> {
     if let Some(inner) = raw.strip_prefix('[') {
         let inner = inner.strip_suffix(']').ok_or(HostError::BadIpv6)?;
         // Zone identifiers (`%25eth0`) make no sense to a proxy and are refused.
-        return inner
-            .parse::<Ipv6Addr>()
-            .map(|ip| Host::Ip(IpAddr::V6(ip)))
-            .map_err(|_| HostError::BadIpv6);
+        return inner.parse::<Ipv6Addr>().map(|ip| Host::Ip(IpAddr::V6(ip))).map_err(|_| HostError::BadIpv6);
     }
     for c in raw.chars() {
         match c {
             '%' => return Err(HostError::PercentEncoded),
             '@' => return Err(HostError::UserInfo),
             c if c.is_control() || c.is_whitespace() => return Err(HostError::BadCharacter(c)),
-            '/' | '\\' | '?' | '#' | ':' | '[' | ']' | '<' | '>' | '"' | '^' | '|' | '{' | '}'
-            | '`' | '*' | '!' | '$' | '&' | '\'' | '(' | ')' | '+' | ',' | ';' | '=' | '~' => {
-                return Err(HostError::BadCharacter(c))
-            }
+            '/' | '\\' | '?' | '#' | ':' | '[' | ']' | '<' | '>' | '"' | '^' | '|' | '{' | '}' | '`' | '*' | '!'
+            | '$' | '&' | '\'' | '(' | ')' | '+' | ',' | ';' | '=' | '~' => return Err(HostError::BadCharacter(c)),
             _ => {}
         }
     }
@@ -116,10 +111,7 @@ pub fn normalise_host(raw: &str) -> Result<Host, HostError> {
         if label.is_empty() || label.len() > 63 {
             return Err(HostError::BadLabel);
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
             return Err(HostError::BadCharacter(c));
         }
     }
@@ -135,9 +127,7 @@ fn looks_numeric(label: &str) -> bool {
     if label.bytes().all(|b| b.is_ascii_digit()) {
         return true;
     }
-    let hex = label
-        .strip_prefix("0x")
-        .or_else(|| label.strip_prefix("0X"));
+    let hex = label.strip_prefix("0x").or_else(|| label.strip_prefix("0X"));
     matches!(hex, Some(h) if h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
@@ -227,20 +217,16 @@ mod tests {
 
     #[test]
     fn ip_literals_are_parsed_canonically() {
-        assert_eq!(
-            normalise_host("127.0.0.1"),
-            Ok(Host::Ip("127.0.0.1".parse().unwrap()))
-        );
-        assert_eq!(
-            normalise_host("[0:0::1]"),
-            Ok(Host::Ip("::1".parse().unwrap()))
-        );
+        assert_eq!(normalise_host("127.0.0.1"), Ok(Host::Ip("127.0.0.1".parse().unwrap())));
+        assert_eq!(normalise_host("[0:0::1]"), Ok(Host::Ip("::1".parse().unwrap())));
         assert_eq!(Host::Ip("::1".parse().unwrap()).to_string(), "[::1]");
     }
 
     #[test]
     fn odd_ipv4_forms_are_refused() {
-        for bad in ["2130706433", "0x7f.0.0.1", "0177.0.0.1", "127.1", "127.0.0.01", "1.2.3.4.5", "0x7f000001", "256.1.1.1"] {
+        for bad in
+            ["2130706433", "0x7f.0.0.1", "0177.0.0.1", "127.1", "127.0.0.01", "1.2.3.4.5", "0x7f000001", "256.1.1.1"]
+        {
             assert_eq!(normalise_host(bad), Err(HostError::AmbiguousIpv4), "{bad}");
         }
     }
@@ -266,10 +252,7 @@ mod tests {
         assert_eq!(parse_authority("vk.com", None), Err(HostError::MissingPort));
         assert_eq!(parse_authority("vk.com:", Some(80)), Err(HostError::BadPort));
         assert_eq!(parse_authority("vk.com:99999", Some(80)), Err(HostError::BadPort));
-        assert_eq!(
-            parse_authority("[::1]:443", None),
-            Ok((Host::Ip("::1".parse().unwrap()), 443))
-        );
+        assert_eq!(parse_authority("[::1]:443", None), Ok((Host::Ip("::1".parse().unwrap()), 443)));
         assert_eq!(parse_authority("u@vk.com:80", None), Err(HostError::UserInfo));
     }
 }

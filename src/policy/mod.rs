@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 pub use date::Date;
 pub use host::{normalise_host, parse_authority, Host, HostError};
-pub use source::{PolicyError, PolicyErrors};
 use source::SourceText;
+pub use source::{PolicyError, PolicyErrors};
 
 /// A banned app and the public record behind its ban, shown on the block page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +104,7 @@ pub struct Match {
 pub enum Verdict {
     Allow,
     Block(Match),
-    Exempt {
-        matched: Match,
-        exemption: Arc<Exemption>,
-    },
+    Exempt { matched: Match, exemption: Arc<Exemption> },
 }
 
 /// The compiled, immutable policy.
@@ -125,9 +122,7 @@ pub struct Policy {
 impl Policy {
     /// Decides a request. Pure: no sockets, files or clocks.
     pub fn decide(&self, subject: &Subject, target: &Target<'_>) -> Verdict {
-        let matched = self
-            .match_host(target.host)
-            .or_else(|| target.user_agent.and_then(|ua| self.detect_app(ua)));
+        let matched = self.match_host(target.host).or_else(|| target.user_agent.and_then(|ua| self.detect_app(ua)));
         let Some(matched) = matched else {
             return Verdict::Allow;
         };
@@ -285,7 +280,10 @@ impl PolicyBuilder {
             self.errors.push(src.error(
                 ban.app.span(),
                 "app",
-                format!("app {name:?} is already banned at {}:{line}; list all its domains in one [[ban]]", file.display()),
+                format!(
+                    "app {name:?} is already banned at {}:{line}; list all its domains in one [[ban]]",
+                    file.display()
+                ),
             ));
             return;
         }
@@ -425,7 +423,11 @@ impl PolicyBuilder {
                 warnings.push(Warning {
                     file: file.clone(),
                     line: *line,
-                    message: format!("exemption for {} expired on {}: it no longer applies", ex.apps.join(", "), ex.until),
+                    message: format!(
+                        "exemption for {} expired on {}: it no longer applies",
+                        ex.apps.join(", "),
+                        ex.until
+                    ),
                 });
             }
         }

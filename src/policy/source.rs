@@ -45,17 +45,9 @@ pub(crate) struct PolicyFile {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}: {key}: {message}", file.display())]
-    Invalid {
-        file: PathBuf,
-        line: usize,
-        key: String,
-        message: String,
-    },
+    Invalid { file: PathBuf, line: usize, key: String, message: String },
     #[error("{}: no policy files (*.toml) found: nothing would be blocked", dir.display())]
     NoFiles { dir: PathBuf },
 }

@@ -35,10 +35,7 @@ fn policy(text: &str) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
 
 fn decide_host(p: &Policy, host: &str) -> Verdict {
     let host = normalise_host(host).unwrap();
-    p.decide(
-        &Subject::anonymous("10.0.0.1".parse().unwrap()),
-        &Target { host: &host, user_agent: None, date: today() },
-    )
+    p.decide(&Subject::anonymous("10.0.0.1".parse().unwrap()), &Target { host: &host, user_agent: None, date: today() })
 }
 
 fn blocked_app(v: &Verdict) -> Option<&str> {
@@ -134,7 +131,9 @@ fn invalid(text: &str) -> Vec<(usize, String, String)> {
 
 #[test]
 fn unknown_key_is_named_with_its_line() {
-    let errors = invalid("[[ban]]\napp = \"X\"\ndomains = [\"x.com\"]\nadvise = \"AIVD\"\nreference = \"r\"\nsince = \"2023-01-01\"\n");
+    let errors = invalid(
+        "[[ban]]\napp = \"X\"\ndomains = [\"x.com\"]\nadvise = \"AIVD\"\nreference = \"r\"\nsince = \"2023-01-01\"\n",
+    );
     assert_eq!(errors.len(), 1);
     let (line, key, message) = &errors[0];
     assert_eq!(*line, 4);
@@ -149,7 +148,7 @@ fn bad_domain_and_bad_date_are_each_reported() {
     );
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!((errors[0].0, errors[0].1.as_str()), (4, "domains"));
-    assert_eq!((errors[1].0, errors[1].1.as_str()), (13, "since"));
+    assert_eq!((errors[1].0, errors[1].1.as_str()), (14, "since"));
 }
 
 #[test]

@@ -158,9 +158,7 @@ fn reassemble_handshake(buf: &[u8]) -> Result<Cow<'_, [u8]>, ClientHello> {
         if message.len() >= end {
             let body = match message {
                 Cow::Borrowed(m) => m.get(HANDSHAKE_HEADER_LEN..end).map(Cow::Borrowed),
-                Cow::Owned(m) => m
-                    .get(HANDSHAKE_HEADER_LEN..end)
-                    .map(|body| Cow::Owned(body.to_vec())),
+                Cow::Owned(m) => m.get(HANDSHAKE_HEADER_LEN..end).map(|body| Cow::Owned(body.to_vec())),
             };
             return body.ok_or(Malformed);
         }
@@ -323,10 +321,7 @@ impl ClientHelloRead {
 ///
 /// Any error from reading `stream`. Timeouts and EOF are not errors: they are
 /// [`ClientHelloRead::TimedOut`] and [`ClientHelloRead::Closed`].
-pub async fn read_client_hello<S>(
-    stream: &mut S,
-    timeout: Duration,
-) -> io::Result<(Vec<u8>, ClientHelloRead)>
+pub async fn read_client_hello<S>(stream: &mut S, timeout: Duration) -> io::Result<(Vec<u8>, ClientHelloRead)>
 where
     S: AsyncRead + Unpin,
 {
@@ -337,9 +332,7 @@ where
         // The parser never says Incomplete at the cap, so `room` is only 0 if
         // that promise breaks; answer Malformed rather than read 0 bytes and
         // mistake that for EOF.
-        let room = MAX_CLIENT_HELLO_BYTES
-            .saturating_sub(filled)
-            .min(READ_CHUNK);
+        let room = MAX_CLIENT_HELLO_BYTES.saturating_sub(filled).min(READ_CHUNK);
         if room == 0 {
             return Ok((buf, ClientHelloRead::Malformed));
         }

@@ -13,14 +13,11 @@ use super::*;
 
 /// `curl -k --resolve aliexpress.com:P:127.0.0.1 https://aliexpress.com:P/`
 /// (OpenSSL 3.0, TLS 1.3).
-const CURL_SNI_ALIEXPRESS: &[u8] =
-    include_bytes!("../../tests/fixtures/clienthello-curl-sni-aliexpress.bin");
+const CURL_SNI_ALIEXPRESS: &[u8] = include_bytes!("../../tests/fixtures/clienthello-curl-sni-aliexpress.bin");
 /// `openssl s_client -servername www.tiktok.com`.
-const OPENSSL_SNI_TIKTOK: &[u8] =
-    include_bytes!("../../tests/fixtures/clienthello-openssl-sni-tiktok.bin");
+const OPENSSL_SNI_TIKTOK: &[u8] = include_bytes!("../../tests/fixtures/clienthello-openssl-sni-tiktok.bin");
 /// `openssl s_client -tls1_2 -servername web.wechat.com`.
-const OPENSSL_TLS12_SNI_WECHAT: &[u8] =
-    include_bytes!("../../tests/fixtures/clienthello-openssl-tls12-sni-wechat.bin");
+const OPENSSL_TLS12_SNI_WECHAT: &[u8] = include_bytes!("../../tests/fixtures/clienthello-openssl-tls12-sni-wechat.bin");
 /// `openssl s_client -noservername`.
 const OPENSSL_NO_SNI: &[u8] = include_bytes!("../../tests/fixtures/clienthello-openssl-no-sni.bin");
 /// `openssl s_client -servername vk.com -alpn <90 protocols of 204 bytes>`:
@@ -33,27 +30,11 @@ const OPENSSL_MULTIRECORD_SNI_VK: &[u8] =
 fn fixtures() -> Vec<(&'static str, &'static [u8], ClientHello)> {
     let sni = |name: &str| ClientHello::Sni(name.to_owned());
     vec![
-        (
-            "curl-sni-aliexpress",
-            CURL_SNI_ALIEXPRESS,
-            sni("aliexpress.com"),
-        ),
-        (
-            "openssl-sni-tiktok",
-            OPENSSL_SNI_TIKTOK,
-            sni("www.tiktok.com"),
-        ),
-        (
-            "openssl-tls12-sni-wechat",
-            OPENSSL_TLS12_SNI_WECHAT,
-            sni("web.wechat.com"),
-        ),
+        ("curl-sni-aliexpress", CURL_SNI_ALIEXPRESS, sni("aliexpress.com")),
+        ("openssl-sni-tiktok", OPENSSL_SNI_TIKTOK, sni("www.tiktok.com")),
+        ("openssl-tls12-sni-wechat", OPENSSL_TLS12_SNI_WECHAT, sni("web.wechat.com")),
         ("openssl-no-sni", OPENSSL_NO_SNI, ClientHello::NoSni),
-        (
-            "openssl-multirecord-sni-vk",
-            OPENSSL_MULTIRECORD_SNI_VK,
-            sni("vk.com"),
-        ),
+        ("openssl-multirecord-sni-vk", OPENSSL_MULTIRECORD_SNI_VK, sni("vk.com")),
     ]
 }
 
@@ -61,9 +42,7 @@ fn fixtures() -> Vec<(&'static str, &'static [u8], ClientHello)> {
 // Builders for synthetic hellos (RFC 8446 §4.1.2 / §5.1, RFC 6066 §3).
 
 fn u16_len(n: usize) -> [u8; 2] {
-    u16::try_from(n)
-        .expect("test vector fits u16")
-        .to_be_bytes()
+    u16::try_from(n).expect("test vector fits u16").to_be_bytes()
 }
 
 /// A ClientHello body with one cipher suite and the given extensions.
@@ -116,10 +95,7 @@ fn records(message: &[u8], fragment: usize) -> Vec<u8> {
 }
 
 fn hello_with_extensions(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    records(
-        &handshake(HANDSHAKE_CLIENT_HELLO, &hello_body(extensions)),
-        MAX_RECORD_FRAGMENT,
-    )
+    records(&handshake(HANDSHAKE_CLIENT_HELLO, &hello_body(extensions)), MAX_RECORD_FRAGMENT)
 }
 
 fn hello_with_sni(host: &[u8]) -> Vec<u8> {
@@ -152,10 +128,7 @@ fn assert_answers_are_final(buf: &[u8]) {
     for end in 0..=buf.len() {
         let answer = parse_client_hello(&buf[..end]);
         match &settled {
-            Some((at, first)) => assert_eq!(
-                &answer, first,
-                "answer changed between {at} and {end} bytes"
-            ),
+            Some((at, first)) => assert_eq!(&answer, first, "answer changed between {at} and {end} bytes"),
             None if answer != ClientHello::Incomplete => settled = Some((end, answer)),
             None => {}
         }
@@ -205,11 +178,7 @@ fn every_proper_prefix_of_a_captured_hello_is_incomplete() {
     // same as parsing the first n bytes.
     for (name, bytes, _) in fixtures() {
         for end in 0..bytes.len() {
-            assert_eq!(
-                parse_client_hello(&bytes[..end]),
-                ClientHello::Incomplete,
-                "fixture {name} cut at {end}"
-            );
+            assert_eq!(parse_client_hello(&bytes[..end]), ClientHello::Incomplete, "fixture {name} cut at {end}");
         }
     }
 }
@@ -232,10 +201,7 @@ fn flipped_bytes_in_captured_hellos_never_panic_and_stay_final() {
             (0..bytes.len()).collect()
         } else {
             let boundary = RECORD_HEADER_LEN + MAX_RECORD_FRAGMENT;
-            (0..64)
-                .chain(boundary - 8..boundary + 8)
-                .chain(bytes.len() - 8..bytes.len())
-                .collect()
+            (0..64).chain(boundary - 8..boundary + 8).chain(bytes.len() - 8..bytes.len()).collect()
         };
         for pos in positions {
             for mask in [0xff, 0x01, 0x80] {
@@ -253,10 +219,7 @@ fn flipped_bytes_in_captured_hellos_never_panic_and_stay_final() {
 #[test]
 fn rustls_hello_names_its_host() {
     let wire = rustls_hello("www.aliexpress.com", true, None);
-    assert_eq!(
-        parse_client_hello(&wire),
-        ClientHello::Sni("www.aliexpress.com".into())
-    );
+    assert_eq!(parse_client_hello(&wire), ClientHello::Sni("www.aliexpress.com".into()));
 }
 
 #[test]
@@ -265,14 +228,8 @@ fn rustls_hello_in_tiny_records_names_its_host() {
     // up split over many records.
     let wire = rustls_hello("www.capcut.com", true, Some(32));
     let first_record = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
-    assert!(
-        first_record < 32 && wire.len() > 8 * 32,
-        "expected many records"
-    );
-    assert_eq!(
-        parse_client_hello(&wire),
-        ClientHello::Sni("www.capcut.com".into())
-    );
+    assert!(first_record < 32 && wire.len() > 8 * 32, "expected many records");
+    assert_eq!(parse_client_hello(&wire), ClientHello::Sni("www.capcut.com".into()));
     for end in 0..wire.len() {
         assert_eq!(parse_client_hello(&wire[..end]), ClientHello::Incomplete);
     }
@@ -296,10 +253,7 @@ fn rustls_hello_to_an_ip_address_has_no_sni() {
 
 #[test]
 fn plain_http_is_not_tls() {
-    assert_eq!(
-        parse_client_hello(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-        ClientHello::NotTls
-    );
+    assert_eq!(parse_client_hello(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), ClientHello::NotTls);
     assert_eq!(parse_client_hello(b"G"), ClientHello::NotTls);
 }
 
@@ -315,10 +269,7 @@ fn other_record_types_and_versions_are_not_tls() {
 fn empty_and_header_only_buffers_are_incomplete() {
     assert_eq!(parse_client_hello(&[]), ClientHello::Incomplete);
     assert_eq!(parse_client_hello(&[0x16]), ClientHello::Incomplete);
-    assert_eq!(
-        parse_client_hello(&[0x16, 0x03, 0x01, 0x02, 0x00]),
-        ClientHello::Incomplete
-    );
+    assert_eq!(parse_client_hello(&[0x16, 0x03, 0x01, 0x02, 0x00]), ClientHello::Incomplete);
 }
 
 // ---------------------------------------------------------------------------
@@ -326,10 +277,7 @@ fn empty_and_header_only_buffers_are_incomplete() {
 
 #[test]
 fn synthetic_hello_parses() {
-    assert_eq!(
-        parse_client_hello(&hello_with_sni(b"AliExpress.COM.")),
-        ClientHello::Sni("AliExpress.COM.".into())
-    );
+    assert_eq!(parse_client_hello(&hello_with_sni(b"AliExpress.COM.")), ClientHello::Sni("AliExpress.COM.".into()));
 }
 
 #[test]
@@ -338,32 +286,17 @@ fn hello_over_16k_with_sni_in_the_second_record_is_read() {
     // past the first 2^14-byte record, as big post-quantum key shares do.
     let wire = hello_with_extensions(&[
         (21, vec![0; 17_000]),
-        (
-            EXTENSION_SERVER_NAME,
-            server_name_ext(&[(0, b"www.tiktok.com")]),
-        ),
+        (EXTENSION_SERVER_NAME, server_name_ext(&[(0, b"www.tiktok.com")])),
     ]);
-    let sni_at = wire
-        .windows(14)
-        .position(|w| w == b"www.tiktok.com")
-        .unwrap();
+    let sni_at = wire.windows(14).position(|w| w == b"www.tiktok.com").unwrap();
     assert!(sni_at > RECORD_HEADER_LEN + MAX_RECORD_FRAGMENT);
-    assert_eq!(
-        parse_client_hello(&wire),
-        ClientHello::Sni("www.tiktok.com".into())
-    );
-    assert_eq!(
-        parse_client_hello(&wire[..wire.len() - 1]),
-        ClientHello::Incomplete
-    );
+    assert_eq!(parse_client_hello(&wire), ClientHello::Sni("www.tiktok.com".into()));
+    assert_eq!(parse_client_hello(&wire[..wire.len() - 1]), ClientHello::Incomplete);
 }
 
 #[test]
 fn hello_in_one_byte_records_is_read() {
-    let message = handshake(
-        HANDSHAKE_CLIENT_HELLO,
-        &hello_body(&[(0, server_name_ext(&[(0, b"vk.com")]))]),
-    );
+    let message = handshake(HANDSHAKE_CLIENT_HELLO, &hello_body(&[(0, server_name_ext(&[(0, b"vk.com")]))]));
     let wire = records(&message, 1);
     assert_eq!(parse_client_hello(&wire), ClientHello::Sni("vk.com".into()));
     assert_answers_are_final(&wire);
@@ -374,44 +307,29 @@ fn tls12_hello_without_extensions_block_has_no_sni() {
     // RFC 5246 §7.4.1.2 lets the extensions block be absent altogether.
     let mut body = hello_body(&[]);
     body.truncate(body.len() - 2);
-    let wire = records(
-        &handshake(HANDSHAKE_CLIENT_HELLO, &body),
-        MAX_RECORD_FRAGMENT,
-    );
+    let wire = records(&handshake(HANDSHAKE_CLIENT_HELLO, &body), MAX_RECORD_FRAGMENT);
     assert_eq!(parse_client_hello(&wire), ClientHello::NoSni);
 }
 
 #[test]
 fn server_name_without_a_host_name_entry_has_no_sni() {
-    let wire =
-        hello_with_extensions(&[(EXTENSION_SERVER_NAME, server_name_ext(&[(7, b"opaque")]))]);
+    let wire = hello_with_extensions(&[(EXTENSION_SERVER_NAME, server_name_ext(&[(7, b"opaque")]))]);
     assert_eq!(parse_client_hello(&wire), ClientHello::NoSni);
 }
 
 #[test]
 fn unknown_name_types_are_skipped() {
-    let wire = hello_with_extensions(&[(
-        EXTENSION_SERVER_NAME,
-        server_name_ext(&[(7, b"opaque"), (0, b"web.wechat.com")]),
-    )]);
-    assert_eq!(
-        parse_client_hello(&wire),
-        ClientHello::Sni("web.wechat.com".into())
-    );
+    let wire =
+        hello_with_extensions(&[(EXTENSION_SERVER_NAME, server_name_ext(&[(7, b"opaque"), (0, b"web.wechat.com")]))]);
+    assert_eq!(parse_client_hello(&wire), ClientHello::Sni("web.wechat.com".into()));
 }
 
 #[test]
 fn two_server_name_extensions_are_malformed() {
     // Otherwise we might judge the first while the origin serves the second.
     let wire = hello_with_extensions(&[
-        (
-            EXTENSION_SERVER_NAME,
-            server_name_ext(&[(0, b"example.org")]),
-        ),
-        (
-            EXTENSION_SERVER_NAME,
-            server_name_ext(&[(0, b"aliexpress.com")]),
-        ),
+        (EXTENSION_SERVER_NAME, server_name_ext(&[(0, b"example.org")])),
+        (EXTENSION_SERVER_NAME, server_name_ext(&[(0, b"aliexpress.com")])),
     ]);
     assert_eq!(parse_client_hello(&wire), ClientHello::Malformed);
 }
@@ -427,18 +345,8 @@ fn two_host_names_are_malformed() {
 
 #[test]
 fn host_names_that_are_not_visible_ascii_are_malformed() {
-    for name in [
-        &b""[..],
-        b"bad host",
-        b"evil\n.com",
-        b"ali\xc3\xa9xpress.com",
-        b"\x00",
-    ] {
-        assert_eq!(
-            parse_client_hello(&hello_with_sni(name)),
-            ClientHello::Malformed,
-            "{name:?}"
-        );
+    for name in [&b""[..], b"bad host", b"evil\n.com", b"ali\xc3\xa9xpress.com", b"\x00"] {
+        assert_eq!(parse_client_hello(&hello_with_sni(name)), ClientHello::Malformed, "{name:?}");
     }
 }
 
@@ -458,14 +366,8 @@ fn other_handshake_messages_are_malformed() {
 #[test]
 fn bad_record_lengths_are_malformed() {
     // RFC 8446 §5.1: no empty handshake fragments, none over 2^14.
-    assert_eq!(
-        parse_client_hello(&[0x16, 0x03, 0x01, 0x00, 0x00]),
-        ClientHello::Malformed
-    );
-    assert_eq!(
-        parse_client_hello(&[0x16, 0x03, 0x01, 0x40, 0x01]),
-        ClientHello::Malformed
-    );
+    assert_eq!(parse_client_hello(&[0x16, 0x03, 0x01, 0x00, 0x00]), ClientHello::Malformed);
+    assert_eq!(parse_client_hello(&[0x16, 0x03, 0x01, 0x40, 0x01]), ClientHello::Malformed);
 }
 
 #[test]
@@ -481,19 +383,13 @@ fn inconsistent_inner_lengths_are_malformed() {
     // Extensions block one byte shorter than the message says it is.
     let mut body = hello_body(&[(EXTENSION_SERVER_NAME, server_name_ext(&[(0, b"vk.com")]))]);
     body.push(0);
-    let wire = records(
-        &handshake(HANDSHAKE_CLIENT_HELLO, &body),
-        MAX_RECORD_FRAGMENT,
-    );
+    let wire = records(&handshake(HANDSHAKE_CLIENT_HELLO, &body), MAX_RECORD_FRAGMENT);
     assert_eq!(parse_client_hello(&wire), ClientHello::Malformed);
 
     // A cipher_suites vector claiming more bytes than the message has.
     let mut body = hello_body(&[]);
     body[35] = 0xff;
-    let wire = records(
-        &handshake(HANDSHAKE_CLIENT_HELLO, &body),
-        MAX_RECORD_FRAGMENT,
-    );
+    let wire = records(&handshake(HANDSHAKE_CLIENT_HELLO, &body), MAX_RECORD_FRAGMENT);
     assert_eq!(parse_client_hello(&wire), ClientHello::Malformed);
 }
 
@@ -539,10 +435,7 @@ fn truncated_synthetic_hellos_with_sni_never_panic() {
     // sits in the middle of small records.
     let message = handshake(
         HANDSHAKE_CLIENT_HELLO,
-        &hello_body(&[
-            (0x002b, vec![2, 3, 4]),
-            (0, server_name_ext(&[(0, b"www.aliexpress.com")])),
-        ]),
+        &hello_body(&[(0x002b, vec![2, 3, 4]), (0, server_name_ext(&[(0, b"www.aliexpress.com")]))]),
     );
     let wire = records(&message, 7);
     for pos in 0..wire.len() {
@@ -567,12 +460,7 @@ async fn loopback() -> (TcpStream, TcpStream) {
 
 /// Writes `bytes` in `chunk`-sized pieces with a pause between them, then
 /// keeps the connection open (like a client waiting for ServerHello).
-fn trickle(
-    mut client: TcpStream,
-    bytes: Vec<u8>,
-    chunk: usize,
-    pause: Duration,
-) -> tokio::task::JoinHandle<TcpStream> {
+fn trickle(mut client: TcpStream, bytes: Vec<u8>, chunk: usize, pause: Duration) -> tokio::task::JoinHandle<TcpStream> {
     tokio::spawn(async move {
         for piece in bytes.chunks(chunk) {
             client.write_all(piece).await.unwrap();
@@ -590,9 +478,7 @@ async fn hello_written_in_small_chunks_is_read_whole() {
         // ~20 pieces per fixture keeps the test quick for the 18 KiB one.
         let chunk = (bytes.len() / 20).max(7);
         let writer = trickle(client, bytes.to_vec(), chunk, Duration::from_millis(2));
-        let (read, outcome) = read_client_hello(&mut proxy, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let (read, outcome) = read_client_hello(&mut proxy, Duration::from_secs(10)).await.unwrap();
         let expected = ClientHelloRead::from_parsed(expected).unwrap();
         assert_eq!(outcome, expected, "fixture {name}");
         // The client sent nothing else, so replaying `read` replays it all.
@@ -605,16 +491,11 @@ async fn hello_written_in_small_chunks_is_read_whole() {
 async fn silent_client_times_out() {
     let (client, mut proxy) = loopback().await;
     let started = std::time::Instant::now();
-    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_millis(100))
-        .await
-        .unwrap();
+    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_millis(100)).await.unwrap();
     assert_eq!(outcome, ClientHelloRead::TimedOut);
     assert!(read.is_empty());
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(100) && waited < Duration::from_secs(5), "{waited:?}");
     drop(client);
 }
 
@@ -623,21 +504,11 @@ async fn trickling_client_times_out_on_the_total_deadline() {
     // One byte every 20 ms would reset a per-read timeout forever; the
     // deadline covers the whole hello.
     let (client, mut proxy) = loopback().await;
-    let writer = trickle(
-        client,
-        CURL_SNI_ALIEXPRESS.to_vec(),
-        1,
-        Duration::from_millis(20),
-    );
-    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_millis(200))
-        .await
-        .unwrap();
+    let writer = trickle(client, CURL_SNI_ALIEXPRESS.to_vec(), 1, Duration::from_millis(20));
+    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_millis(200)).await.unwrap();
     assert_eq!(outcome, ClientHelloRead::TimedOut);
     assert!(!read.is_empty() && read.len() < CURL_SNI_ALIEXPRESS.len());
-    assert!(
-        CURL_SNI_ALIEXPRESS.starts_with(&read),
-        "bytes must be kept in order"
-    );
+    assert!(CURL_SNI_ALIEXPRESS.starts_with(&read), "bytes must be kept in order");
     writer.abort();
 }
 
@@ -647,9 +518,7 @@ async fn client_closing_mid_hello_is_closed_and_keeps_its_bytes() {
     let half = &OPENSSL_SNI_TIKTOK[..OPENSSL_SNI_TIKTOK.len() / 2];
     client.write_all(half).await.unwrap();
     client.shutdown().await.unwrap();
-    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_secs(10)).await.unwrap();
     assert_eq!(outcome, ClientHelloRead::Closed);
     assert_eq!(read, half);
 }
@@ -659,9 +528,7 @@ async fn plain_http_in_the_tunnel_is_returned_as_not_tls() {
     let (mut client, mut proxy) = loopback().await;
     let request = b"GET / HTTP/1.1\r\nHost: aliexpress.com\r\n\r\n";
     client.write_all(request).await.unwrap();
-    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_secs(10)).await.unwrap();
     assert_eq!(outcome, ClientHelloRead::NotTls);
     assert!(request.starts_with(&read) && !read.is_empty());
 }
@@ -677,9 +544,7 @@ async fn endless_tiny_records_stop_at_the_cap() {
         // Fails with BrokenPipe once the reader gives up; that is the point.
         let _ = client.write_all(&wire).await;
     });
-    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (read, outcome) = read_client_hello(&mut proxy, Duration::from_secs(10)).await.unwrap();
     assert_eq!(outcome, ClientHelloRead::Malformed);
     assert!(read.len() <= MAX_CLIENT_HELLO_BYTES);
     drop(proxy);

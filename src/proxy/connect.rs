@@ -41,7 +41,11 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         );
     }
     if targets_self(&state, &host, port) {
-        return respond::error(StatusCode::FORBIDDEN, "Een tunnel naar de proxy zelf is geweigerd.", "A tunnel to the proxy itself was refused.");
+        return respond::error(
+            StatusCode::FORBIDDEN,
+            "Een tunnel naar de proxy zelf is geweigerd.",
+            "A tunnel to the proxy itself was refused.",
+        );
     }
     let subject = subject_of(&state, peer);
     let ua = user_agent(req.headers()).map(str::to_string);
@@ -331,7 +335,10 @@ async fn read_http_head<S: AsyncRead + Unpin>(
                     .and_then(|h| std::str::from_utf8(h.value).ok())
                     .map(|v| v.trim().to_string());
                 // An absolute-form target names the host too; it wins (RFC 9112 3.2.2).
-                let target = req.path.and_then(|p| p.parse::<http::Uri>().ok()).and_then(|u| u.authority().map(|a| a.as_str().to_string()));
+                let target = req
+                    .path
+                    .and_then(|p| p.parse::<http::Uri>().ok())
+                    .and_then(|u| u.authority().map(|a| a.as_str().to_string()));
                 let authority = target.or(host);
                 return HttpHead::Complete(authority.map(|a| match parse_authority(&a, Some(80)) {
                     Ok((h, _)) => h.as_key().into_owned(),
@@ -340,7 +347,15 @@ async fn read_http_head<S: AsyncRead + Unpin>(
                 }));
             }
             Ok(httparse::Status::Partial) => {}
-            Err(_) => return if buffered.is_empty() { HttpHead::NotHttp } else if looks_like_http(buffered) { HttpHead::Incomplete } else { HttpHead::NotHttp },
+            Err(_) => {
+                return if buffered.is_empty() {
+                    HttpHead::NotHttp
+                } else if looks_like_http(buffered) {
+                    HttpHead::Incomplete
+                } else {
+                    HttpHead::NotHttp
+                }
+            }
         }
         if buffered.len() >= limit {
             return HttpHead::Incomplete;

@@ -146,7 +146,11 @@ async fn refuse(stream: TcpStream, status: StatusCode) {
         let mut resp = if status == StatusCode::FORBIDDEN {
             respond::error(status, "Deze proxy bedient uw netwerk niet.", "This proxy does not serve your network.")
         } else {
-            respond::error(status, "De proxy is op dit moment te druk. Probeer het zo opnieuw.", "The proxy is too busy right now. Please try again shortly.")
+            respond::error(
+                status,
+                "De proxy is op dit moment te druk. Probeer het zo opnieuw.",
+                "The proxy is too busy right now. Please try again shortly.",
+            )
         };
         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         Ok::<_, std::convert::Infallible>(resp)

@@ -75,7 +75,8 @@ impl ProxyState {
     /// Whether `host:port` is this proxy itself (a request that would loop).
     pub fn is_self(&self, ip: IpAddr, port: u16) -> bool {
         self.local_addrs.iter().any(|a| {
-            a.port() == port && (a.ip() == ip || ((a.ip().is_unspecified() || a.ip().is_loopback()) && ip.is_loopback()))
+            a.port() == port
+                && (a.ip() == ip || ((a.ip().is_unspecified() || a.ip().is_loopback()) && ip.is_loopback()))
         })
     }
 }

@@ -82,13 +82,27 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
     let path = state.config.audit.log_paths.then(|| uri.path());
     match &verdict {
         Verdict::Block(matched) => {
-            let attempt =
-                Attempt { subject: &subject, matched, host: &host_key, port, method: req.method(), path, user_agent: ua };
+            let attempt = Attempt {
+                subject: &subject,
+                matched,
+                host: &host_key,
+                port,
+                method: req.method(),
+                path,
+                user_agent: ua,
+            };
             return respond::block(&state, &attempt).await;
         }
         Verdict::Exempt { matched, exemption } => {
-            let attempt =
-                Attempt { subject: &subject, matched, host: &host_key, port, method: req.method(), path, user_agent: ua };
+            let attempt = Attempt {
+                subject: &subject,
+                matched,
+                host: &host_key,
+                port,
+                method: req.method(),
+                path,
+                user_agent: ua,
+            };
             respond::exempted(&state, &attempt, &exemption.reason).await;
         }
         Verdict::Allow => {}

@@ -113,7 +113,10 @@ pub fn stream_bytes(n: u64) -> TestBody {
                 return None;
             }
             let take = left.min(chunk.len() as u64) as usize;
-            Some((Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.slice(..take))), left - take as u64))
+            Some((
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.slice(..take))),
+                left - take as u64,
+            ))
         }
     });
     StreamBody::new(stream).boxed()
