@@ -1,0 +1,170 @@
+//! The `weerwal` binary as an administrator uses it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn weerwal(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weerwal"));
+    c.current_dir(dir).env("RUST_LOG", "info").env_remove("RUST_BACKTRACE");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn ca_init_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = weerwal(dir.path()).args(["ca", "init"]).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let pem = std::fs::read_to_string(dir.path().join("certs/ca.pem")).unwrap();
+    let again = weerwal(dir.path()).args(["ca", "init"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(std::fs::read_to_string(dir.path().join("certs/ca.pem")).unwrap(), pem, "unchanged");
+    let forced = weerwal(dir.path()).args(["ca", "init", "--force"]).output().unwrap();
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read_to_string(dir.path().join("certs/ca.pem")).unwrap(), pem);
+
+    let show = weerwal(dir.path()).args(["ca", "show"]).output().unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("SHA-256") || text.contains("sha256") || text.contains("fingerprint"), "{text}");
+    let der = weerwal(dir.path()).args(["ca", "export", "--der"]).output().unwrap();
+    assert!(der.status.success());
+    assert_eq!(der.stdout[0], 0x30, "DER starts with a SEQUENCE");
+    let pem_out = weerwal(dir.path()).args(["ca", "export"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&pem_out.stdout).starts_with("-----BEGIN CERTIFICATE-----"));
+}
+
+#[test]
+fn policy_check_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::write(
+        policy.join("bad.toml"),
+        "[[ban]]\napp = \"X\"\ndomains = [\"x.com\"]\nadvice = \"AIVD\"\nreference = \"r\"\nsince = \"2023-01-01\"\nwebsite = \"x\"\n",
+    )
+    .unwrap();
+    let out = weerwal(dir.path()).args(["policy", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:7: website:"), "{err}");
+
+    let ok = weerwal(repo()).args(["policy", "check", "policy"]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK: 5 files, 5 apps"));
+}
+
+#[test]
+fn policy_explain_uses_the_proxy_decision() {
+    let out = weerwal(repo()).args(["policy", "explain", "http://M.AliExpress.COM./cart"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("verdict: BLOCK"), "{text}");
+    assert!(text.contains("app:     AliExpress"));
+    assert!(text.contains("rule:    aliexpress.com"));
+    assert!(text.contains("advice:"));
+    let out = weerwal(repo()).args(["policy", "explain", "notaliexpress.com"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verdict: ALLOW"));
+    let out = weerwal(repo()).args(["policy", "explain", "http://2130706433/"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSED (400)"));
+}
+
+#[test]
+fn bad_config_is_a_usage_error_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("weerwal.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\nlisten_on = 1\n").unwrap();
+    let out = weerwal(dir.path()).arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("weerwal.toml:3: listen_on:"), "{err}");
+}
+
+#[test]
+fn pac_command_prints_the_pac_file() {
+    let out = weerwal(repo()).args(["pac"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("function FindProxyForURL(url, host)"));
+    assert!(text.contains("\"aliexpress.com\":1"));
+}
+
+/// `serve` on the example configuration in a fresh folder: it starts, blocks,
+/// records, and stops cleanly on SIGTERM.
+#[test]
+fn serve_runs_blocks_records_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let example = std::fs::read_to_string(repo().join("weerwal.example.toml")).unwrap();
+    let config = example.replace("listen = \"127.0.0.1:3128\"", &format!("listen = \"127.0.0.1:{port}\""));
+    assert_ne!(config, example);
+    std::fs::write(dir.path().join("weerwal.toml"), config).unwrap();
+    // No policy/ beside it: an explicit config with a missing policy dir is an error...
+    let out = weerwal(dir.path()).arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    // ...so give it the shipped policy.
+    let policy = dir.path().join("policy");
+    std::fs::create_dir(&policy).unwrap();
+    for entry in std::fs::read_dir(repo().join("policy")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, policy.join(p.file_name().unwrap())).unwrap();
+    }
+    let mut child = weerwal(dir.path()).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("weerwal proxy running")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "no start line: {lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    assert!(lines.iter().any(|l| l.contains("fingerprint")), "CA fingerprint printed: {lines:?}");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+            &format!("http://127.0.0.1:{port}"),
+            "http://aliexpress.com/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("logs/audit.jsonl")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("\"event\":\"blocked\"") && l.contains("\"host\":\"aliexpress.com\"")),
+        "{log}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("certs/ca.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
