@@ -1,11 +1,33 @@
 #!/usr/bin/env bash
 # Installs the tools the test suite drives, on a fresh Debian machine.
-# Safe to run again: only missing tools are installed.
+# Safe to run again: only missing tools are installed, and `apt-get update`
+# runs once, only when a Debian package is missing.
+#
+#   curl         used by tests and the README's examples
+#   chromium     tests/pac.rs: headless Chromium with --proxy-pac-url
+#   node + npm   tests/pac.rs: the real PAC engine in tests/pac_engine/
+#                (pac-resolver on QuickJS, pinned by its package-lock.json)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+
 need=()
 command -v curl >/dev/null || need+=(curl)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+# The machine image ships Node.js 20 with npm; Debian's own nodejs is only
+# the fallback for a machine without any.
+command -v node >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# The PAC engine: installed exactly as locked, into tests/pac_engine/node_modules
+# (git-ignored). Re-run only when it is missing or the lock file changed.
+engine=tests/pac_engine
+if [ ! -f "$engine/node_modules/pac-resolver/package.json" ] \
+  || [ ! -f "$engine/node_modules/quickjs-wasi/package.json" ] \
+  || [ "$engine/package-lock.json" -nt "$engine/node_modules/.package-lock.json" ]; then
+  (cd "$engine" && npm ci --ignore-scripts --no-audit --no-fund)
 fi

@@ -10,7 +10,6 @@
 //! distributed to laptops) and `ca.key` (private, mode 0600, never leaves the
 //! server). Leaves are minted on demand by [`LeafCache`].
 
-mod der;
 mod leaf;
 #[cfg(test)]
 mod tests;
@@ -30,6 +29,13 @@ use rcgen::{
 };
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::der_parser::asn1_rs::Tag;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER;
+use x509_parser::prelude::FromDer;
+use x509_parser::time::ASN1Time;
+use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
 /// File name of the CA certificate inside the CA directory.
 pub const CERT_FILE: &str = "ca.pem";
@@ -310,28 +316,40 @@ impl CertificateAuthority {
     /// Builds the CA from the two PEM texts, checking that they belong
     /// together and that leaves signed with them will chain to `ca.pem`.
     fn from_pem(cert_path: PathBuf, key_path: PathBuf, cert_pem: String, key_pem: &str) -> Result<Self, CaError> {
-        let bad_cert = |reason: String| CaError::BadCert { path: cert_path.clone(), reason };
         let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
-            .ok_or_else(|| bad_cert("no CERTIFICATE block".into()))?
-            .map_err(|e| bad_cert(format!("unreadable PEM: {e}")))?;
+            .ok_or_else(|| CaError::BadCert { path: cert_path.clone(), reason: "no CERTIFICATE block".into() })?
+            .map_err(|e| CaError::BadCert { path: cert_path.clone(), reason: format!("unreadable PEM: {e}") })?;
         let key = KeyPair::from_pem(key_pem)
             .map_err(|e| CaError::BadKey { path: key_path.clone(), reason: e.to_string() })?;
+        Self::from_der(cert_path, key_path, cert_pem, cert_der, key)
+    }
 
-        let parsed = der::parse_certificate(&cert_der).map_err(|e| bad_cert(e.to_string()))?;
-        if !parsed.is_ca {
+    /// The checks of [`Self::from_pem`] on the decoded certificate and key;
+    /// separate so tests can feed it corrupted DER directly.
+    fn from_der(
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        cert_pem: String,
+        cert_der: CertificateDer<'static>,
+        key: KeyPair,
+    ) -> Result<Self, CaError> {
+        let bad_cert = |reason: String| CaError::BadCert { path: cert_path.clone(), reason };
+        let cert = parse_certificate(&cert_der).map_err(bad_cert)?;
+        let is_ca = cert.basic_constraints().map_err(|e| bad_cert(format!("unreadable basicConstraints: {e}")))?;
+        if !is_ca.is_some_and(|constraints| constraints.value.ca) {
             return Err(bad_cert("basicConstraints does not mark it as a CA".into()));
         }
-        if rcgen::PublicKeyData::subject_public_key_info(&key) != parsed.spki {
+        if rcgen::PublicKeyData::subject_public_key_info(&key) != cert.public_key().raw {
             return Err(CaError::KeyMismatch { cert: cert_path, key: key_path });
         }
 
         let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen_name(&parsed.subject).map_err(bad_cert)?;
+        params.distinguished_name = rcgen_name(cert.subject()).map_err(bad_cert)?;
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         // Leaves carry the CA's own subject key identifier as their authority
         // key identifier; Windows and OpenSSL use it to find the issuer.
-        if let Some(id) = parsed.subject_key_id {
+        if let Some(id) = subject_key_id(&cert).map_err(bad_cert)? {
             params.key_identifier_method = KeyIdMethod::PreSpecified(id.to_vec());
         }
         let issuer = Issuer::new(params, key);
@@ -339,12 +357,12 @@ impl CertificateAuthority {
         // Clients find the issuer of a leaf by comparing the leaf's issuer
         // name with the CA's subject byte for byte. Sign one probe and check
         // that rcgen reproduces the subject exactly (it would not for, say,
-        // a multi-valued RDN).
+        // two attributes of the same type, which rcgen's name keeps only once).
         let probe = CertificateParams::default()
             .signed_by(issuer.key(), &issuer)
             .map_err(|e| bad_cert(format!("cannot sign with it: {e}")))?;
-        let probe = der::parse_certificate(probe.der()).map_err(|e| bad_cert(format!("cannot sign with it: {e}")))?;
-        if probe.issuer.raw != parsed.subject.raw {
+        let probe = parse_certificate(probe.der()).map_err(|e| bad_cert(format!("cannot sign with it: {e}")))?;
+        if probe.issuer().as_raw() != cert.subject().as_raw() {
             return Err(bad_cert(
                 "its subject is encoded in a way weerwal cannot reproduce; \
                  make a new CA with `weerwal ca init --force`"
@@ -352,10 +370,13 @@ impl CertificateAuthority {
             ));
         }
 
+        let subject = display_name(cert.subject());
+        let not_before = system_time(&cert.validity().not_before);
+        let not_after = system_time(&cert.validity().not_after);
         Ok(CertificateAuthority {
-            subject: display_name(&parsed.subject),
-            not_before: parsed.not_before,
-            not_after: parsed.not_after,
+            subject,
+            not_before,
+            not_after,
             fingerprint: fingerprint(&cert_der),
             cert_path,
             key_path,
@@ -504,29 +525,65 @@ fn fingerprint(der: &[u8]) -> String {
     pairs.join(":")
 }
 
-/// The subject in rcgen's terms, so leaves can name it as their issuer.
-fn rcgen_name(name: &der::Name<'_>) -> Result<DistinguishedName, String> {
-    if name.multi_valued {
-        return Err("its subject has a multi-valued RDN, which weerwal cannot reproduce".into());
+/// Parses one DER certificate with x509-parser. `ca.pem` is a file an
+/// administrator can edit, so anything after the certificate is refused
+/// rather than ignored.
+fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the certificate".into());
     }
+    Ok(cert)
+}
+
+/// The subjectKeyIdentifier, which leaves repeat as authority key identifier.
+fn subject_key_id<'a>(cert: &X509Certificate<'a>) -> Result<Option<&'a [u8]>, String> {
+    let ext = cert
+        .get_extension_unique(&OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
+        .map_err(|e| format!("unreadable subjectKeyIdentifier: {e}"))?;
+    match ext.map(|ext| ext.parsed_extension()) {
+        None => Ok(None),
+        Some(ParsedExtension::SubjectKeyIdentifier(id)) => Ok(Some(id.0)),
+        Some(_) => Err("malformed subjectKeyIdentifier".into()),
+    }
+}
+
+/// X.509 times are whole seconds, possibly before 1970.
+fn system_time(time: &ASN1Time) -> SystemTime {
+    let seconds = time.timestamp();
+    let offset = Duration::from_secs(seconds.unsigned_abs());
+    if seconds >= 0 {
+        SystemTime::UNIX_EPOCH + offset
+    } else {
+        SystemTime::UNIX_EPOCH - offset
+    }
+}
+
+/// The subject in rcgen's terms, so leaves can name it as their issuer.
+/// Each value keeps its string type: the issuer name must match byte for byte.
+fn rcgen_name(name: &X509Name<'_>) -> Result<DistinguishedName, String> {
     let mut dn = DistinguishedName::new();
-    for attribute in &name.attributes {
-        let arcs = der::oid_arcs(attribute.oid).ok_or("malformed attribute type in subject")?;
+    for rdn in name.iter() {
+        let mut attributes = rdn.iter();
+        let attribute = attributes.next().ok_or("its subject has an empty RDN")?;
+        if attributes.next().is_some() {
+            return Err("its subject has a multi-valued RDN, which weerwal cannot reproduce".into());
+        }
+        let arcs = attribute_arcs(attribute).ok_or("malformed attribute type in subject")?;
+        let data = attribute.attr_value().data;
         let text = || {
-            std::str::from_utf8(attribute.value)
-                .map(str::to_owned)
-                .map_err(|_| "subject attribute is not valid text".to_string())
+            std::str::from_utf8(data).map(str::to_owned).map_err(|_| "subject attribute is not valid text".to_string())
         };
-        let value = match attribute.tag {
-            0x0c => DnValue::Utf8String(text()?),
-            0x13 => DnValue::PrintableString(text()?.try_into().map_err(|e| format!("{e}"))?),
-            0x16 => DnValue::Ia5String(text()?.try_into().map_err(|e| format!("{e}"))?),
-            0x14 => DnValue::TeletexString(text()?.try_into().map_err(|e| format!("{e}"))?),
-            0x1e => DnValue::BmpString(
-                rcgen::string::BmpString::from_utf16be(attribute.value.to_vec()).map_err(|e| e.to_string())?,
-            ),
-            0x1c => DnValue::UniversalString(
-                rcgen::string::UniversalString::from_utf32be(attribute.value.to_vec()).map_err(|e| e.to_string())?,
+        let value = match attribute.attr_value().tag() {
+            Tag::Utf8String => DnValue::Utf8String(text()?),
+            Tag::PrintableString => DnValue::PrintableString(text()?.try_into().map_err(|e| format!("{e}"))?),
+            Tag::Ia5String => DnValue::Ia5String(text()?.try_into().map_err(|e| format!("{e}"))?),
+            Tag::T61String => DnValue::TeletexString(text()?.try_into().map_err(|e| format!("{e}"))?),
+            Tag::BmpString => {
+                DnValue::BmpString(rcgen::string::BmpString::from_utf16be(data.to_vec()).map_err(|e| e.to_string())?)
+            }
+            Tag::UniversalString => DnValue::UniversalString(
+                rcgen::string::UniversalString::from_utf32be(data.to_vec()).map_err(|e| e.to_string())?,
             ),
             _ => return Err("subject attribute has an unsupported string type".into()),
         };
@@ -535,42 +592,59 @@ fn rcgen_name(name: &der::Name<'_>) -> Result<DistinguishedName, String> {
     Ok(dn)
 }
 
-/// `CN=..., O=...` for people.
-fn display_name(name: &der::Name<'_>) -> String {
+/// The arcs of an attribute type, for rcgen; `None` unless they form an OID
+/// rcgen can write. asn1-rs splits the first content byte into the first two
+/// arcs without checking them, and rcgen's DER writer (yasna) panics on an
+/// OID it cannot encode, so a corrupted `ca.pem` would otherwise panic here.
+/// An OID decoded differently from how it is encoded is caught by the probe
+/// leaf in `from_der`.
+fn attribute_arcs(attribute: &AttributeTypeAndValue<'_>) -> Option<Vec<u64>> {
+    let arcs: Vec<u64> = attribute.attr_type().iter()?.collect();
+    match arcs[..] {
+        [0 | 1, second, ..] if second < 40 => Some(arcs),
+        [2, second, ..] if second < u64::MAX - 80 => Some(arcs),
+        _ => None,
+    }
+}
+
+/// `CN=..., O=...` for people. Written here rather than x509-parser's
+/// `Display` because that prints UniversalString values as hex.
+fn display_name(name: &X509Name<'_>) -> String {
     let parts: Vec<String> = name
-        .attributes
-        .iter()
-        .map(|attribute| {
-            let arcs = der::oid_arcs(attribute.oid).unwrap_or_default();
-            let key = match arcs.as_slice() {
-                [2, 5, 4, 3] => "CN".to_string(),
-                [2, 5, 4, 6] => "C".to_string(),
-                [2, 5, 4, 7] => "L".to_string(),
-                [2, 5, 4, 8] => "ST".to_string(),
-                [2, 5, 4, 10] => "O".to_string(),
-                [2, 5, 4, 11] => "OU".to_string(),
-                other => other.iter().map(u64::to_string).collect::<Vec<_>>().join("."),
-            };
-            let value = match attribute.tag {
-                0x1e => {
-                    let units: Vec<u16> =
-                        attribute.value.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-                    String::from_utf16_lossy(&units)
-                }
-                0x1c => attribute
-                    .value
-                    .chunks_exact(4)
-                    .map(|c| {
-                        char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                            .unwrap_or(char::REPLACEMENT_CHARACTER)
-                    })
-                    .collect(),
-                _ => String::from_utf8_lossy(attribute.value).into_owned(),
-            };
-            format!("{key}={value}")
-        })
+        .iter_attributes()
+        .map(|attribute| format!("{}={}", attribute_key(attribute), attribute_text(attribute)))
         .collect();
     parts.join(", ")
+}
+
+fn attribute_key(attribute: &AttributeTypeAndValue<'_>) -> String {
+    let arcs = attribute_arcs(attribute).unwrap_or_default();
+    match DnType::from_oid(&arcs) {
+        DnType::CommonName => "CN".into(),
+        DnType::CountryName => "C".into(),
+        DnType::LocalityName => "L".into(),
+        DnType::StateOrProvinceName => "ST".into(),
+        DnType::OrganizationName => "O".into(),
+        DnType::OrganizationalUnitName => "OU".into(),
+        _ => attribute.attr_type().to_id_string(),
+    }
+}
+
+fn attribute_text(attribute: &AttributeTypeAndValue<'_>) -> String {
+    let data = attribute.attr_value().data;
+    match attribute.attr_value().tag() {
+        Tag::BmpString => {
+            let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            String::from_utf16_lossy(&units)
+        }
+        Tag::UniversalString => data
+            .chunks_exact(4)
+            .map(|c| {
+                char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
+            .collect(),
+        _ => String::from_utf8_lossy(data).into_owned(),
+    }
 }
 
 /// Quotes a path for the `chmod` hint when it contains anything a shell would

@@ -336,9 +336,6 @@ impl Config {
         }
         // Settings of features this build does not have yet are refused
         // rather than ignored: an administrator must not believe they work.
-        if self.identity.auth == AuthMode::Basic {
-            return Err(invalid("auth", "\"basic\" is not available in this version of weerwal; use \"none\"".into()));
-        }
         for (section, present) in [
             ("[admin]", self.admin.is_some()),
             ("[compliance]", self.compliance.is_some()),

@@ -15,3 +15,4 @@ pub mod pages;
 pub mod policy;
 pub mod proxy;
 pub mod serve;
+pub mod history;

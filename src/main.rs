@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use weerwal::ca::CertificateAuthority;
 use weerwal::config::Config;
-use weerwal::identity::Devices;
+use weerwal::identity::{Devices, Role, Users};
 use weerwal::policy::{self, Date, Target, Verdict};
 use weerwal::serve::{self, Server};
 
@@ -48,6 +48,27 @@ enum Command {
     Policy(PolicyCommand),
     /// Print the PAC file that /proxy.pac serves.
     Pac,
+    /// Manage the users file (for `identity.auth = "basic"` and officers).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user, or change an existing user's password, role and groups.
+    /// The password is read from standard input, never from the command line.
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value = "user")]
+        role: Role,
+        /// A group the user belongs to (for exemptions); repeatable.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// List users with their role and groups (never hashes).
+    List,
+    /// Remove a user.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +162,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Policy(PolicyCommand::Explain { url, user, client, groups, user_agent }) => {
             policy_explain(&config, &url, user, client, groups, user_agent.as_deref())
         }
+        Command::Users(cmd) => users_command(&config, cmd),
         Command::Pac => {
             let (policy, _) = serve::load_policy(&config).map_err(|e| Failure::Usage(e.into()))?;
             print!("{}", weerwal::pac::generate(&config, &policy).text);
@@ -303,4 +325,49 @@ fn print_match(m: &policy::Match) {
     println!("rule:    {} ({kind})", m.rule.as_str());
     println!("advice:  {}", m.app.advice);
     println!("source:  {} (since {})", m.app.reference, m.app.since);
+}
+
+fn users_command(config: &Config, cmd: UsersCommand) -> Result<ExitCode, Failure> {
+    let path = &config.identity.users_file;
+    let mut users = Users::load(path).map_err(|e| Failure::Usage(e.into()))?;
+    match cmd {
+        UsersCommand::Add { name, role, groups } => {
+            let password = read_password()?;
+            users.upsert(&name, &password, role, groups).map_err(|e| Failure::Usage(e.into()))?;
+            users.save(path)?;
+            println!("saved user {name} in {}", path.display());
+        }
+        UsersCommand::List => {
+            for u in users.iter() {
+                let role = match u.role {
+                    Role::User => "user",
+                    Role::Officer => "officer",
+                };
+                println!("{}\t{role}\t{}", u.name, u.groups.join(","));
+            }
+        }
+        UsersCommand::Remove { name } => {
+            users.remove(&name).map_err(|e| Failure::Usage(e.into()))?;
+            users.save(path)?;
+            println!("removed user {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The password from standard input: one line, so scripts can pipe it in
+/// (`printf '%s\n' "$PW" | weerwal users add jan`) and it never shows in `ps`.
+fn read_password() -> Result<String, Failure> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (then Enter): ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err(Failure::Usage(anyhow::anyhow!("no password on standard input")));
+    }
+    Ok(password)
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{AuditError, AuditLog, AuditWriterHandle, EventKind, Record, Via};
 use crate::ca::{CaError, CertificateAuthority, LeafCache};
 use crate::config::{Config, HttpsMode};
+use crate::identity::{Identity, UsersError};
 use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
 use crate::proxy::{listener, ProxyState};
 
@@ -26,6 +27,8 @@ pub enum ServeError {
     Ca(#[from] CaError),
     #[error("{0}")]
     Bind(std::io::Error),
+    #[error("users: {0}")]
+    Users(#[from] UsersError),
 }
 
 /// Loads the policy the configuration names. On embedded defaults a
@@ -45,6 +48,7 @@ pub struct Server {
     pub proxy_addrs: Vec<SocketAddr>,
     pub ca: Option<Arc<CertificateAuthority>>,
     pub policy: Arc<ArcSwap<Policy>>,
+    pub identity: Arc<Identity>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     audit: Option<AuditLog>,
@@ -73,6 +77,7 @@ impl Server {
             HttpsMode::Reject => None,
         };
         let leaves = ca.as_ref().map(|ca| Arc::new(LeafCache::new(Arc::clone(ca))));
+        let identity = Arc::new(Identity::new(&config.identity)?);
         let listeners = listener::bind_all(&config.proxy.listen).await.map_err(ServeError::Bind)?;
         let proxy_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
@@ -87,13 +92,21 @@ impl Server {
             "weerwal proxy running"
         );
         let policy = Arc::new(ArcSwap::from_pointee(policy));
-        let state = Arc::new(ProxyState::new(config, Arc::clone(&policy), audit.clone(), leaves, proxy_addrs.clone()));
+        let state = Arc::new(ProxyState::new(
+            config,
+            Arc::clone(&policy),
+            audit.clone(),
+            leaves,
+            Arc::clone(&identity),
+            proxy_addrs.clone(),
+        ));
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
         for l in listeners {
             tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
         }
-        Ok(Server { proxy_addrs, ca, policy, shutdown, tasks, audit: Some(audit), writer })
+        Ok(Server { proxy_addrs, ca, policy, identity, shutdown, tasks, audit: Some(audit), writer })
     }
 
     /// A token that stops the server when cancelled (signal handlers hold it).
@@ -115,6 +128,11 @@ impl Server {
         // Tunnels may still hold handles; closing writes what is queued and
         // ends the writer whoever else still holds one.
         if let Some(audit) = self.audit.take() {
+            for end in self.identity.sessions.end_all() {
+                if let Err(e) = audit.record(end).await {
+                    tracing::error!(error = %e, "could not write session_end record");
+                }
+            }
             audit.close().await;
         }
         let writer = self.writer;
@@ -135,5 +153,23 @@ async fn record_policy_loaded(audit: &AuditLog, policy: &Policy) {
     }));
     if let Err(e) = audit.record(r).await {
         tracing::error!(error = %e, "could not record policy_loaded");
+    }
+}
+
+/// Ends idle sessions and writes their `session_end` records.
+async fn sweep_sessions(identity: Arc<Identity>, audit: AuditLog, shutdown: CancellationToken) {
+    let every = (identity.sessions.idle() / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for end in identity.sessions.sweep() {
+            if let Err(e) = audit.record(end).await {
+                tracing::error!(error = %e, "could not write session_end record");
+            }
+        }
     }
 }

@@ -80,7 +80,8 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, host: &str, path: &st
 async fn trusted_client_sees_block_page_over_tls_with_a_leaf_for_the_name() {
     let proxy = TestProxy::start().await;
     let ca = pem_to_der(&proxy.ca_pem());
-    let mut tls = tls_via_proxy(proxy.addr, "aliexpress.com:443", "aliexpress.com", &[ca.clone()]).await.unwrap();
+    let mut tls =
+        tls_via_proxy(proxy.addr, "aliexpress.com:443", "aliexpress.com", std::slice::from_ref(&ca)).await.unwrap();
     let (_, conn) = tls.get_ref();
     assert_eq!(conn.alpn_protocol(), Some(&b"http/1.1"[..]), "only http/1.1 is offered");
     let chain: Vec<CertificateDer<'static>> = conn.peer_certificates().unwrap().to_vec();
@@ -179,8 +180,9 @@ async fn allowed_https_is_tunnelled_untouched() {
     let origin = TlsOrigin::start().await;
     let port = origin.addr.port();
     let proxy = TestProxy::start_with(|c| c.proxy.connect_ports = vec![443, port]).await;
-    let mut tls =
-        tls_via_proxy(proxy.addr, &origin.addr.to_string(), "localhost", &[origin.cert.clone()]).await.unwrap();
+    let mut tls = tls_via_proxy(proxy.addr, &origin.addr.to_string(), "localhost", std::slice::from_ref(&origin.cert))
+        .await
+        .unwrap();
     let seen = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     assert_eq!(Sha256::digest(&seen), Sha256::digest(&origin.cert), "the client sees the origin's own certificate");
     const SIZE: usize = 64 * 1024 * 1024 + 123;
@@ -261,14 +263,15 @@ async fn leaf_cache_gives_the_same_certificate_to_two_connections() {
     let ca = pem_to_der(&proxy.ca_pem());
     let mut serials = Vec::new();
     for _ in 0..2 {
-        let tls = tls_via_proxy(proxy.addr, "www.wechat.com:443", "www.wechat.com", &[ca.clone()]).await.unwrap();
+        let tls =
+            tls_via_proxy(proxy.addr, "www.wechat.com:443", "www.wechat.com", std::slice::from_ref(&ca)).await.unwrap();
         let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
         let (_, parsed) = X509Certificate::from_der(&leaf).unwrap();
         serials.push(parsed.raw_serial().to_vec());
     }
     assert_eq!(serials[0], serials[1]);
     // Another banned host gets its own certificate with another serial.
-    let tls = tls_via_proxy(proxy.addr, "wechat.com:443", "wechat.com", &[ca.clone()]).await.unwrap();
+    let tls = tls_via_proxy(proxy.addr, "wechat.com:443", "wechat.com", std::slice::from_ref(&ca)).await.unwrap();
     let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     let (_, parsed) = X509Certificate::from_der(&leaf).unwrap();
     assert_ne!(parsed.raw_serial(), &serials[0][..]);

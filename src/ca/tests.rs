@@ -333,17 +333,28 @@ fn debug_output_never_shows_the_key() {
 }
 
 #[test]
-fn a_truncated_or_corrupted_certificate_never_panics_the_reader() {
+fn a_truncated_or_corrupted_certificate_is_refused_without_panicking() {
     let (_dir, ca) = new_ca();
+    let key_pem = fs::read_to_string(ca.key_path()).unwrap();
+    let from_der = |bytes: &[u8]| {
+        let key = KeyPair::from_pem(&key_pem).unwrap();
+        let der = CertificateDer::from(bytes.to_vec());
+        CertificateAuthority::from_der(ca.cert_path().into(), ca.key_path().into(), String::new(), der, key)
+    };
     let der = ca.cert_der();
     for len in 0..der.len() {
-        assert!(der::parse_certificate(&der[..len]).is_err(), "prefix {len}");
+        let err = from_der(&der[..len]).unwrap_err();
+        assert!(matches!(err, CaError::BadCert { .. }), "prefix {len}: {err:?}");
     }
+    let mut trailing = der.to_vec();
+    trailing.push(0);
+    let err = from_der(&trailing).unwrap_err();
+    assert!(err.to_string().contains("trailing bytes"), "{err}");
     for i in 0..der.len() {
-        for flip in [0x01, 0x80, 0xff] {
+        for flip in 1..=255u8 {
             let mut bytes = der.to_vec();
             bytes[i] ^= flip;
-            let _ = der::parse_certificate(&bytes);
+            let _ = from_der(&bytes);
         }
     }
 }

@@ -145,6 +145,15 @@ pub struct Finding {
     pub bookmarked: bool,
 }
 
+/// What a purge removed from one database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Removed {
+    /// URL rows (`urls`, `moz_places`, `history_items`).
+    pub entries: u64,
+    /// Visit rows.
+    pub visits: u64,
+}
+
 /// Decides whether a URL from a history row is banned, the same way the
 /// proxy decides: host extracted and normalised, then [`Policy::match_host`].
 /// URLs that are not http(s), or whose host cannot be normalised, are not

@@ -2,12 +2,20 @@
 //! subject is the device, named by the address ranges in
 //! `[[identity.device]]`, or else the client address itself.
 
+pub mod auth;
+pub mod sessions;
+pub mod users;
+
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::DeviceRange;
+use crate::config::{AuthMode, DeviceRange, IdentityConfig};
 use crate::policy::Subject;
+pub use auth::{AuthOutcome, AuthedUser, Authenticator};
+pub use sessions::{SessionStore, Touched};
+pub use users::{Role, User, Users, UsersError};
 
 /// Address ranges with names (e.g. `10.1.2.0/24` = `raadslaptops`), most
 /// specific range first so a smaller range inside a larger one wins.
@@ -33,6 +41,44 @@ impl Devices {
     pub fn subject(&self, client: IpAddr) -> Subject {
         let client = canonical_ip(client);
         Subject { user: None, groups: Vec::new(), device: self.name_of(client).map(str::to_string), client }
+    }
+}
+
+/// Everything that turns a connection and its headers into a subject.
+pub struct Identity {
+    pub devices: Devices,
+    pub sessions: SessionStore,
+    /// Present with `auth = "basic"`.
+    pub auth: Option<Authenticator>,
+}
+
+/// A request's subject and session, once identified.
+#[derive(Debug, Clone)]
+pub struct Identified {
+    pub subject: Subject,
+    pub session: Arc<str>,
+    pub role: Option<Role>,
+}
+
+impl Identity {
+    /// Builds identity from configuration; with `auth = "basic"` the users
+    /// file is read here so a broken file stops start-up, not requests.
+    pub fn new(config: &IdentityConfig) -> Result<Identity, UsersError> {
+        let auth = match config.auth {
+            AuthMode::Basic => Some(Authenticator::new(Users::load(&config.users_file)?, "weerwal")),
+            AuthMode::None => None,
+        };
+        Ok(Identity { devices: Devices::new(&config.device), sessions: SessionStore::new(config.session_idle), auth })
+    }
+
+    /// The subject for an authenticated user (or none) from `client`.
+    pub fn subject(&self, client: IpAddr, user: Option<&AuthedUser>) -> Subject {
+        let mut subject = self.devices.subject(client);
+        if let Some(u) = user {
+            subject.user = Some(u.name.clone());
+            subject.groups.clone_from(&u.groups);
+        }
+        subject
     }
 }
 

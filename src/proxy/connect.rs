@@ -18,10 +18,11 @@ use tokio::net::TcpStream;
 
 use super::client_hello::{read_client_hello, ClientHelloRead};
 use super::prefixed::Prefixed;
-use super::request::{subject_of, targets_self, user_agent};
+use super::request::{identify, targets_self, user_agent};
 use super::respond::{self, Attempt};
 use super::{ProxyBody, ProxyState};
 use crate::config::HttpsMode;
+use crate::identity::Identified;
 use crate::policy::{normalise_host, parse_authority, Date, Host, Match, Subject, Target, Verdict};
 
 /// Answers a CONNECT request.
@@ -47,14 +48,18 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
             "A tunnel to the proxy itself was refused.",
         );
     }
-    let subject = subject_of(&state, peer);
+    let who = match identify(&state, peer, req.headers()).await {
+        Ok(who) => who,
+        Err(challenge) => return challenge,
+    };
     let ua = user_agent(req.headers()).map(str::to_string);
-    let verdict = decide(&state, &subject, &host, ua.as_deref());
+    let verdict = decide(&state, &who.subject, &host, ua.as_deref());
     if let Verdict::Block(matched) = &verdict {
         if state.config.proxy.https == HttpsMode::Reject || state.leaves.is_none() {
             let key = host.as_key();
             let attempt = Attempt {
-                subject: &subject,
+                subject: &who.subject,
+                session: &who.session,
                 matched,
                 host: &key,
                 port,
@@ -69,7 +74,7 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let tunnel = Tunnel { state, subject, host, port, user_agent: ua, first: verdict };
+                let tunnel = Tunnel { state, who, host, port, user_agent: ua, first: verdict };
                 tunnel.run(TokioIo::new(upgraded)).await;
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -85,7 +90,7 @@ fn decide(state: &ProxyState, subject: &Subject, host: &Host, ua: Option<&str>) 
 /// One CONNECT tunnel after the `200`.
 struct Tunnel {
     state: Arc<ProxyState>,
-    subject: Subject,
+    who: Identified,
     host: Host,
     port: u16,
     user_agent: Option<String>,
@@ -113,7 +118,7 @@ impl Tunnel {
                         return;
                     }
                 };
-                let sni_verdict = decide(&self.state, &self.subject, &sni, self.user_agent.as_deref());
+                let sni_verdict = decide(&self.state, &self.who.subject, &sni, self.user_agent.as_deref());
                 match (&sni_verdict, &self.first) {
                     (Verdict::Block(m), _) => self.intercept(client, buffered, sni, m.clone()).await,
                     (_, Verdict::Block(m)) => {
@@ -165,7 +170,8 @@ impl Tunnel {
 
     fn attempt<'a>(&'a self, host: &'a str, matched: &'a Match) -> Attempt<'a> {
         Attempt {
-            subject: &self.subject,
+            subject: &self.who.subject,
+            session: &self.who.session,
             matched,
             host,
             port: self.port,
@@ -249,7 +255,7 @@ impl Tunnel {
         match read_http_head(&mut client, &mut buffered, limit, timeout).await {
             HttpHead::Complete(Some(host)) => match normalise_host(&host) {
                 Ok(h) => {
-                    if let Verdict::Block(m) = decide(&self.state, &self.subject, &h, self.user_agent.as_deref()) {
+                    if let Verdict::Block(m) = decide(&self.state, &self.who.subject, &h, self.user_agent.as_deref()) {
                         let key = h.as_key().into_owned();
                         return self.serve_block_pages(Prefixed::new(buffered, client), key, m).await;
                     }
@@ -282,7 +288,8 @@ impl Tunnel {
                 let ua = user_agent(req.headers()).map(str::to_string).or_else(|| tunnel.user_agent.clone());
                 let path = tunnel.state.config.audit.log_paths.then(|| req.uri().path().to_string());
                 let attempt = Attempt {
-                    subject: &tunnel.subject,
+                    subject: &tunnel.who.subject,
+                    session: &tunnel.who.session,
                     matched: &matched,
                     host: &host,
                     port: tunnel.port,

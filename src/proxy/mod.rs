@@ -25,7 +25,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::audit::AuditLog;
 use crate::ca::LeafCache;
 use crate::config::Config;
-use crate::identity::Devices;
+use crate::identity::Identity;
 use crate::policy::Policy;
 
 /// Errors a body stream can carry, from either side of the proxy.
@@ -43,7 +43,7 @@ pub struct ProxyState {
     pub policy: Arc<ArcSwap<Policy>>,
     pub audit: AuditLog,
     pub leaves: Option<Arc<LeafCache>>,
-    pub devices: Devices,
+    pub identity: Arc<Identity>,
     pub client: Client<HttpConnector, hyper::body::Incoming>,
     /// The addresses the proxy listens on, to refuse requests to itself.
     pub local_addrs: Vec<SocketAddr>,
@@ -56,6 +56,7 @@ impl ProxyState {
         policy: Arc<ArcSwap<Policy>>,
         audit: AuditLog,
         leaves: Option<Arc<LeafCache>>,
+        identity: Arc<Identity>,
         local_addrs: Vec<SocketAddr>,
     ) -> ProxyState {
         let mut connector = HttpConnector::new();
@@ -68,8 +69,7 @@ impl ProxyState {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .set_host(false)
             .build(connector);
-        let devices = Devices::new(&config.identity.device);
-        ProxyState { config, policy, audit, leaves, devices, client, local_addrs }
+        ProxyState { config, policy, audit, leaves, identity, client, local_addrs }
     }
 
     /// Whether `host:port` is this proxy itself (a request that would loop).

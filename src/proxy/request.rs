@@ -11,8 +11,10 @@ use hyper::body::Incoming;
 
 use super::respond::{self, Attempt};
 use super::{connect, forward, headers, ProxyBody, ProxyState};
+use crate::audit::{EventKind, Record, Via};
+use crate::identity::{canonical_ip, AuthOutcome, Identified};
 use crate::pages;
-use crate::policy::{parse_authority, Date, Host, Subject, Target, Verdict};
+use crate::policy::{parse_authority, Date, Host, Target, Verdict};
 
 /// Entry point for every request the proxy listener parses.
 pub async fn handle(
@@ -30,9 +32,42 @@ pub async fn handle(
     Ok(response)
 }
 
-/// The subject of a request from `peer`.
-pub fn subject_of(state: &ProxyState, peer: SocketAddr) -> Subject {
-    state.devices.subject(peer.ip())
+/// Identifies who sends a proxied request (answering 407 when credentials
+/// are required and missing or wrong) and continues or starts its session.
+pub async fn identify(
+    state: &ProxyState,
+    peer: SocketAddr,
+    headers: &http::HeaderMap,
+) -> Result<Identified, Response<ProxyBody>> {
+    let client = canonical_ip(peer.ip());
+    let ua = user_agent(headers);
+    let user = match &state.identity.auth {
+        None => None,
+        Some(auth) => match auth.check(client, headers.get(header::PROXY_AUTHORIZATION)).await {
+            AuthOutcome::Authenticated(u) => Some(u),
+            AuthOutcome::Missing => return Err(respond::auth_required(&auth.realm)),
+            AuthOutcome::Failed { user } => {
+                let mut r = Record::new(EventKind::AuthFailed);
+                r.user = user.map(|u| u.chars().take(64).collect());
+                r.client = Some(client);
+                r.device = state.identity.devices.name_of(client).map(str::to_string);
+                r.via = Some(Via::Proxy);
+                r.user_agent = ua.map(|u| u.chars().take(512).collect());
+                if let Err(e) = state.audit.record(r).await {
+                    tracing::error!(error = %e, "could not write auth_failed record");
+                }
+                return Err(respond::auth_required(&auth.realm));
+            }
+        },
+    };
+    let subject = state.identity.subject(client, user.as_deref());
+    let touched = state.identity.sessions.touch(client, subject.user.as_deref(), subject.device.as_deref(), ua);
+    if let Some(ended) = touched.ended {
+        if let Err(e) = state.audit.record(ended).await {
+            tracing::error!(error = %e, "could not write session_end record");
+        }
+    }
+    Ok(Identified { subject, session: touched.id, role: user.map(|u| u.role) })
 }
 
 /// The `User-Agent` as text, if it is text.
@@ -73,17 +108,22 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
             "This request would loop back to the proxy itself and was refused.",
         );
     }
-    let subject = subject_of(&state, peer);
+    let who = match identify(&state, peer, req.headers()).await {
+        Ok(who) => who,
+        Err(challenge) => return challenge,
+    };
+    let subject = &who.subject;
     let ua = user_agent(req.headers());
     let host_key = host.as_key();
     let policy = state.policy.load();
-    let verdict = policy.decide(&subject, &Target { host: &host, user_agent: ua, date: Date::today() });
+    let verdict = policy.decide(subject, &Target { host: &host, user_agent: ua, date: Date::today() });
     drop(policy);
     let path = state.config.audit.log_paths.then(|| uri.path());
     match &verdict {
         Verdict::Block(matched) => {
             let attempt = Attempt {
-                subject: &subject,
+                subject,
+                session: &who.session,
                 matched,
                 host: &host_key,
                 port,
@@ -95,7 +135,8 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         }
         Verdict::Exempt { matched, exemption } => {
             let attempt = Attempt {
-                subject: &subject,
+                subject,
+                session: &who.session,
                 matched,
                 host: &host_key,
                 port,

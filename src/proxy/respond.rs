@@ -52,6 +52,7 @@ pub fn bad_request(why: &str) -> Response<ProxyBody> {
 /// What a blocked or exempted attempt was, for its audit record.
 pub struct Attempt<'a> {
     pub subject: &'a Subject,
+    pub session: &'a str,
     pub matched: &'a Match,
     pub host: &'a str,
     pub port: u16,
@@ -64,6 +65,7 @@ impl Attempt<'_> {
     /// The audit record of this attempt.
     pub fn record(&self, event: EventKind) -> Record {
         let mut r = Record::new(event);
+        r.session = Some(self.session.to_string());
         r.user.clone_from(&self.subject.user);
         r.client = Some(self.subject.client);
         r.device.clone_from(&self.subject.device);
@@ -84,6 +86,7 @@ impl Attempt<'_> {
 /// is only returned once the record is written, so the reference number on
 /// it is real.
 pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyBody> {
+    start_session_record(state, attempt).await;
     let seq = match state.audit.record(attempt.record(EventKind::Blocked)).await {
         Ok(seq) => Some(seq),
         Err(e) => {
@@ -118,9 +121,40 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
 
 /// Records an exempted attempt before it is let through.
 pub async fn exempted(state: &ProxyState, attempt: &Attempt<'_>, reason: &str) {
+    start_session_record(state, attempt).await;
     let mut r = attempt.record(EventKind::Exempted);
     r.reason = Some(reason.to_string());
     if let Err(e) = state.audit.record(r).await {
         tracing::error!(error = %e, "could not write exempted record");
     }
+}
+
+/// Counts the attempt in its session and, when it is the session's first,
+/// writes `session_start` before the attempt's own record.
+async fn start_session_record(state: &ProxyState, attempt: &Attempt<'_>) {
+    let start = state.identity.sessions.note_attempt(
+        attempt.subject.client,
+        attempt.subject.user.as_deref(),
+        &attempt.matched.app.name,
+        attempt.host,
+    );
+    if let Some(start) = start {
+        if let Err(e) = state.audit.record(start).await {
+            tracing::error!(error = %e, "could not write session_start record");
+        }
+    }
+}
+
+/// `407` asking the browser for proxy credentials.
+pub fn auth_required(realm: &str) -> Response<ProxyBody> {
+    let mut resp = error(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "Log in met uw gebruikersnaam en wachtwoord om deze proxy te gebruiken.",
+        "Log in with your user name and password to use this proxy.",
+    );
+    let challenge = format!("Basic realm=\"{}\", charset=\"UTF-8\"", realm.replace(['"', '\\'], ""));
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::PROXY_AUTHENTICATE, v);
+    }
+    resp
 }

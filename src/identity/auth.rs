@@ -1,0 +1,179 @@
+//! `Proxy-Authorization: Basic` against the users file. argon2id is slow by
+//! design, so a check runs off the async runtime, and a successful check is
+//! remembered for a few minutes keyed by a hash of the header value: the
+//! first request of a user costs a hash, the next thousand do not.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use dashmap::DashMap;
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::users::{Role, Users};
+
+/// How long a successful check is remembered.
+const REMEMBER: Duration = Duration::from_secs(300);
+/// Bound on remembered checks; cleared when full (a rare, cheap reset).
+const REMEMBER_MAX: usize = 10_000;
+/// Failures older than this are forgotten.
+const FAILURE_WINDOW: Duration = Duration::from_secs(600);
+
+/// An authenticated user, as the policy and the audit log need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthedUser {
+    pub name: String,
+    pub role: Role,
+    pub groups: Vec<String>,
+}
+
+/// The outcome of checking a request's credentials.
+#[derive(Debug, Clone)]
+pub enum AuthOutcome {
+    Authenticated(Arc<AuthedUser>),
+    /// No credentials: the browser has not been challenged yet. Not logged.
+    Missing,
+    /// Wrong or malformed credentials; `user` is the name tried, if any.
+    Failed {
+        user: Option<String>,
+    },
+}
+
+/// Checks Basic credentials; shared by all connections.
+pub struct Authenticator {
+    users: ArcSwap<Users>,
+    remembered: DashMap<[u8; 32], (Arc<AuthedUser>, Instant)>,
+    failures: DashMap<IpAddr, (u32, Instant)>,
+    pub realm: String,
+}
+
+impl Authenticator {
+    pub fn new(users: Users, realm: &str) -> Authenticator {
+        Authenticator {
+            users: ArcSwap::from_pointee(users),
+            remembered: DashMap::new(),
+            failures: DashMap::new(),
+            realm: realm.to_string(),
+        }
+    }
+
+    /// Replaces the users (reload); remembered checks are forgotten so a
+    /// removed user or changed password takes effect at once.
+    pub fn replace_users(&self, users: Users) {
+        self.users.store(Arc::new(users));
+        self.remembered.clear();
+    }
+
+    /// Checks the `Proxy-Authorization` header of a request from `client`.
+    /// Repeated failures from one address are answered ever more slowly.
+    pub async fn check(&self, client: IpAddr, header: Option<&HeaderValue>) -> AuthOutcome {
+        let Some(header) = header else {
+            return AuthOutcome::Missing;
+        };
+        let key: [u8; 32] = Sha256::digest(header.as_bytes()).into();
+        if let Some(hit) = self.remembered.get(&key) {
+            if hit.1.elapsed() < REMEMBER {
+                return AuthOutcome::Authenticated(Arc::clone(&hit.0));
+            }
+        }
+        let Some((name, password)) = parse_basic(header) else {
+            return self.failed(client, None).await;
+        };
+        let users = self.users.load_full();
+        let (n, p) = (name.clone(), password);
+        let verified = tokio::task::spawn_blocking(move || {
+            users.verify(&n, &p).map(|u| AuthedUser { name: u.name.clone(), role: u.role, groups: u.groups.clone() })
+        })
+        .await
+        .ok()
+        .flatten();
+        match verified {
+            Some(user) => {
+                let user = Arc::new(user);
+                if self.remembered.len() >= REMEMBER_MAX {
+                    self.remembered.clear();
+                }
+                self.remembered.insert(key, (Arc::clone(&user), Instant::now()));
+                self.failures.remove(&client);
+                AuthOutcome::Authenticated(user)
+            }
+            None => self.failed(client, Some(name)).await,
+        }
+    }
+
+    async fn failed(&self, client: IpAddr, user: Option<String>) -> AuthOutcome {
+        let count = {
+            let mut e = self.failures.entry(client).or_insert((0, Instant::now()));
+            if e.1.elapsed() > FAILURE_WINDOW {
+                *e = (0, Instant::now());
+            }
+            e.0 += 1;
+            e.1 = Instant::now();
+            e.0
+        };
+        if self.failures.len() > 100_000 {
+            self.failures.retain(|_, (_, at)| at.elapsed() < FAILURE_WINDOW);
+        }
+        // 0 s for the first two mistakes, then doubling up to 8 s: typos
+        // cost nothing, guessing costs a lot.
+        if count > 2 {
+            let delay = Duration::from_millis(250u64 << (count - 3).min(5));
+            tokio::time::sleep(delay).await;
+        }
+        AuthOutcome::Failed { user }
+    }
+}
+
+/// `Basic base64(user:password)` → (user, password).
+fn parse_basic(header: &HeaderValue) -> Option<(String, String)> {
+    let value = header.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, pass: &str) -> HeaderValue {
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        HeaderValue::from_str(&format!("Basic {v}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn right_wrong_missing_and_remembered() {
+        let mut users = Users::default();
+        users.upsert("jan", "geheim-wachtwoord", Role::User, vec!["raad".into()]).unwrap();
+        let auth = Authenticator::new(users, "weerwal");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(matches!(auth.check(ip, None).await, AuthOutcome::Missing));
+        match auth.check(ip, Some(&basic("jan", "fout"))).await {
+            AuthOutcome::Failed { user } => assert_eq!(user.as_deref(), Some("jan")),
+            o => panic!("{o:?}"),
+        }
+        let good = basic("jan", "geheim-wachtwoord");
+        match auth.check(ip, Some(&good)).await {
+            AuthOutcome::Authenticated(u) => assert_eq!(u.groups, vec!["raad".to_string()]),
+            o => panic!("{o:?}"),
+        }
+        // Remembered by a hash of the header, never the password itself.
+        assert_eq!(auth.remembered.len(), 1);
+        let key: [u8; 32] = Sha256::digest(good.as_bytes()).into();
+        assert!(auth.remembered.contains_key(&key));
+        assert!(matches!(auth.check(ip, Some(&good)).await, AuthOutcome::Authenticated(_)));
+        assert!(matches!(
+            auth.check(ip, Some(&HeaderValue::from_static("Bearer x"))).await,
+            AuthOutcome::Failed { user: None }
+        ));
+    }
+}

@@ -1,0 +1,251 @@
+//! Sessions: one subject from one client address, continuing while requests
+//! keep coming within `identity.session_idle`. Officers read attempts per
+//! session. A session exists from its first request, but leaves a trace in
+//! the audit log only once it has something to log (its first blocked or
+//! exempted attempt): ordinary browsing is never recorded.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+use crate::audit::{EventKind, Record, Via};
+
+/// Sessions are keyed by client address and user: two people behind one
+/// address (a shared terminal) are two sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    client: IpAddr,
+    user: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Session {
+    id: Arc<str>,
+    device: Option<String>,
+    user_agent: Option<String>,
+    started: SystemTime,
+    started_at: Instant,
+    last_seen: Instant,
+    /// Attempts per app; non-empty means `session_start` was written.
+    attempts: BTreeMap<String, u64>,
+    hosts: HashSet<String>,
+    logged: bool,
+}
+
+/// The live sessions. A `DashMap` so the request path never waits on a
+/// global lock.
+pub struct SessionStore {
+    sessions: DashMap<Key, Session>,
+    idle: Duration,
+}
+
+/// A random 128-bit session id in hex.
+fn new_id() -> Arc<str> {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Not fatal for an identifier: fall back to time and address entropy.
+        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        bytes = t.to_le_bytes();
+    }
+    hex::encode(bytes).into()
+}
+
+/// The result of [`SessionStore::touch`].
+pub struct Touched {
+    /// The id of the session the request belongs to.
+    pub id: Arc<str>,
+    /// The `session_end` of a session that had gone idle and was replaced;
+    /// the caller writes it.
+    pub ended: Option<Record>,
+}
+
+impl SessionStore {
+    pub fn new(idle: Duration) -> SessionStore {
+        SessionStore { sessions: DashMap::new(), idle }
+    }
+
+    fn fresh(device: Option<&str>, user_agent: Option<&str>, now: Instant) -> Session {
+        Session {
+            id: new_id(),
+            device: device.map(str::to_string),
+            user_agent: user_agent.map(|u| u.chars().take(512).collect()),
+            started: SystemTime::now(),
+            started_at: now,
+            last_seen: now,
+            attempts: BTreeMap::new(),
+            hosts: HashSet::new(),
+            logged: false,
+        }
+    }
+
+    /// The session of a request, created or continued.
+    pub fn touch(&self, client: IpAddr, user: Option<&str>, device: Option<&str>, user_agent: Option<&str>) -> Touched {
+        let key = Key { client, user: user.map(Arc::from) };
+        let now = Instant::now();
+        let mut entry = self.sessions.entry(key).or_insert_with(|| Self::fresh(device, user_agent, now));
+        let mut ended = None;
+        if now.duration_since(entry.last_seen) > self.idle {
+            // Idle too long: a new session starts; the old one ends here so
+            // no attempt is counted in the wrong session.
+            let old = std::mem::replace(&mut *entry, Self::fresh(device, user_agent, now));
+            if old.logged {
+                ended = Some(end_record(entry.key(), &old));
+            }
+        }
+        entry.last_seen = now;
+        Touched { id: Arc::clone(&entry.id), ended }
+    }
+
+    /// Counts a blocked or exempted attempt in its session. Returns the
+    /// session's `session_start` record when this is the first thing it
+    /// logs; the caller writes it before the attempt's own record.
+    pub fn note_attempt(&self, client: IpAddr, user: Option<&str>, app: &str, host: &str) -> Option<Record> {
+        let key = Key { client, user: user.map(Arc::from) };
+        let mut s = self.sessions.get_mut(&key)?;
+        *s.attempts.entry(app.to_string()).or_insert(0) += 1;
+        if s.hosts.len() < 1000 {
+            s.hosts.insert(host.to_string());
+        }
+        if s.logged {
+            return None;
+        }
+        s.logged = true;
+        let mut r = Record::new(EventKind::SessionStart);
+        r.session = Some(s.id.to_string());
+        r.user = user.map(str::to_string);
+        r.client = Some(client);
+        r.device.clone_from(&s.device);
+        r.user_agent.clone_from(&s.user_agent);
+        r.via = Some(Via::Proxy);
+        r.detail = Some(serde_json::json!({ "started": humantime::format_rfc3339_millis(s.started).to_string() }));
+        Some(r)
+    }
+
+    /// Removes sessions idle for longer than the idle time; returns the
+    /// `session_end` records of those that logged something.
+    pub fn sweep(&self) -> Vec<Record> {
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        self.sessions.retain(|key, s| {
+            let live = now.duration_since(s.last_seen) <= self.idle;
+            if !live && s.logged {
+                ended.push(end_record(key, s));
+            }
+            live
+        });
+        if self.sessions.is_empty() || self.sessions.capacity() > 4 * self.sessions.len().max(1024) {
+            self.sessions.shrink_to_fit();
+        }
+        ended
+    }
+
+    /// Ends every session (shutdown); returns the `session_end` records.
+    pub fn end_all(&self) -> Vec<Record> {
+        let mut ended = Vec::new();
+        self.sessions.retain(|key, s| {
+            if s.logged {
+                ended.push(end_record(key, s));
+            }
+            false
+        });
+        self.sessions.shrink_to_fit();
+        ended
+    }
+
+    /// How long a session may be quiet before it ends.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Allocated slots, to check that memory returns after a sweep.
+    pub fn capacity(&self) -> usize {
+        self.sessions.capacity()
+    }
+}
+
+fn end_record(key: &Key, s: &Session) -> Record {
+    let mut r = Record::new(EventKind::SessionEnd);
+    r.session = Some(s.id.to_string());
+    r.user = key.user.as_deref().map(str::to_string);
+    r.client = Some(key.client);
+    r.device.clone_from(&s.device);
+    r.via = Some(Via::Proxy);
+    let mut hosts: Vec<&String> = s.hosts.iter().collect();
+    hosts.sort();
+    r.detail = Some(serde_json::json!({
+        "started": humantime::format_rfc3339_millis(s.started).to_string(),
+        "duration_s": s.last_seen.duration_since(s.started_at).as_secs(),
+        "attempts": s.attempts,
+        "distinct_hosts": hosts.len(),
+        "hosts": hosts,
+    }));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn first_attempt_starts_the_record_and_idle_ends_it() {
+        let store = SessionStore::new(Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let a = store.touch(ip, Some("jan"), None, Some("ua"));
+        let b = store.touch(ip, Some("piet"), None, None);
+        assert_ne!(a.id, b.id, "two users from one address are two sessions");
+        assert_eq!(store.touch(ip, Some("jan"), None, None).id, a.id);
+        let start = store.note_attempt(ip, Some("jan"), "TikTok", "www.tiktok.com").unwrap();
+        assert_eq!(start.event, EventKind::SessionStart);
+        assert_eq!(start.session.as_deref(), Some(&*a.id));
+        assert!(store.note_attempt(ip, Some("jan"), "TikTok", "m.tiktok.com").is_none());
+        store.note_attempt(ip, Some("jan"), "AliExpress", "aliexpress.com");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let ended = store.sweep();
+        assert_eq!(ended.len(), 1, "piet only browsed: no record");
+        let detail = ended[0].detail.as_ref().unwrap();
+        assert_eq!(detail["attempts"]["TikTok"], 2);
+        assert_eq!(detail["attempts"]["AliExpress"], 1);
+        assert_eq!(detail["distinct_hosts"], 3);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_idle_starts_a_new_session_and_ends_the_old() {
+        let store = SessionStore::new(Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let first = store.touch(ip, None, None, None);
+        store.note_attempt(ip, None, "TikTok", "tiktok.com");
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let second = store.touch(ip, None, None, None);
+        assert_ne!(first.id, second.id);
+        assert_eq!(second.ended.unwrap().session.as_deref(), Some(&*first.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_bounded_after_a_sweep_of_100_000_clients() {
+        let store = SessionStore::new(Duration::from_secs(60));
+        for i in 0..100_000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            store.touch(ip, None, None, Some("Mozilla/5.0"));
+        }
+        assert_eq!(store.len(), 100_000);
+        assert!(store.capacity() >= 100_000);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(store.sweep().is_empty());
+        assert_eq!(store.len(), 0);
+        assert!(store.capacity() < 10_000, "capacity {} not returned", store.capacity());
+    }
+}

@@ -1,0 +1,244 @@
+//! Users, sessions and exemptions through the real proxy.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Origin, TestProxy};
+use weerwal::config::AuthMode;
+use weerwal::identity::{Role, Users};
+
+fn users_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("users.toml");
+    let mut users = Users::default();
+    users.upsert("jan", "wachtwoord-jan", Role::User, vec![]).unwrap();
+    users.upsert("inspecteur1", "wachtwoord-insp", Role::User, vec![]).unwrap();
+    users.upsert("toezichthouder", "wachtwoord-toez", Role::User, vec!["toezicht".into()]).unwrap();
+    users.save(&path).unwrap();
+    path
+}
+
+fn client_as(proxy: &TestProxy, user: &str, password: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap().basic_auth(user, password))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn basic_auth_challenges_refuses_and_names_the_user() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        c.identity.auth = AuthMode::Basic;
+        c.identity.users_file = users_file(c.audit.path.parent().unwrap().parent().unwrap());
+    })
+    .await;
+    // No credentials: 407 with a challenge, nothing forwarded, nothing logged.
+    let resp = proxy.client().get(origin.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 407);
+    let challenge = resp.headers().get("proxy-authenticate").unwrap().to_str().unwrap();
+    assert!(challenge.starts_with("Basic realm="), "{challenge}");
+    // Wrong password: 407 and an auth_failed record without the password.
+    let resp = client_as(&proxy, "jan", "fout-wachtwoord").get(origin.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 407);
+    let failed = proxy.events("auth_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].user.as_deref(), Some("jan"));
+    assert!(!std::fs::read_to_string(proxy.audit_path()).unwrap().contains("fout-wachtwoord"));
+    assert!(origin.requests().is_empty());
+    // Right password: forwarded; a blocked attempt carries the user.
+    let jan = client_as(&proxy, "jan", "wachtwoord-jan");
+    assert_eq!(jan.get(origin.url("/ok")).send().await.unwrap().status(), 200);
+    assert_eq!(origin.requests().len(), 1);
+    assert!(origin.requests()[0].headers.get("proxy-authorization").is_none(), "credentials never reach the origin");
+    assert_eq!(jan.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    let blocked = proxy.events("blocked");
+    assert_eq!(blocked[0].user.as_deref(), Some("jan"));
+    assert!(blocked[0].session.as_deref().is_some_and(|s| s.len() == 32));
+    // CONNECT needs credentials too.
+    let raw = common::raw_exchange(
+        proxy.addr,
+        b"CONNECT www.tiktok.com:443 HTTP/1.1\r\nHost: www.tiktok.com:443\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(common::status_of(&raw), 407, "{raw}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn two_users_from_one_address_are_two_sessions_and_idle_sessions_end_with_counts() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        c.identity.auth = AuthMode::Basic;
+        c.identity.users_file = users_file(c.audit.path.parent().unwrap().parent().unwrap());
+        c.identity.session_idle = Duration::from_millis(600);
+    })
+    .await;
+    let jan = client_as(&proxy, "jan", "wachtwoord-jan");
+    let insp = client_as(&proxy, "inspecteur1", "wachtwoord-insp");
+    let toez = client_as(&proxy, "toezichthouder", "wachtwoord-toez");
+    for url in ["http://aliexpress.com/", "http://m.aliexpress.com/", "http://vk.com/"] {
+        assert_eq!(jan.get(url).send().await.unwrap().status(), 403);
+    }
+    assert_eq!(insp.get("http://www.tiktok.com/").send().await.unwrap().status(), 403);
+    // Only allowed browsing: no trace at all.
+    assert_eq!(toez.get(origin.url("/")).send().await.unwrap().status(), 200);
+
+    let starts = proxy.events("session_start");
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    let blocked = proxy.events("blocked");
+    let jan_sessions: std::collections::HashSet<_> =
+        blocked.iter().filter(|r| r.user.as_deref() == Some("jan")).map(|r| r.session.clone()).collect();
+    let insp_sessions: std::collections::HashSet<_> =
+        blocked.iter().filter(|r| r.user.as_deref() == Some("inspecteur1")).map(|r| r.session.clone()).collect();
+    assert_eq!(jan_sessions.len(), 1);
+    assert_eq!(insp_sessions.len(), 1);
+    assert_ne!(jan_sessions, insp_sessions);
+
+    // After the idle time the sweeper ends them with their counts.
+    let mut ends = Vec::new();
+    for _ in 0..100 {
+        ends = proxy.events("session_end");
+        if ends.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    let jan_end = ends.iter().find(|r| r.user.as_deref() == Some("jan")).unwrap();
+    let detail = jan_end.detail.as_ref().unwrap();
+    assert_eq!(detail["attempts"]["AliExpress"], 2);
+    assert_eq!(detail["attempts"]["VKontakte"], 1);
+    assert_eq!(detail["distinct_hosts"], 3);
+    assert_eq!(jan_end.session, jan_sessions.into_iter().next().unwrap());
+    assert!(proxy.records().iter().all(|r| r.user.as_deref() != Some("toezichthouder")));
+    proxy.stop().await;
+}
+
+/// A policy where the test origin's address is a banned "app", so an
+/// exempted request can really reach it.
+fn exemption_policy(dir: &Path, until: &str) -> std::path::PathBuf {
+    let policy = dir.join("policy");
+    std::fs::create_dir_all(&policy).unwrap();
+    std::fs::write(
+        policy.join("test.toml"),
+        format!(
+            r#"
+[[ban]]
+app = "Testapp"
+domains = ["127.0.0.1"]
+advice = "AIVD"
+reference = "test"
+since = "2023-01-01"
+
+[[ban]]
+app = "TikTok"
+domains = ["tiktok.com"]
+advice = "AIVD"
+reference = "test"
+since = "2023-03-21"
+
+[[exemption]]
+who = ["user:inspecteur1", "group:toezicht"]
+apps = ["Testapp"]
+reason = "inspectie en toezicht"
+until = "{until}"
+"#
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+#[tokio::test]
+async fn exemption_applies_to_named_users_groups_and_apps_until_its_date() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        let dir = c.audit.path.parent().unwrap().parent().unwrap().to_path_buf();
+        c.identity.auth = AuthMode::Basic;
+        c.identity.users_file = users_file(&dir);
+        c.policy.dir = exemption_policy(&dir, "2099-12-31");
+    })
+    .await;
+    let insp = client_as(&proxy, "inspecteur1", "wachtwoord-insp");
+    let toez = client_as(&proxy, "toezichthouder", "wachtwoord-toez");
+    let jan = client_as(&proxy, "jan", "wachtwoord-jan");
+    assert_eq!(insp.get(origin.url("/insp")).send().await.unwrap().status(), 200);
+    assert_eq!(toez.get(origin.url("/toez")).send().await.unwrap().status(), 200);
+    assert_eq!(jan.get(origin.url("/jan")).send().await.unwrap().status(), 403);
+    // Exempted for Testapp only, not for TikTok.
+    assert_eq!(insp.get("http://www.tiktok.com/").send().await.unwrap().status(), 403);
+    let uris: Vec<String> = origin.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/insp", "/toez"]);
+    let exempted = proxy.events("exempted");
+    assert_eq!(exempted.len(), 2);
+    assert_eq!(exempted[0].user.as_deref(), Some("inspecteur1"));
+    assert_eq!(exempted[0].reason.as_deref(), Some("inspectie en toezicht"));
+    proxy.stop().await;
+
+    // An exemption past its date no longer applies.
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        let dir = c.audit.path.parent().unwrap().parent().unwrap().to_path_buf();
+        c.identity.auth = AuthMode::Basic;
+        c.identity.users_file = users_file(&dir);
+        c.policy.dir = exemption_policy(&dir, "2020-01-01");
+    })
+    .await;
+    let insp = client_as(&proxy, "inspecteur1", "wachtwoord-insp");
+    assert_eq!(insp.get(origin.url("/insp")).send().await.unwrap().status(), 403);
+    assert!(origin.requests().is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn app_signature_is_logged_as_app_detected_and_blocked() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let resp = proxy
+        .client()
+        .get(origin.url("/chat"))
+        .header("user-agent", "Mozilla/5.0 (Linux; Android 13) MicroMessenger/8.0.40")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(origin.requests().is_empty());
+    let detected = proxy.events("app_detected");
+    assert_eq!(detected.len(), 1);
+    assert_eq!(detected[0].app.as_deref(), Some("WeChat"));
+    assert_eq!(proxy.events("blocked").len(), 1);
+    proxy.stop().await;
+}
+
+#[test]
+fn users_add_reads_the_password_from_stdin_only() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_weerwal");
+    let mut child = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["users", "add", "jdevries", "--role", "officer", "--group", "raad"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"een-lang-wachtwoord\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let users = Users::load(&dir.path().join("users.toml")).unwrap();
+    let u = users.get("jdevries").unwrap();
+    assert_eq!(u.role, Role::Officer);
+    assert!(users.verify("jdevries", "een-lang-wachtwoord").is_some());
+    // There is no way to pass it as an argument.
+    let out =
+        Command::new(bin).current_dir(dir.path()).args(["users", "add", "x", "--password", "p"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let list = Command::new(bin).current_dir(dir.path()).args(["users", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("jdevries\tofficer\traad"), "{text}");
+    assert!(!text.contains("argon2"));
+}
