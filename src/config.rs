@@ -19,7 +19,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration, with relative paths already resolved.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -37,7 +37,7 @@ pub struct Config {
 }
 
 /// `[proxy]`: where browsers connect and what they may do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     #[serde(deserialize_with = "one_or_many")]
@@ -97,7 +97,7 @@ pub enum HttpsMode {
 }
 
 /// `[policy]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub dir: PathBuf,
@@ -110,7 +110,7 @@ impl Default for PolicyConfig {
 }
 
 /// `[audit]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     pub path: PathBuf,
@@ -118,6 +118,13 @@ pub struct AuditConfig {
     pub retention_days: u32,
     /// Log the full URL path of blocked requests (off: host only, for privacy).
     pub log_paths: bool,
+    /// Start a new file at midnight UTC.
+    pub rotate_daily: bool,
+    /// Start a new file when the current one reaches this size (0: never).
+    pub rotate_max_bytes: u64,
+    /// Also write blocked and exempted attempts as Squid `access.log` lines,
+    /// for the report tools municipalities already run.
+    pub squid_log: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -127,6 +134,9 @@ impl Default for AuditConfig {
             sync: SyncMode::Write,
             retention_days: 365,
             log_paths: false,
+            rotate_daily: true,
+            rotate_max_bytes: 100 * 1024 * 1024,
+            squid_log: None,
         }
     }
 }
@@ -142,7 +152,7 @@ pub enum SyncMode {
 }
 
 /// `[ca]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaConfig {
     pub dir: PathBuf,
@@ -156,7 +166,7 @@ impl Default for CaConfig {
 }
 
 /// `[identity]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
     pub auth: AuthMode,
@@ -186,7 +196,7 @@ pub enum AuthMode {
 }
 
 /// `[[identity.device]]`: a named address range (e.g. the council laptops).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceRange {
     pub cidr: IpNet,
@@ -194,7 +204,7 @@ pub struct DeviceRange {
 }
 
 /// `[pac]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PacConfig {
     /// `host:port` laptops use; defaults to the first proxy listen address.
@@ -219,7 +229,7 @@ pub enum PacRoute {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
@@ -232,7 +242,7 @@ impl Default for AdminConfig {
 }
 
 /// `[compliance]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ComplianceConfig {
     pub protected: Vec<String>,
@@ -246,7 +256,7 @@ impl Default for ComplianceConfig {
 }
 
 /// `[gateway]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
@@ -259,7 +269,7 @@ pub struct GatewayConfig {
 }
 
 /// `[[gateway.route]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayRoute {
     pub host: String,
@@ -393,6 +403,9 @@ impl Config {
         };
         fix(&mut self.policy.dir);
         fix(&mut self.audit.path);
+        if let Some(p) = &mut self.audit.squid_log {
+            fix(p);
+        }
         fix(&mut self.ca.dir);
         fix(&mut self.identity.users_file);
         if let Some(g) = &mut self.gateway {

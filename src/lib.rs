@@ -14,5 +14,6 @@ pub mod pac;
 pub mod pages;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod serve;
 pub mod history;

@@ -40,6 +40,9 @@ struct Global {
 enum Command {
     /// Run the proxy (and everything else configured) until SIGTERM or Ctrl-C.
     Serve,
+    /// Ask the running `serve` to re-read configuration, policy and users
+    /// (the same as sending it SIGHUP). A broken file changes nothing.
+    Reload,
     /// Manage the local CA that signs the HTTPS block page.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -163,6 +166,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             policy_explain(&config, &url, user, client, groups, user_agent.as_deref())
         }
         Command::Users(cmd) => users_command(&config, cmd),
+        Command::Reload => reload_command(&config),
         Command::Pac => {
             let (policy, _) = serve::load_policy(&config).map_err(|e| Failure::Usage(e.into()))?;
             print!("{}", weerwal::pac::generate(&config, &policy).text);
@@ -172,6 +176,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 }
 
 fn serve_command(config: Config) -> Result<ExitCode, Failure> {
+    let pid_path = pid_file_path(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let server = match Server::start(config).await {
@@ -185,9 +190,80 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
             tracing::info!("shutting down: finishing requests in flight and flushing the audit log");
             token.cancel();
         });
+        #[cfg(unix)]
+        spawn_reload_on_sighup(server.reloader());
+        let _pid = PidFile::write(&pid_path);
         server.run_until_shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Where `serve` writes its process id, so `weerwal reload` finds it: next
+/// to the audit log, which every installation has.
+fn pid_file_path(config: &Config) -> PathBuf {
+    config.audit.path.parent().unwrap_or(Path::new(".")).join("weerwal.pid")
+}
+
+/// The pid file, removed again when `serve` ends.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: &Path) -> PidFile {
+        match std::fs::write(path, format!("{}\n", std::process::id())) {
+            Ok(()) => PidFile(Some(path.to_path_buf())),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write pid file; `weerwal reload` will not find this process");
+                PidFile(None)
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn spawn_reload_on_sighup(reloader: std::sync::Arc<weerwal::reload::Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload needs a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading configuration and policy");
+            if let Err(e) = reloader.reload().await {
+                tracing::error!("reload refused, the running policy stays in force: {e}");
+            }
+        }
+    });
+}
+
+fn reload_command(config: &Config) -> Result<ExitCode, Failure> {
+    let path = pid_file_path(config);
+    let pid = std::fs::read_to_string(&path)
+        .with_context(|| {
+            format!(
+                "{}: no running weerwal found (is `weerwal serve` running with this configuration?)",
+                path.display()
+            )
+        })
+        .map_err(Failure::Runtime)?;
+    let pid = pid.trim();
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Failure::Runtime(anyhow::anyhow!("{}: not a process id: {pid:?}", path.display())));
+    }
+    let status = std::process::Command::new("kill").args(["-HUP", pid]).status()?;
+    if !status.success() {
+        return Err(Failure::Runtime(anyhow::anyhow!("could not signal process {pid} (stale {}?)", path.display())));
+    }
+    println!("asked weerwal (pid {pid}) to reload; its log says whether the new policy was accepted");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn wait_for_signal() {

@@ -247,3 +247,37 @@ function FindProxyForURL(url, host) {
     let etag = format!("\"{}\"", &hex::encode(Sha256::digest(t.as_bytes()))[..32]);
     Pac { text: t, etag }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct(entries: &[&str]) -> Direct {
+        sort_direct(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn direct_entries_are_sorted_and_normalised() {
+        let d = direct(&[
+            " Intranet.Gemeente.NL. ",
+            "*.Gemeente.Local.",
+            ".raad.local",
+            "10.1.2.3/8",
+            "172.16.5.9",
+            "[::1]",
+            "fd00::/8",
+            "wiki.gemeentë.nl",
+            "*.gemeentë.nl",
+            "",
+        ]);
+        assert_eq!(d.names, ["intranet.gemeente.nl", "wiki.xn--gemeent-xya.nl"]);
+        assert_eq!(d.patterns, ["*.gemeente.local", "*.raad.local", "*.xn--gemeent-xya.nl"]);
+        let nets: Vec<String> = d.nets.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "172.16.5.9/32", "::1/128", "fd00::/8"]);
+    }
+
+    #[test]
+    fn js_strings_escape_line_separators() {
+        assert_eq!(js("a\u{2028}b\u{2029}c\"d"), "\"a\\u2028b\\u2029c\\\"d\"");
+    }
+}

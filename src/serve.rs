@@ -15,6 +15,7 @@ use crate::config::{Config, HttpsMode};
 use crate::identity::{Identity, UsersError};
 use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
 use crate::proxy::{listener, ProxyState};
+use crate::reload::Reloader;
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,7 @@ pub struct Server {
     pub ca: Option<Arc<CertificateAuthority>>,
     pub policy: Arc<ArcSwap<Policy>>,
     pub identity: Arc<Identity>,
+    reloader: Arc<Reloader>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     audit: Option<AuditLog>,
@@ -92,6 +94,12 @@ impl Server {
             "weerwal proxy running"
         );
         let policy = Arc::new(ArcSwap::from_pointee(policy));
+        let reloader = Arc::new(Reloader {
+            config: config.clone(),
+            policy: Arc::clone(&policy),
+            identity: Arc::clone(&identity),
+            audit: audit.clone(),
+        });
         let state = Arc::new(ProxyState::new(
             config,
             Arc::clone(&policy),
@@ -106,7 +114,12 @@ impl Server {
         for l in listeners {
             tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
         }
-        Ok(Server { proxy_addrs, ca, policy, identity, shutdown, tasks, audit: Some(audit), writer })
+        Ok(Server { proxy_addrs, ca, policy, identity, reloader, shutdown, tasks, audit: Some(audit), writer })
+    }
+
+    /// The handle that reloads configuration and policy (SIGHUP).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
     }
 
     /// A token that stops the server when cancelled (signal handlers hold it).
@@ -141,7 +154,7 @@ impl Server {
     }
 }
 
-async fn record_policy_loaded(audit: &AuditLog, policy: &Policy) {
+pub(crate) async fn record_policy_loaded(audit: &AuditLog, policy: &Policy) {
     let mut r = Record::new(EventKind::PolicyLoaded);
     r.via = Some(Via::System);
     r.detail = Some(serde_json::json!({

@@ -363,7 +363,7 @@ async fn route_all_sends_everything_but_direct_through_the_proxy() {
             ("gemeente.local", p), // "*.x" is subdomains only
             ("notgemeente.local", p),
             ("griffie.raad.local", DIRECT),      // ".raad.local" = "*.raad.local"
-            ("wiki.xn--gemeent-hya.nl", DIRECT), // IDN entry, punycode host
+            ("wiki.xn--gemeent-xya.nl", DIRECT), // IDN entry, punycode host
             ("10.0.0.1", DIRECT),
             ("10.255.255.255", DIRECT),
             ("11.0.0.1", p),

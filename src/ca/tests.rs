@@ -351,7 +351,7 @@ fn a_truncated_or_corrupted_certificate_is_refused_without_panicking() {
     let err = from_der(&trailing).unwrap_err();
     assert!(err.to_string().contains("trailing bytes"), "{err}");
     for i in 0..der.len() {
-        for flip in 1..=255u8 {
+        for flip in [0x01, 0x80, 0xff] {
             let mut bytes = der.to_vec();
             bytes[i] ^= flip;
             let _ = from_der(&bytes);

@@ -9,9 +9,9 @@
 //
 // `host` is handed to FindProxyForURL exactly as given (browsers pass the
 // host unchanged, trailing dot included). `lookups` lists every call the PAC
-// made that needs DNS: dnsResolve, isResolvable, myIpAddress, and isInNet or
-// dnsDomainLevels... on a name that is not an IP literal. Those calls are
-// answered here without touching the network (a name never resolves), so the
+// made that needs DNS: dnsResolve or isResolvable on a name, myIpAddress, and
+// isInNet on a host that is not an IPv4 literal. Those calls are answered
+// here without touching the network (a name never resolves), so the
 // evaluation is hermetic.
 //
 // Installed by scripts/install-test-deps.sh (`npm ci` in this folder).

@@ -1,0 +1,300 @@
+//! Limits, reload without restart, graceful shutdown and crash recovery,
+//! against the real proxy (in process and as the real binary).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{raw_exchange, status_of, Origin, TestProxy};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn copy_policy(dir: &Path) -> PathBuf {
+    let policy = dir.join("policy");
+    std::fs::create_dir_all(&policy).unwrap();
+    for entry in std::fs::read_dir(common::repo_policy_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, policy.join(p.file_name().unwrap())).unwrap();
+    }
+    policy
+}
+
+const EXTRA_BAN: &str = r#"
+[[ban]]
+app = "Nieuweapp"
+domains = ["nieuw.test"]
+advice = "NCSC"
+reference = "test"
+since = "2026-01-01"
+"#;
+
+#[tokio::test]
+async fn reload_with_a_broken_policy_keeps_the_old_one() {
+    let proxy =
+        TestProxy::start_with(|c| c.policy.dir = copy_policy(c.audit.path.parent().unwrap().parent().unwrap())).await;
+    let reloader = proxy.server.as_ref().unwrap().reloader();
+    std::fs::write(
+        proxy.config.policy.dir.join("aliexpress.toml"),
+        "[[ban]]\napp = \"AliExpress\"\ndomains = [\"ali express.com\"]\n",
+    )
+    .unwrap();
+    let err = reloader.reload().await.unwrap_err().to_string();
+    assert!(err.contains("aliexpress.toml:"), "{err}");
+    let resp = proxy.client().get("http://aliexpress.com/").send().await.unwrap();
+    assert_eq!(resp.status(), 403, "the last good policy stays in force");
+    assert_eq!(proxy.events("policy_loaded").len(), 1, "no new policy recorded");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn reload_adds_a_domain_without_disturbing_a_long_download() {
+    let origin = Origin::start().await;
+    let proxy =
+        TestProxy::start_with(|c| c.policy.dir = copy_policy(c.audit.path.parent().unwrap().parent().unwrap())).await;
+    let reloader = proxy.server.as_ref().unwrap().reloader();
+    const SIZE: u64 = 96 * 1024 * 1024;
+    let resp = proxy.client().get(origin.url(&format!("/bytes/{SIZE}"))).send().await.unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut got = 0u64;
+    // Part of the download first.
+    while got < SIZE / 4 {
+        got += stream.next().await.unwrap().unwrap().len() as u64;
+    }
+    assert_ne!(proxy.client().get("http://nieuw.test/").send().await.unwrap().status(), 403);
+    std::fs::write(proxy.config.policy.dir.join("nieuw.toml"), EXTRA_BAN).unwrap();
+    let report = reloader.reload().await.unwrap();
+    assert!(report.policy_changed);
+    assert!(report.needs_restart.is_empty(), "{:?}", report.needs_restart);
+    let resp = proxy.client().get("http://www.nieuw.test/").send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("Nieuweapp"));
+    // The download goes on unharmed.
+    while let Some(chunk) = stream.next().await {
+        got += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(got, SIZE);
+    let loaded = proxy.events("policy_loaded");
+    assert_eq!(loaded.len(), 2);
+    assert_ne!(loaded[0].detail.as_ref().unwrap()["digest"], loaded[1].detail.as_ref().unwrap()["digest"]);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn slowloris_is_closed_after_the_header_timeout_while_others_are_served() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| c.proxy.header_timeout = Duration::from_millis(800)).await;
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"GET http://127.0.0.1/ HTTP/1.1\r\nX-A: ").await.unwrap();
+    let started = Instant::now();
+    // Others are served meanwhile.
+    assert_eq!(proxy.client().get(origin.url("/")).send().await.unwrap().status(), 200);
+    let mut buf = Vec::new();
+    // Keep dribbling; the proxy must still close the connection.
+    let closed = async {
+        loop {
+            if slow.write_all(b"a").await.is_err() {
+                return;
+            }
+            let mut b = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => buf.extend_from_slice(&b[..n]),
+                Err(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed).await.expect("slowloris connection closed");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn per_client_connection_cap_holds() {
+    let proxy = TestProxy::start_with(|c| c.proxy.max_connections_per_client = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        // A request in progress keeps each connection open.
+        s.write_all(b"GET http://127.0.0.1/ HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let raw = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(2)).await;
+    assert_eq!(status_of(&raw), 503, "{raw}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let raw =
+        raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(2))
+            .await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    proxy.stop().await;
+}
+
+/// The real binary in a folder of its own.
+struct Binary {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Binary {
+    fn start_in(dir: tempfile::TempDir) -> Binary {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        copy_policy(dir.path());
+        std::fs::write(
+            dir.path().join("weerwal.toml"),
+            format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\nmax_connections_per_client = 4096\n"),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weerwal"))
+            .current_dir(dir.path())
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "serve did not start");
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                if line.contains("weerwal proxy running") {
+                    break;
+                }
+            }
+        }
+        Binary { dir, port, child }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "weerwal did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("logs/audit.jsonl")
+    }
+}
+
+/// Fires `n` blocked requests; returns the reference numbers of the block
+/// pages that came back.
+async fn fire_blocked(addr: std::net::SocketAddr, n: usize) -> Vec<u64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        tasks.spawn(async move {
+            let req =
+                format!("GET http://aliexpress.com/{i} HTTP/1.1\r\nHost: aliexpress.com\r\nConnection: close\r\n\r\n");
+            let raw = raw_exchange(addr, req.as_bytes(), Duration::from_secs(10)).await;
+            let marker = "Referentienummer: <strong>";
+            raw.find(marker).and_then(|at| {
+                let rest = &raw[at + marker.len()..];
+                rest[..rest.find('<')?].parse::<u64>().ok()
+            })
+        });
+    }
+    let mut refs = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Some(seq)) = r {
+            refs.push(seq);
+        }
+    }
+    refs
+}
+
+#[tokio::test]
+async fn sigterm_during_a_burst_keeps_every_decided_record() {
+    let mut bin = Binary::start_in(tempfile::tempdir().unwrap());
+    let addr = bin.addr();
+    let burst = tokio::spawn(fire_blocked(addr, 1000));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    bin.signal("-TERM");
+    let answered = burst.await.unwrap();
+    let status = bin.wait();
+    assert!(status.success(), "{status:?}");
+    let records = common::read_records(&bin.log());
+    let seqs: std::collections::HashSet<u64> = records.iter().map(|r| r.seq).collect();
+    for r in &answered {
+        assert!(seqs.contains(r), "block page {r} was sent but its record is missing");
+    }
+    // Every line is a complete record, numbered without gaps.
+    let ordered: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(ordered, (1..=records.len() as u64).collect::<Vec<_>>());
+    eprintln!("{} block pages answered before shutdown, {} records", answered.len(), records.len());
+}
+
+#[tokio::test]
+async fn kill_9_during_load_then_restart_resumes() {
+    let mut bin = Binary::start_in(tempfile::tempdir().unwrap());
+    let addr = bin.addr();
+    let burst = tokio::spawn(fire_blocked(addr, 600));
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    bin.signal("-KILL");
+    let _ = burst.await;
+    bin.wait();
+    // Simulate the worst case too: a torn last line.
+    let log = bin.log();
+    let before = common::read_records(&log);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"seq\":999999,\"ts\":\"20").unwrap();
+    drop(f);
+    let last = before.last().map(|r| r.seq).unwrap_or(0);
+
+    let mut bin = Binary::start_in(bin.dir);
+    let refs = fire_blocked(bin.addr(), 5).await;
+    assert_eq!(refs.len(), 5, "serving resumed");
+    bin.signal("-TERM");
+    assert!(bin.wait().success());
+    let after = common::read_records(&bin.log());
+    assert_eq!(&after[..before.len()], &before[..], "complete lines kept as they were");
+    assert_eq!(after[before.len()].seq, last + 1, "seq continues");
+    for pair in after.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash);
+    }
+    let torn = std::fs::read_to_string(bin.dir.path().join("logs/audit.jsonl.torn")).unwrap();
+    assert!(torn.contains("999999"));
+}
+
+#[tokio::test]
+async fn weerwal_reload_signals_the_running_server() {
+    let mut bin = Binary::start_in(tempfile::tempdir().unwrap());
+    let get = |host: &'static str, addr| async move {
+        let req = format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        status_of(&raw_exchange(addr, req.as_bytes(), Duration::from_secs(5)).await)
+    };
+    assert_ne!(get("nieuw.test", bin.addr()).await, 403);
+    std::fs::write(bin.dir.path().join("policy/nieuw.toml"), EXTRA_BAN).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weerwal")).current_dir(bin.dir.path()).arg("reload").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get("nieuw.test", bin.addr()).await != 403 {
+        assert!(Instant::now() < deadline, "reload did not take effect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bin.signal("-TERM");
+    assert!(bin.wait().success());
+    assert!(!bin.dir.path().join("logs/weerwal.pid").exists(), "pid file removed on exit");
+}
