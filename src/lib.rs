@@ -8,7 +8,9 @@
 
 pub mod audit;
 pub mod ca;
+pub mod compliance;
 pub mod config;
+pub mod gateway;
 pub mod identity;
 pub mod pac;
 pub mod pages;

@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditError, AuditLog, AuditWriterHandle, EventKind, Record, Via};
 use crate::ca::{CaError, CertificateAuthority, LeafCache};
+use crate::compliance::{Compliance, ComplianceError};
 use crate::config::{Config, HttpsMode};
+use crate::gateway::{self, GatewayError, GatewayState};
 use crate::identity::{Identity, UsersError};
 use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
-use crate::proxy::{listener, ProxyState};
+use crate::proxy::{listener, origin_client, ProxyState};
 use crate::reload::Reloader;
 
 /// Why `serve` could not start.
@@ -28,6 +30,10 @@ pub enum ServeError {
     Ca(#[from] CaError),
     #[error("{0}")]
     Bind(std::io::Error),
+    #[error("gateway: {0}")]
+    Gateway(#[from] GatewayError),
+    #[error("compliance: {0}")]
+    Compliance(#[from] ComplianceError),
     #[error("users: {0}")]
     Users(#[from] UsersError),
 }
@@ -47,6 +53,8 @@ pub fn load_policy(config: &Config) -> Result<(Policy, Vec<Warning>), PolicyErro
 /// A running weerwal: its listen addresses and the means to stop it.
 pub struct Server {
     pub proxy_addrs: Vec<SocketAddr>,
+    pub gateway_addrs: Vec<SocketAddr>,
+    pub compliance: Option<Arc<Compliance>>,
     pub ca: Option<Arc<CertificateAuthority>>,
     pub policy: Arc<ArcSwap<Policy>>,
     pub identity: Arc<Identity>,
@@ -64,7 +72,7 @@ impl Server {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        let (audit, writer, resume) = AuditLog::open(&config.audit.path, config.audit.sync)?;
+        let (audit, writer, resume) = AuditLog::open(&config.audit)?;
         let ca = match config.proxy.https {
             HttpsMode::Intercept => {
                 let (ca, created) = CertificateAuthority::load_or_create(&config.ca.dir, &config.ca.organisation)?;
@@ -80,6 +88,16 @@ impl Server {
         };
         let leaves = ca.as_ref().map(|ca| Arc::new(LeafCache::new(Arc::clone(ca))));
         let identity = Arc::new(Identity::new(&config.identity)?);
+        let compliance = match &config.compliance {
+            Some(c) => {
+                let state_path =
+                    config.audit.path.parent().unwrap_or(std::path::Path::new(".")).join("compliance.json");
+                let compliance = Compliance::open(c, &state_path)?;
+                tracing::info!(flagged = compliance.flagged().len(), state = %state_path.display(), "compliance gate active");
+                Some(Arc::new(compliance))
+            }
+            None => None,
+        };
         let listeners = listener::bind_all(&config.proxy.listen).await.map_err(ServeError::Bind)?;
         let proxy_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
@@ -100,21 +118,52 @@ impl Server {
             identity: Arc::clone(&identity),
             audit: audit.clone(),
         });
-        let state = Arc::new(ProxyState::new(
+        let state = Arc::new(ProxyState {
+            client: origin_client(config.proxy.connect_timeout),
             config,
-            Arc::clone(&policy),
-            audit.clone(),
+            policy: Arc::clone(&policy),
+            audit: audit.clone(),
             leaves,
-            Arc::clone(&identity),
-            proxy_addrs.clone(),
-        ));
+            identity: Arc::clone(&identity),
+            compliance: compliance.clone(),
+            local_addrs: proxy_addrs.clone(),
+        });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let mut gateway_addrs = Vec::new();
+        if let Some(g) = &state.config.gateway {
+            let Some(compliance) = compliance.clone() else {
+                return Err(ServeError::Gateway(GatewayError::NeedsCompliance));
+            };
+            let gw =
+                Arc::new(GatewayState::new(g, &state.config.proxy, compliance, Arc::clone(&identity), audit.clone())?);
+            let tls = match (&g.cert, &g.key) {
+                (Some(cert), Some(key)) => Some(gateway::tls_acceptor(cert, key)?),
+                (None, None) => None,
+                _ => return Err(ServeError::Gateway(GatewayError::HalfTls)),
+            };
+            let listener = listener::bind_all(&[g.listen]).await.map_err(ServeError::Bind)?.remove(0);
+            gateway_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
+            tracing::info!(listen = ?gateway_addrs, tls = tls.is_some(), "compliance gateway running");
+            tasks.spawn(gateway::run(listener, gw, tls, shutdown.clone(), Duration::from_secs(10)));
+        }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
         for l in listeners {
             tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
         }
-        Ok(Server { proxy_addrs, ca, policy, identity, reloader, shutdown, tasks, audit: Some(audit), writer })
+        Ok(Server {
+            proxy_addrs,
+            gateway_addrs,
+            compliance,
+            ca,
+            policy,
+            identity,
+            reloader,
+            shutdown,
+            tasks,
+            audit: Some(audit),
+            writer,
+        })
     }
 
     /// The handle that reloads configuration and policy (SIGHUP).

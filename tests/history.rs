@@ -14,9 +14,7 @@ use rusqlite::Connection;
 
 use weerwal::history::cli::{self, BrowserChoice, Format, HistoryCommand, PurgeArgs, SelectArgs};
 use weerwal::history::report::{by_host, HostLine};
-use weerwal::history::{
-    purge_profile, scan_profile, Browser, Env, HistoryError, Os, Profile, PurgeOptions,
-};
+use weerwal::history::{purge_profile, scan_profile, Browser, Env, HistoryError, Os, Profile, PurgeOptions};
 use weerwal::policy::{load_embedded, Date, Policy};
 
 fn policy() -> Policy {
@@ -89,8 +87,10 @@ fn chrome_history(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let c = Connection::open(path).unwrap();
     c.execute_batch(CHROME_SCHEMA).unwrap();
-    c.execute_batch("INSERT INTO meta VALUES ('version', '70'), ('last_compatible_version', '16'), ('mmap_status', '-1');")
-        .unwrap();
+    c.execute_batch(
+        "INSERT INTO meta VALUES ('version', '70'), ('last_compatible_version', '16'), ('mmap_status', '-1');",
+    )
+    .unwrap();
     let urls: &[(i64, &str, i64)] = &[
         (1, "https://aliexpress.com/item/1005.html", 100),
         (2, "https://nl.aliexpress.com/category/phones", 200),
@@ -180,6 +180,45 @@ DELETE FROM journey_history_entries WHERE visit_timestamp_micros = 1334854090000
 DELETE FROM urls WHERE id IN (1, 2, 4, 9);
 ";
 
+/// Chromium 156's `Favicons` database.
+const CHROME_FAVICONS_SCHEMA: &str = "
+CREATE TABLE meta(key LONGVARCHAR NOT NULL UNIQUE PRIMARY KEY, value LONGVARCHAR);
+CREATE TABLE icon_mapping(id INTEGER PRIMARY KEY,page_url LONGVARCHAR NOT NULL,icon_id INTEGER,page_url_type INTEGER DEFAULT 0);
+CREATE TABLE favicons(id INTEGER PRIMARY KEY,url LONGVARCHAR NOT NULL,icon_type INTEGER DEFAULT 1);
+CREATE TABLE favicon_bitmaps(id INTEGER PRIMARY KEY,icon_id INTEGER NOT NULL,last_updated INTEGER DEFAULT 0,image_data BLOB,width INTEGER DEFAULT 0,height INTEGER DEFAULT 0,last_requested INTEGER DEFAULT 0);
+CREATE INDEX icon_mapping_page_url_idx ON icon_mapping(page_url);
+CREATE INDEX icon_mapping_icon_id_idx ON icon_mapping(icon_id);
+CREATE INDEX favicons_url ON favicons(url);
+CREATE INDEX favicon_bitmaps_icon_id ON favicon_bitmaps(icon_id);
+";
+
+/// `Favicons` beside the `History` of [`chrome_history`]: icons of banned
+/// pages, of allowed pages, one banned-host icon an allowed page uses, and
+/// one unused banned-host icon.
+fn chrome_favicons(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(CHROME_FAVICONS_SCHEMA).unwrap();
+    c.execute_batch(
+        "INSERT INTO meta VALUES ('version', '8'), ('last_compatible_version', '7');
+         INSERT INTO favicons VALUES (1, 'https://aliexpress.com/favicon.ico', 1), (2, 'https://example.org/favicon.ico', 1),
+           (3, 'https://aliexpress.com/shared-icon.ico', 1), (4, 'https://www.tiktok.com/favicon.ico', 1),
+           (5, 'https://aliexpress.com/unused.ico', 1);
+         INSERT INTO favicon_bitmaps (id, icon_id, image_data, width, height) VALUES
+           (1, 1, x'89504e47', 16, 16), (2, 2, x'89504e47', 16, 16), (3, 3, x'89504e47', 16, 16),
+           (4, 4, x'89504e47', 16, 16), (5, 5, x'89504e47', 16, 16), (6, 1, x'89504e47', 32, 32);
+         INSERT INTO icon_mapping VALUES (1, 'https://aliexpress.com/item/1005.html', 1, 0), (2, 'https://example.org/news', 2, 0),
+           (3, 'https://nl.aliexpress.com/category/phones', 1, 0), (4, 'https://example.org/shop', 3, 0),
+           (5, 'https://www.tiktok.com/@gemeente', 4, 0);",
+    )
+    .unwrap();
+}
+
+const CHROME_FAVICONS_EXPECTED_PURGE: &str = "
+DELETE FROM icon_mapping WHERE id IN (1, 3, 5);
+DELETE FROM favicon_bitmaps WHERE icon_id IN (1, 4, 5);
+DELETE FROM favicons WHERE id IN (1, 4, 5);
+";
+
 /// Firefox's `places.sqlite` tables, as `nsPlacesTables.h` creates them.
 const FIREFOX_SCHEMA: &str = "
 CREATE TABLE moz_origins ( id INTEGER PRIMARY KEY, prefix TEXT NOT NULL, host TEXT NOT NULL, frecency INTEGER NOT NULL, recalc_frecency INTEGER NOT NULL DEFAULT 0, alt_frecency INTEGER, recalc_alt_frecency INTEGER NOT NULL DEFAULT 0, UNIQUE (prefix, host) );
@@ -234,7 +273,8 @@ fn firefox_places(path: &Path) {
     )
     .unwrap();
     // (id, url, visit_count, last visit, foreign_count, origin)
-    let places: &[(i64, &str, i64, Option<i64>, i64, Option<i64>)] = &[
+    type Place<'a> = (i64, &'a str, i64, Option<i64>, i64, Option<i64>);
+    let places: &[Place] = &[
         (1, "https://aliexpress.com/item/1", 2, Some(100), 0, Some(1)),
         (2, "https://aliexpress.com/", 1, Some(150), 1, Some(1)),
         (3, "https://example.org/", 2, Some(300), 0, Some(2)),
@@ -297,6 +337,36 @@ DELETE FROM moz_places WHERE id IN (1, 4, 5);
 DELETE FROM moz_origins WHERE id IN (3, 4);
 ";
 
+/// Firefox's `favicons.sqlite` tables (nsPlacesTables.h).
+const FIREFOX_FAVICONS_SCHEMA: &str = "
+CREATE TABLE moz_icons ( id INTEGER PRIMARY KEY, icon_url TEXT NOT NULL, fixed_icon_url_hash INTEGER NOT NULL, width INTEGER NOT NULL DEFAULT 0, root INTEGER NOT NULL DEFAULT 0, color INTEGER, expire_ms INTEGER NOT NULL DEFAULT 0, data BLOB ) ;
+CREATE TABLE moz_pages_w_icons ( id INTEGER PRIMARY KEY, page_url TEXT NOT NULL, page_url_hash INTEGER NOT NULL ) ;
+CREATE TABLE moz_icons_to_pages ( page_id INTEGER NOT NULL, icon_id INTEGER NOT NULL, expire_ms INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (page_id, icon_id), FOREIGN KEY (page_id) REFERENCES moz_pages_w_icons ON DELETE CASCADE, FOREIGN KEY (icon_id) REFERENCES moz_icons ON DELETE CASCADE ) WITHOUT ROWID ;
+CREATE INDEX moz_icons_iconurlhashindex ON moz_icons (fixed_icon_url_hash);
+CREATE INDEX moz_pages_w_icons_urlhashindex ON moz_pages_w_icons (page_url_hash);
+";
+
+fn firefox_favicons(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+    c.execute_batch(FIREFOX_FAVICONS_SCHEMA).unwrap();
+    c.execute_batch(
+        "INSERT INTO moz_pages_w_icons VALUES (1, 'https://aliexpress.com/item/1', 11), (2, 'https://example.org/', 12),
+           (3, 'https://m.aliexpress.com/p?id=7', 13);
+         INSERT INTO moz_icons (id, icon_url, fixed_icon_url_hash, width, root, data) VALUES
+           (1, 'https://aliexpress.com/favicon.ico', 21, 16, 1, x'00'), (2, 'https://example.org/favicon.ico', 22, 16, 1, x'00'),
+           (3, 'https://m.aliexpress.com/icon.png', 23, 32, 0, x'00');
+         INSERT INTO moz_icons_to_pages (page_id, icon_id) VALUES (1, 1), (2, 2), (3, 3), (3, 1);",
+    )
+    .unwrap();
+}
+
+const FIREFOX_FAVICONS_EXPECTED_PURGE: &str = "
+DELETE FROM moz_icons_to_pages WHERE page_id IN (1, 3);
+DELETE FROM moz_pages_w_icons WHERE id IN (1, 3);
+DELETE FROM moz_icons WHERE id IN (1, 3);
+";
+
 /// Safari's `History.db` (macOS 26), tables and triggers as Safari creates them.
 const SAFARI_SCHEMA: &str = "
 CREATE TABLE history_client_versions (client_version INTEGER PRIMARY KEY,last_seen REAL NOT NULL);
@@ -340,7 +410,8 @@ fn safari_history(path: &Path) {
     }
     // (id, item, time, redirect_source, redirect_destination): aliexpress.com
     // redirects to nl.aliexpress.com, which redirects to example.org.
-    let visits: &[(i64, i64, i64, Option<i64>, Option<i64>)] = &[
+    type Visit = (i64, i64, i64, Option<i64>, Option<i64>);
+    let visits: &[Visit] = &[
         (1, 1, 100, None, Some(2)),
         (2, 2, 101, Some(1), Some(3)),
         (3, 3, 102, Some(2), None),
@@ -436,10 +507,7 @@ fn integrity_ok(db: &Path) {
 }
 
 fn hosts(lines: &[HostLine]) -> Vec<(&str, &str, usize, u64, Option<&str>)> {
-    lines
-        .iter()
-        .map(|l| (l.host.as_str(), l.app.as_str(), l.entries, l.visits, l.last_visit.as_deref()))
-        .collect()
+    lines.iter().map(|l| (l.host.as_str(), l.app.as_str(), l.entries, l.visits, l.last_visit.as_deref())).collect()
 }
 
 fn backups(dir: &Path) -> Vec<PathBuf> {
@@ -461,7 +529,8 @@ fn chrome_scan_finds_exactly_the_banned_entries() {
     chrome_history(&db);
     let before = dump(&db);
     let scan = scan_profile(&Profile::new(Browser::Chrome, db.clone()), &policy()).unwrap();
-    assert!(!scan.copied);
+    // Chrome's file is never read in place: the browser may be running.
+    assert!(scan.copied);
     assert_eq!(
         hosts(&by_host(&scan.findings)),
         vec![
@@ -479,30 +548,39 @@ fn chrome_purge_removes_the_banned_entries_and_their_traces_only() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Default/History");
     chrome_history(&db);
+    let icons = dir.path().join("Default/Favicons");
+    chrome_favicons(&icons);
     let before = dump(&db);
+    let icons_before = dump(&icons);
     let expected = expected_after(&db, CHROME_EXPECTED_PURGE);
+    let icons_expected = expected_after(&icons, CHROME_FAVICONS_EXPECTED_PURGE);
     let profile = Profile::new(Browser::Chrome, db.clone());
     let out = purge_profile(&profile, &policy(), PurgeOptions::default()).unwrap();
     assert_eq!(out.findings.len(), 4);
-    assert_eq!((out.removed.entries, out.removed.visits), (4, 5));
+    assert_eq!((out.removed.entries, out.removed.visits, out.removed.icon_links), (4, 5, 3));
     assert_eq!(dump(&db), expected);
+    assert_eq!(dump(&icons), icons_expected);
     integrity_ok(&db);
+    integrity_ok(&icons);
     assert!(scan_profile(&profile, &policy()).unwrap().findings.is_empty());
 
-    // The backup holds the database as it was, and is private.
-    let backup = out.backup.expect("backup written");
-    assert_eq!(backups(&db.parent().unwrap()), vec![backup.clone()]);
-    assert_eq!(dump(&backup), before);
+    // The backups hold both databases as they were, and are private.
+    assert_eq!(backups(db.parent().unwrap()), out.backups);
+    assert_eq!(out.backups.len(), 2);
+    assert!(out.backups[0].to_string_lossy().contains("History.weerwal-backup-"));
+    assert!(out.backups[1].to_string_lossy().contains("Favicons.weerwal-backup-"));
+    assert_eq!(dump(&out.backups[0]), before);
+    assert_eq!(dump(&out.backups[1]), icons_before);
     #[cfg(unix)]
-    {
+    for backup in &out.backups {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(backup).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
-    // A second purge finds nothing and writes no second backup.
+    // A second purge finds nothing and writes no more backups.
     let again = purge_profile(&profile, &policy(), PurgeOptions::default()).unwrap();
-    assert!(again.findings.is_empty() && again.backup.is_none());
-    assert_eq!(backups(&db.parent().unwrap()).len(), 1);
+    assert!(again.findings.is_empty() && again.backups.is_empty());
+    assert_eq!(backups(db.parent().unwrap()).len(), 2);
 }
 
 #[test]
@@ -520,17 +598,46 @@ fn purge_refuses_while_the_browser_holds_the_lock_and_changes_nothing() {
     let err = purge_profile(&profile, &policy(), PurgeOptions::default()).unwrap_err();
     assert!(matches!(err, HistoryError::Locked { browser: Browser::Chrome, .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("Google Chrome is still running") && msg.contains("Close every Google Chrome window"), "{msg}");
+    assert!(
+        msg.contains("Google Chrome is still running") && msg.contains("Close every Google Chrome window"),
+        "{msg}"
+    );
     assert!(backups(db.parent().unwrap()).is_empty(), "no backup when refusing");
 
-    // Scanning still works meanwhile, from a copy.
+    // Scanning still works meanwhile, from a copy; the hot journal copied
+    // along undoes the browser's uncommitted change in the copy.
     let scan = scan_profile(&profile, &policy()).unwrap();
     assert!(scan.copied);
     assert_eq!(scan.findings.len(), 4);
 
+    // Safari's database, read in place, falls back to a copy when locked.
+    let safari = dir.path().join("History.db");
+    safari_history(&safari);
+    let safari_browser = Connection::open(&safari).unwrap();
+    safari_browser.query_row("PRAGMA locking_mode = EXCLUSIVE", [], |_| Ok(())).unwrap();
+    safari_browser.execute_batch("BEGIN EXCLUSIVE; UPDATE metadata SET value = value;").unwrap();
+    let scan = scan_profile(&Profile::new(Browser::Safari, safari.clone()), &policy()).unwrap();
+    assert!(scan.copied);
+    assert_eq!(scan.findings.len(), 3);
+    drop(safari_browser);
+
     browser.execute_batch("ROLLBACK").unwrap();
     drop(browser);
     assert_eq!(dump(&db), before);
+
+    // The browser holding only its icon database stops a purge as well.
+    let icons = dir.path().join("Default/Favicons");
+    chrome_favicons(&icons);
+    let icons_before = dump(&icons);
+    let browser = Connection::open(&icons).unwrap();
+    browser.execute_batch("BEGIN EXCLUSIVE; UPDATE meta SET value = value;").unwrap();
+    let err = purge_profile(&profile, &policy(), PurgeOptions::default()).unwrap_err();
+    assert!(matches!(err, HistoryError::Locked { .. }), "{err:?}");
+    browser.execute_batch("ROLLBACK").unwrap();
+    drop(browser);
+    assert_eq!(dump(&db), before);
+    assert_eq!(dump(&icons), icons_before);
+    assert!(backups(db.parent().unwrap()).is_empty(), "no backup when refusing");
 }
 
 #[test]
@@ -543,7 +650,8 @@ fn purge_refuses_while_a_wal_database_is_merely_open_elsewhere() {
     let before = dump(&db);
     let browser = Connection::open(&db).unwrap();
     let _: i64 = browser.query_row("SELECT count(*) FROM moz_places", [], |r| r.get(0)).unwrap();
-    let err = purge_profile(&Profile::new(Browser::Firefox, db.clone()), &policy(), PurgeOptions::default()).unwrap_err();
+    let err =
+        purge_profile(&Profile::new(Browser::Firefox, db.clone()), &policy(), PurgeOptions::default()).unwrap_err();
     assert!(matches!(err, HistoryError::Locked { browser: Browser::Firefox, .. }), "{err:?}");
     drop(browser);
     assert_eq!(dump(&db), before);
@@ -553,22 +661,29 @@ fn purge_refuses_while_a_wal_database_is_merely_open_elsewhere() {
 fn an_interrupted_purge_leaves_the_database_as_it_was() {
     // A failing statement injected at the first delete and at the last one:
     // in both cases nothing of the purge may remain.
-    for (table, when) in [("visits", "first"), ("urls", "last")] {
+    // Also in the icon database, whose deletes come between the two.
+    for (file, table, when) in
+        [("History", "visits", "first"), ("Favicons", "favicons", "icons"), ("History", "urls", "last")]
+    {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("Default/History");
         chrome_history(&db);
-        let c = Connection::open(&db).unwrap();
+        let icons = dir.path().join("Default/Favicons");
+        chrome_favicons(&icons);
+        let c = Connection::open(dir.path().join("Default").join(file)).unwrap();
         c.execute_batch(&format!(
             "CREATE TRIGGER weerwal_test_abort BEFORE DELETE ON {table} BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
         ))
         .unwrap();
         drop(c);
-        let before = dump(&db);
+        let (before, icons_before) = (dump(&db), dump(&icons));
         let err = purge_profile(&Profile::new(Browser::Chrome, db.clone()), &policy(), PurgeOptions { backup: false })
             .unwrap_err();
         assert!(err.to_string().contains("injected failure"), "{when}: {err}");
-        assert_eq!(dump(&db), before, "{when} statement failed: the database must be unchanged");
+        assert_eq!(dump(&db), before, "{when} statement failed: the history must be unchanged");
+        assert_eq!(dump(&icons), icons_before, "{when} statement failed: the icons must be unchanged");
         integrity_ok(&db);
+        integrity_ok(&icons);
     }
 }
 
@@ -580,12 +695,16 @@ fn a_missing_table_or_file_is_a_clear_error() {
     let err = scan_profile(&Profile::new(Browser::Edge, db), &policy()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}: not a Microsoft Edge history database (table urls is missing)", dir.path().join("History").display())
+        format!(
+            "{}: not a Microsoft Edge history database (table urls is missing)",
+            dir.path().join("History").display()
+        )
     );
     let err = scan_profile(&Profile::new(Browser::Chrome, dir.path().join("nope")), &policy()).unwrap_err();
     assert!(matches!(err, HistoryError::Io { .. }), "{err:?}");
     // Purging a missing file does not create one.
-    assert!(purge_profile(&Profile::new(Browser::Chrome, dir.path().join("nope")), &policy(), PurgeOptions::default()).is_err());
+    assert!(purge_profile(&Profile::new(Browser::Chrome, dir.path().join("nope")), &policy(), PurgeOptions::default())
+        .is_err());
     assert!(!dir.path().join("nope").exists());
 }
 
@@ -596,7 +715,10 @@ fn firefox_scan_and_purge() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("abcd.default-release/places.sqlite");
     firefox_places(&db);
+    let icons = dir.path().join("abcd.default-release/favicons.sqlite");
+    firefox_favicons(&icons);
     let expected = expected_after(&db, FIREFOX_EXPECTED_PURGE);
+    let icons_expected = expected_after(&icons, FIREFOX_FAVICONS_EXPECTED_PURGE);
     let profile = Profile::new(Browser::Firefox, db.clone());
 
     let scan = scan_profile(&profile, &policy()).unwrap();
@@ -613,11 +735,13 @@ fn firefox_scan_and_purge() {
     assert!(scan.findings.iter().any(|f| f.bookmarked));
 
     let out = purge_profile(&profile, &policy(), PurgeOptions { backup: false }).unwrap();
-    assert_eq!((out.removed.entries, out.removed.visits), (4, 4));
-    assert!(out.backup.is_none());
+    assert_eq!((out.removed.entries, out.removed.visits, out.removed.icon_links), (4, 4, 3));
+    assert!(out.backups.is_empty());
     assert!(backups(db.parent().unwrap()).is_empty());
     assert_eq!(dump(&db), expected);
+    assert_eq!(dump(&icons), icons_expected);
     integrity_ok(&db);
+    integrity_ok(&icons);
     assert!(scan_profile(&profile, &policy()).unwrap().findings.is_empty());
 }
 
@@ -628,7 +752,9 @@ fn firefox_purge_of_a_database_with_an_injected_failure_changes_nothing() {
     firefox_places(&db);
     Connection::open(&db)
         .unwrap()
-        .execute_batch("CREATE TRIGGER t BEFORE DELETE ON moz_origins BEGIN SELECT RAISE(ABORT, 'injected failure'); END;")
+        .execute_batch(
+            "CREATE TRIGGER t BEFORE DELETE ON moz_origins BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
         .unwrap();
     let before = dump(&db);
     assert!(purge_profile(&Profile::new(Browser::Firefox, db.clone()), &policy(), PurgeOptions::default()).is_err());
@@ -646,6 +772,7 @@ fn safari_scan_and_purge_keep_the_allowed_end_of_a_redirect() {
     let profile = Profile::new(Browser::Safari, db.clone());
 
     let scan = scan_profile(&profile, &policy()).unwrap();
+    assert!(!scan.copied, "Safari's WAL database is read in place");
     assert_eq!(
         hosts(&by_host(&scan.findings)),
         vec![
@@ -706,7 +833,14 @@ fn cli_scan_exits_3_purge_cleans_scan_exits_0() {
     };
     assert_eq!(
         row("chrome", "aliexpress.com"),
-        ["chrome", "aliexpress.com", "AliExpress", "2", "2024-01-01T00:01:40Z", &chrome.parent().unwrap().display().to_string()]
+        [
+            "chrome",
+            "aliexpress.com",
+            "AliExpress",
+            "2",
+            "2024-01-01T00:01:40Z",
+            &chrome.parent().unwrap().display().to_string()
+        ]
     );
     assert_eq!(row("firefox", "www.tiktok.com")[2..5], ["TikTok", "0", "-"]);
     assert!(out.contains("Found visits to 7 banned site(s) in 2 of 2 browser profile(s)."), "{out}");
@@ -740,7 +874,7 @@ fn cli_scan_exits_3_purge_cleans_scan_exits_0() {
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["banned_entries"], 0);
-    assert_eq!(json["profiles"][0]["backup"], serde_json::Value::Null);
+    assert_eq!(json["profiles"][0]["backups"], serde_json::json!([]));
 }
 
 #[test]
@@ -814,8 +948,19 @@ fn the_command_line_parses_as_main_rs_will_wire_it() {
         #[command(subcommand)]
         history: HistoryCommand,
     }
-    let top = Top::try_parse_from(["history", "scan", "--browser", "edge", "--profile", "/a", "--profile", "/b", "--format", "json"])
-        .unwrap();
+    let top = Top::try_parse_from([
+        "history",
+        "scan",
+        "--browser",
+        "edge",
+        "--profile",
+        "/a",
+        "--profile",
+        "/b",
+        "--format",
+        "json",
+    ])
+    .unwrap();
     match top.history {
         HistoryCommand::Scan(s) => {
             assert_eq!(s.browser, BrowserChoice::Edge);

@@ -4,10 +4,11 @@
 //!   and the same text `weerwal pac` prints;
 //! - the served PAC evaluated in a real PAC engine (pac-resolver on QuickJS,
 //!   `tests/pac_engine/`) over tables of hosts, with a check that no host
-//!   makes the PAC do a DNS lookup;
+//!   makes the PAC do a DNS lookup, and after a policy reload;
 //! - headless Chromium configured with `--proxy-pac-url` pointing at the
 //!   proxy: a banned site shows the block page, an allowed loopback page
-//!   comes through the proxy.
+//!   comes through the proxy (addressed as 0.0.0.0: Chromium never consults a
+//!   PAC file for 127.0.0.0/8; see the test).
 //!
 //! The engine and Chromium are installed by `scripts/install-test-deps.sh`;
 //! when they are missing these tests fail and say so (they never skip).
@@ -469,6 +470,51 @@ async fn fallback_direct_adds_direct_after_the_proxy() {
     let pac = served_pac(&proxy).await;
     assert!(!pac.contains("; DIRECT"));
     check_table(&pac, &[("tiktok.com", PROXY_LINE), ("example.org", PROXY_LINE)]);
+    proxy.stop().await;
+}
+
+/// The PAC file follows the policy in force: after a reload that adds a
+/// banned domain, `/proxy.pac` lists it and carries a new ETag.
+#[tokio::test]
+async fn pac_follows_a_policy_reload() {
+    let policy_dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::repo_policy_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            std::fs::copy(&path, policy_dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let dir = policy_dir.path().to_path_buf();
+    let proxy = TestProxy::start_with(|c| {
+        base(c, PacRoute::Policy, &[]);
+        c.policy.dir = dir.clone();
+    })
+    .await;
+    let before = fetch(&proxy, "/proxy.pac", "").await;
+    let old_etag = before.headers.get("etag").cloned().expect("ETag");
+    check_table(&before.body, &[("new-banned.example", DIRECT), ("tiktok.com", PROXY_LINE)]);
+
+    std::fs::write(
+        dir.join("zz-testapp.toml"),
+        "[[ban]]\napp = \"TestApp\"\ndomains = [\"new-banned.example\"]\nadvice = \"AIVD\"\n\
+         reference = \"test\"\nsince = \"2023-07-14\"\n",
+    )
+    .unwrap();
+    let report = proxy.server.as_ref().unwrap().reloader().reload().await.expect("reload");
+    assert!(report.policy_changed, "{report:?}");
+
+    let after = fetch(&proxy, "/proxy.pac", &format!("If-None-Match: {old_etag}\r\n")).await;
+    assert_eq!(after.status, 200, "the old ETag must not match the new PAC");
+    assert_ne!(after.headers.get("etag"), Some(&old_etag));
+    check_table(
+        &after.body,
+        &[
+            ("new-banned.example", PROXY_LINE),
+            ("www.New-Banned.Example.", PROXY_LINE),
+            ("tiktok.com", PROXY_LINE),
+            ("example.org", DIRECT),
+        ],
+    );
     proxy.stop().await;
 }
 

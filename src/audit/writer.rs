@@ -1,18 +1,36 @@
-//! The single audit writer. It owns the file; everyone else sends it records
-//! through a channel and waits for the record's sequence number, which is
-//! only given once the line is written. Records that arrive together are
-//! written with one `write` (and one `fsync`), so a burst of blocked requests
-//! costs one system call, while each response still waits for its own record.
+//! The single audit writer. It owns the files; everyone else sends it
+//! records through a channel and waits for the record's sequence number,
+//! which is only given once the line is written. Records that arrive
+//! together are written with one `write` (and one `fsync`), so a burst of
+//! blocked requests costs one system call, while each response still waits
+//! for its own record.
+//!
+//! The writer also rotates: when the UTC day changes (`rotate_daily`) or the
+//! live file would grow past `rotate_max_bytes`, the live file is renamed to
+//! `audit-YYYYMMDD-HHMMSS-<first seq>.jsonl` and a new live file starts. The
+//! chain does not restart: the new file's first `prev` is the last `hash` of
+//! the file before, and `seq` continues. At start and after each rotation,
+//! rotated files whose newest record is older than `retention_days` are
+//! removed, after a `retention` record naming them (their `seq` range and
+//! the last hash of the newest) is durably written, so `weerwal logs verify`
+//! still verifies from the oldest file kept.
+//!
+//! With `squid_log`, blocked and exempted attempts are also written as Squid
+//! `access.log` lines ([`super::squid`]) after their batch is in the audit log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{line_hash, Record, GENESIS};
-use crate::config::SyncMode;
+use super::files::{first_line, last_line, LogFiles};
+use super::record::{line_hash, EventKind, Record, Via, GENESIS};
+use super::squid;
+use super::time::{parse_rfc3339, utc_day};
+use crate::config::{AuditConfig, SyncMode};
 
 /// Why a record could not be written. The caller still blocks the request
 /// (fail closed) and tells the operator.
@@ -65,21 +83,73 @@ pub struct ResumePoint {
     pub prev_hash: String,
 }
 
+/// Where the writer takes the time from: the system clock, or a test's.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError {
+    let path = path.to_path_buf();
+    move |source| AuditError::Io { path, source }
+}
+
 impl AuditLog {
     /// Opens (or creates) the log, resumes `seq` and the hash chain from its
-    /// last complete line, and starts the writer thread.
-    pub fn open(path: &Path, sync: SyncMode) -> Result<(AuditLog, AuditWriterHandle, ResumePoint), AuditError> {
-        let io = |source| AuditError::Io { path: path.to_path_buf(), source };
+    /// last complete line (from the newest rotated file when the live file
+    /// is empty), applies retention, and starts the writer thread. The
+    /// returned point is where the next record will go.
+    pub fn open(config: &AuditConfig) -> Result<(AuditLog, AuditWriterHandle, ResumePoint), AuditError> {
+        AuditLog::open_with_clock(config, Arc::new(SystemTime::now))
+    }
+
+    /// [`AuditLog::open`] with the time taken from `clock` (for tests of
+    /// daily rotation and retention).
+    pub fn open_with_clock(
+        config: &AuditConfig,
+        clock: Clock,
+    ) -> Result<(AuditLog, AuditWriterHandle, ResumePoint), AuditError> {
+        let path = config.path.as_path();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
-        let resume = resume_point(path, &mut file)?;
+        let files = LogFiles::new(path);
+        let mut file =
+            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_error(path))?;
+        let (mut resume, last) = resume_point(path, &mut file)?;
+        let size = file.metadata().map_err(io_error(path))?.len();
+        let mut live = LiveFile { size, first: None, last_day: None };
+        if size > 0 {
+            live.last_day = last.as_ref().and_then(|r| parse_rfc3339(&r.ts)).map(utc_day);
+            let first = first_line(path).ok().flatten().and_then(|l| serde_json::from_str::<Record>(&l).ok());
+            live.first = Some(match first {
+                Some(r) => (parse_rfc3339(&r.ts).unwrap_or_else(|| clock()), r.seq),
+                None => (clock(), resume.next_seq.saturating_sub(1)),
+            });
+        } else if let Some(newest) = files.rotated().map_err(io_error(files.dir()))?.pop() {
+            // Rotated, and nothing written since: continue the newest file's chain.
+            let mut f = OpenOptions::new().read(true).append(true).open(&newest).map_err(io_error(&newest))?;
+            resume = resume_point(&newest, &mut f)?.0;
+        }
+        let squid = config.squid_log.as_deref().map(SquidLog::open).transpose()?;
+        let mut writer = Writer {
+            path: path.to_path_buf(),
+            files,
+            file,
+            sync: config.sync,
+            next_seq: resume.next_seq,
+            prev: resume.prev_hash,
+            live,
+            rotate_daily: config.rotate_daily,
+            rotate_max_bytes: config.rotate_max_bytes,
+            retention_days: config.retention_days,
+            squid,
+            clock,
+        };
+        writer.apply_retention(&mut Vec::new());
+        let resume = ResumePoint { next_seq: writer.next_seq, prev_hash: writer.prev.clone() };
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let writer =
-            Writer { path: path.to_path_buf(), file, sync, next_seq: resume.next_seq, prev: resume.prev_hash.clone() };
-        let thread =
-            std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer.run(rx)).map_err(io)?;
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_error(path))?;
         Ok((AuditLog { tx }, AuditWriterHandle { thread: Some(thread) }, resume))
     }
 
@@ -107,12 +177,71 @@ impl AuditLog {
     }
 }
 
+/// What the writer knows about the live file.
+struct LiveFile {
+    size: u64,
+    /// Time and `seq` of its first record: the name it gets when rotated.
+    first: Option<(SystemTime, u64)>,
+    /// UTC day of its last record, for daily rotation.
+    last_day: Option<i64>,
+}
+
+/// The optional Squid `access.log`.
+struct SquidLog {
+    path: PathBuf,
+    file: File,
+    /// The lines of the batch being written.
+    buf: Vec<u8>,
+}
+
+impl SquidLog {
+    fn open(path: &Path) -> Result<SquidLog, AuditError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        }
+        let file = OpenOptions::new().append(true).create(true).open(path).map_err(io_error(path))?;
+        Ok(SquidLog { path: path.to_path_buf(), file, buf: Vec::new() })
+    }
+
+    /// Opens the file again by name, so a log moved away by an external
+    /// rotation (logrotate) is followed at the audit log's next rotation.
+    fn reopen(&mut self) {
+        match OpenOptions::new().append(true).create(true).open(&self.path) {
+            Ok(f) => self.file = f,
+            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "cannot reopen the Squid access log"),
+        }
+    }
+
+    /// Writes the batch's lines. The audit log is the evidence; a failure
+    /// here is reported and does not fail the records.
+    fn flush(&mut self, sync: SyncMode) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let written = self.file.write_all(&self.buf).and_then(|()| match sync {
+            SyncMode::Fsync => self.file.sync_data(),
+            SyncMode::Write => Ok(()),
+        });
+        if let Err(e) = written {
+            tracing::error!(path = %self.path.display(), error = %e, "Squid access log write failed");
+        }
+        self.buf.clear();
+    }
+}
+
 struct Writer {
     path: PathBuf,
+    files: LogFiles,
     file: File,
     sync: SyncMode,
     next_seq: u64,
     prev: String,
+    live: LiveFile,
+    rotate_daily: bool,
+    rotate_max_bytes: u64,
+    retention_days: u32,
+    squid: Option<SquidLog>,
+    clock: Clock,
 }
 
 /// The most records written with one system call.
@@ -158,12 +287,36 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: &mut Vec<Pending>, buf: &mut Vec<u8>) {
+        let mut records: Vec<&mut Record> = batch.iter_mut().map(|p| &mut p.record).collect();
+        let (seqs, rotated) = self.append(&mut records, buf, false);
+        drop(records);
+        for (p, s) in batch.drain(..).zip(seqs) {
+            let _ = p.done.send(s);
+        }
+        if rotated {
+            self.apply_retention(buf);
+        }
+    }
+
+    /// Numbers, timestamps and chains `records`, rotates the live file first
+    /// when that is due, and writes them with one system call (and one
+    /// `fsync` when `durable` or configured). Returns each record's `seq`
+    /// (or why it failed) and whether the live file was rotated.
+    fn append(
+        &mut self,
+        records: &mut [&mut Record],
+        buf: &mut Vec<u8>,
+        durable: bool,
+    ) -> (Vec<Result<u64, String>>, bool) {
         buf.clear();
-        let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let now = (self.clock)();
+        let ts = humantime::format_rfc3339_millis(now).to_string();
         let (seq0, prev0) = (self.next_seq, self.prev.clone());
-        let mut seqs = Vec::with_capacity(batch.len());
-        for p in batch.iter_mut() {
-            let r = &mut p.record;
+        let mut seqs = Vec::with_capacity(records.len());
+        if let Some(s) = &mut self.squid {
+            s.buf.clear();
+        }
+        for r in records.iter_mut() {
             r.seq = self.next_seq;
             r.ts.clone_from(&ts);
             r.prev = std::mem::take(&mut self.prev);
@@ -171,6 +324,9 @@ impl Writer {
             match r.write_line(buf) {
                 Ok(hash) => {
                     self.prev = hash;
+                    if let Some(s) = &mut self.squid {
+                        squid::access_line(&mut s.buf, r, now);
+                    }
                     seqs.push(Ok(self.next_seq));
                     self.next_seq += 1;
                 }
@@ -181,33 +337,207 @@ impl Writer {
                 }
             }
         }
-        let written = self.file.write_all(buf).and_then(|()| match self.sync {
-            SyncMode::Fsync => self.file.sync_data(),
-            SyncMode::Write => Ok(()),
-        });
-        if let Err(e) = written {
-            tracing::error!(path = %self.path.display(), error = %e, "audit log write failed; requests stay blocked");
-            // Nothing of this batch is known to be on disk: reuse its numbers.
-            self.next_seq = seq0;
-            self.prev = prev0;
-            for s in seqs.iter_mut() {
-                *s = Err(format!("{}: {e}", self.path.display()));
+        if buf.is_empty() {
+            return (seqs, false);
+        }
+        let day = utc_day(now);
+        let rotated = self.rotate_if_due(day, buf.len() as u64);
+        let sync = durable || self.sync == SyncMode::Fsync;
+        let written =
+            self.file.write_all(buf).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        match written {
+            Ok(()) => {
+                self.live.size += buf.len() as u64;
+                self.live.last_day = Some(day);
+                self.live.first.get_or_insert((now, seq0));
+                if let Some(s) = &mut self.squid {
+                    s.flush(self.sync);
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "audit log write failed; requests stay blocked");
+                // Cut off any part of the batch that reached the file, so the
+                // log stays whole lines, and reuse the batch's numbers.
+                let _ = self.file.set_len(self.live.size);
+                self.next_seq = seq0;
+                self.prev = prev0;
+                for s in seqs.iter_mut() {
+                    *s = Err(format!("{}: {e}", self.path.display()));
+                }
             }
         }
-        for (p, s) in batch.drain(..).zip(seqs) {
-            let _ = p.done.send(s);
+        (seqs, rotated)
+    }
+
+    /// Rotates when the batch about to be written (`incoming` bytes, on UTC
+    /// `day`) belongs in a new file. A failed rotation is reported and the
+    /// records go into the current file: a record is never dropped for it.
+    fn rotate_if_due(&mut self, day: i64, incoming: u64) -> bool {
+        if self.live.size == 0 {
+            return false;
+        }
+        let new_day = self.rotate_daily && self.live.last_day.is_some_and(|d| d != day);
+        let too_big = self.rotate_max_bytes > 0 && self.live.size + incoming > self.rotate_max_bytes;
+        if !new_day && !too_big {
+            return false;
+        }
+        match self.rotate() {
+            Ok(to) => {
+                tracing::info!(to = %to.display(), next_seq = self.next_seq, "audit log rotated");
+                true
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot rotate the audit log; writing on in the current file");
+                false
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> std::io::Result<PathBuf> {
+        let (first_ts, first_seq) = self.live.first.unwrap_or_else(|| ((self.clock)(), self.next_seq.saturating_sub(1)));
+        let target = self.files.rotated_path(first_ts, first_seq);
+        if target.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} already exists", target.display()),
+            ));
+        }
+        std::fs::rename(&self.path, &target)?;
+        // If the new file cannot be made, the writer goes on in the renamed
+        // one: the chain holds and the next rotation tries again.
+        self.file = OpenOptions::new().read(true).append(true).create(true).open(&self.path)?;
+        self.live = LiveFile { size: 0, first: None, last_day: None };
+        if self.sync == SyncMode::Fsync {
+            sync_dir(self.files.dir());
+        }
+        if let Some(s) = &mut self.squid {
+            s.reopen();
+        }
+        Ok(target)
+    }
+
+    /// Removes the oldest rotated files whose newest record is older than
+    /// `retention_days`, after writing (and fsyncing) a `retention` record
+    /// that names them and carries the last hash of the newest one: the
+    /// checkpoint `logs verify` starts the chain from.
+    fn apply_retention(&mut self, buf: &mut Vec<u8>) {
+        if self.retention_days == 0 {
+            return;
+        }
+        let now = (self.clock)();
+        let Some(cutoff) = now.checked_sub(Duration::from_secs(u64::from(self.retention_days) * 86_400)) else {
+            return;
+        };
+        let rotated = match self.files.rotated() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(dir = %self.files.dir().display(), error = %e, "cannot list rotated audit logs for retention");
+                return;
+            }
+        };
+        let mut expired = Vec::new();
+        // Only the oldest files, in order, so what is kept stays one chain.
+        for path in rotated {
+            if path == self.path {
+                break;
+            }
+            match RotatedFile::read(&path) {
+                Ok(f) if f.last_time < cutoff => expired.push(f),
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "rotated audit log cannot be read; kept");
+                    break;
+                }
+            }
+        }
+        let Some(newest) = expired.last() else { return };
+        let mut r = Record::new(EventKind::Retention);
+        r.via = Some(Via::System);
+        r.reason = Some(format!("retention_days = {}", self.retention_days));
+        r.detail = Some(serde_json::json!({
+            "retention_days": self.retention_days,
+            "cutoff": humantime::format_rfc3339_millis(cutoff).to_string(),
+            "removed": expired.iter().map(|f| serde_json::json!({
+                "file": f.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "first_seq": f.first_seq,
+                "last_seq": f.last_seq,
+                "first_ts": f.first_ts,
+                "last_ts": f.last_ts,
+            })).collect::<Vec<_>>(),
+            "last_seq": newest.last_seq,
+            "last_hash": newest.last_hash,
+        }));
+        let (seqs, _) = self.append(&mut [&mut r], buf, true);
+        if let Some(Err(e)) = seqs.first() {
+            tracing::error!(error = %e, "cannot write the retention record; old audit logs are kept");
+            return;
+        }
+        for f in &expired {
+            match std::fs::remove_file(&f.path) {
+                Ok(()) => tracing::info!(path = %f.path.display(), last_seq = f.last_seq, "removed audit log past retention"),
+                Err(e) => tracing::error!(path = %f.path.display(), error = %e, "cannot remove audit log past retention"),
+            }
+        }
+        if self.sync == SyncMode::Fsync {
+            sync_dir(self.files.dir());
         }
     }
 }
 
-/// Reads the last complete line to resume `seq` and the chain. A torn last
+/// What retention needs to know of a rotated file.
+struct RotatedFile {
+    path: PathBuf,
+    first_seq: u64,
+    first_ts: String,
+    last_seq: u64,
+    last_ts: String,
+    last_time: SystemTime,
+    last_hash: String,
+}
+
+impl RotatedFile {
+    fn read(path: &Path) -> Result<RotatedFile, String> {
+        let parse = |line: Option<String>| -> Result<Record, String> {
+            let line = line.ok_or("the file is empty")?;
+            serde_json::from_str(&line).map_err(|e| e.to_string())
+        };
+        let first = parse(first_line(path).map_err(|e| e.to_string())?)?;
+        let last = parse(last_line(path).map_err(|e| e.to_string())?)?;
+        let last_time = parse_rfc3339(&last.ts).ok_or_else(|| format!("unreadable time {:?}", last.ts))?;
+        Ok(RotatedFile {
+            path: path.to_path_buf(),
+            first_seq: first.seq,
+            first_ts: first.ts,
+            last_seq: last.seq,
+            last_ts: last.ts,
+            last_time,
+            last_hash: last.hash,
+        })
+    }
+}
+
+/// Makes a rename or removal in `dir` durable (best effort).
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync the audit log folder");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Reads the last complete line to resume `seq` and the chain (and returns
+/// that record). A torn last
 /// line (a crash mid-write) is moved to `<log>.torn` and cut off, so the log
 /// stays a sequence of whole records and nothing is thrown away.
-fn resume_point(path: &Path, file: &mut File) -> Result<ResumePoint, AuditError> {
+fn resume_point(path: &Path, file: &mut File) -> Result<(ResumePoint, Option<Record>), AuditError> {
     let io = |source| AuditError::Io { path: path.to_path_buf(), source };
     let len = file.metadata().map_err(io)?.len();
     if len == 0 {
-        return Ok(ResumePoint { next_seq: 1, prev_hash: GENESIS.to_string() });
+        return Ok((ResumePoint { next_seq: 1, prev_hash: GENESIS.to_string() }, None));
     }
     // Read backwards in growing windows until a whole last line is in view.
     let mut window: u64 = 64 * 1024;
@@ -246,7 +576,8 @@ fn resume_point(path: &Path, file: &mut File) -> Result<ResumePoint, AuditError>
         if recomputed != claimed {
             tracing::warn!(path = %path.display(), seq = record.seq, "last audit record does not match its hash; `weerwal logs verify` will report it");
         }
-        return Ok(ResumePoint { next_seq: record.seq + 1, prev_hash: claimed.to_string() });
+        let resume = ResumePoint { next_seq: record.seq + 1, prev_hash: claimed.to_string() };
+        return Ok((resume, Some(record)));
     }
 }
 
@@ -290,11 +621,15 @@ mod tests {
         std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
+    fn config(path: &Path, sync: SyncMode) -> AuditConfig {
+        AuditConfig { path: path.to_path_buf(), sync, ..AuditConfig::default() }
+    }
+
     #[tokio::test]
     async fn seq_and_chain_continue_across_restart_and_torn_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/audit.jsonl");
-        let (log, handle, resume) = AuditLog::open(&path, SyncMode::Write).unwrap();
+        let (log, handle, resume) = AuditLog::open(&config(&path, SyncMode::Write)).unwrap();
         assert_eq!(resume.next_seq, 1);
         for _ in 0..3 {
             log.record(Record::new(EventKind::Blocked)).await.unwrap();
@@ -305,7 +640,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":4,\"ts\":\"2026").unwrap();
         drop(f);
-        let (log, handle, resume) = AuditLog::open(&path, SyncMode::Fsync).unwrap();
+        let (log, handle, resume) = AuditLog::open(&config(&path, SyncMode::Fsync)).unwrap();
         assert_eq!(resume.next_seq, 4);
         assert_eq!(log.record(Record::new(EventKind::Blocked)).await.unwrap(), 4);
         drop(log);
@@ -318,5 +653,81 @@ mod tests {
         }
         let torn = std::fs::read_to_string(path.with_extension("jsonl.torn")).unwrap();
         assert!(torn.starts_with("{\"seq\":4"));
+    }
+
+    #[tokio::test]
+    async fn size_rotation_chains_files_and_resumes_from_the_newest_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut c = config(&path, SyncMode::Write);
+        c.rotate_max_bytes = 1000;
+        let (log, handle, _) = AuditLog::open(&c).unwrap();
+        for _ in 0..20 {
+            let mut r = Record::new(EventKind::Blocked);
+            r.host = Some("aliexpress.com".into());
+            log.record(r).await.unwrap();
+        }
+        drop(log);
+        handle.join();
+        let files = LogFiles::new(&path);
+        let all = files.all().unwrap();
+        assert!(all.len() >= 4, "{all:?}");
+        let records: Vec<Record> = all.iter().flat_map(|p| lines(p)).collect();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+        assert_eq!(records[0].prev, GENESIS);
+        for pair in records.windows(2) {
+            assert_eq!(pair[1].prev, pair[0].hash);
+        }
+        for p in &all {
+            let size = std::fs::metadata(p).unwrap().len();
+            assert!(size <= 1000, "{} has {size} bytes", p.display());
+            let first = &lines(p)[0];
+            if *p != path {
+                assert_eq!(files.rotated_seq(&p.file_name().unwrap().to_string_lossy()), Some(first.seq));
+            }
+        }
+        // A crash right after a rotation leaves an empty live file.
+        let last_hash = records.last().unwrap().hash.clone();
+        std::fs::rename(&path, files.rotated_path(SystemTime::now(), records.last().unwrap().seq)).ok();
+        std::fs::write(&path, "").unwrap();
+        let (log, handle, resume) = AuditLog::open(&c).unwrap();
+        assert_eq!(resume, ResumePoint { next_seq: 21, prev_hash: last_hash.clone() });
+        assert_eq!(log.record(Record::new(EventKind::Blocked)).await.unwrap(), 21);
+        drop(log);
+        handle.join();
+        assert_eq!(lines(&path)[0].prev, last_hash);
+    }
+
+    #[tokio::test]
+    async fn daily_rotation_follows_the_clock() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let now = Arc::new(AtomicU64::new(1_795_000_000_000));
+        let clock: Clock = {
+            let now = Arc::clone(&now);
+            Arc::new(move || crate::audit::time::from_unix_millis(now.load(Ordering::SeqCst) as i64))
+        };
+        let (log, handle, _) = AuditLog::open_with_clock(&config(&path, SyncMode::Write), clock.clone()).unwrap();
+        log.record(Record::new(EventKind::Blocked)).await.unwrap();
+        log.record(Record::new(EventKind::Blocked)).await.unwrap();
+        now.fetch_add(86_400_000, Ordering::SeqCst);
+        log.record(Record::new(EventKind::Blocked)).await.unwrap();
+        drop(log);
+        handle.join();
+        let rotated = LogFiles::new(&path).rotated().unwrap();
+        assert_eq!(rotated.len(), 1);
+        assert_eq!(rotated[0].file_name().unwrap(), "audit-20261118-110640-000000000001.jsonl");
+        assert_eq!(lines(&rotated[0]).len(), 2);
+        assert_eq!(lines(&path).iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+        // The next day again, after a restart: the live file rotates at the first write.
+        now.fetch_add(86_400_000, Ordering::SeqCst);
+        let (log, handle, resume) = AuditLog::open_with_clock(&config(&path, SyncMode::Write), clock).unwrap();
+        assert_eq!(resume.next_seq, 4);
+        log.record(Record::new(EventKind::Blocked)).await.unwrap();
+        drop(log);
+        handle.join();
+        assert_eq!(LogFiles::new(&path).rotated().unwrap().len(), 2);
+        assert_eq!(lines(&path).iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4]);
     }
 }

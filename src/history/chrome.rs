@@ -12,7 +12,7 @@
 
 use rusqlite::Connection;
 
-use super::sqlite::{has_column, has_table, int_or, require_tables, temp_ids, text};
+use super::sqlite::{banned_ids, has_column, has_table, icons_attached, int_or, require_tables, temp_ids, text, ICONS};
 use super::{banned_host, time, Finding, HistoryError, Profile, Removed};
 use crate::policy::Policy;
 
@@ -99,7 +99,9 @@ fn delete_rows(conn: &Connection, policy: &Policy, found: &[Finding]) -> rusqlit
         }
     }
     // Sync metadata and Journeys entries are keyed by the visit's time.
-    for (table, column) in [("history_sync_metadata", "storage_key"), ("journey_history_entries", "visit_timestamp_micros")] {
+    for (table, column) in
+        [("history_sync_metadata", "storage_key"), ("journey_history_entries", "visit_timestamp_micros")]
+    {
         if has_table(conn, table)? && has_column(conn, table, column)? {
             conn.execute(
                 &format!(
@@ -128,8 +130,34 @@ fn delete_rows(conn: &Connection, policy: &Policy, found: &[Finding]) -> rusqlit
     if has_table(conn, "visited_links")? {
         delete_visited_links(conn, policy)?;
     }
+    let icon_links = if icons_attached(conn)? { delete_icons(conn, policy)? } else { 0 };
     let entries = conn.execute("DELETE FROM urls WHERE id IN temp.weerwal_urls", [])? as u64;
-    Ok(Removed { entries, visits })
+    Ok(Removed { entries, visits, icon_links })
+}
+
+/// `Favicons`: `icon_mapping` links a page URL to an icon in `favicons`
+/// (whose images are in `favicon_bitmaps`). Links from banned pages go, and
+/// so does every icon no remaining page uses that served them or that lives
+/// on a banned host.
+fn delete_icons(conn: &Connection, policy: &Policy) -> rusqlite::Result<u64> {
+    let pages = banned_ids(conn, &format!("SELECT id, page_url FROM {ICONS}.icon_mapping"), policy)?;
+    temp_ids(conn, "weerwal_icon_pages", pages)?;
+    let mut icons = banned_ids(conn, &format!("SELECT id, url FROM {ICONS}.favicons"), policy)?;
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT icon_id FROM {ICONS}.icon_mapping WHERE id IN temp.weerwal_icon_pages AND icon_id IS NOT NULL"
+        ))?;
+        icons.extend(stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
+    }
+    temp_ids(conn, "weerwal_icons", icons)?;
+    let links = conn.execute(&format!("DELETE FROM {ICONS}.icon_mapping WHERE id IN temp.weerwal_icon_pages"), [])?;
+    let in_use = format!("(SELECT icon_id FROM {ICONS}.icon_mapping WHERE icon_id IS NOT NULL)");
+    conn.execute(
+        &format!("DELETE FROM {ICONS}.favicon_bitmaps WHERE icon_id IN temp.weerwal_icons AND icon_id NOT IN {in_use}"),
+        [],
+    )?;
+    conn.execute(&format!("DELETE FROM {ICONS}.favicons WHERE id IN temp.weerwal_icons AND id NOT IN {in_use}"), [])?;
+    Ok(links as u64)
 }
 
 /// `visited_links` rows for a removed URL, and rows recording a link seen
@@ -137,13 +165,14 @@ fn delete_rows(conn: &Connection, policy: &Policy, found: &[Finding]) -> rusqlit
 fn delete_visited_links(conn: &Connection, policy: &Policy) -> rusqlite::Result<()> {
     let mut ids = Vec::new();
     {
-        let mut stmt = conn.prepare("SELECT id, link_url_id IN temp.weerwal_urls, top_level_url, frame_url FROM visited_links")?;
+        let mut stmt =
+            conn.prepare("SELECT id, link_url_id IN temp.weerwal_urls, top_level_url, frame_url FROM visited_links")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let removed_link = int_or(row, 1, 0)? != 0;
-            let on_banned_page = [2, 3].into_iter().any(|i| {
-                text(row, i).ok().flatten().is_some_and(|u| banned_host(policy, &u).is_some())
-            });
+            let on_banned_page = [2, 3]
+                .into_iter()
+                .any(|i| text(row, i).ok().flatten().is_some_and(|u| banned_host(policy, &u).is_some()));
             if removed_link || on_banned_page {
                 ids.push(row.get::<_, i64>(0)?);
             }

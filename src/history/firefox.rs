@@ -15,7 +15,7 @@
 
 use rusqlite::Connection;
 
-use super::sqlite::{has_column, has_table, int_or, require_tables, temp_ids, text};
+use super::sqlite::{banned_ids, has_column, has_table, icons_attached, int_or, require_tables, temp_ids, text, ICONS};
 use super::{banned_host, time, Finding, HistoryError, Profile, Removed};
 use crate::policy::Policy;
 
@@ -29,9 +29,7 @@ pub fn find(conn: &Connection, profile: &Profile, policy: &Policy) -> Result<Vec
 fn find_rows(conn: &Connection, policy: &Policy) -> rusqlite::Result<Vec<Finding>> {
     let foreign = if has_column(conn, "moz_places", "foreign_count")? { "foreign_count" } else { "0" };
     let mut found = Vec::new();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT id, url, last_visit_date, visit_count, {foreign} FROM moz_places"
-    ))?;
+    let mut stmt = conn.prepare(&format!("SELECT id, url, last_visit_date, visit_count, {foreign} FROM moz_places"))?;
     let mut rows = stmt.query([])?;
     let mut counts = Vec::new();
     while let Some(row) = rows.next()? {
@@ -50,17 +48,17 @@ fn find_rows(conn: &Connection, policy: &Policy) -> rusqlite::Result<Vec<Finding
         });
     }
     let mut visits = conn.prepare("SELECT count(*), max(visit_date) FROM moz_historyvisits WHERE place_id = ?1")?;
+    let mut history = Vec::with_capacity(found.len());
     for (f, (visit_count, foreign_count)) in found.iter_mut().zip(counts) {
         let (count, last) = visits.query_row([f.id], |r| Ok((int_or(r, 0, 0)?, int_or(r, 1, 0)?)))?;
         f.visits = count.max(0) as u64;
         f.last_visit = f.last_visit.max(time::firefox(last));
         f.bookmarked = foreign_count > 0;
-        // Keep the finding unless it is a bookmark with no history at all.
-        if f.bookmarked && f.visits == 0 && visit_count <= 0 && f.last_visit.is_none() {
-            f.id = -1;
-        }
+        // A bookmark with no history at all is a bookmark, not history.
+        history.push(!(f.bookmarked && f.visits == 0 && visit_count <= 0 && f.last_visit.is_none()));
     }
-    found.retain(|f| f.id != -1);
+    let mut keep = history.into_iter();
+    found.retain(|_| keep.next().unwrap_or(true));
     Ok(found)
 }
 
@@ -69,13 +67,13 @@ fn find_rows(conn: &Connection, policy: &Policy) -> rusqlite::Result<Vec<Finding
 pub fn delete(
     conn: &Connection,
     profile: &Profile,
-    _policy: &Policy,
+    policy: &Policy,
     found: &[Finding],
 ) -> Result<Removed, HistoryError> {
-    delete_rows(conn, found).map_err(HistoryError::sqlite(&profile.db))
+    delete_rows(conn, policy, found).map_err(HistoryError::sqlite(&profile.db))
 }
 
-fn delete_rows(conn: &Connection, found: &[Finding]) -> rusqlite::Result<Removed> {
+fn delete_rows(conn: &Connection, policy: &Policy, found: &[Finding]) -> rusqlite::Result<Removed> {
     temp_ids(conn, "weerwal_places", found.iter().map(|f| f.id))?;
     temp_ids(conn, "weerwal_drop", found.iter().filter(|f| !f.bookmarked).map(|f| f.id))?;
     let visit_ids: Vec<i64> = {
@@ -141,5 +139,35 @@ fn delete_rows(conn: &Connection, found: &[Finding]) -> rusqlite::Result<Removed
             [],
         )?;
     }
-    Ok(Removed { entries: dropped + kept, visits })
+    let icon_links = if icons_attached(conn)? { delete_icons(conn, policy)? } else { 0 };
+    Ok(Removed { entries: dropped + kept, visits, icon_links })
+}
+
+/// `favicons.sqlite`: `moz_pages_w_icons` names each page that showed an
+/// icon, `moz_icons_to_pages` links it to `moz_icons`. Banned pages and
+/// their links go, and so does every icon no remaining page uses that served
+/// them or that lives on a banned host (root icons such as
+/// `https://aliexpress.com/favicon.ico`).
+fn delete_icons(conn: &Connection, policy: &Policy) -> rusqlite::Result<u64> {
+    let pages = banned_ids(conn, &format!("SELECT id, page_url FROM {ICONS}.moz_pages_w_icons"), policy)?;
+    temp_ids(conn, "weerwal_icon_pages", pages)?;
+    let mut icons = banned_ids(conn, &format!("SELECT id, icon_url FROM {ICONS}.moz_icons"), policy)?;
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT icon_id FROM {ICONS}.moz_icons_to_pages WHERE page_id IN temp.weerwal_icon_pages"
+        ))?;
+        icons.extend(stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
+    }
+    temp_ids(conn, "weerwal_icons", icons)?;
+    let links =
+        conn.execute(&format!("DELETE FROM {ICONS}.moz_icons_to_pages WHERE page_id IN temp.weerwal_icon_pages"), [])?;
+    conn.execute(&format!("DELETE FROM {ICONS}.moz_pages_w_icons WHERE id IN temp.weerwal_icon_pages"), [])?;
+    conn.execute(
+        &format!(
+            "DELETE FROM {ICONS}.moz_icons WHERE id IN temp.weerwal_icons \
+             AND id NOT IN (SELECT icon_id FROM {ICONS}.moz_icons_to_pages)"
+        ),
+        [],
+    )?;
+    Ok(links as u64)
 }

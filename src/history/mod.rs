@@ -104,6 +104,19 @@ impl Family {
     }
 }
 
+impl Family {
+    /// The site-icon database beside the history, which records the address
+    /// of every page an icon was shown for. Chromium and Firefox delete a
+    /// page's icon links along with its history; so does purge.
+    pub fn icons_file_name(self) -> Option<&'static str> {
+        match self {
+            Family::Chromium => Some("Favicons"),
+            Family::Firefox => Some("favicons.sqlite"),
+            Family::Safari => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Browser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -152,6 +165,9 @@ pub struct Removed {
     pub entries: u64,
     /// Visit rows.
     pub visits: u64,
+    /// Page-to-icon links in the site-icon database (`Favicons`,
+    /// `favicons.sqlite`), with the icons only those pages used.
+    pub icon_links: u64,
 }
 
 /// Decides whether a URL from a history row is banned, the same way the

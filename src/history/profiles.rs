@@ -232,7 +232,11 @@ pub fn profiles_ini_paths(ini: &str, root: &Path) -> Vec<PathBuf> {
     let mut flush = |in_profile: bool, path: &mut Option<String>, relative: bool| {
         if let (true, Some(p)) = (in_profile, path.take()) {
             // profiles.ini always uses `/`, also on Windows.
-            let p = if relative { p.split('/').fold(root.to_path_buf(), |acc, part| acc.join(part)) } else { PathBuf::from(p) };
+            let p = if relative {
+                p.split('/').fold(root.to_path_buf(), |acc, part| acc.join(part))
+            } else {
+                PathBuf::from(p)
+            };
             out.push(p);
         }
     };

@@ -30,7 +30,14 @@ pub fn by_host(findings: &[Finding]) -> Vec<HostLine> {
     for f in findings {
         let key = f.host.as_key().into_owned();
         let (line, last) = groups.entry(key.clone()).or_insert_with(|| {
-            let line = HostLine { host: key, app: f.app.clone(), rule: f.rule.clone(), entries: 0, visits: 0, last_visit: None };
+            let line = HostLine {
+                host: key,
+                app: f.app.clone(),
+                rule: f.rule.clone(),
+                entries: 0,
+                visits: 0,
+                last_visit: None,
+            };
             (line, None)
         });
         line.entries += 1;
@@ -57,7 +64,7 @@ struct ProfileJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     removed: Option<Removed>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    backup: Option<String>,
+    backups: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -101,7 +108,7 @@ pub fn scan_json(out: &mut dyn Write, scans: &[ScanOutcome], errors: &[(Profile,
                 read_from_copy: Some(s.copied),
                 hosts: by_host(&s.findings),
                 removed: None,
-                backup: None,
+                backups: None,
             })
             .collect(),
         errors: errors_json(errors),
@@ -124,7 +131,7 @@ pub fn purge_json(out: &mut dyn Write, purges: &[PurgeOutcome], errors: &[(Profi
                 read_from_copy: None,
                 hosts: by_host(&p.findings),
                 removed: Some(p.removed),
-                backup: p.backup.as_ref().map(|b| b.display().to_string()),
+                backups: Some(p.backups.iter().map(|b| b.display().to_string()).collect()),
             })
             .collect(),
         errors: errors_json(errors),
@@ -151,35 +158,23 @@ pub fn scan_table(out: &mut dyn Write, scans: &[ScanOutcome], errors: &[(Profile
     }
     let hosts = rows.len();
     if scans.is_empty() && errors.is_empty() {
-        writeln!(out, "No browser history found for this user (looked for Chrome, Edge, Chromium, Firefox and Safari).")?;
+        writeln!(
+            out,
+            "No browser history found for this user (looked for Chrome, Edge, Chromium, Firefox and Safari)."
+        )?;
         return Ok(());
     }
     if hosts > 0 {
         table(out, ["BROWSER", "HOST", "APP", "VISITS", "LAST VISIT", "PROFILE"], &rows)?;
         writeln!(out)?;
         let profiles = scans.iter().filter(|s| !s.findings.is_empty()).count();
-        writeln!(
-            out,
-            "Found visits to {hosts} banned site(s) in {profiles} of {} browser profile(s).",
-            scans.len()
-        )?;
-        writeln!(
-            out,
-            "To remove exactly these entries: close the browser(s), then run `weerwal history purge`."
-        )?;
+        writeln!(out, "Found visits to {hosts} banned site(s) in {profiles} of {} browser profile(s).", scans.len())?;
+        writeln!(out, "To remove exactly these entries: close the browser(s), then run `weerwal history purge`.")?;
     } else {
         writeln!(out, "No visits to banned sites in {} browser profile(s):", scans.len())?;
         for s in scans {
             writeln!(out, "  {:<9} {}", s.profile.browser.as_str(), s.profile.dir.display())?;
         }
-    }
-    for s in scans.iter().filter(|s| s.copied) {
-        writeln!(
-            out,
-            "Note: {} is running, so a copy of its history was read ({}).",
-            s.profile.browser.display_name(),
-            s.profile.dir.display()
-        )?;
     }
     Ok(())
 }
@@ -188,7 +183,10 @@ pub fn scan_table(out: &mut dyn Write, scans: &[ScanOutcome], errors: &[(Profile
 /// backup is.
 pub fn purge_table(out: &mut dyn Write, purges: &[PurgeOutcome], errors: &[(Profile, HistoryError)]) -> io::Result<()> {
     if purges.is_empty() && errors.is_empty() {
-        writeln!(out, "No browser history found for this user (looked for Chrome, Edge, Chromium, Firefox and Safari).")?;
+        writeln!(
+            out,
+            "No browser history found for this user (looked for Chrome, Edge, Chromium, Firefox and Safari)."
+        )?;
         return Ok(());
     }
     let mut rows = Vec::new();
@@ -223,13 +221,15 @@ pub fn purge_table(out: &mut dyn Write, purges: &[PurgeOutcome], errors: &[(Prof
         if p.findings.iter().any(|f| f.bookmarked) {
             writeln!(out, "  Bookmarks of banned sites were kept (only their history was removed); delete those bookmarks yourself.")?;
         }
-        if let Some(b) = &p.backup {
-            writeln!(
-                out,
-                "  Backup of the old history (it still contains the removed entries): {}\n  \
-                 Delete it once the browser works normally.",
-                b.display()
-            )?;
+        if p.removed.icon_links > 0 {
+            writeln!(out, "  Their site icons were removed from the browser's icon store as well.")?;
+        }
+        if !p.backups.is_empty() {
+            writeln!(out, "  Backup of the old history (it still contains the removed entries):")?;
+            for b in &p.backups {
+                writeln!(out, "    {}", b.display())?;
+            }
+            writeln!(out, "  Delete it once the browser works normally.")?;
         }
     }
     Ok(())

@@ -87,5 +87,5 @@ fn delete_rows(conn: &Connection, found: &[Finding]) -> rusqlite::Result<Removed
         conn.execute("DELETE FROM history_items_to_tags WHERE history_item IN temp.weerwal_items", [])?;
     }
     let entries = conn.execute("DELETE FROM history_items WHERE id IN temp.weerwal_items", [])? as u64;
-    Ok(Removed { entries, visits })
+    Ok(Removed { entries, visits, icon_links: 0 })
 }

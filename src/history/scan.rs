@@ -16,7 +16,8 @@ use crate::policy::Policy;
 #[derive(Debug, Clone)]
 pub struct ScanOutcome {
     pub profile: Profile,
-    /// The browser held the database, so a private copy was read.
+    /// A private copy was read (always for the Chromium family and Firefox,
+    /// see [`sqlite`]).
     pub copied: bool,
     pub findings: Vec<Finding>,
 }
@@ -40,7 +41,9 @@ pub struct PurgeOutcome {
     /// The entries removed (empty when the profile was clean).
     pub findings: Vec<Finding>,
     pub removed: Removed,
-    pub backup: Option<PathBuf>,
+    /// Backups written: the history database, and the site-icon database
+    /// when the profile has one.
+    pub backups: Vec<PathBuf>,
 }
 
 /// Lists the banned entries of one profile without changing anything.
@@ -57,13 +60,24 @@ pub fn purge_profile(profile: &Profile, policy: &Policy, opts: PurgeOptions) -> 
         profile: profile.clone(),
         findings: Vec::new(),
         removed: Removed::default(),
-        backup: None,
+        backups: Vec::new(),
     };
     if scan_profile(profile, policy)?.findings.is_empty() {
         return Ok(clean(profile));
     }
-    let mut conn = sqlite::open_exclusive(profile)?;
-    let backup = if opts.backup { Some(sqlite::backup(&conn, &profile.db)?) } else { None };
+    let icons =
+        profile.browser.family().icons_file_name().map(|name| profile.db.with_file_name(name)).filter(|p| p.is_file());
+    let mut conn = sqlite::open_exclusive(profile, icons.as_deref())?;
+    let mut backups = Vec::new();
+    if opts.backup {
+        backups.push(sqlite::backup(&conn, "main", &profile.db)?);
+        if let Some(icons) = &icons {
+            backups.push(sqlite::backup(&conn, sqlite::ICONS, icons)?);
+        }
+    }
+    // One transaction over the history and the icon database: with rollback
+    // journals (Chromium) SQLite commits both or neither; with WAL (Firefox)
+    // each file is committed whole, one after the other.
     let tx = conn.transaction().map_err(HistoryError::sqlite(&profile.db))?;
     let findings = find(&tx, profile, policy)?;
     // Dropping `tx` on an error below rolls the transaction back.
@@ -75,7 +89,7 @@ pub fn purge_profile(profile: &Profile, policy: &Policy, opts: PurgeOptions) -> 
             HistoryError::sqlite(&profile.db)(e)
         }
     })?;
-    Ok(PurgeOutcome { findings, removed, backup, ..clean(profile) })
+    Ok(PurgeOutcome { findings, removed, backups, ..clean(profile) })
 }
 
 fn find(conn: &Connection, profile: &Profile, policy: &Policy) -> Result<Vec<Finding>, HistoryError> {

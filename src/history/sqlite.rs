@@ -1,11 +1,16 @@
 //! Opening a browser's history database without harming it.
 //!
-//! Scanning must never change anything and must work while the browser runs:
-//! the database is opened read-only, and when the browser holds its lock
-//! (Chrome and Firefox keep an exclusive lock while they run) the file and its
-//! `-wal`/`-journal` companions are copied to a private temporary folder and
-//! the copy is read instead. SQLite replays the companions on the copy, so it
-//! sees what the browser last committed.
+//! Scanning must never change anything, nor get in the browser's way while it
+//! runs. Chrome, Edge, Chromium and Firefox open their history in SQLite's
+//! exclusive locking mode: they expect nobody else in the file, and a reader
+//! holding even a shared lock at the moment they commit would make that
+//! commit fail. So their databases are never opened in place for a scan: the
+//! file and its `-wal`/`-journal` companions are copied to a private
+//! temporary folder and the copy is read (SQLite replays the companions on
+//! the copy, so it sees what the browser last committed). Safari's
+//! `History.db` is shared by several processes in WAL mode, where readers
+//! never block writers; it is read in place, read-only, with the copy as
+//! fallback.
 //!
 //! Purging must never race the browser: the database is opened in SQLite's
 //! exclusive locking mode and the exclusive lock is taken before anything
@@ -20,32 +25,44 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::{HistoryError, Profile};
+use super::{Family, HistoryError, Profile};
 
 /// A database opened for reading, inside one read transaction so the whole
 /// scan sees one snapshot.
 pub struct Reader {
     // Field order matters: the connection closes before the copy is deleted.
     pub conn: Connection,
-    /// True when the browser held the lock and a copy was read.
+    /// True when a private copy was read rather than the file itself.
     pub copied: bool,
     _tmp: Option<TempDir>,
 }
 
-/// Opens `profile.db` read-only, or a private copy of it when it is locked.
+/// Opens `profile.db` for a scan: a private copy for the browsers that lock
+/// their database, the file itself (read-only) for Safari.
 pub fn open_read_only(profile: &Profile) -> Result<Reader, HistoryError> {
     preflight(profile)?;
-    match open_direct(&profile.db) {
-        Ok(conn) => Ok(Reader { conn, copied: false, _tmp: None }),
-        // Locked, or a WAL database whose shared-memory file a read-only
-        // connection may not create: a copy sidesteps both.
-        Err(_) => {
-            let tmp = TempDir::new().map_err(HistoryError::io(&profile.db))?;
-            let copy = copy_with_companions(&profile.db, tmp.path())?;
-            let conn = open_copy(&copy).map_err(HistoryError::sqlite(&profile.db))?;
-            Ok(Reader { conn, copied: true, _tmp: Some(tmp) })
+    if profile.browser.family() == Family::Safari {
+        // A WAL database whose shared-memory file a read-only connection may
+        // not create fails here too: the copy sidesteps that.
+        if let Ok(conn) = open_direct(&profile.db) {
+            return Ok(Reader { conn, copied: false, _tmp: None });
         }
     }
+    // A copy taken while the browser commits can be torn; SQLite then
+    // reports it as malformed, and a fresh copy a moment later is whole.
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let tmp = TempDir::new().map_err(HistoryError::io(&profile.db))?;
+        let copy = copy_with_companions(&profile.db, tmp.path())?;
+        match open_copy(&copy) {
+            Ok(conn) => return Ok(Reader { conn, copied: true, _tmp: Some(tmp) }),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(HistoryError::Sqlite { path: profile.db.clone(), source: last.unwrap_or(rusqlite::Error::InvalidQuery) })
 }
 
 /// Fails early, with a clear message, when the file is missing or (Safari
@@ -61,10 +78,7 @@ fn preflight(profile: &Profile) -> Result<(), HistoryError> {
 }
 
 fn open_direct(db: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(Duration::from_millis(100))?;
     conn.execute_batch("BEGIN")?;
     // Reading the schema takes the shared lock now, so a lock shows up here
@@ -76,12 +90,15 @@ fn open_direct(db: &Path) -> rusqlite::Result<Connection> {
 /// The copy is ours, so it is opened read-write: SQLite may need to replay a
 /// `-wal` or roll back a hot `-journal` copied along with it.
 fn open_copy(copy: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        copy,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.execute_batch("BEGIN")?;
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(format!("copy of the database is damaged: {check}")),
+        ));
+    }
     Ok(conn)
 }
 
@@ -109,9 +126,14 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Opens `profile.db` for purging and takes the exclusive lock, or refuses
-/// with [`HistoryError::Locked`] while another program holds it.
-pub fn open_exclusive(profile: &Profile) -> Result<Connection, HistoryError> {
+/// The schema name the site-icon database is attached under for a purge.
+pub const ICONS: &str = "icons";
+
+/// Opens `profile.db` for purging, attaches the site-icon database `icons`
+/// (when there is one) as [`ICONS`], and takes the exclusive lock on both,
+/// or refuses with [`HistoryError::Locked`] while another program holds
+/// either.
+pub fn open_exclusive(profile: &Profile, icons: Option<&Path>) -> Result<Connection, HistoryError> {
     preflight(profile)?;
     let db = &profile.db;
     let locked = |e: rusqlite::Error| {
@@ -127,22 +149,53 @@ pub fn open_exclusive(profile: &Profile) -> Result<Connection, HistoryError> {
     // A short wait rides out a lock taken for a moment by a backup tool; a
     // running browser holds its lock for far longer.
     conn.busy_timeout(Duration::from_millis(250)).map_err(HistoryError::sqlite(db))?;
+    // Without a schema name this applies to attached databases as well.
     conn.query_row("PRAGMA locking_mode = EXCLUSIVE", [], |r| r.get::<_, String>(0))
         .map_err(HistoryError::sqlite(db))?;
-    // Foreign keys stay off, as in the browsers' own connections; the
-    // per-browser purge removes dependent rows explicitly instead.
+    // Foreign keys stay off, as in the browsers' own connections (rusqlite's
+    // bundled SQLite turns them on by default); each browser's purge removes
+    // dependent rows explicitly instead of through cascades.
     conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(HistoryError::sqlite(db))?;
-    // In exclusive locking mode the lock taken here is kept after COMMIT,
-    // until the connection closes.
+    if let Some(icons) = icons {
+        let path = utf8(icons)?;
+        conn.execute(&format!("ATTACH DATABASE ?1 AS {ICONS}"), [path]).map_err(HistoryError::sqlite(icons))?;
+    }
+    // In exclusive locking mode the locks taken here (on every attached
+    // database) are kept after COMMIT, until the connection closes.
     conn.execute_batch("BEGIN EXCLUSIVE; COMMIT").map_err(locked)?;
     Ok(conn)
 }
 
-/// Writes a copy of the database next to it (`History.weerwal-backup-
-/// 20261123T101502Z`), readable by the owner only, and returns its path.
-/// `VACUUM INTO` reads through our own connection, so it works under our
-/// exclusive lock and never opens the database file a second time.
-pub fn backup(conn: &Connection, db: &Path) -> Result<PathBuf, HistoryError> {
+fn utf8(path: &Path) -> Result<&str, HistoryError> {
+    path.to_str()
+        .ok_or_else(|| HistoryError::io(path)(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")))
+}
+
+/// Whether the site-icon database is attached to `conn`.
+pub fn icons_attached(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM pragma_database_list WHERE name = ?1)", [ICONS], |r| r.get(0))
+}
+
+/// Ids of the rows `sql` returns as `(id, url)` whose URL's host the
+/// policy bans.
+pub fn banned_ids(conn: &Connection, sql: &str, policy: &crate::policy::Policy) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next()? {
+        if text(row, 1)?.is_some_and(|u| super::banned_host(policy, &u).is_some()) {
+            ids.push(row.get(0)?);
+        }
+    }
+    Ok(ids)
+}
+
+/// Writes a copy of the database `schema` of `conn` (whose file is `db`)
+/// next to it (`History.weerwal-backup-20261123T101502Z`), readable by the
+/// owner only, and returns its path. `VACUUM INTO` reads through our own
+/// connection, so it works under our exclusive lock and never opens the
+/// database file a second time (which, with POSIX locks, would drop ours).
+pub fn backup(conn: &Connection, schema: &str, db: &Path) -> Result<PathBuf, HistoryError> {
     let stamp: String = humantime::format_rfc3339_seconds(SystemTime::now())
         .to_string()
         .chars()
@@ -159,12 +212,11 @@ pub fn backup(conn: &Connection, db: &Path) -> Result<PathBuf, HistoryError> {
             Err(e) => return Err(HistoryError::io(&candidate)(e)),
         }
     };
-    let as_str = path.to_str().ok_or_else(|| {
-        HistoryError::io(&path)(io::Error::new(io::ErrorKind::InvalidInput, "backup path is not valid UTF-8"))
-    })?;
-    if let Err(e) = conn.execute("VACUUM INTO ?1", [as_str]) {
+    let result = utf8(&path)
+        .and_then(|p| conn.execute(&format!("VACUUM {schema} INTO ?1"), [p]).map_err(HistoryError::sqlite(db)));
+    if let Err(e) = result {
         let _ = std::fs::remove_file(&path);
-        return Err(HistoryError::sqlite(db)(e));
+        return Err(e);
     }
     Ok(path)
 }
@@ -190,28 +242,18 @@ pub fn is_busy(e: &rusqlite::Error) -> bool {
 /// Whether `table` exists; browsers add and drop tables between versions,
 /// so optional tables are touched only when present.
 pub fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-        [table],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)", [table], |r| {
+        r.get(0)
+    })
 }
 
 /// Whether `table` has `column`.
 pub fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
-        [table, column],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)", [table, column], |r| r.get(0))
 }
 
 /// Fails with [`HistoryError::NotHistory`] unless every table is present.
-pub fn require_tables(
-    conn: &Connection,
-    profile: &Profile,
-    tables: &[&'static str],
-) -> Result<(), HistoryError> {
+pub fn require_tables(conn: &Connection, profile: &Profile, tables: &[&'static str]) -> Result<(), HistoryError> {
     for table in tables {
         if !has_table(conn, table).map_err(HistoryError::sqlite(&profile.db))? {
             return Err(HistoryError::NotHistory { path: profile.db.clone(), browser: profile.browser, table });
@@ -228,10 +270,7 @@ impl TempDir {
     pub fn new() -> io::Result<TempDir> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         for attempt in 0..100u32 {
-            let path = std::env::temp_dir().join(format!(
-                "weerwal-history-{}-{nanos}-{attempt}",
-                std::process::id()
-            ));
+            let path = std::env::temp_dir().join(format!("weerwal-history-{}-{nanos}-{attempt}", std::process::id()));
             let mut builder = std::fs::DirBuilder::new();
             #[cfg(unix)]
             {

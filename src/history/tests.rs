@@ -168,7 +168,10 @@ fn windows_profiles_are_found_under_appdata() {
             (Browser::Edge, l.join("Microsoft").join("Edge").join("User Data").join("Profile 2").join("History")),
             (
                 Browser::Firefox,
-                h.join("AppData/Roaming/Mozilla/Firefox").join("Profiles").join("k3x.default-release").join("places.sqlite")
+                h.join("AppData/Roaming/Mozilla/Firefox")
+                    .join("Profiles")
+                    .join("k3x.default-release")
+                    .join("places.sqlite")
             ),
         ]
     );

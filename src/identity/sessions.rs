@@ -40,6 +40,9 @@ struct Session {
 /// global lock.
 pub struct SessionStore {
     sessions: DashMap<Key, Session>,
+    /// The user last seen from each address, so the gateway can link a
+    /// device to the person using it on the proxy.
+    users_at: DashMap<IpAddr, Arc<str>>,
     idle: Duration,
 }
 
@@ -65,7 +68,7 @@ pub struct Touched {
 
 impl SessionStore {
     pub fn new(idle: Duration) -> SessionStore {
-        SessionStore { sessions: DashMap::new(), idle }
+        SessionStore { sessions: DashMap::new(), users_at: DashMap::new(), idle }
     }
 
     fn fresh(device: Option<&str>, user_agent: Option<&str>, now: Instant) -> Session {
@@ -85,6 +88,11 @@ impl SessionStore {
     /// The session of a request, created or continued.
     pub fn touch(&self, client: IpAddr, user: Option<&str>, device: Option<&str>, user_agent: Option<&str>) -> Touched {
         let key = Key { client, user: user.map(Arc::from) };
+        if let Some(u) = &key.user {
+            if self.users_at.get(&client).is_none_or(|known| **known != **u) {
+                self.users_at.insert(client, Arc::clone(u));
+            }
+        }
         let now = Instant::now();
         let mut entry = self.sessions.entry(key).or_insert_with(|| Self::fresh(device, user_agent, now));
         let mut ended = None;
@@ -137,6 +145,8 @@ impl SessionStore {
             }
             live
         });
+        self.users_at
+            .retain(|client, user| self.sessions.contains_key(&Key { client: *client, user: Some(Arc::clone(user)) }));
         if self.sessions.is_empty() || self.sessions.capacity() > 4 * self.sessions.len().max(1024) {
             self.sessions.shrink_to_fit();
         }
@@ -153,7 +163,13 @@ impl SessionStore {
             false
         });
         self.sessions.shrink_to_fit();
+        self.users_at.clear();
         ended
+    }
+
+    /// The user of a live session from this address, if any.
+    pub fn user_at(&self, client: IpAddr) -> Option<String> {
+        self.users_at.get(&client).map(|u| u.to_string())
     }
 
     /// How long a session may be quiet before it ends.

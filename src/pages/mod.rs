@@ -106,6 +106,57 @@ pub fn block_page(info: &BlockInfo<'_>) -> String {
     page(&format!("Geblokkeerd / Blocked: {}", info.app), &b)
 }
 
+/// What the remediation page tells a person whose device is quarantined.
+#[derive(Debug, Clone)]
+pub struct RemediationInfo<'a> {
+    /// The protected system they tried to reach (webmail, iBabs).
+    pub system: &'a str,
+    pub app: &'a str,
+    pub banned_host: &'a str,
+    /// When the attempt was made (RFC 3339, UTC).
+    pub when: &'a str,
+    pub incident: Option<u64>,
+    /// Where the attestation form posts to.
+    pub action: &'a str,
+    pub token: &'a str,
+    /// The path to return to after attesting.
+    pub return_to: &'a str,
+}
+
+/// The page shown instead of webmail or iBabs to a device that tried to
+/// reach a banned site: what happened, what to do, and the attestation form.
+pub fn remediation_page(info: &RemediationInfo<'_>) -> String {
+    let system = escape(info.system);
+    let app = escape(info.app);
+    let banned = escape(info.banned_host);
+    let when = escape(info.when.get(..16).unwrap_or(info.when).replace('T', " ").as_str());
+    let incident = info.incident.map(|n| n.to_string()).unwrap_or_else(|| "—".to_string());
+    let action = escape(info.action);
+    let token = escape(info.token);
+    let return_to = escape(info.return_to);
+    let mut b = String::with_capacity(8 * 1024);
+    let _ = write!(
+        b,
+        "<main>\n<h1>Geen toegang tot {system}</h1>\n\
+<p>Vanaf dit apparaat is op {when} (UTC) geprobeerd <strong>{banned}</strong> ({app}) te bereiken. Volgens de regels van de gemeente mag een apparaat waarmee dat gebeurt niet bij webmail en iBabs, totdat de app is verwijderd en de browsegeschiedenis is gewist.</p>\n\
+<p class=\"ref\">Referentienummer: <strong>{incident}</strong></p>\n\
+<h2>Wat moet u doen?</h2>\n<ol>\n<li>Verwijder de app {app} van dit apparaat als die erop staat.</li>\n<li>Bezoek de website niet meer op dit apparaat.</li>\n<li>Wis de browsegeschiedenis:</li>\n</ol>\n"
+    );
+    steps(&mut b, HISTORY_STEPS_NL);
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"{action}\">\n<input type=\"hidden\" name=\"token\" value=\"{token}\">\n<input type=\"hidden\" name=\"return\" value=\"{return_to}\">\n\
+<p><label><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> Ik heb de app verwijderd en mijn browsegeschiedenis gewist. / I have removed the app and cleared my history.</label></p>\n\
+<p><button type=\"submit\">Bevestigen en doorgaan / Confirm and continue</button></p>\n</form>\n</main>\n<hr>\n\
+<section lang=\"en\">\n<h1>No access to {system}</h1>\n\
+<p>On {when} (UTC) this device tried to reach <strong>{banned}</strong> ({app}). Under the municipality's rules a device used for that may not connect to webmail and iBabs until the app is removed and the browser history is cleared.</p>\n\
+<p class=\"ref\">Reference number: <strong>{incident}</strong></p>\n<h2>What to do</h2>\n<ol>\n<li>Remove the {app} app from this device if it is installed.</li>\n<li>Do not visit the website on this device again.</li>\n<li>Clear your browser history:</li>\n</ol>\n"
+    );
+    steps(&mut b, HISTORY_STEPS_EN);
+    b.push_str("<p>Then confirm with the form above. Your confirmation is recorded.</p>\n</section>\n");
+    page(&format!("Geen toegang / No access: {}", info.system), &b)
+}
+
 /// A short error page in both languages (bad request, unreachable origin).
 pub fn error_page(status: u16, nl: &str, en: &str) -> String {
     page(

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use super::client_hello::{read_client_hello, ClientHelloRead};
 use super::prefixed::Prefixed;
-use super::request::{identify, targets_self, user_agent};
+use super::request::{identify, remediation_for, targets_self, user_agent};
 use super::respond::{self, Attempt};
 use super::{ProxyBody, ProxyState};
 use crate::config::HttpsMode;
@@ -53,6 +53,10 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         Err(challenge) => return challenge,
     };
     let ua = user_agent(req.headers()).map(str::to_string);
+    let host_key = host.as_key().into_owned();
+    if remediation_for(&state, &who, &host, &host_key).is_some() {
+        return remediate_tunnel(state, who, host_key, req).await;
+    }
     let verdict = decide(&state, &who.subject, &host, ua.as_deref());
     if let Verdict::Block(matched) = &verdict {
         if state.config.proxy.https == HttpsMode::Reject || state.leaves.is_none() {
@@ -379,4 +383,66 @@ async fn read_http_head<S: AsyncRead + Unpin>(
 fn looks_like_http(buf: &[u8]) -> bool {
     let method_len = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
     method_len >= 3 && buf.get(method_len) == Some(&b' ')
+}
+
+/// A flagged subject's CONNECT to a protected system: intercepted for this
+/// subject only, and only while flagged, to show the remediation page over
+/// HTTPS. Without a CA the page is the CONNECT's own 403 answer.
+async fn remediate_tunnel(
+    state: Arc<ProxyState>,
+    who: Identified,
+    host: String,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(leaves) = state.leaves.clone() else {
+        let host_ref = normalise_host(&host).ok();
+        return match host_ref.as_ref().and_then(|h| remediation_for(&state, &who, h, &host)) {
+            Some(r) => r.respond(req).await,
+            None => respond::error(StatusCode::FORBIDDEN, "Geen toegang.", "No access."),
+        };
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let config = match leaves.server_config(&host).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(host = %host, error = %e, "cannot mint a certificate for the remediation page");
+                return;
+            }
+        };
+        let Ok(tls) = tokio_rustls::TlsAcceptor::from(config).accept(TokioIo::new(upgraded)).await else { return };
+        let header_timeout = state.config.proxy.header_timeout;
+        let (who, host) = (Arc::new(who), Arc::new(host));
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (state, who, host) = (Arc::clone(&state), Arc::clone(&who), Arc::clone(&host));
+            async move {
+                let resp =
+                    match normalise_host(&host).ok().as_ref().and_then(|h| remediation_for(&state, &who, h, &host)) {
+                        Some(r) => r.respond(req).await,
+                        // No longer flagged (attested on this connection): still
+                        // never forwarded from an intercepted connection; the
+                        // browser reconnects and is tunnelled.
+                        None => {
+                            let mut resp = Response::new(respond::empty());
+                            *resp.status_mut() = StatusCode::SEE_OTHER;
+                            let location = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+                            if let Ok(v) = http::HeaderValue::from_str(&location) {
+                                resp.headers_mut().insert(http::header::LOCATION, v);
+                            }
+                            resp.headers_mut()
+                                .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                            resp
+                        }
+                    };
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(tls), svc)
+            .await;
+    });
+    Response::new(respond::empty())
 }

@@ -2,10 +2,13 @@
 //! both directions without being buffered; the origin client is pooled.
 
 use std::error::Error as _;
+use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
 
 use super::respond;
 use super::{headers, ProxyBody, ProxyState};
@@ -13,28 +16,55 @@ use crate::policy::Host;
 
 /// Sends the request to `host:port` and streams the answer back. An origin
 /// that cannot be reached gives 502, one that does not answer in time 504.
-pub async fn forward(state: &ProxyState, mut req: Request<Incoming>, host: &Host, port: u16) -> Response<ProxyBody> {
+pub async fn forward(state: &ProxyState, req: Request<Incoming>, host: &Host, port: u16) -> Response<ProxyBody> {
+    let authority = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) else {
+        return respond::bad_request("the request target cannot be forwarded");
+    };
+    // RFC 9112 section 3.2.2: the Host sent on is the target's authority.
+    let Ok(host_header) = HeaderValue::from_str(&authority) else {
+        return respond::bad_request("the host cannot be written as a Host header");
+    };
+    let upstream = Upstream {
+        client: &state.client,
+        response_timeout: state.config.proxy.response_timeout,
+        tunnel_idle: state.config.proxy.tunnel_idle_timeout,
+    };
+    relay(&upstream, req, uri, host_header, |_| {}).await
+}
+
+/// Where and how to send a request on: the pooled client and its limits.
+pub struct Upstream<'a> {
+    pub client: &'a Client<HttpConnector, Incoming>,
+    pub response_timeout: Duration,
+    pub tunnel_idle: Duration,
+}
+
+/// Relays a request to `uri` with `host_header`, streaming both bodies,
+/// removing hop-by-hop headers, adding `Via`, and splicing an accepted
+/// protocol upgrade (WebSocket). `extra` adds headers of the caller's own
+/// (the gateway's `X-Forwarded-*`).
+pub async fn relay(
+    upstream: &Upstream<'_>,
+    mut req: Request<Incoming>,
+    uri: Uri,
+    host_header: HeaderValue,
+    extra: impl FnOnce(&mut http::HeaderMap),
+) -> Response<ProxyBody> {
     let upgrading = headers::is_upgrade(req.headers());
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let authority = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    parts.uri = match Uri::try_from(format!("http://{authority}{path}")) {
-        Ok(u) => u,
-        Err(_) => return respond::bad_request("the request target cannot be forwarded"),
-    };
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    parts.uri = uri;
     headers::strip_hop_by_hop(&mut parts.headers, upgrading);
-    match HeaderValue::from_str(&authority) {
-        Ok(v) => {
-            parts.headers.insert(header::HOST, v);
-        }
-        Err(_) => return respond::bad_request("the host cannot be written as a Host header"),
-    }
+    parts.headers.insert(header::HOST, host_header);
     headers::add_via(&mut parts.headers, parts.version);
+    extra(&mut parts.headers);
     parts.version = Version::HTTP_11;
     let outgoing = Request::from_parts(parts, body);
 
-    let result = tokio::time::timeout(state.config.proxy.response_timeout, state.client.request(outgoing)).await;
+    let result = tokio::time::timeout(upstream.response_timeout, upstream.client.request(outgoing)).await;
     let mut resp = match result {
         Err(_elapsed) => {
             tracing::warn!(%authority, "origin did not answer in time");
@@ -47,7 +77,7 @@ pub async fn forward(state: &ProxyState, mut req: Request<Incoming>, host: &Host
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let origin_upgrade = hyper::upgrade::on(&mut resp);
-            let idle = state.config.proxy.tunnel_idle_timeout;
+            let idle = upstream.tunnel_idle;
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, origin_upgrade) {
                     Ok((client, origin)) => {

@@ -24,6 +24,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::audit::AuditLog;
 use crate::ca::LeafCache;
+use crate::compliance::Compliance;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::policy::Policy;
@@ -44,34 +45,29 @@ pub struct ProxyState {
     pub audit: AuditLog,
     pub leaves: Option<Arc<LeafCache>>,
     pub identity: Arc<Identity>,
+    /// Present when `[compliance]` is configured.
+    pub compliance: Option<Arc<Compliance>>,
     pub client: Client<HttpConnector, hyper::body::Incoming>,
     /// The addresses the proxy listens on, to refuse requests to itself.
     pub local_addrs: Vec<SocketAddr>,
 }
 
-impl ProxyState {
-    /// Builds the shared state; the pooled origin client is created here once.
-    pub fn new(
-        config: Config,
-        policy: Arc<ArcSwap<Policy>>,
-        audit: AuditLog,
-        leaves: Option<Arc<LeafCache>>,
-        identity: Arc<Identity>,
-        local_addrs: Vec<SocketAddr>,
-    ) -> ProxyState {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.proxy.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .set_host(false)
-            .build(connector);
-        ProxyState { config, policy, audit, leaves, identity, client, local_addrs }
-    }
+/// The pooled client toward origins (and gateway upstreams): HTTP/1.1,
+/// bounded connect time, idle connections kept for reuse.
+pub fn origin_client(connect_timeout: std::time::Duration) -> Client<HttpConnector, hyper::body::Incoming> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .set_host(false)
+        .build(connector)
+}
 
+impl ProxyState {
     /// Whether `host:port` is this proxy itself (a request that would loop).
     pub fn is_self(&self, ip: IpAddr, port: u16) -> bool {
         self.local_addrs.iter().any(|a| {

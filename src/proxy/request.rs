@@ -12,6 +12,8 @@ use hyper::body::Incoming;
 use super::respond::{self, Attempt};
 use super::{connect, forward, headers, ProxyBody, ProxyState};
 use crate::audit::{EventKind, Record, Via};
+use crate::compliance::remediate::Remediation;
+use crate::compliance::subject_key;
 use crate::identity::{canonical_ip, AuthOutcome, Identified};
 use crate::pages;
 use crate::policy::{parse_authority, Date, Host, Target, Verdict};
@@ -75,6 +77,32 @@ pub fn user_agent(headers: &http::HeaderMap) -> Option<&str> {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
 }
 
+/// The remediation flow, when the host is a protected system and the
+/// subject is flagged.
+pub fn remediation_for<'a>(
+    state: &'a ProxyState,
+    who: &'a Identified,
+    host: &Host,
+    host_key: &'a str,
+) -> Option<Remediation<'a>> {
+    let compliance = state.compliance.as_deref()?;
+    if !compliance.is_protected(host) {
+        return None;
+    }
+    let key = subject_key(&who.subject);
+    let flagged = compliance.flag_of(&key)?;
+    Some(Remediation {
+        compliance,
+        audit: &state.audit,
+        subject: &who.subject,
+        session: Some(&who.session),
+        keys: vec![key.clone()],
+        flagged: (key, flagged),
+        host: host_key,
+        via: Via::Proxy,
+    })
+}
+
 /// Whether the target is this proxy itself, by address or by `localhost`.
 pub fn targets_self(state: &ProxyState, host: &Host, port: u16) -> bool {
     match host {
@@ -113,8 +141,11 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         Err(challenge) => return challenge,
     };
     let subject = &who.subject;
-    let ua = user_agent(req.headers());
     let host_key = host.as_key();
+    if let Some(remediation) = remediation_for(&state, &who, &host, &host_key) {
+        return remediation.respond(req).await;
+    }
+    let ua = user_agent(req.headers());
     let policy = state.policy.load();
     let verdict = policy.decide(subject, &Target { host: &host, user_agent: ua, date: Date::today() });
     drop(policy);

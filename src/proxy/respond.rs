@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::{ProxyBody, ProxyState};
 use crate::audit::{EventKind, Record, Via};
+use crate::compliance::subject_key;
 use crate::pages::{self, BlockInfo};
 use crate::policy::{Match, Subject};
 
@@ -105,6 +106,11 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
         }
     }
     let app = &attempt.matched.app;
+    if let Some(compliance) = &state.compliance {
+        // The municipal rule: a device used to reach a banned site may not
+        // reach webmail and iBabs until the person has remediated.
+        compliance.flag(&subject_key(attempt.subject), &app.name, attempt.host, seq);
+    }
     let since = app.since.to_string();
     html(
         StatusCode::FORBIDDEN,

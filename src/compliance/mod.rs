@@ -1,0 +1,287 @@
+//! Compliance state: who tried to reach a banned site and may therefore not
+//! use webmail or iBabs until they have removed the app and cleared their
+//! history (the municipal rule). One state for the proxy and the gateway;
+//! it survives restarts through a small state file written atomically.
+
+pub mod remediate;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::ComplianceConfig;
+use crate::policy::{normalise_host, Host, Subject};
+
+/// Why compliance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ComplianceError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a compliance state file: {message}; move it aside to start with no flags", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error("compliance.protected: {0:?} is not a host name")]
+    BadHost(String),
+    #[error("compliance.quarantine: {0:?}: write \"until-attested\" or a duration like \"14d\"")]
+    BadQuarantine(String),
+}
+
+/// Why a subject is flagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flag {
+    pub app: String,
+    pub host: String,
+    /// When the subject was first flagged (RFC 3339).
+    pub since: String,
+    pub since_unix: u64,
+    /// The audit record that flagged it: the reference number people quote.
+    pub seq: Option<u64>,
+}
+
+/// Who a compliance decision is about: the user when authenticated, else
+/// the client address (a device range name covers many devices, so it is
+/// never used to flag).
+pub fn subject_key(subject: &Subject) -> String {
+    match &subject.user {
+        Some(u) => format!("user:{u}"),
+        None => format!("client:{}", subject.client),
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    flags: BTreeMap<String, Flag>,
+}
+
+/// Flags, protected hosts and the means to check attestation forms.
+pub struct Compliance {
+    protected: HashSet<String>,
+    quarantine: Option<Duration>,
+    flags: DashMap<String, Flag>,
+    /// Gateway device cookie → subject keys seen with it, so a device is
+    /// still recognised when its address changes.
+    devices: DashMap<String, Vec<String>>,
+    state_path: PathBuf,
+    secret: [u8; 32],
+    persist_lock: Mutex<()>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Compliance {
+    /// Opens the state file (missing: no flags) and checks the configuration.
+    pub fn open(config: &ComplianceConfig, state_path: &Path) -> Result<Compliance, ComplianceError> {
+        let mut protected = HashSet::new();
+        for h in &config.protected {
+            let host = normalise_host(h).map_err(|_| ComplianceError::BadHost(h.clone()))?;
+            protected.insert(host.as_key().into_owned());
+        }
+        let quarantine = parse_quarantine(&config.quarantine)?;
+        let state: StateFile = match std::fs::read_to_string(state_path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| ComplianceError::Corrupt { path: state_path.to_path_buf(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
+            Err(source) => return Err(ComplianceError::Io { path: state_path.to_path_buf(), source }),
+        };
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| ComplianceError::Io {
+            path: state_path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(Compliance {
+            protected,
+            quarantine,
+            flags: state.flags.into_iter().collect(),
+            devices: DashMap::new(),
+            state_path: state_path.to_path_buf(),
+            secret,
+            persist_lock: Mutex::new(()),
+        })
+    }
+
+    /// Whether a host is a protected system (or a subdomain of one).
+    pub fn is_protected(&self, host: &Host) -> bool {
+        let key = host.as_key();
+        let mut suffix: &str = &key;
+        loop {
+            if self.protected.contains(suffix) {
+                return true;
+            }
+            if matches!(host, Host::Ip(_)) {
+                return false;
+            }
+            match suffix.split_once('.') {
+                Some((_, rest)) => suffix = rest,
+                None => return false,
+            }
+        }
+    }
+
+    /// The protected hosts, for the PAC file.
+    pub fn protected(&self) -> impl Iterator<Item = &str> {
+        self.protected.iter().map(String::as_str)
+    }
+
+    /// Flags a subject after a `blocked` or `app_detected` record. The
+    /// first flag is kept (its date and reference are what the person is
+    /// told); the state file is written only when something changed.
+    pub fn flag(&self, key: &str, app: &str, host: &str, seq: Option<u64>) {
+        if self.flag_of(key).is_some() {
+            return;
+        }
+        let now = SystemTime::now();
+        self.flags.insert(
+            key.to_string(),
+            Flag {
+                app: app.to_string(),
+                host: host.to_string(),
+                since: humantime::format_rfc3339_millis(now).to_string(),
+                since_unix: now_unix(),
+                seq,
+            },
+        );
+        self.persist();
+    }
+
+    /// The subject's flag, unless the quarantine period has passed.
+    pub fn flag_of(&self, key: &str) -> Option<Flag> {
+        let flag = self.flags.get(key)?.clone();
+        if let Some(q) = self.quarantine {
+            if now_unix().saturating_sub(flag.since_unix) > q.as_secs() {
+                return None;
+            }
+        }
+        Some(flag)
+    }
+
+    /// The first flag among several keys that may name the same person.
+    pub fn flag_of_any<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Option<(String, Flag)> {
+        keys.into_iter().find_map(|k| self.flag_of(k).map(|f| (k.to_string(), f)))
+    }
+
+    /// Clears flags (attestation or an officer); returns the flags cleared.
+    pub fn clear<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<(String, Flag)> {
+        let cleared: Vec<(String, Flag)> = keys.into_iter().filter_map(|k| self.flags.remove(k)).collect();
+        if !cleared.is_empty() {
+            self.persist();
+        }
+        cleared
+    }
+
+    /// All current flags, oldest first (for officers).
+    pub fn flagged(&self) -> Vec<(String, Flag)> {
+        let mut all: Vec<(String, Flag)> = self
+            .flags
+            .iter()
+            .filter(|e| self.flag_of(e.key()).is_some())
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        all.sort_by_key(|(_, f)| f.since_unix);
+        all
+    }
+
+    /// Remembers that a device cookie was seen with these subject keys and
+    /// returns every key known for the device.
+    pub fn link_device(&self, cookie: &str, keys: &[String]) -> Vec<String> {
+        if self.devices.len() > 100_000 && !self.devices.contains_key(cookie) {
+            // A flood of fresh cookies must not grow memory without bound.
+            self.devices.clear();
+        }
+        let mut entry = self.devices.entry(cookie.to_string()).or_default();
+        for k in keys {
+            if !entry.contains(k) {
+                if entry.len() >= 16 {
+                    entry.remove(0);
+                }
+                entry.push(k.clone());
+            }
+        }
+        entry.clone()
+    }
+
+    /// The token the attestation form must carry: bound to the subject
+    /// keys, unguessable without the process secret.
+    pub fn csrf_token(&self, key: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        h.update(b"attest\0");
+        h.update(key.as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// Checks an attestation form's token in constant time.
+    pub fn csrf_ok(&self, key: &str, token: &str) -> bool {
+        let expected = self.csrf_token(key);
+        expected.len() == token.len() && expected.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    fn persist(&self) {
+        let _guard = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let state = StateFile { flags: self.flags.iter().map(|e| (e.key().clone(), e.value().clone())).collect() };
+        if let Err(e) = write_atomically(&self.state_path, &state) {
+            tracing::error!(path = %self.state_path.display(), error = %e, "cannot save compliance state; flags hold until restart");
+        }
+    }
+}
+
+fn parse_quarantine(s: &str) -> Result<Option<Duration>, ComplianceError> {
+    if s == "until-attested" {
+        return Ok(None);
+    }
+    humantime::parse_duration(s).map(Some).map_err(|_| ComplianceError::BadQuarantine(s.to_string()))
+}
+
+fn write_atomically(path: &Path, state: &StateFile) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".compliance.json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(q: &str) -> ComplianceConfig {
+        ComplianceConfig { protected: vec!["Webmail.Gemeente.nl".into()], quarantine: q.into() }
+    }
+
+    #[test]
+    fn flags_persist_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compliance.json");
+        let c = Compliance::open(&config("until-attested"), &path).unwrap();
+        assert!(c.is_protected(&normalise_host("webmail.gemeente.nl").unwrap()));
+        assert!(c.is_protected(&normalise_host("x.webmail.gemeente.nl").unwrap()));
+        assert!(!c.is_protected(&normalise_host("gemeente.nl").unwrap()));
+        c.flag("client:10.0.0.1", "AliExpress", "aliexpress.com", Some(42));
+        c.flag("client:10.0.0.1", "TikTok", "tiktok.com", Some(43));
+        assert_eq!(c.flag_of("client:10.0.0.1").unwrap().seq, Some(42), "the first flag is kept");
+        let reopened = Compliance::open(&config("until-attested"), &path).unwrap();
+        assert_eq!(reopened.flag_of("client:10.0.0.1").unwrap().app, "AliExpress");
+        assert_eq!(reopened.clear(["client:10.0.0.1"]).len(), 1);
+        let again = Compliance::open(&config("until-attested"), &path).unwrap();
+        assert!(again.flag_of("client:10.0.0.1").is_none());
+    }
+
+    #[test]
+    fn csrf_token_is_bound_to_the_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Compliance::open(&config("14d"), &dir.path().join("c.json")).unwrap();
+        let t = c.csrf_token("client:10.0.0.1");
+        assert!(c.csrf_ok("client:10.0.0.1", &t));
+        assert!(!c.csrf_ok("client:10.0.0.2", &t));
+        assert!(!c.csrf_ok("client:10.0.0.1", ""));
+        assert!(Compliance::open(&config("soon"), &dir.path().join("d.json")).is_err());
+    }
+}

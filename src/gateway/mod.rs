@@ -1,0 +1,300 @@
+//! The compliance gateway: a reverse proxy in front of webmail and iBabs
+//! that refuses a device which recently tried to reach a banned site, and
+//! lets it through again once the person has attested.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::{AuditLog, Via};
+use crate::compliance::remediate::Remediation;
+use crate::compliance::Compliance;
+use crate::config::{GatewayConfig, ProxyConfig};
+use crate::identity::{canonical_ip, Identity};
+use crate::policy::{normalise_host, parse_authority};
+use crate::proxy::forward::{relay, Upstream};
+use crate::proxy::{origin_client, respond, ProxyBody};
+
+/// The cookie that keeps a device recognised when its address changes.
+const DEVICE_COOKIE: &str = "weerwal_device";
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("gateway.route host {0:?} is not a host name")]
+    BadHost(String),
+    #[error("gateway.route upstream {0:?}: write it as http://host:port (the gateway speaks plain HTTP to upstreams)")]
+    BadUpstream(String),
+    #[error("{}: {message}", path.display())]
+    Tls { path: std::path::PathBuf, message: String },
+    #[error("[gateway] needs [compliance] (which hosts are protected, and for how long)")]
+    NeedsCompliance,
+    #[error("gateway.cert and gateway.key go together: give both, or neither for plain HTTP behind a TLS terminator")]
+    HalfTls,
+}
+
+/// Everything the gateway's connections share.
+pub struct GatewayState {
+    routes: HashMap<String, Uri>,
+    trusted_proxies: Vec<IpNet>,
+    tls: bool,
+    compliance: Arc<Compliance>,
+    identity: Arc<Identity>,
+    audit: AuditLog,
+    client: Client<HttpConnector, Incoming>,
+    limits: ProxyConfig,
+}
+
+impl GatewayState {
+    pub fn new(
+        config: &GatewayConfig,
+        limits: &ProxyConfig,
+        compliance: Arc<Compliance>,
+        identity: Arc<Identity>,
+        audit: AuditLog,
+    ) -> Result<GatewayState, GatewayError> {
+        let mut routes = HashMap::new();
+        for r in &config.route {
+            let host = normalise_host(&r.host).map_err(|_| GatewayError::BadHost(r.host.clone()))?;
+            let upstream: Uri = r.upstream.parse().map_err(|_| GatewayError::BadUpstream(r.upstream.clone()))?;
+            if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
+                return Err(GatewayError::BadUpstream(r.upstream.clone()));
+            }
+            routes.insert(host.as_key().into_owned(), upstream);
+        }
+        Ok(GatewayState {
+            routes,
+            trusted_proxies: config.trusted_proxies.clone(),
+            tls: config.cert.is_some(),
+            compliance,
+            identity,
+            audit,
+            client: origin_client(limits.connect_timeout),
+            limits: limits.clone(),
+        })
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted TLS
+    /// terminator, the nearest untrusted address in `X-Forwarded-For`.
+    fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        let peer = canonical_ip(peer);
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .map(canonical_ip)
+            .collect();
+        forwarded.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer)
+    }
+}
+
+/// Loads the gateway's TLS certificate and key (PEM files).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, GatewayError> {
+    let tls_err = |path: &Path, message: String| GatewayError::Tls { path: path.to_path_buf(), message };
+    let cert_pem = std::fs::read(cert).map_err(|e| tls_err(cert, e.to_string()))?;
+    let key_pem = std::fs::read(key).map_err(|e| tls_err(key, e.to_string()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(tls_err(cert, "no certificate in the file".into()));
+    }
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| tls_err(key, e.to_string()))?
+        .ok_or_else(|| tls_err(key, "no private key in the file".into()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| tls_err(key, e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts gateway connections until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<GatewayState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (state, tls, shutdown) = (Arc::clone(&state), tls.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => serve_connection(state, peer, s, shutdown).await,
+                    Err(e) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
+                },
+                None => serve_connection(state, peer, stream, shutdown).await,
+            }
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+}
+
+async fn serve_connection<S>(state: Arc<GatewayState>, peer: SocketAddr, stream: S, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = state.limits.header_timeout;
+    let max_buf = state.limits.max_header_bytes.max(8192);
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_buf)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "gateway connection ended with an error");
+    }
+}
+
+/// One request at the gateway: which system, who, flagged or not.
+pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+    let host_header = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let Some(host_header) = host_header else {
+        return respond::bad_request("no Host header");
+    };
+    let default_port = if state.tls { 443 } else { 80 };
+    let Ok((host, _)) = parse_authority(&host_header, Some(default_port)) else {
+        return respond::bad_request("the Host header is not a host name");
+    };
+    let host_key = host.as_key().into_owned();
+    let Some(upstream) = state.routes.get(&host_key) else {
+        return respond::error(StatusCode::NOT_FOUND, "Onbekend systeem.", "Unknown system.");
+    };
+
+    let client = state.client_ip(peer.ip(), req.headers());
+    let mut subject = state.identity.devices.subject(client);
+    subject.user = state.identity.sessions.user_at(client);
+    let mut keys = vec![format!("client:{client}")];
+    if let Some(u) = &subject.user {
+        keys.push(format!("user:{u}"));
+    }
+    let (cookie, new_cookie) = match device_cookie(req.headers()) {
+        Some(c) => (c, false),
+        None => (new_device_id(), true),
+    };
+    let keys = state.compliance.link_device(&cookie, &keys);
+    let mut response = match state.compliance.flag_of_any(keys.iter().map(String::as_str)) {
+        Some(flagged) => {
+            let remediation = Remediation {
+                compliance: &state.compliance,
+                audit: &state.audit,
+                subject: &subject,
+                session: None,
+                keys: keys.clone(),
+                flagged,
+                host: &host_key,
+                via: Via::Gateway,
+            };
+            remediation.respond(req).await
+        }
+        None => forward(state, req, upstream, &host_header, client).await,
+    };
+    if new_cookie {
+        let secure = if state.tls { "; Secure" } else { "" };
+        let value = format!("{DEVICE_COOKIE}={cookie}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+async fn forward(
+    state: &GatewayState,
+    req: Request<Incoming>,
+    upstream: &Uri,
+    host_header: &str,
+    client: IpAddr,
+) -> Response<ProxyBody> {
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let base = upstream.to_string();
+    let Ok(uri) = Uri::try_from(format!("{}{path}", base.trim_end_matches('/'))) else {
+        return respond::bad_request("the request target cannot be forwarded");
+    };
+    let Ok(host_value) = HeaderValue::from_str(host_header) else {
+        return respond::bad_request("the Host header cannot be forwarded");
+    };
+    let proto = if state.tls { "https" } else { "http" };
+    let upstream = Upstream {
+        client: &state.client,
+        response_timeout: state.limits.response_timeout,
+        tunnel_idle: state.limits.tunnel_idle_timeout,
+    };
+    let forwarded_host = host_value.clone();
+    relay(&upstream, req, uri, host_value, move |h| {
+        if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+            h.append("x-forwarded-for", v);
+        }
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        h.insert("x-forwarded-host", forwarded_host);
+    })
+    .await
+}
+
+/// The device id from the `Cookie` header, when well-formed.
+fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == DEVICE_COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn new_device_id() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
+}

@@ -1,0 +1,267 @@
+//! The compliance gateway end to end: a device that tried a banned site is
+//! refused webmail through the proxy and through the gateway until the
+//! person attests; others are never affected.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::{test_config, Origin, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use weerwal::config::{ComplianceConfig, Config, GatewayConfig, GatewayRoute};
+
+const WEBMAIL: &str = "webmail.gemeente.test";
+
+fn configure(c: &mut Config, upstream: SocketAddr) {
+    c.compliance = Some(ComplianceConfig {
+        protected: vec![WEBMAIL.into(), "localhost".into()],
+        quarantine: "until-attested".into(),
+    });
+    c.gateway = Some(GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert: None,
+        key: None,
+        trusted_proxies: vec![],
+        route: vec![GatewayRoute { host: WEBMAIL.into(), upstream: format!("http://{upstream}") }],
+    });
+}
+
+/// A person on their own loopback address (127.0.0.N).
+struct Person {
+    ip: IpAddr,
+    via_proxy: reqwest::Client,
+    direct: reqwest::Client,
+}
+
+impl Person {
+    fn new(n: u8, proxy: &TestProxy) -> Person {
+        let ip: IpAddr = format!("127.0.0.{n}").parse().unwrap();
+        let via_proxy = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+            .local_address(ip)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let direct = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(ip)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Person { ip, via_proxy, direct }
+    }
+
+    async fn gateway_get(&self, gw: SocketAddr, path: &str) -> (u16, String) {
+        let resp = self.direct.get(format!("http://{gw}{path}")).header("host", WEBMAIL).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+fn token_of(html: &str) -> String {
+    let at = html.find("name=\"token\" value=\"").expect("attestation form") + 20;
+    html[at..at + 32].to_string()
+}
+
+#[tokio::test]
+async fn flagged_device_is_refused_until_it_attests_and_others_are_never_affected() {
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| configure(c, upstream.addr)).await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let a = Person::new(2, &proxy);
+    let b = Person::new(3, &proxy);
+    let webmail_via_proxy = format!("http://localhost:{}/mail", upstream.addr.port());
+
+    // A tries AliExpress and is flagged.
+    assert_eq!(a.via_proxy.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+
+    // Through the proxy: the remediation page, nothing reaches webmail.
+    let resp = a.via_proxy.get(&webmail_via_proxy).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Geen toegang tot localhost") && html.contains("AliExpress"), "{html}");
+    // Through the gateway: the same.
+    let (status, html) = a.gateway_get(gw, "/inbox").await;
+    assert_eq!(status, 403);
+    assert!(html.contains("Geen toegang tot webmail.gemeente.test"));
+    assert!(html.contains("Ik heb de app verwijderd"));
+    assert!(upstream.requests().is_empty(), "the upstream saw nothing from A");
+    let denied = proxy.events("gateway_denied");
+    assert_eq!(denied.len(), 2);
+    assert!(denied.iter().all(|r| r.client == Some(a.ip)));
+
+    // B is never affected.
+    assert_eq!(
+        b.via_proxy.get(format!("http://localhost:{}/b", upstream.addr.port())).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(b.gateway_get(gw, "/b-gw").await.0, 200);
+    assert_eq!(upstream.requests().len(), 2);
+    let seen = &upstream.requests()[1];
+    assert_eq!(seen.headers.get("host").unwrap(), WEBMAIL, "the gateway keeps the Host");
+    assert_eq!(seen.headers.get("x-forwarded-for").unwrap(), "127.0.0.3");
+
+    // An attestation without the CSRF token is refused.
+    let resp = a
+        .direct
+        .post(format!("http://{gw}/.weerwal/attest"))
+        .header("host", WEBMAIL)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("confirm=yes&return=%2Finbox")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(a.gateway_get(gw, "/").await.0, 403, "still flagged");
+
+    // With the token from the page: attested, redirected back, let through.
+    let token = token_of(&html);
+    let resp = a
+        .direct
+        .post(format!("http://{gw}/.weerwal/attest"))
+        .header("host", WEBMAIL)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}&return=%2Finbox&confirm=yes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers().get("location").unwrap(), "/inbox");
+    let attested = proxy.events("attested");
+    assert_eq!(attested.len(), 1);
+    assert_eq!(attested[0].client, Some(a.ip));
+    assert_eq!(a.gateway_get(gw, "/inbox").await.0, 200);
+    assert_eq!(a.via_proxy.get(&webmail_via_proxy).send().await.unwrap().status(), 200);
+    let uris: Vec<String> = upstream.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/b", "/b-gw", "/inbox", "/mail"]);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn flag_survives_a_restart() {
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| configure(c, upstream.addr)).await;
+    let a = Person::new(4, &proxy);
+    assert_eq!(a.via_proxy.get("http://www.tiktok.com/").send().await.unwrap().status(), 403);
+    let dir = proxy.stop().await;
+
+    let mut config = test_config(dir.path());
+    configure(&mut config, upstream.addr);
+    let proxy = TestProxy::start_config(config, dir).await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let a = Person::new(4, &proxy);
+    let (status, html) = a.gateway_get(gw, "/").await;
+    assert_eq!(status, 403);
+    assert!(html.contains("TikTok"));
+    assert!(upstream.requests().is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn flagged_https_to_a_protected_host_gets_the_page_over_tls_unflagged_is_tunnelled() {
+    let upstream = Origin::start().await;
+    let port = upstream.addr.port();
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        c.proxy.connect_ports = vec![443, port];
+    })
+    .await;
+    let ca = reqwest::Certificate::from_pem(proxy.ca_pem().as_bytes()).unwrap();
+    let person = |n: u8| {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+            .local_address(format!("127.0.0.{n}").parse::<IpAddr>().unwrap())
+            .add_root_certificate(ca.clone())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    };
+    let a = person(5);
+    assert_eq!(a.get("http://vk.com/").send().await.unwrap().status(), 403);
+    let resp = a.get(format!("https://localhost:{port}/mail")).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("Geen toegang tot localhost"));
+    assert!(upstream.requests().is_empty());
+    // An unflagged person's CONNECT is tunnelled untouched: plain HTTP inside
+    // reaches the upstream (no TLS there, so use the raw tunnel).
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.6:0".parse().unwrap()).unwrap();
+    let mut t = s.connect(proxy.addr).await.unwrap();
+    t.write_all(format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = t.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    t.write_all(b"GET /tunnelled HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut out)).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    assert_eq!(upstream.requests().len(), 1);
+    proxy.stop().await;
+}
+
+/// An upstream that accepts a WebSocket upgrade and echoes what follows.
+async fn echo_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                assert!(text.contains("upgrade: websocket"), "{text}");
+                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => s.write_all(&buf[..n]).await.unwrap(),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through_the_gateway() {
+    let upstream = echo_upstream().await;
+    let proxy = TestProxy::start_with(|c| configure(c, upstream)).await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let mut s = TcpStream::connect(gw).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {WEBMAIL}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // A masked WebSocket text frame "hallo", echoed byte for byte.
+    let frame = [0x81u8, 0x85, 1, 2, 3, 4, b'h' ^ 1, b'a' ^ 2, b'l' ^ 3, b'l' ^ 4, b'o' ^ 1];
+    s.write_all(&frame).await.unwrap();
+    let mut echo = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo)).await.unwrap().unwrap();
+    assert_eq!(echo, frame);
+    proxy.stop().await;
+}
