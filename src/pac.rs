@@ -104,8 +104,13 @@ fn ascii_pattern(p: &str) -> String {
 
 /// Generates the PAC file for this configuration and policy.
 pub fn generate(config: &Config, policy: &Policy) -> Pac {
+    generate_with_proxy(config, policy, &proxy_address(config))
+}
+
+/// Generates the PAC file naming `proxy` (`host:port`) as the proxy.
+pub fn generate_with_proxy(config: &Config, policy: &Policy, proxy: &str) -> Pac {
     let pac = &config.pac;
-    let mut proxy = format!("PROXY {}", proxy_address(config));
+    let mut proxy = format!("PROXY {proxy}");
     if pac.fallback_direct {
         proxy.push_str("; DIRECT");
     }

@@ -101,6 +101,9 @@ impl Server {
         let listeners = listener::bind_all(&config.proxy.listen).await.map_err(ServeError::Bind)?;
         let proxy_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
+        if config.pac.proxy.is_none() && config.proxy.listen.iter().any(|a| a.ip().is_unspecified()) {
+            tracing::warn!("proxy listens on a wildcard address and pac.proxy is not set: the PAC file names the proxy as each browser reached it; set pac.proxy to the name laptops use");
+        }
         record_policy_loaded(&audit, &policy).await;
         tracing::info!(
             listen = ?proxy_addrs,

@@ -362,6 +362,9 @@ fn real_chromium_history_is_scanned_and_purged() {
         icons_before.iter().filter(|u| !BANNED_HOSTS.contains(&host_of(u))).cloned().collect();
     assert_eq!(icons_after, allowed_icons);
     assert_eq!(out.removed.icon_links as usize, icons_before.len() - allowed_icons.len());
+    if out.removed.icon_links == 0 {
+        eprintln!("note: Chromium stored no site icon for a banned page this time; icon purge not exercised");
+    }
     assert_eq!(out.removed.visits as i64, banned_before.values().sum::<i64>());
     let after = visits_by_url(&db);
     let allowed: BTreeMap<String, i64> =
@@ -376,7 +379,7 @@ fn real_chromium_history_is_scanned_and_purged() {
     browser.open(SECOND_RUN[0]);
     server.wait_for(SECOND_RUN[SECOND_RUN.len() - 1], Duration::from_secs(60));
     thread::sleep(Duration::from_millis(700));
-    match open_exclusive(&profile) {
+    match open_exclusive(&profile, favicons.is_file().then_some(favicons.as_path())) {
         Err(HistoryError::Locked { browser: Browser::Chromium, .. }) => {}
         other => panic!("expected Locked while Chromium runs, got {:?}", other.map(|_| ())),
     }
@@ -399,6 +402,10 @@ fn real_chromium_history_is_scanned_and_purged() {
         .collect();
     assert!(leftovers.is_empty(), "Chromium flagged the database: {leftovers:?}");
     integrity_ok(&db);
+    if favicons.is_file() {
+        integrity_ok(&favicons);
+        assert!(icon_pages(&favicons).iter().all(|u| !BANNED_HOSTS.contains(&host_of(u)) || u.contains("again")));
+    }
 
     // 5. The new banned visit is found and purged as well.
     let scan = scan_profile(&profile, &policy).unwrap();

@@ -149,7 +149,13 @@ pub fn run_to(cmd: LogsCommand, config: &Config, now: SystemTime, out: &mut dyn 
     }
 }
 
-fn execute(cmd: LogsCommand, config: &Config, now: SystemTime, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Fail> {
+fn execute(
+    cmd: LogsCommand,
+    config: &Config,
+    now: SystemTime,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, Fail> {
     let live = &config.audit.path;
     match cmd {
         LogsCommand::Verify { paths } => {

@@ -152,7 +152,9 @@ mod tests {
         for p in [&a, &b, &c, &files.live()] {
             std::fs::write(p, "x\n").unwrap();
         }
-        for other in ["audit.jsonl.torn", "audit-notes.jsonl", "other-20261123-101502-000000000001.jsonl", "audit-x.txt"] {
+        for other in
+            ["audit.jsonl.torn", "audit-notes.jsonl", "other-20261123-101502-000000000001.jsonl", "audit-x.txt"]
+        {
             std::fs::write(dir.path().join(other), "x\n").unwrap();
         }
         assert_eq!(files.all().unwrap(), vec![a, b, c, files.live()]);

@@ -18,7 +18,8 @@ pub enum Format {
 /// sent the request) is prefixed with `'` and quoted, so opening the export
 /// in Excel or LibreOffice never executes it.
 pub fn csv_field(s: &str) -> Cow<'_, str> {
-    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    // A lone `-` or `+` (our "none") is text to every spreadsheet.
+    let formula = s.starts_with(['=', '@', '\t', '\r']) || (s.len() > 1 && s.starts_with(['+', '-']));
     if !formula && !s.contains([',', '"', '\r', '\n']) {
         return Cow::Borrowed(s);
     }
@@ -200,12 +201,13 @@ mod tests {
 
     #[test]
     fn csv_round_trips_awkward_fields() {
-        let fields = ["plain", "a,b", "say \"hi\"", "two\nlines", "", "=1+1", "Mozilla/5.0 (X11; Linux)"];
+        let fields = ["plain", "a,b", "say \"hi\"", "two\nlines", "", "=1+1", "Mozilla/5.0 (X11; Linux)", "-"];
         let mut out = Vec::new();
         csv_row(&mut out, &fields).unwrap();
-        csv_row(&mut out, &["x", "y", "z", "", "", "", ""]).unwrap();
+        csv_row(&mut out, &["x", "y", "z", "", "", "", "", "-cmd"]).unwrap();
         let rows = parse_csv(&String::from_utf8(out).unwrap());
         assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1][7], "'-cmd");
         let mut expected: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
         expected[5] = "'=1+1".into();
         assert_eq!(rows[0], expected);

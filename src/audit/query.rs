@@ -234,7 +234,12 @@ fn table_cells(r: &Record) -> Vec<String> {
 
 /// Writes the records of `files` that match `filter` to `out`; returns how
 /// many matched and which lines could not be read as records.
-pub fn query(files: &[PathBuf], filter: &Filter, format: Format, out: &mut dyn Write) -> Result<(u64, Skipped), RunError> {
+pub fn query(
+    files: &[PathBuf],
+    filter: &Filter,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(u64, Skipped), RunError> {
     let mut matched = 0u64;
     let mut skipped = Skipped::default();
     let mut table = table();

@@ -51,7 +51,9 @@ pub struct Selection {
 /// their name, any other file after them in the order given.
 pub fn select(args: &[PathBuf], live: &Path) -> Result<Selection, String> {
     let list = |files: &LogFiles| {
-        files.all().map_err(|e| format!("{}: {e}", if files.dir().as_os_str().is_empty() { Path::new(".") } else { files.dir() }.display()))
+        files.all().map_err(|e| {
+            format!("{}: {e}", if files.dir().as_os_str().is_empty() { Path::new(".") } else { files.dir() }.display())
+        })
     };
     if args.is_empty() {
         let files = list(&LogFiles::new(live))?;
@@ -67,7 +69,11 @@ pub fn select(args: &[PathBuf], live: &Path) -> Result<Selection, String> {
             let files = list(&LogFiles::in_dir(arg, live))?;
             if files.is_empty() {
                 let name = LogFiles::in_dir(arg, live).live();
-                return Err(format!("{}: no audit log here (looked for {} and its rotated files)", arg.display(), name.display()));
+                return Err(format!(
+                    "{}: no audit log here (looked for {} and its rotated files)",
+                    arg.display(),
+                    name.display()
+                ));
             }
             picked.extend(files.into_iter().map(|f| (None, f)));
         } else if arg.is_file() {
@@ -127,7 +133,12 @@ mod tests {
         assert_eq!(sel, Selection { files: vec![a.clone(), live.clone()], whole_log: true });
         let mut seen = Vec::new();
         each_line(&sel.files, |l| {
-            seen.push((l.file.file_name().unwrap().to_string_lossy().into_owned(), l.number, l.text().unwrap().to_string(), l.complete));
+            seen.push((
+                l.file.file_name().unwrap().to_string_lossy().into_owned(),
+                l.number,
+                l.text().unwrap().to_string(),
+                l.complete,
+            ));
             ControlFlow::Continue(())
         })
         .unwrap();

@@ -70,8 +70,10 @@ pub fn report(files: &[PathBuf], filter: &Filter, by: GroupBy) -> Result<(Vec<Gr
             skipped.note(line.file, line.number);
             return ControlFlow::Continue(());
         };
-        if !matches!(v.event, EventKind::Blocked | EventKind::Exempted | EventKind::AppDetected | EventKind::GatewayDenied)
-            || !filter.matches(&v)
+        if !matches!(
+            v.event,
+            EventKind::Blocked | EventKind::Exempted | EventKind::AppDetected | EventKind::GatewayDenied
+        ) || !filter.matches(&v)
         {
             return ControlFlow::Continue(());
         }

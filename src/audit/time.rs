@@ -204,7 +204,10 @@ mod tests {
         }
         let t = parse_rfc3339("2026-11-23T11:15:02+01:00").unwrap();
         assert_eq!(t, humantime::parse_rfc3339("2026-11-23T10:15:02Z").unwrap());
-        assert_eq!(parse_rfc3339("2026-11-23 10:15").unwrap(), humantime::parse_rfc3339("2026-11-23T10:15:00Z").unwrap());
+        assert_eq!(
+            parse_rfc3339("2026-11-23 10:15").unwrap(),
+            humantime::parse_rfc3339("2026-11-23T10:15:00Z").unwrap()
+        );
         for bad in ["2026-02-30T00:00:00Z", "2026-11-23T24:00:00Z", "2026-11-23", "2026-11-23T10:15:02.Z", "x"] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }

@@ -199,7 +199,9 @@ impl Walk {
                 }
                 last.line = n;
             }
-            None => self.last = Some(Last { seq: head.seq, hash: claimed.to_string(), file: file.to_path_buf(), line: n }),
+            None => {
+                self.last = Some(Last { seq: head.seq, hash: claimed.to_string(), file: file.to_path_buf(), line: n })
+            }
         }
         ControlFlow::Continue(())
     }

@@ -111,8 +111,7 @@ impl AuditLog {
             std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
         let files = LogFiles::new(path);
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_error(path))?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_error(path))?;
         let (mut resume, last) = resume_point(path, &mut file)?;
         let size = file.metadata().map_err(io_error(path))?.len();
         let mut live = LiveFile { size, first: None, last_day: None };
@@ -343,8 +342,7 @@ impl Writer {
         let day = utc_day(now);
         let rotated = self.rotate_if_due(day, buf.len() as u64);
         let sync = durable || self.sync == SyncMode::Fsync;
-        let written =
-            self.file.write_all(buf).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        let written = self.file.write_all(buf).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
         match written {
             Ok(()) => {
                 self.live.size += buf.len() as u64;
@@ -394,7 +392,8 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> std::io::Result<PathBuf> {
-        let (first_ts, first_seq) = self.live.first.unwrap_or_else(|| ((self.clock)(), self.next_seq.saturating_sub(1)));
+        let (first_ts, first_seq) =
+            self.live.first.unwrap_or_else(|| ((self.clock)(), self.next_seq.saturating_sub(1)));
         let target = self.files.rotated_path(first_ts, first_seq);
         if target.exists() {
             return Err(std::io::Error::new(
@@ -474,8 +473,12 @@ impl Writer {
         }
         for f in &expired {
             match std::fs::remove_file(&f.path) {
-                Ok(()) => tracing::info!(path = %f.path.display(), last_seq = f.last_seq, "removed audit log past retention"),
-                Err(e) => tracing::error!(path = %f.path.display(), error = %e, "cannot remove audit log past retention"),
+                Ok(()) => {
+                    tracing::info!(path = %f.path.display(), last_seq = f.last_seq, "removed audit log past retention")
+                }
+                Err(e) => {
+                    tracing::error!(path = %f.path.display(), error = %e, "cannot remove audit log past retention")
+                }
             }
         }
         if self.sync == SyncMode::Fsync {

@@ -158,7 +158,8 @@ pub fn open_exclusive(profile: &Profile, icons: Option<&Path>) -> Result<Connect
     conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(HistoryError::sqlite(db))?;
     if let Some(icons) = icons {
         let path = utf8(icons)?;
-        conn.execute(&format!("ATTACH DATABASE ?1 AS {ICONS}"), [path]).map_err(HistoryError::sqlite(icons))?;
+        // Attaching reads the schema, which a browser's lock already refuses.
+        conn.execute(&format!("ATTACH DATABASE ?1 AS {ICONS}"), [path]).map_err(locked)?;
     }
     // In exclusive locking mode the locks taken here (on every attached
     // database) are kept after COMMIT, until the connection closes.

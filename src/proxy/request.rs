@@ -202,7 +202,16 @@ fn local(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
             respond::html(StatusCode::OK, pages::status_page(env!("CARGO_PKG_VERSION"), &apps, policy.domain_count()))
         }
         "/proxy.pac" | "/wpad.dat" => {
-            let pac = crate::pac::generate(&state.config, &state.policy.load());
+            // Listening on a wildcard address says nothing laptops can use:
+            // then name the proxy as the browser reached it.
+            let wildcard = state.config.proxy.listen.first().is_some_and(|a| a.ip().is_unspecified());
+            let via_host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).filter(|h| {
+                state.config.pac.proxy.is_none() && wildcard && parse_authority(h, Some(80)).is_ok() && h.contains(':')
+            });
+            let pac = match via_host {
+                Some(h) => crate::pac::generate_with_proxy(&state.config, &state.policy.load(), h),
+                None => crate::pac::generate(&state.config, &state.policy.load()),
+            };
             let mut resp = Response::new(respond::full(pac.text));
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
