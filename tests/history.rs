@@ -902,6 +902,15 @@ fn cli_profile_paths_browser_filter_and_errors() {
     assert_eq!(json["profiles"][1]["browser"], "chromium");
     assert_eq!(json["banned_entries"], 7);
 
+    // The same database named as a file and as its folder is scanned once.
+    let (code, out, _) = execute(
+        HistoryCommand::Scan(select(vec![safari.clone(), safari.parent().unwrap().to_path_buf()], Format::Json)),
+        &env,
+    );
+    assert_eq!(code, 3);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["profiles"].as_array().unwrap().len(), 1);
+
     // --browser narrows what a folder means.
     let mut args = select(vec![dir.path().join("User Data")], Format::Json);
     args.browser = BrowserChoice::Firefox;

@@ -297,7 +297,7 @@ async fn concurrent_blocked_attempts_give_exactly_one_record_each() {
     let records = proxy.records();
     let last_before = expected.len() as u64;
     let after: Vec<u64> = records.iter().map(|r| r.seq).filter(|&s| s > last_before).collect();
-    assert_eq!(after, vec![last_before + 1, last_before + 2], "policy_loaded then blocked");
+    assert_eq!(after, vec![last_before + 1, last_before + 2, last_before + 3], "policy_loaded, session_start, blocked");
     for pair in records.windows(2) {
         assert_eq!(pair[1].prev, pair[0].hash, "hash chain continues across the restart");
     }

@@ -18,34 +18,31 @@ use crate::policy::Policy;
 
 /// The history entries whose host the policy bans.
 pub fn find(conn: &Connection, profile: &Profile, policy: &Policy) -> Result<Vec<Finding>, HistoryError> {
-    let err = HistoryError::sqlite(&profile.db);
     require_tables(conn, profile, &["urls", "visits"])?;
+    find_rows(conn, policy).map_err(HistoryError::sqlite(&profile.db))
+}
+
+fn find_rows(conn: &Connection, policy: &Policy) -> rusqlite::Result<Vec<Finding>> {
     let mut found = Vec::new();
-    let mut stmt = conn.prepare("SELECT id, url, last_visit_time FROM urls").map_err(err)?;
-    let mut rows = stmt.query([]).map_err(HistoryError::sqlite(&profile.db))?;
-    while let Some(row) = rows.next().map_err(HistoryError::sqlite(&profile.db))? {
-        let read = || -> rusqlite::Result<_> { Ok((row.get::<_, i64>(0)?, text(row, 1)?, int_or(row, 2, 0)?)) };
-        let (id, url, last) = read().map_err(HistoryError::sqlite(&profile.db))?;
-        let Some((host, m)) = url.as_deref().and_then(|u| banned_host(policy, u)) else {
+    let mut stmt = conn.prepare("SELECT id, url, last_visit_time FROM urls")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let Some((host, m)) = text(row, 1)?.and_then(|u| banned_host(policy, &u)) else {
             continue;
         };
         found.push(Finding {
-            id,
+            id: row.get(0)?,
             host,
             app: m.app.name.clone(),
             rule: m.rule.as_str().to_string(),
             visits: 0,
-            last_visit: time::chrome(last),
+            last_visit: time::chrome(int_or(row, 2, 0)?),
             bookmarked: false,
         });
     }
-    let mut visits = conn
-        .prepare("SELECT count(*), max(visit_time) FROM visits WHERE url = ?1")
-        .map_err(HistoryError::sqlite(&profile.db))?;
+    let mut visits = conn.prepare("SELECT count(*), max(visit_time) FROM visits WHERE url = ?1")?;
     for f in &mut found {
-        let (count, last) = visits
-            .query_row([f.id], |r| Ok((int_or(r, 0, 0)?, int_or(r, 1, 0)?)))
-            .map_err(HistoryError::sqlite(&profile.db))?;
+        let (count, last) = visits.query_row([f.id], |r| Ok((int_or(r, 0, 0)?, int_or(r, 1, 0)?)))?;
         f.visits = count.max(0) as u64;
         f.last_visit = f.last_visit.max(time::chrome(last));
     }

@@ -168,5 +168,8 @@ fn select_profiles(select: &SelectArgs, env: &Env) -> (Vec<Profile>, Vec<(Profil
             }
         }
     }
+    // The same database named twice (a file and its folder) is handled once.
+    let mut seen = std::collections::HashSet::new();
+    profiles.retain(|p| seen.insert(p.db.canonicalize().unwrap_or_else(|_| p.db.clone())));
     (profiles, errors)
 }

@@ -140,6 +140,9 @@ pub fn purge_json(out: &mut dyn Write, purges: &[PurgeOutcome], errors: &[(Profi
     writeln!(out)
 }
 
+const NOTHING_FOUND: &str =
+    "No browser history found for this user (looked for Chrome, Edge, Chromium, Firefox and Safari).";
+
 /// `weerwal history scan` for a person: one line per banned host per
 /// profile, then what it means and what to do.
 pub fn scan_table(out: &mut dyn Write, scans: &[ScanOutcome], errors: &[(Profile, HistoryError)]) -> io::Result<()> {
@@ -157,11 +160,11 @@ pub fn scan_table(out: &mut dyn Write, scans: &[ScanOutcome], errors: &[(Profile
         }
     }
     let hosts = rows.len();
-    if scans.is_empty() && errors.is_empty() {
-        writeln!(
-            out,
-            "No browser history found for this user (looked for Chrome, Edge, Chromium, Firefox and Safari)."
-        )?;
+    if scans.is_empty() {
+        // With errors, stderr says what went wrong; there is nothing to list.
+        if errors.is_empty() {
+            writeln!(out, "{NOTHING_FOUND}")?;
+        }
         return Ok(());
     }
     if hosts > 0 {
@@ -182,11 +185,11 @@ pub fn scan_table(out: &mut dyn Write, scans: &[ScanOutcome], errors: &[(Profile
 /// `weerwal history purge` for a person: what was removed and where the
 /// backup is.
 pub fn purge_table(out: &mut dyn Write, purges: &[PurgeOutcome], errors: &[(Profile, HistoryError)]) -> io::Result<()> {
-    if purges.is_empty() && errors.is_empty() {
-        writeln!(
-            out,
-            "No browser history found for this user (looked for Chrome, Edge, Chromium, Firefox and Safari)."
-        )?;
+    if purges.is_empty() {
+        // With errors, stderr says what went wrong; there is nothing to list.
+        if errors.is_empty() {
+            writeln!(out, "{NOTHING_FOUND}")?;
+        }
         return Ok(());
     }
     let mut rows = Vec::new();

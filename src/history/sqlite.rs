@@ -107,16 +107,26 @@ fn open_copy(copy: &Path) -> rusqlite::Result<Connection> {
 pub fn copy_with_companions(db: &Path, dir: &Path) -> Result<PathBuf, HistoryError> {
     let name = db.file_name().ok_or_else(|| HistoryError::NoDatabase { path: db.to_path_buf() })?;
     let target = dir.join(name);
-    std::fs::copy(db, &target).map_err(HistoryError::io(db))?;
+    copy_file(db, &target).map_err(HistoryError::io(db))?;
     for suffix in ["-wal", "-journal"] {
         let companion = with_suffix(db, suffix);
-        match std::fs::copy(&companion, with_suffix(&target, suffix)) {
+        match copy_file(&companion, &with_suffix(&target, suffix)) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(HistoryError::io(&companion)(e)),
         }
     }
     Ok(target)
+}
+
+/// A plain read-and-write copy. Unlike `std::fs::copy` (CopyFileEx on
+/// Windows), opening with Rust's default sharing mode also works on a file
+/// the browser has open for writing.
+fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
+    let mut src = std::fs::File::open(from)?;
+    let mut dst = std::fs::File::create(to)?;
+    io::copy(&mut src, &mut dst)?;
+    Ok(())
 }
 
 /// `History` + `-wal` → `History-wal`.

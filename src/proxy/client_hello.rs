@@ -115,6 +115,17 @@ fn reassemble_handshake(buf: &[u8]) -> Result<Cow<'_, [u8]>, ClientHello> {
         match records.u8() {
             None => return Err(Incomplete),
             Some(CONTENT_TYPE_HANDSHAKE) => {}
+            // Another TLS record type (change_cipher_spec, alert,
+            // application_data) before the ClientHello is TLS that hides
+            // its hello behind a decoy record: broken, never "not TLS",
+            // or it would be tunnelled unchecked.
+            Some(20 | 21 | 23) if first => {
+                return Err(match buf.get(1) {
+                    None => Incomplete,
+                    Some(&RECORD_VERSION_MAJOR) => Malformed,
+                    Some(_) => NotTls,
+                })
+            }
             Some(_) => return Err(not_handshake),
         }
         match records.u8() {

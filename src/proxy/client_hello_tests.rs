@@ -259,8 +259,12 @@ fn plain_http_is_not_tls() {
 
 #[test]
 fn other_record_types_and_versions_are_not_tls() {
-    // Application data first; an SSLv2-style hello; a bogus major version.
-    assert_eq!(parse_client_hello(&[0x17, 0x03, 0x03]), ClientHello::NotTls);
+    // Application data (or an alert) first is TLS hiding its hello behind a
+    // decoy record: broken, so never tunnelled unchecked. An SSLv2-style
+    // hello and a bogus major version are not TLS.
+    assert_eq!(parse_client_hello(&[0x17, 0x03, 0x03]), ClientHello::Malformed);
+    assert_eq!(parse_client_hello(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00]), ClientHello::Malformed);
+    assert_eq!(parse_client_hello(&[0x15]), ClientHello::Incomplete);
     assert_eq!(parse_client_hello(&[0x80, 0x2e, 0x01]), ClientHello::NotTls);
     assert_eq!(parse_client_hello(&[0x16, 0x02]), ClientHello::NotTls);
 }

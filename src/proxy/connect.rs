@@ -339,12 +339,14 @@ async fn read_http_head<S: AsyncRead + Unpin>(
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buffered) {
             Ok(httparse::Status::Complete(_)) => {
-                let host = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("host"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok())
-                    .map(|v| v.trim().to_string());
+                let mut hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
+                let first_host = hosts.next();
+                if hosts.next().is_some() {
+                    // RFC 9112 section 3.2: more than one Host is a bad
+                    // request; which one counts would be a guess.
+                    return HttpHead::Incomplete;
+                }
+                let host = first_host.and_then(|h| std::str::from_utf8(h.value).ok()).map(|v| v.trim().to_string());
                 // An absolute-form target names the host too; it wins (RFC 9112 3.2.2).
                 let target = req
                     .path

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Load benchmark for weerwal (issue 8). Everything runs on loopback inside a
+# private network namespace that has only `lo`, so no DNS or other traffic
+# ever leaves the machine; every step is bounded in time.
+#
+#   bench/load.sh            full run: wrk 10 s per measurement, 3 rounds
+#   bench/load.sh --quick    smoke run: 2 s, 1 round, smaller bodies
+#
+# Environment: DURATION (s per wrk run), ROUNDS, IDLE_CONNS, KEEP=1 keeps the
+# work directory. Needs root (apt-get, unshare -n). Prints one Markdown table
+# with ratios against the same origin reached directly, in the same run.
+#
+# Origin: nginx (Debian) on 127.0.0.1:8080 serving 1 KiB, 100 MiB and 512 MiB
+# files. Proxy: target/release/weerwal on 127.0.0.1:3128, with the shipped
+# policy plus 10,000 synthetic domains and the audit log on (sync = "write").
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUICK=0
+if [[ "${1:-}" == "--quick" ]]; then QUICK=1; shift; fi
+if [[ $QUICK == 1 ]]; then
+    DURATION=${DURATION:-2}; ROUNDS=${ROUNDS:-1}; BIG_MIB=${BIG_MIB:-128}; FWD_RUNS=${FWD_RUNS:-3}
+    IDLE_CONNS=${IDLE_CONNS:-2000}
+else
+    DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; BIG_MIB=${BIG_MIB:-512}; FWD_RUNS=${FWD_RUNS:-5}
+    IDLE_CONNS=${IDLE_CONNS:-10000}
+fi
+export DURATION ROUNDS BIG_MIB FWD_RUNS IDLE_CONNS QUICK
+ORIGIN=127.0.0.1:8080
+PROXY=127.0.0.1:3128
+export ORIGIN PROXY ROOT
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY all_proxy ALL_PROXY
+
+log() { printf '[load.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+if [[ "${1:-}" != "--inner" ]]; then
+    # ---------------------------------------------------------------- outside
+    [[ $(id -u) == 0 ]] || { echo "bench/load.sh needs root (apt-get, unshare -n)" >&2; exit 2; }
+    missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v ss >/dev/null || missing+=(iproute2)
+    command -v strace >/dev/null || missing+=(strace)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]} from Debian"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    log "building weerwal --release"
+    (cd "$ROOT" && cargo build --release --bin weerwal 2>&1 | tail -1 >&2)
+    WORK=$(mktemp -d /tmp/weerwal-load.XXXXXX)
+    export WORK
+    trap '[[ "${KEEP:-0}" == 1 ]] && log "kept $WORK" || rm -rf "$WORK"' EXIT
+    DATA=${WEERWAL_BENCH_DATA:-/tmp/weerwal-bench-data}
+    mkdir -p "$DATA" "$WORK/www" "$WORK/policy" "$WORK/logs" "$WORK/nginx"
+    # Bodies of random bytes (cached between runs), served from the page cache.
+    [[ -s "$DATA/1k" ]] || head -c 1024 /dev/urandom >"$DATA/1k"
+    [[ $(stat -c %s "$DATA/100m" 2>/dev/null || echo 0) == $((100 << 20)) ]] \
+        || head -c $((100 << 20)) /dev/urandom >"$DATA/100m"
+    [[ $(stat -c %s "$DATA/big$BIG_MIB" 2>/dev/null || echo 0) == $((BIG_MIB << 20)) ]] \
+        || head -c $((BIG_MIB << 20)) /dev/urandom >"$DATA/big$BIG_MIB"
+    ln -s "$DATA/1k" "$WORK/www/1k"
+    ln -s "$DATA/100m" "$WORK/www/100m"
+    ln -s "$DATA/big$BIG_MIB" "$WORK/www/big"
+    cat "$DATA/1k" "$DATA/100m" "$DATA/big$BIG_MIB" >/dev/null # into the page cache
+
+    # Policy: the shipped files plus 10,000 synthetic domains, named as in
+    # bench/synthetic.rs (the Rust benchmarks use the same scheme).
+    cp "$ROOT"/policy/*.toml "$WORK/policy/"
+    awk 'BEGIN {
+        split("shop media cdn api static news mail play", W, " ");
+        split("com net org nl ru cn io de", T, " ");
+        print "[[ban]]\napp = \"Synthetic 0000\"\nadvice = \"NCSC\"\nreference = \"benchmark\"\nsince = \"2023-07-14\"\ndomains = [";
+        for (i = 0; i < 10000; i++) {
+            w = W[int(i / 8) % 8 + 1]; t = T[i % 8 + 1];
+            if (i % 3 == 0) printf "  \"%s.s%07x-x.%s\",\n", w, i, t; else printf "  \"s%07x-%s.%s\",\n", i, w, t;
+        }
+        print "]";
+    }' >"$WORK/policy/synthetic-0000.toml"
+
+    cat >"$WORK/weerwal.toml" <<EOF
+[proxy]
+listen = "$PROXY"
+allow_clients = ["127.0.0.0/8"]
+# 8080: the CONNECT bulk test tunnels to the local nginx.
+connect_ports = [443, 8080]
+# One client address opens the 10,000 idle connections of test (e).
+max_connections = 20000
+max_connections_per_client = 20000
+
+[policy]
+dir = "policy"
+
+[audit]
+path = "logs/audit.jsonl"
+sync = "write"
+
+[ca]
+dir = "certs"
+organisation = "Gemeente Bench"
+EOF
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+worker_rlimit_nofile 65536;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 120s;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen $ORIGIN;
+        root $WORK/www;
+    }
+}
+EOF
+    log "load average before: $(cut -d' ' -f1-3 /proc/loadavg); work dir $WORK"
+    timeout --kill-after=10 1500 unshare -n -- bash "${BASH_SOURCE[0]}" --inner
+    exit $?
+fi
+
+# -------------------------------------------------------------- inside netns
+ip link set lo up
+ulimit -n 65536
+OUT=$WORK/out
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+TICK=$(getconf CLK_TCK)
+
+wait_port() { # host:port
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    return 1
+}
+cpu_ticks() { # pid [pid...]: utime+stime of the processes, in clock ticks
+    local total=0 p
+    for p in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$total"
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+/usr/sbin/nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+PIDS+=($!)
+NGINX=$!
+wait_port "$ORIGIN"
+NGINX_PIDS=$(pgrep -P "$NGINX" | tr '\n' ' ')
+
+cd "$WORK"
+"$ROOT/target/release/weerwal" serve --config "$WORK/weerwal.toml" >"$OUT/weerwal.log" 2>&1 &
+WEERWAL=$!
+PIDS+=($WEERWAL)
+wait_port "$PROXY"
+sleep 2
+RSS_IDLE=$(rss_kib "$WEERWAL")
+log "weerwal pid $WEERWAL idle RSS ${RSS_IDLE} KiB; nginx workers $NGINX_PIDS"
+
+# Sanity: the origin answers directly and through the proxy; a banned host is blocked.
+code() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@"; }
+[[ $(code "http://$ORIGIN/1k") == 200 ]] || { echo "origin not serving" >&2; exit 1; }
+[[ $(code -x "http://$PROXY" "http://$ORIGIN/1k") == 200 ]] || { echo "proxy not forwarding" >&2; exit 1; }
+[[ $(code -x "http://$PROXY" "http://aliexpress.com/") == 403 ]] || { echo "proxy not blocking" >&2; exit 1; }
+
+cat >"$OUT/proxied.lua" <<EOF
+-- wrk connects to the proxy; the request line names the origin (absolute form).
+wrk.path = "http://$ORIGIN/1k"
+EOF
+cat >"$OUT/blocked.lua" <<'EOF'
+wrk.path = "http://m.aliexpress.com/"
+wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+EOF
+WRK=(timeout $((DURATION + 30)) wrk -t2 -c50 -d"${DURATION}s" --latency)
+
+# (a) small allowed GETs, direct vs through weerwal, and (b) blocked GETs.
+for r in $(seq "$ROUNDS"); do
+    log "round $r/$ROUNDS: 1 KiB GETs direct"
+    n0=$(cpu_ticks $NGINX_PIDS)
+    "${WRK[@]}" "http://$ORIGIN/1k" >"$OUT/direct.$r.txt"
+    echo "$(( $(cpu_ticks $NGINX_PIDS) - n0 ))" >"$OUT/direct.$r.nginxticks"
+    log "round $r/$ROUNDS: 1 KiB GETs through weerwal"
+    w0=$(cpu_ticks "$WEERWAL"); n0=$(cpu_ticks $NGINX_PIDS)
+    "${WRK[@]}" -s "$OUT/proxied.lua" "http://$PROXY" >"$OUT/proxy.$r.txt"
+    echo "$(( $(cpu_ticks "$WEERWAL") - w0 ))" >"$OUT/proxy.$r.ticks"
+    log "round $r/$ROUNDS: blocked GETs through weerwal"
+    a0=$(wc -l <"$WORK/logs/audit.jsonl")
+    "${WRK[@]}" -s "$OUT/blocked.lua" "http://$PROXY" >"$OUT/blocked.$r.txt"
+    sleep 0.5
+    echo "$(( $(wc -l <"$WORK/logs/audit.jsonl") - a0 ))" >"$OUT/blocked.$r.records"
+done
+
+# How many write(2) calls the audit writer made for one round of blocked
+# requests (strace, if present, on the writer thread only; a short extra run).
+AUDIT_WRITES=-1
+if command -v strace >/dev/null; then
+    TID=$(grep -l '^audit-writer' /proc/"$WEERWAL"/task/*/comm | head -1 | cut -d/ -f5)
+    if [[ -n "$TID" ]]; then
+        a0=$(wc -l <"$WORK/logs/audit.jsonl")
+        timeout 20 strace -qq -e trace=write,writev,pwrite64 -o "$OUT/audit.strace" -p "$TID" &
+        ST=$!
+        sleep 1
+        timeout 15 wrk -t2 -c50 -d2s -s "$OUT/blocked.lua" "http://$PROXY" >/dev/null
+        sleep 0.5
+        kill "$ST" 2>/dev/null || true
+        wait "$ST" 2>/dev/null || true
+        AUDIT_WRITES=$(grep -c 'write' "$OUT/audit.strace" || true)
+        echo "$(( $(wc -l <"$WORK/logs/audit.jsonl") - a0 ))" >"$OUT/strace.records"
+    fi
+fi
+
+# (c) CONNECT tunnel bulk: 2 parallel streams of BIG_MIB each, plain HTTP
+# inside the tunnel (curl -p: CONNECT $ORIGIN, then GET /big in the tunnel;
+# weerwal reads the request head, decides on its Host, then splices bytes).
+bulk() { # curl-args...: aggregate MiB/s of 2 parallel downloads
+    local t0 t1 i bytes pids=()
+    t0=$(date +%s.%N)
+    for i in 1 2; do
+        timeout 120 curl -s -o /dev/null -w '%{size_download} %{http_code}\n' "$@" "http://$ORIGIN/big" >"$OUT/bulk.$i" &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+    t1=$(date +%s.%N)
+    bytes=$(awk '$2 == 200 {s += $1} END {print s + 0}' "$OUT/bulk.1" "$OUT/bulk.2")
+    if [[ $bytes != $((2 * (BIG_MIB << 20))) ]]; then
+        echo "bulk download incomplete: $bytes bytes" >&2
+        cat "$OUT/bulk.1" "$OUT/bulk.2" >&2
+        exit 1
+    fi
+    awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN {printf "%.1f\n", b / 1048576 / (z - a)}'
+}
+for r in $(seq "$ROUNDS"); do
+    log "round $r/$ROUNDS: CONNECT bulk 2 x $BIG_MIB MiB"
+    bulk >>"$OUT/connect.direct"
+    bulk -p -x "http://$PROXY" >>"$OUT/connect.proxy"
+done
+
+# (d) plain HTTP forwarding of a 100 MiB body, alternating direct and proxied.
+speed() { timeout 60 curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' "$@" "http://$ORIGIN/100m"; }
+for i in $(seq "$FWD_RUNS"); do
+    log "forward 100 MiB run $i/$FWD_RUNS"
+    speed >>"$OUT/fwd.direct"
+    speed -x "http://$PROXY" >>"$OUT/fwd.proxy"
+done
+for f in "$OUT/fwd.direct" "$OUT/fwd.proxy"; do
+    awk -v want=$((100 << 20)) '$2 != want {print "incomplete 100 MiB download: " $0 > "/dev/stderr"; exit 1}' "$f"
+done
+
+sleep 1
+RSS_AFTER=$(rss_kib "$WEERWAL")
+
+# (e) idle keep-alive client connections.
+log "opening $IDLE_CONNS idle keep-alive connections"
+timeout 300 python3 "$ROOT/bench/loadtool.py" idle "$IDLE_CONNS" "$PROXY" "http://$ORIGIN/1k" "$WEERWAL" >"$OUT/idle.json"
+
+# ------------------------------------------------------------------ results
+python3 "$ROOT/bench/loadtool.py" collect "$OUT" "$RSS_IDLE" "$RSS_AFTER" "$TICK" "$ROUNDS" "$AUDIT_WRITES" >"$OUT/results.json"
+echo
+echo "weerwal load benchmark — $(date -u +%FT%TZ), $(nproc) cores, load average at end $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t2 -c50 -d${DURATION}s, median of $ROUNDS rounds; bodies: 1 KiB, 100 MiB, 2 × $BIG_MIB MiB"
+echo
+python3 "$ROOT/bench/loadtool.py" table "$OUT/results.json"
+echo
+if [[ "${KEEP:-0}" == 1 ]]; then echo "raw results: $OUT/results.json"; fi

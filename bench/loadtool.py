@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Helpers for bench/load.sh (standard library only).
+
+  loadtool.py wrk FILE                 parse wrk --latency output -> JSON on stdout
+  loadtool.py idle N PROXY TARGET PID  open N keep-alive connections through the
+                                       proxy (one GET each, response read), then
+                                       report the proxy's RSS and how many are open
+  loadtool.py collect OUT ...          gather one run's raw outputs -> JSON
+  loadtool.py table RESULTS.json       print the results table (Markdown)
+"""
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+
+
+def to_us(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"latency {text!r}")
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[unit]
+
+
+def parse_wrk(path):
+    text = open(path).read()
+    out = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", text)
+    out["requests"] = int(m.group(1)) if m else 0
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
+        if m:
+            out[f"p{pct}_us"] = to_us(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    return out
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def read_response(sock):
+    """Reads one HTTP/1.1 response with a Content-Length body; returns the status."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response head")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+    length = int(m.group(1)) if m else 0
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        rest += chunk
+    return status
+
+
+def idle(n, proxy, target, pid):
+    host, port = proxy.rsplit(":", 1)
+    authority = target.split("/")[2]
+    request = f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: weerwal-bench\r\n\r\n".encode()
+    socks, failed = [], 0
+    before = rss_kib(pid)
+    t0 = time.monotonic()
+    for _ in range(n):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        try:
+            s.sendall(request)
+            if read_response(s) != 200:
+                failed += 1
+        except OSError:
+            failed += 1
+        socks.append(s)
+    opened = time.monotonic() - t0
+    time.sleep(2)
+    rss = rss_kib(pid)
+    # Still open? A closed peer makes a non-blocking peek return b"".
+    alive = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            if s.recv(1, socket.MSG_PEEK) != b"":
+                alive += 1  # unexpected data, but open
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    for s in socks:
+        s.close()
+    time.sleep(1)
+    after_close = rss_kib(pid)
+    print(json.dumps({
+        "conns": n, "failed": failed, "alive": alive, "open_seconds": round(opened, 2),
+        "rss_before_kib": before, "rss_kib": rss, "rss_after_close_kib": after_close,
+    }))
+
+
+def collect(out, rss_idle, rss_after, tick, rounds, audit_writes):
+    """Gathers the raw outputs of one load.sh run into one JSON object."""
+    import statistics
+    tick, rounds = int(tick), int(rounds)
+    read = lambda f: float(open(f"{out}/{f}").read())
+    floats = lambda f: [float(l.split()[0]) for l in open(f"{out}/{f}") if l.strip()]
+
+    def summary(name):
+        runs = [parse_wrk(f"{out}/{name}.{r}.txt") for r in range(1, rounds + 1)]
+        s = {k: statistics.median(x[k] for x in runs) for k in ("rps", "p50_us", "p99_us")}
+        s["requests"] = sum(x["requests"] for x in runs)
+        s["non2xx"] = sum(x["non2xx"] for x in runs)
+        s["socket_errors"] = sum(x["socket_errors"] for x in runs)
+        s["runs"] = runs
+        return s
+
+    direct, proxy, blocked = summary("direct"), summary("proxy"), summary("blocked")
+    cpu = [read(f"proxy.{r}.ticks") / tick * 1e6 / proxy["runs"][r - 1]["requests"] for r in range(1, rounds + 1)]
+    ncpu = [read(f"direct.{r}.nginxticks") / tick * 1e6 / direct["runs"][r - 1]["requests"]
+            for r in range(1, rounds + 1)]
+    strace_records = f"{out}/strace.records"
+    return {
+        "small_direct": direct, "small_proxy": proxy, "blocked": blocked,
+        "cpu_us_per_req": statistics.median(cpu), "cpu_us_per_req_all": cpu,
+        "nginx_cpu_us_per_req": statistics.median(ncpu),
+        "audit_records": sum(int(read(f"blocked.{r}.records")) for r in range(1, rounds + 1)),
+        "audit_writes": int(audit_writes),
+        "audit_writes_records": int(read("strace.records")) if os.path.exists(strace_records) else -1,
+        "connect": {"direct_mibs": statistics.median(floats("connect.direct")),
+                    "proxy_mibs": statistics.median(floats("connect.proxy")),
+                    "mib_each": int(os.environ.get("BIG_MIB", 512)),
+                    "direct_all": floats("connect.direct"), "proxy_all": floats("connect.proxy")},
+        "forward": {"direct_mibs": statistics.median(floats("fwd.direct")) / 1048576,
+                    "proxy_mibs": statistics.median(floats("fwd.proxy")) / 1048576,
+                    "direct_all": [x / 1048576 for x in floats("fwd.direct")],
+                    "proxy_all": [x / 1048576 for x in floats("fwd.proxy")],
+                    "runs": len(floats("fwd.direct"))},
+        "rss_idle_kib": int(rss_idle), "rss_after_load_kib": int(rss_after),
+        "idle": json.load(open(f"{out}/idle.json")),
+    }
+
+
+def fmt_int(v):
+    return f"{v:,.0f}"
+
+
+def table(path):
+    r = json.load(open(path))
+    rows = []
+
+    def row(name, direct, proxied, ratio, target, ok):
+        mark = "" if ok is None else ("met" if ok else "**missed**")
+        rows.append(f"| {name} | {direct} | {proxied} | {ratio} | {target} | {mark} |")
+
+    d, p = r["small_direct"], r["small_proxy"]
+    ratio = p["rps"] / d["rps"] if d["rps"] else 0
+    row("1 KiB GET, requests/s", fmt_int(d["rps"]), fmt_int(p["rps"]), f"{ratio:.0%}", "≥ 45 %", ratio >= 0.45)
+    row("1 KiB GET, p50 latency", f"{d['p50_us']:.0f} µs", f"{p['p50_us']:.0f} µs", f"+{p['p50_us'] - d['p50_us']:.0f} µs",
+        "", None)
+    row("1 KiB GET, p99 latency", f"{d['p99_us']:.0f} µs", f"{p['p99_us']:.0f} µs", f"+{p['p99_us'] - d['p99_us']:.0f} µs",
+        "≤ direct + 1 ms", p["p99_us"] <= d["p99_us"] + 1000)
+    cpu = r["cpu_us_per_req"]
+    row("weerwal CPU per 1 KiB GET", f"(nginx: {r['nginx_cpu_us_per_req']:.1f} µs)", f"{cpu:.1f} µs", "", "≤ 20 µs",
+        cpu <= 20)
+    b = r["blocked"]
+    row("blocked GETs/s, audit log on", "", fmt_int(b["rps"]), f"{b['rps'] / d['rps']:.0%} of direct GETs",
+        "≥ 60,000/s", b["rps"] >= 60000)
+    row("audit records for blocked GETs", "", f"{r['audit_records']:,} for {b['requests']:,} answered", "",
+        "every attempt", r["audit_records"] >= b["requests"])
+    if r["audit_writes"] >= 0:
+        per = r["audit_writes_records"] / max(r["audit_writes"], 1)
+        row("audit writer: records per write(2) (strace, 2 s run)", "",
+            f"{r['audit_writes_records']:,} records / {r['audit_writes']:,} writes = {per:.1f}", "", "batched", per > 1)
+    c = r["connect"]
+    ratio = c["proxy_mibs"] / c["direct_mibs"]
+    row(f"CONNECT tunnel bulk, 2 × {c['mib_each']} MiB", f"{c['direct_mibs']:,.0f} MiB/s", f"{c['proxy_mibs']:,.0f} MiB/s",
+        f"{ratio:.0%}", "≥ 90 %", ratio >= 0.90)
+    f = r["forward"]
+    ratio = f["proxy_mibs"] / f["direct_mibs"]
+    row(f"plain HTTP 100 MiB body (median of {f['runs']})", f"{f['direct_mibs']:,.0f} MiB/s",
+        f"{f['proxy_mibs']:,.0f} MiB/s", f"{ratio:.0%}", "≥ 70 %", ratio >= 0.70)
+    mib = lambda kib: kib / 1024
+    row("RSS idle", "", f"{mib(r['rss_idle_kib']):.1f} MiB", "", "≤ 20 MB", r["rss_idle_kib"] * 1024 <= 20e6)
+    row("RSS after the load above", "", f"{mib(r['rss_after_load_kib']):.1f} MiB", "", "", None)
+    i = r["idle"]
+    row(f"RSS with {i['conns']:,} idle keep-alive clients", "",
+        f"{mib(i['rss_kib']):.1f} MiB ({i['alive']:,} open)", "", "≤ 150 MB",
+        i["rss_kib"] * 1024 <= 150e6 and i["alive"] == i["conns"])
+    print("| measurement | direct | through weerwal | ratio / delta | target | |")
+    print("| --- | ---: | ---: | ---: | --- | --- |")
+    print("\n".join(rows))
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "wrk":
+        print(json.dumps(parse_wrk(sys.argv[2])))
+    elif cmd == "idle":
+        idle(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif cmd == "collect":
+        print(json.dumps(collect(*sys.argv[2:8]), indent=1))
+    elif cmd == "table":
+        table(sys.argv[2])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
