@@ -4,7 +4,9 @@
 # runs once, only when a Debian package is missing.
 #
 #   curl         used by tests and the README's examples
-#   chromium     tests/pac.rs: headless Chromium with --proxy-pac-url
+#   chromium     tests/pac.rs (headless Chromium with --proxy-pac-url) and
+#                tests/history_browsers.rs (Chromium writes its own History)
+#   firefox-esr  tests/history_browsers.rs (Firefox writes its own places.sqlite)
 #   node + npm   tests/pac.rs: the real PAC engine in tests/pac_engine/
 #                (pac-resolver on QuickJS, pinned by its package-lock.json)
 set -euo pipefail
@@ -15,6 +17,7 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 need=()
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # The machine image ships Node.js 20 with npm; Debian's own nodejs is only
 # the fallback for a machine without any.
 command -v node >/dev/null || need+=(nodejs npm)

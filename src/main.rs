@@ -51,6 +51,9 @@ enum Command {
     Policy(PolicyCommand),
     /// Print the PAC file that /proxy.pac serves.
     Pac,
+    /// Find and remove visits to banned sites in this user's browser history.
+    #[command(subcommand)]
+    History(weerwal::history::cli::HistoryCommand),
     /// Manage the users file (for `identity.auth = "basic"` and officers).
     #[command(subcommand)]
     Users(UsersCommand),
@@ -167,6 +170,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Users(cmd) => users_command(&config, cmd),
         Command::Reload => reload_command(&config),
+        Command::History(cmd) => {
+            // On a council laptop there is no policy/ folder: the built-in
+            // policy is the expected one, not worth a warning.
+            let loaded = if config.policy_dir_is_default() && !config.policy.dir.exists() {
+                policy::load_embedded(Date::today())
+            } else {
+                serve::load_policy(&config)
+            };
+            let (policy, _) = loaded.map_err(|e| Failure::Usage(e.into()))?;
+            Ok(weerwal::history::cli::run(cmd, &policy))
+        }
         Command::Pac => {
             let (policy, _) = serve::load_policy(&config).map_err(|e| Failure::Usage(e.into()))?;
             print!("{}", weerwal::pac::generate(&config, &policy).text);

@@ -6,7 +6,8 @@
 //! keeps its clean-up triggers in memory (TEMP triggers created when it opens
 //! the file), so they do not run for us: purge does their work itself,
 //! removing `moz_inputhistory` (address-bar completions), `moz_annos`,
-//! `moz_places_metadata` and the origin row once no place uses it.
+//! `moz_places_metadata`, the new-tab shortcut interactions and the origin
+//! row once no place uses it.
 //!
 //! A bookmarked banned page keeps its `moz_places` row, because the bookmark
 //! points at it; its visits are removed and its counters reset, the same as
@@ -121,7 +122,9 @@ fn delete_rows(conn: &Connection, policy: &Policy, found: &[Finding]) -> rusqlit
         [],
     )? as u64;
 
-    for table in ["moz_inputhistory", "moz_annos", "moz_places_metadata", "moz_places_extra"] {
+    for table in
+        ["moz_inputhistory", "moz_annos", "moz_places_metadata", "moz_places_extra", "moz_newtab_shortcuts_interaction"]
+    {
         if has_table(conn, table)? && has_column(conn, table, "place_id")? {
             conn.execute(&format!("DELETE FROM {table} WHERE place_id IN temp.weerwal_drop"), [])?;
         }

@@ -227,12 +227,21 @@ pub fn purge_table(out: &mut dyn Write, purges: &[PurgeOutcome], errors: &[(Prof
         if p.removed.icon_links > 0 {
             writeln!(out, "  Their site icons were removed from the browser's icon store as well.")?;
         }
-        if !p.backups.is_empty() {
-            writeln!(out, "  Backup of the old history (it still contains the removed entries):")?;
-            for b in &p.backups {
-                writeln!(out, "    {}", b.display())?;
+        match p.backups.as_slice() {
+            [] => {}
+            [one] => writeln!(
+                out,
+                "  Backup of the old history (it still contains the removed entries): {}\n  \
+                 Delete it once the browser works normally.",
+                one.display()
+            )?,
+            many => {
+                writeln!(out, "  Backups of the old history (they still contain the removed entries):")?;
+                for b in many {
+                    writeln!(out, "    {}", b.display())?;
+                }
+                writeln!(out, "  Delete them once the browser works normally.")?;
             }
-            writeln!(out, "  Delete it once the browser works normally.")?;
         }
     }
     Ok(())
