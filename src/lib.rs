@@ -12,6 +12,7 @@ pub mod compliance;
 pub mod config;
 pub mod gateway;
 pub mod identity;
+pub mod metrics;
 pub mod pac;
 pub mod pages;
 pub mod policy;

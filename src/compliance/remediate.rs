@@ -59,6 +59,7 @@ impl Remediation<'_> {
             return self.attest(req, ua.as_deref()).await;
         }
         let return_to = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        crate::metrics::metrics().gateway_denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self.audit.record(self.record(EventKind::GatewayDenied, ua.as_deref())).await {
             tracing::error!(error = %e, "could not write gateway_denied record");
         }

@@ -24,7 +24,10 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let m = crate::metrics::metrics();
+    m.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let response = if req.method() == Method::CONNECT {
+        m.connect_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         connect::handle(state, peer, req).await
     } else if req.uri().authority().is_some() {
         handle_absolute(state, peer, req).await
@@ -49,6 +52,7 @@ pub async fn identify(
             AuthOutcome::Authenticated(u) => Some(u),
             AuthOutcome::Missing => return Err(respond::auth_required(&auth.realm)),
             AuthOutcome::Failed { user } => {
+                crate::metrics::metrics().auth_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut r = Record::new(EventKind::AuthFailed);
                 r.user = user.map(|u| u.chars().take(64).collect());
                 r.client = Some(client);

@@ -88,7 +88,12 @@ impl Attempt<'_> {
 /// it is real.
 pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyBody> {
     start_session_record(state, attempt).await;
-    let seq = match state.audit.record(attempt.record(EventKind::Blocked)).await {
+    let metrics = crate::metrics::metrics();
+    metrics.blocked(&attempt.matched.app.name);
+    let started = std::time::Instant::now();
+    let written = state.audit.record(attempt.record(EventKind::Blocked)).await;
+    metrics.audit_write.observe(started.elapsed());
+    let seq = match written {
         Ok(seq) => Some(seq),
         Err(e) => {
             tracing::error!(error = %e, host = attempt.host, "could not write audit record; blocking anyway");
@@ -128,6 +133,7 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
 /// Records an exempted attempt before it is let through.
 pub async fn exempted(state: &ProxyState, attempt: &Attempt<'_>, reason: &str) {
     start_session_record(state, attempt).await;
+    crate::metrics::metrics().exempted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut r = attempt.record(EventKind::Exempted);
     r.reason = Some(reason.to_string());
     if let Err(e) = state.audit.record(r).await {

@@ -1,0 +1,149 @@
+//! Counters for `/metrics` (Prometheus text format): cheap atomics bumped on
+//! the request path, rendered only when scraped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+/// Upper bounds (seconds) of the audit write latency buckets: from a
+/// page-cache write (tens of µs) to a slow fsync.
+const LATENCY_BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
+
+/// A latency histogram with fixed buckets.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Everything `/metrics` reports.
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: AtomicU64,
+    pub connect_requests: AtomicU64,
+    pub blocked: DashMap<String, AtomicU64>,
+    pub exempted: AtomicU64,
+    pub gateway_denied: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub audit_write: Histogram,
+}
+
+/// The process's metrics. One process serves one configuration, so one set.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::default)
+}
+
+impl Metrics {
+    pub fn blocked(&self, app: &str) {
+        if let Some(c) = self.blocked.get(app) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.blocked.entry(app.to_string()).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, live_sessions: usize, flagged: usize) -> String {
+        let mut out = String::with_capacity(2048);
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            &mut out,
+            "weerwal_requests_total",
+            "Requests handled by the proxy.",
+            self.requests.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_connect_requests_total",
+            "CONNECT requests handled by the proxy.",
+            self.connect_requests.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weerwal_blocked_total Blocked attempts by app.\n# TYPE weerwal_blocked_total counter"
+        );
+        let mut apps: Vec<(String, u64)> =
+            self.blocked.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
+        apps.sort();
+        for (app, n) in apps {
+            let _ = writeln!(out, "weerwal_blocked_total{{app=\"{}\"}} {n}", label(&app));
+        }
+        counter(
+            &mut out,
+            "weerwal_exempted_total",
+            "Exempted attempts let through.",
+            self.exempted.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_gateway_denied_total",
+            "Requests to protected systems answered with the remediation page.",
+            self.gateway_denied.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_auth_failed_total",
+            "Failed proxy logins.",
+            self.auth_failed.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP weerwal_live_sessions Sessions currently live.\n# TYPE weerwal_live_sessions gauge\nweerwal_live_sessions {live_sessions}");
+        let _ = writeln!(out, "# HELP weerwal_flagged_subjects Subjects refused protected systems until they attest.\n# TYPE weerwal_flagged_subjects gauge\nweerwal_flagged_subjects {flagged}");
+        let h = &self.audit_write;
+        let _ = writeln!(out, "# HELP weerwal_audit_write_seconds Time from handing a record to the writer until it is written.\n# TYPE weerwal_audit_write_seconds histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += h.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "weerwal_audit_write_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "weerwal_audit_write_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "weerwal_audit_write_seconds_sum {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "weerwal_audit_write_seconds_count {count}");
+        out
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.blocked("TikTok");
+        m.blocked("TikTok");
+        m.blocked("Ali\"Express");
+        m.audit_write.observe(Duration::from_micros(50));
+        m.audit_write.observe(Duration::from_millis(3));
+        let text = m.render(2, 1);
+        assert!(text.contains("weerwal_blocked_total{app=\"TikTok\"} 2"));
+        assert!(text.contains("weerwal_blocked_total{app=\"Ali\\\"Express\"} 1"));
+        assert!(text.contains("weerwal_audit_write_seconds_bucket{le=\"0.0001\"} 1"));
+        assert!(text.contains("weerwal_audit_write_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("weerwal_audit_write_seconds_count 2"));
+        assert!(text.contains("weerwal_live_sessions 2"));
+    }
+}
