@@ -24,6 +24,7 @@ use crate::config::{GatewayConfig, ProxyConfig};
 use crate::identity::{canonical_ip, Identity};
 use crate::policy::{normalise_host, parse_authority};
 use crate::proxy::forward::{relay, Upstream};
+use crate::proxy::listener::accept_next;
 use crate::proxy::{origin_client, respond, ProxyBody};
 
 /// The cookie that keeps a device recognised when its address changes.
@@ -139,18 +140,7 @@ pub async fn run(
 ) {
     let tracker = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "gateway accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
+        let Some((stream, peer)) = accept_next(&listener, &shutdown).await else { break };
         let (state, tls, shutdown) = (Arc::clone(&state), tls.clone(), shutdown.clone());
         tracker.spawn(async move {
             match tls {

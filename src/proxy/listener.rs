@@ -61,6 +61,27 @@ impl Admission {
     }
 }
 
+/// The next connection, or `None` once `shutdown` is cancelled. Accept
+/// errors (out of file descriptors and the like) are logged and retried
+/// after a short pause rather than ending the listener.
+pub async fn accept_next(listener: &TcpListener, shutdown: &CancellationToken) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` is cancelled, then waits for the
 /// connections in flight to finish (up to `grace`).
 pub async fn run(
@@ -72,19 +93,7 @@ pub async fn run(
     let admission = Admission::new(state.config.proxy.max_connections, state.config.proxy.max_connections_per_client);
     let tracker = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep going.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
+        let Some((stream, peer)) = accept_next(&listener, &shutdown).await else { break };
         let ip = canonical_ip(peer.ip());
         if !state.config.proxy.allow_clients.iter().any(|net| net.contains(&ip)) {
             tracing::warn!(client = %ip, "refused a client outside proxy.allow_clients");

@@ -154,34 +154,25 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
     let verdict = policy.decide(subject, &Target { host: &host, user_agent: ua, date: Date::today() });
     drop(policy);
     let path = state.config.audit.log_paths.then(|| uri.path());
-    match &verdict {
-        Verdict::Block(matched) => {
-            let attempt = Attempt {
-                subject,
-                session: &who.session,
-                matched,
-                host: &host_key,
-                port,
-                method: req.method(),
-                path,
-                user_agent: ua,
-            };
-            return respond::block(&state, &attempt).await;
+    let matched = match &verdict {
+        Verdict::Block(m) | Verdict::Exempt { matched: m, .. } => Some(m),
+        Verdict::Allow => None,
+    };
+    if let Some(matched) = matched {
+        let attempt = Attempt {
+            subject,
+            session: &who.session,
+            matched,
+            host: &host_key,
+            port,
+            method: req.method(),
+            path,
+            user_agent: ua,
+        };
+        match &verdict {
+            Verdict::Exempt { exemption, .. } => respond::exempted(&state, &attempt, &exemption.reason).await,
+            _ => return respond::block(&state, &attempt).await,
         }
-        Verdict::Exempt { matched, exemption } => {
-            let attempt = Attempt {
-                subject,
-                session: &who.session,
-                matched,
-                host: &host_key,
-                port,
-                method: req.method(),
-                path,
-                user_agent: ua,
-            };
-            respond::exempted(&state, &attempt, &exemption.reason).await;
-        }
-        Verdict::Allow => {}
     }
     if !scheme_is_http {
         return respond::error(
