@@ -51,6 +51,10 @@ enum Command {
     Policy(PolicyCommand),
     /// Print the PAC file that /proxy.pac serves.
     Pac,
+    /// Review the audit log: verify the hash chain, query attempts, report
+    /// per user, session, app, day or device.
+    #[command(subcommand)]
+    Logs(weerwal::audit::cli::LogsCommand),
     /// Find and remove visits to banned sites in this user's browser history.
     #[command(subcommand)]
     History(weerwal::history::cli::HistoryCommand),
@@ -170,6 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Users(cmd) => users_command(&config, cmd),
         Command::Reload => reload_command(&config),
+        Command::Logs(cmd) => Ok(weerwal::audit::cli::run(cmd, &config)),
         Command::History(cmd) => {
             // On a council laptop there is no policy/ folder: the built-in
             // policy is the expected one, not worth a warning.

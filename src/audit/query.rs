@@ -147,7 +147,9 @@ pub enum RunError {
     Write(#[from] io::Error),
 }
 
-const COLUMNS: [&str; 19] = [
+/// The columns of the CSV export (`logs query --format csv`, and the
+/// dashboard's CSV download).
+pub const COLUMNS: [&str; 19] = [
     "seq",
     "ts",
     "event",
@@ -176,7 +178,8 @@ fn to_name<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
-fn csv_fields(r: &Record) -> Vec<String> {
+/// One record as the fields of [`COLUMNS`].
+pub fn csv_fields(r: &Record) -> Vec<String> {
     let s = |v: &Option<String>| v.clone().unwrap_or_default();
     vec![
         r.seq.to_string(),
