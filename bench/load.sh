@@ -7,7 +7,7 @@
 #   bench/load.sh --quick    smoke run: 2 s, 1 round, smaller bodies
 #
 # Environment: DURATION (s per wrk run), ROUNDS, IDLE_CONNS, KEEP=1 keeps the
-# work directory. Needs root (apt-get, unshare -n). Prints one Markdown table
+# work directory, PERF=1 also profiles weerwal with perf (reports in it). Needs root (apt-get, unshare -n). Prints one Markdown table
 # with ratios against the same origin reached directly, in the same run.
 #
 # Origin: nginx (Debian) on 127.0.0.1:8080 serving 1 KiB, 100 MiB and 512 MiB
@@ -185,13 +185,17 @@ code() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@"; }
 [[ $(code -x "http://$PROXY" "http://$ORIGIN/1k") == 200 ]] || { echo "proxy not forwarding" >&2; exit 1; }
 [[ $(code -x "http://$PROXY" "http://aliexpress.com/") == 403 ]] || { echo "proxy not blocking" >&2; exit 1; }
 
+# Every request carries a browser's User-Agent, as real traffic does (weerwal
+# scans it for app signatures); direct requests carry the same header.
+UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 cat >"$OUT/proxied.lua" <<EOF
 -- wrk connects to the proxy; the request line names the origin (absolute form).
 wrk.path = "http://$ORIGIN/1k"
+wrk.headers["User-Agent"] = "$UA"
 EOF
-cat >"$OUT/blocked.lua" <<'EOF'
+cat >"$OUT/blocked.lua" <<EOF
 wrk.path = "http://m.aliexpress.com/"
-wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+wrk.headers["User-Agent"] = "$UA"
 EOF
 WRK=(timeout $((DURATION + 30)) wrk -t2 -c50 -d"${DURATION}s" --latency)
 
@@ -199,7 +203,7 @@ WRK=(timeout $((DURATION + 30)) wrk -t2 -c50 -d"${DURATION}s" --latency)
 for r in $(seq "$ROUNDS"); do
     log "round $r/$ROUNDS: 1 KiB GETs direct"
     n0=$(cpu_ticks $NGINX_PIDS)
-    "${WRK[@]}" "http://$ORIGIN/1k" >"$OUT/direct.$r.txt"
+    "${WRK[@]}" -H "User-Agent: $UA" "http://$ORIGIN/1k" >"$OUT/direct.$r.txt"
     echo "$(( $(cpu_ticks $NGINX_PIDS) - n0 ))" >"$OUT/direct.$r.nginxticks"
     log "round $r/$ROUNDS: 1 KiB GETs through weerwal"
     w0=$(cpu_ticks "$WEERWAL"); n0=$(cpu_ticks $NGINX_PIDS)
@@ -211,6 +215,24 @@ for r in $(seq "$ROUNDS"); do
     sleep 0.5
     echo "$(( $(wc -l <"$WORK/logs/audit.jsonl") - a0 ))" >"$OUT/blocked.$r.records"
 done
+
+# PERF=1: profile weerwal (perf, software clock, DWARF call graphs) during
+# extra short runs of (a) and (b); the reports go to $OUT/perf.*.txt.
+if [[ "${PERF:-0}" == 1 ]]; then
+    for what in proxied blocked; do
+        log "profiling weerwal: $what GETs"
+        timeout 60 perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$WEERWAL" \
+            -o "$OUT/perf.$what.data" -- sleep $((DURATION < 5 ? DURATION : 5)) 2>/dev/null &
+        PERFPID=$!
+        timeout $((DURATION + 30)) wrk -t2 -c50 -d$((DURATION < 5 ? DURATION : 5))s -s "$OUT/$what.lua" \
+            "http://$PROXY" >"$OUT/perf.$what.wrk.txt"
+        wait "$PERFPID" || true
+        perf report -i "$OUT/perf.$what.data" --no-children --stdio --percent-limit 0.7 -g none \
+            >"$OUT/perf.$what.txt" 2>/dev/null || true
+        perf report -i "$OUT/perf.$what.data" --children --stdio --percent-limit 2 -g none \
+            >"$OUT/perf.$what.children.txt" 2>/dev/null || true
+    done
+fi
 
 # How many write(2) calls the audit writer made for one round of blocked
 # requests (strace, if present, on the writer thread only; a short extra run).

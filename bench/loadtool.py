@@ -168,9 +168,9 @@ def table(path):
     d, p = r["small_direct"], r["small_proxy"]
     ratio = p["rps"] / d["rps"] if d["rps"] else 0
     row("1 KiB GET, requests/s", fmt_int(d["rps"]), fmt_int(p["rps"]), f"{ratio:.0%}", "≥ 45 %", ratio >= 0.45)
-    row("1 KiB GET, p50 latency", f"{d['p50_us']:.0f} µs", f"{p['p50_us']:.0f} µs", f"+{p['p50_us'] - d['p50_us']:.0f} µs",
+    row("1 KiB GET, p50 latency", f"{d['p50_us']:.0f} µs", f"{p['p50_us']:.0f} µs", f"{p['p50_us'] - d['p50_us']:+.0f} µs",
         "", None)
-    row("1 KiB GET, p99 latency", f"{d['p99_us']:.0f} µs", f"{p['p99_us']:.0f} µs", f"+{p['p99_us'] - d['p99_us']:.0f} µs",
+    row("1 KiB GET, p99 latency", f"{d['p99_us']:.0f} µs", f"{p['p99_us']:.0f} µs", f"{p['p99_us'] - d['p99_us']:+.0f} µs",
         "≤ direct + 1 ms", p["p99_us"] <= d["p99_us"] + 1000)
     cpu = r["cpu_us_per_req"]
     row("weerwal CPU per 1 KiB GET", f"(nginx: {r['nginx_cpu_us_per_req']:.1f} µs)", f"{cpu:.1f} µs", "", "≤ 20 µs",

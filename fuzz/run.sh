@@ -55,14 +55,15 @@ fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 if [ "$engine" = stable ]; then
   echo "fuzz: building the targets with libFuzzer on stable ($(rustc --version))"
-  # --target keeps these flags off build scripts and proc macros.
+  # --target keeps these flags off build scripts and proc macros; a target
+  # dir of its own keeps cargo-fuzz's (differently built) binaries apart.
   RUSTFLAGS="-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-level=4 \
     -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
     -Cllvm-args=-sanitizer-coverage-pc-table \
     -Cllvm-args=-sanitizer-coverage-trace-compares \
     --cfg fuzzing -Cdebug-assertions -Coverflow-checks" \
-    cargo build --release --target "$host" $(printf -- '--bin %s ' "${targets[@]}")
+    cargo build --release --target "$host" --target-dir target/stable $(printf -- '--bin %s ' "${targets[@]}")
 else
   echo "fuzz: using cargo-fuzz on nightly ($(cargo +nightly fuzz --version))"
 fi
@@ -76,7 +77,7 @@ for t in "${targets[@]}"; do
   echo "fuzz: $t for ${seconds}s (log: fuzz/$log)"
   set +e
   if [ "$engine" = stable ]; then
-    "target/$host/release/$t" "${common[@]}" -artifact_prefix="artifacts/$t/" \
+    "target/stable/$host/release/$t" "${common[@]}" -artifact_prefix="artifacts/$t/" \
       "corpus/$t" "$(seeds_for "$t")" >"$log" 2>&1
   else
     cargo +nightly fuzz run "$t" "corpus/$t" "$(seeds_for "$t")" -- "${common[@]}" >"$log" 2>&1

@@ -8,7 +8,10 @@
 #                tests/history_browsers.rs (Chromium writes its own History)
 #   firefox-esr  tests/history_browsers.rs (Firefox writes its own places.sqlite)
 #   node + npm   tests/pac.rs: the real PAC engine in tests/pac_engine/
-#                (pac-resolver on QuickJS, pinned by its package-lock.json)
+#                (pac-resolver on QuickJS, pinned by its package-lock.json);
+#                tests/admin_browser.rs: playwright-core in tests/browser/
+#                driving Debian's chromium (no browser download)
+#   prometheus_client (PyPI)  tests/admin.rs parses /metrics with its parser
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,4 +36,19 @@ if [ ! -f "$engine/node_modules/pac-resolver/package.json" ] \
   || [ ! -f "$engine/node_modules/quickjs-wasi/package.json" ] \
   || [ "$engine/package-lock.json" -nt "$engine/node_modules/.package-lock.json" ]; then
   (cd "$engine" && npm ci --ignore-scripts --no-audit --no-fund)
+fi
+
+# The dashboard's browser test: playwright-core (a library only: it drives
+# /usr/bin/chromium and never downloads a browser), installed as locked.
+browser=tests/browser
+if [ ! -f "$browser/node_modules/playwright-core/package.json" ] \
+  || [ "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]; then
+  (cd "$browser" && npm ci --ignore-scripts --no-audit --no-fund)
+fi
+
+# The Prometheus text-format parser tests/admin.rs checks /metrics with.
+if ! python3 -c 'import prometheus_client.parser' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'prometheus_client==0.26.0' \
+    || { $SUDO apt-get update -qq \
+         && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-prometheus-client; }
 fi

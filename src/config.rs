@@ -344,19 +344,33 @@ impl Config {
         if self.proxy.max_connections == 0 || self.proxy.max_connections_per_client == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));
         }
-        // Settings of features this build does not have yet are refused
-        // rather than ignored: an administrator must not believe they work.
-        for (section, present) in [
-            ("[admin]", self.admin.is_some()),
-            ("[compliance]", self.compliance.is_some()),
-            ("[gateway]", self.gateway.is_some()),
-        ] {
-            if present {
+        if let Some(admin) = &self.admin {
+            // The dashboard never shares the proxy's port: browsers reach the
+            // proxy from every client network, officers only from loopback or
+            // a management network.
+            let clash = |a: &SocketAddr| {
+                a.port() != 0
+                    && a.port() == admin.listen.port()
+                    && (a.ip() == admin.listen.ip() || a.ip().is_unspecified() || admin.listen.ip().is_unspecified())
+            };
+            if let Some(p) = self.proxy.listen.iter().find(|a| clash(a)) {
+                let section = text.lines().position(|l| l.trim() == "[admin]").unwrap_or(0);
+                let line = text
+                    .lines()
+                    .enumerate()
+                    .skip(section + 1)
+                    .take_while(|(_, l)| !l.trim_start().starts_with('['))
+                    .find(|(_, l)| l.trim_start().starts_with("listen"))
+                    .map(|(i, _)| i + 1)
+                    .unwrap_or(section + 1);
                 return Err(ConfigError::Invalid {
                     path: path.to_path_buf(),
-                    line: text.lines().position(|l| l.trim() == section).map(|i| i + 1).unwrap_or(1),
-                    key: section.to_string(),
-                    message: "this section is not available in this version of weerwal".into(),
+                    line,
+                    key: "admin.listen".into(),
+                    message: format!(
+                        "{} is the proxy's address {p}: the dashboard needs its own port (default 127.0.0.1:9090)",
+                        admin.listen
+                    ),
                 });
             }
         }
@@ -486,6 +500,37 @@ mod tests {
         assert!(err.to_string().starts_with("w.toml:2: allow_clients:"), "{err}");
         let err = Config::parse(Path::new("w.toml"), "[proxy]\n\nconnect_ports = []\n").unwrap_err();
         assert!(err.to_string().starts_with("w.toml:3: connect_ports:"), "{err}");
+    }
+
+    #[test]
+    fn every_section_of_the_design_parses() {
+        let text = r#"
+[proxy]
+listen = ["127.0.0.1:3128"]
+[identity]
+auth = "basic"
+users_file = "users.toml"
+[[identity.device]]
+cidr = "10.1.2.0/24"
+name = "raadslaptops"
+[admin]
+listen = "127.0.0.1:9090"
+[compliance]
+protected = ["webmail.gemeente.nl", "ibabs.gemeente.nl"]
+quarantine = "14d"
+[gateway]
+listen = "0.0.0.0:8443"
+cert = "certs/gateway.pem"
+key = "certs/gateway.key"
+trusted_proxies = ["10.0.0.10/32"]
+[[gateway.route]]
+host = "webmail.gemeente.nl"
+upstream = "http://10.0.0.5:80"
+"#;
+        let c = Config::parse(Path::new("w.toml"), text).unwrap();
+        assert_eq!(c.compliance.unwrap().protected.len(), 2);
+        assert_eq!(c.gateway.unwrap().route[0].upstream, "http://10.0.0.5:80");
+        assert_eq!(c.identity.device[0].name, "raadslaptops");
     }
 
     #[test]

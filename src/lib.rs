@@ -6,11 +6,13 @@
 //! doing: sockets, files, TLS.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod ca;
 pub mod compliance;
 pub mod config;
 pub mod gateway;
+pub mod history;
 pub mod identity;
 pub mod metrics;
 pub mod pac;
@@ -19,4 +21,3 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod serve;
-pub mod history;

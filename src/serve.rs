@@ -54,6 +54,8 @@ pub fn load_policy(config: &Config) -> Result<(Policy, Vec<Warning>), PolicyErro
 pub struct Server {
     pub proxy_addrs: Vec<SocketAddr>,
     pub gateway_addrs: Vec<SocketAddr>,
+    /// The officers' dashboard, when it runs (`[admin]`, or officers exist).
+    pub admin_addrs: Vec<SocketAddr>,
     pub compliance: Option<Arc<Compliance>>,
     pub ca: Option<Arc<CertificateAuthority>>,
     pub policy: Arc<ArcSwap<Policy>>,
@@ -150,6 +152,13 @@ impl Server {
             tracing::info!(listen = ?gateway_addrs, tls = tls.is_some(), "compliance gateway running");
             tasks.spawn(gateway::run(listener, gw, tls, shutdown.clone(), Duration::from_secs(10)));
         }
+        let mut admin_addrs = Vec::new();
+        if let Some((listener, admin)) =
+            crate::admin::bind(&state.config, audit.clone(), Arc::clone(&identity), compliance.clone()).await?
+        {
+            admin_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
+            tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));
+        }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
         for l in listeners {
             tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
@@ -157,6 +166,7 @@ impl Server {
         Ok(Server {
             proxy_addrs,
             gateway_addrs,
+            admin_addrs,
             compliance,
             ca,
             policy,

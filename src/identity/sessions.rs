@@ -186,10 +186,57 @@ impl SessionStore {
         self.sessions.is_empty()
     }
 
+    /// A read-only snapshot of the live sessions, for the officers'
+    /// dashboard. Sessions that have logged nothing (ordinary browsing) are
+    /// only counted, never described: `(described, browsing_only)`.
+    pub fn live(&self) -> (Vec<LiveSession>, usize) {
+        let now = Instant::now();
+        let mut browsing_only = 0;
+        let mut out = Vec::new();
+        for e in self.sessions.iter() {
+            let (key, s) = (e.key(), e.value());
+            if now.duration_since(s.last_seen) > self.idle {
+                continue;
+            }
+            if !s.logged {
+                browsing_only += 1;
+                continue;
+            }
+            out.push(LiveSession {
+                id: s.id.to_string(),
+                user: key.user.as_deref().map(str::to_string),
+                client: key.client,
+                device: s.device.clone(),
+                started: s.started,
+                quiet_for: now.duration_since(s.last_seen),
+                attempts: s.attempts.clone(),
+                distinct_hosts: s.hosts.len(),
+            });
+        }
+        out.sort_by(|a, b| b.started.cmp(&a.started).then_with(|| a.id.cmp(&b.id)));
+        (out, browsing_only)
+    }
+
     /// Allocated slots, to check that memory returns after a sweep.
     pub fn capacity(&self) -> usize {
         self.sessions.capacity()
     }
+}
+
+/// One live session that has logged attempts, as [`SessionStore::live`]
+/// shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    pub id: String,
+    pub user: Option<String>,
+    pub client: IpAddr,
+    pub device: Option<String>,
+    pub started: SystemTime,
+    /// Time since its last request.
+    pub quiet_for: Duration,
+    /// Attempts per app so far.
+    pub attempts: BTreeMap<String, u64>,
+    pub distinct_hosts: usize,
 }
 
 fn end_record(key: &Key, s: &Session) -> Record {
@@ -248,6 +295,28 @@ mod tests {
         let second = store.touch(ip, None, None, None);
         assert_ne!(first.id, second.id);
         assert_eq!(second.ended.unwrap().session.as_deref(), Some(&*first.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_describes_only_sessions_with_attempts() {
+        let store = SessionStore::new(Duration::from_secs(60));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let s = store.touch(a, Some("jan"), Some("raadslaptops"), None);
+        store.touch(b, None, None, None);
+        store.note_attempt(a, Some("jan"), "TikTok", "www.tiktok.com");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (live, browsing_only) = store.live();
+        assert_eq!(browsing_only, 1, "the session that only browsed is counted, not described");
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].id, &*s.id);
+        assert_eq!(
+            (live[0].user.as_deref(), live[0].client, live[0].device.as_deref()),
+            (Some("jan"), a, Some("raadslaptops"))
+        );
+        assert_eq!(live[0].attempts["TikTok"], 1);
+        assert_eq!((live[0].distinct_hosts, live[0].quiet_for), (1, Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(store.live(), (Vec::new(), 0), "idle sessions are not live, even before a sweep");
     }
 
     #[tokio::test(start_paused = true)]

@@ -247,3 +247,17 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> S
 pub fn status_of(raw: &str) -> u16 {
     raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
+/// Turns the officers' dashboard on (an ephemeral loopback port) and writes
+/// a users file with `users` (name, password, role) next to the audit log.
+pub fn with_dashboard(c: &mut Config, users: &[(&str, &str, weerwal::identity::Role)]) {
+    let dir = c.audit.path.parent().and_then(Path::parent).expect("audit log in dir/logs").to_path_buf();
+    let path = dir.join("users.toml");
+    let mut file = weerwal::identity::Users::default();
+    for (name, password, role) in users {
+        file.upsert(name, password, *role, Vec::new()).unwrap();
+    }
+    file.save(&path).unwrap();
+    c.identity.users_file = path;
+    c.admin = Some(weerwal::config::AdminConfig { listen: "127.0.0.1:0".parse().unwrap() });
+}

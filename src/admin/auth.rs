@@ -1,0 +1,388 @@
+//! Officer login for the dashboard: users with role `officer` only, a
+//! random session token in an `HttpOnly; SameSite=Strict` cookie, a CSRF
+//! token per session, and failed logins slowed down.
+//!
+//! Login CSRF: the login form carries a token bound (HMAC with a process
+//! secret) to a random pre-session cookie, and `POST /login` needs both.
+//! `SameSite=Strict` alone would not do: cookies ignore ports, so every
+//! other web application on `127.0.0.1` is "same-site" with the dashboard
+//! and could post a login form to it. The same holds for every form after
+//! login, which is why each carries the session's CSRF token, and why a
+//! POST whose `Origin` names another origin is refused as well.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::form::{cookie, same};
+use crate::identity::{Role, Users};
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "weerwal_admin";
+/// The pre-session cookie the login form's token is bound to.
+pub const LOGIN_COOKIE: &str = "weerwal_admin_login";
+/// A session ends this long after login, whatever happens.
+pub const SESSION_MAX: Duration = Duration::from_secs(8 * 3600);
+/// A session ends after this long without a request.
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// At most this many sessions; the oldest goes when a new one would pass it.
+const MAX_SESSIONS: usize = 1000;
+/// Failures older than this are forgotten.
+const FAILURE_WINDOW: Duration = Duration::from_secs(600);
+/// Password checks (argon2id) running at once; more wait.
+const PARALLEL_CHECKS: usize = 4;
+
+/// A logged-in officer, as a request handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Officer {
+    pub name: String,
+    /// The session's CSRF token, put in every form.
+    pub csrf: String,
+}
+
+/// What a session cookie says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionState {
+    Officer(Officer),
+    /// No cookie, an unknown or expired one.
+    None,
+    /// A session whose user is no longer an officer (users file changed).
+    NotOfficer(String),
+}
+
+/// The outcome of a login form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// A new session: the cookie value and the officer.
+    Officer { token: String, officer: Officer },
+    /// Right password, but not an officer.
+    NotOfficer,
+    /// Unknown user or wrong password.
+    Failed,
+}
+
+struct Session {
+    officer: String,
+    csrf: String,
+    created: Instant,
+    last_seen: Instant,
+}
+
+/// The users file as last read, re-read when it changes on disk so an
+/// officer removed or demoted loses the dashboard at once.
+struct UsersCache {
+    stamp: Option<(SystemTime, u64)>,
+    users: Arc<Users>,
+}
+
+pub struct OfficerAuth {
+    users_file: PathBuf,
+    users: Mutex<UsersCache>,
+    /// Keyed by the SHA-256 of the cookie value, so the token itself is not
+    /// kept and lookups do not compare secrets byte by byte.
+    sessions: DashMap<[u8; 32], Session>,
+    failures: DashMap<IpAddr, (u32, Instant)>,
+    checks: Semaphore,
+    secret: [u8; 32],
+}
+
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    hex::encode(bytes)
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// HMAC-SHA-256 (RFC 2104) with a 32-byte key.
+fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+    for (i, k) in key.iter().enumerate() {
+        ipad[i] ^= k;
+        opad[i] ^= k;
+    }
+    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
+    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
+}
+
+fn key_of(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A password check for a user that does not exist costs as much as one
+/// that does, so response times do not tell which names are real.
+fn dummy_users() -> &'static Users {
+    static DUMMY: OnceLock<Users> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let mut u = Users::default();
+        let _ = u.upsert("-", &random_hex(16), Role::User, Vec::new());
+        u
+    })
+}
+
+impl OfficerAuth {
+    /// `users` as just read from `users_file`.
+    pub fn new(users_file: &Path, users: Users) -> OfficerAuth {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the operating system's random source works");
+        OfficerAuth {
+            users_file: users_file.to_path_buf(),
+            users: Mutex::new(UsersCache { stamp: stamp(users_file), users: Arc::new(users) }),
+            sessions: DashMap::new(),
+            failures: DashMap::new(),
+            checks: Semaphore::new(PARALLEL_CHECKS),
+            secret,
+        }
+    }
+
+    /// The users, re-read when the file changed (a broken file keeps the
+    /// last good users and says so in the log).
+    fn users(&self) -> Arc<Users> {
+        let now = stamp(&self.users_file);
+        let mut cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if now != cache.stamp {
+            match Users::load(&self.users_file) {
+                Ok(users) => cache.users = Arc::new(users),
+                Err(e) => {
+                    tracing::error!(error = %e, "dashboard: users file not re-read; keeping the users read before")
+                }
+            }
+            cache.stamp = now;
+        }
+        Arc::clone(&cache.users)
+    }
+
+    fn is_officer(&self, name: &str) -> bool {
+        self.users().get(name).is_some_and(|u| u.role == Role::Officer)
+    }
+
+    /// The token the login form carries for this pre-session cookie.
+    pub fn login_token(&self, pre: &str) -> String {
+        let mut msg = b"weerwal admin login\0".to_vec();
+        msg.extend_from_slice(pre.as_bytes());
+        hex::encode(&hmac(&self.secret, &msg)[..16])
+    }
+
+    /// Whether the login form's token belongs to this pre-session cookie.
+    pub fn login_token_ok(&self, pre: &str, token: &str) -> bool {
+        !pre.is_empty() && same(&self.login_token(pre), token)
+    }
+
+    /// A fresh pre-session cookie value.
+    pub fn new_pre_session() -> String {
+        random_hex(16)
+    }
+
+    /// The session a request's cookie names. Touching it keeps it alive.
+    pub fn session(&self, headers: &HeaderMap) -> SessionState {
+        let Some(token) = cookie(headers, SESSION_COOKIE) else { return SessionState::None };
+        let key = key_of(token);
+        let now = Instant::now();
+        let name = {
+            let Some(mut s) = self.sessions.get_mut(&key) else { return SessionState::None };
+            if now.duration_since(s.created) > SESSION_MAX || now.duration_since(s.last_seen) > SESSION_IDLE {
+                drop(s);
+                self.sessions.remove(&key);
+                return SessionState::None;
+            }
+            s.last_seen = now;
+            (s.officer.clone(), s.csrf.clone())
+        };
+        if !self.is_officer(&name.0) {
+            self.sessions.remove(&key);
+            return SessionState::NotOfficer(name.0);
+        }
+        SessionState::Officer(Officer { name: name.0, csrf: name.1 })
+    }
+
+    /// Ends the session a request's cookie names (logout).
+    pub fn end(&self, headers: &HeaderMap) {
+        if let Some(token) = cookie(headers, SESSION_COOKIE) {
+            self.sessions.remove(&key_of(token));
+        }
+    }
+
+    /// How long a login from `client` must wait first: nothing for the
+    /// first two mistakes, then doubling from 250 ms up to 8 s.
+    fn delay_for(&self, client: IpAddr) -> Duration {
+        match self.failures.get(&client) {
+            Some(f) if f.1.elapsed() <= FAILURE_WINDOW && f.0 > 2 => Duration::from_millis(250u64 << (f.0 - 3).min(5)),
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn note_failure(&self, client: IpAddr) {
+        let mut e = self.failures.entry(client).or_insert((0, Instant::now()));
+        if e.1.elapsed() > FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        e.1 = Instant::now();
+        drop(e);
+        if self.failures.len() > 100_000 {
+            self.failures.retain(|_, (_, at)| at.elapsed() < FAILURE_WINDOW);
+        }
+    }
+
+    /// Checks a login. Repeated failures from one address wait ever longer
+    /// before their password is even checked, and only a few argon2 checks
+    /// run at once, so guessing in parallel gains nothing.
+    pub async fn login(&self, client: IpAddr, name: &str, password: &str) -> Login {
+        let delay = self.delay_for(client);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let users = self.users();
+        let Ok(_permit) = self.checks.acquire().await else { return Login::Failed };
+        let (n, p) = (name.to_string(), password.to_string());
+        let role = tokio::task::spawn_blocking(move || {
+            if users.get(&n).is_some() {
+                users.verify(&n, &p).map(|u| u.role)
+            } else {
+                let _ = dummy_users().verify("-", &p);
+                None
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        match role {
+            Some(Role::Officer) => {
+                self.failures.remove(&client);
+                let (token, officer) = self.create(name);
+                Login::Officer { token, officer }
+            }
+            Some(_) => {
+                self.note_failure(client);
+                Login::NotOfficer
+            }
+            None => {
+                self.note_failure(client);
+                Login::Failed
+            }
+        }
+    }
+
+    /// A new session for an officer whose password was checked.
+    fn create(&self, name: &str) -> (String, Officer) {
+        let now = Instant::now();
+        self.sessions.retain(|_, s| {
+            now.duration_since(s.created) <= SESSION_MAX && now.duration_since(s.last_seen) <= SESSION_IDLE
+        });
+        while self.sessions.len() >= MAX_SESSIONS {
+            let oldest = self.sessions.iter().min_by_key(|e| e.value().last_seen).map(|e| *e.key());
+            match oldest {
+                Some(k) => self.sessions.remove(&k),
+                None => break,
+            };
+        }
+        let token = random_hex(32);
+        let csrf = random_hex(16);
+        self.sessions.insert(
+            key_of(&token),
+            Session { officer: name.to_string(), csrf: csrf.clone(), created: now, last_seen: now },
+        );
+        (token, Officer { name: name.to_string(), csrf })
+    }
+
+    /// Live dashboard sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// The `Set-Cookie` value for a cookie of the dashboard: never readable by
+/// scripts, never sent with a request from another site, `Secure` only when
+/// served over TLS (the dashboard speaks plain HTTP on loopback).
+pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, secure: bool) -> String {
+    let mut c = format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/");
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(cookie: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::COOKIE, cookie.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2_shape() {
+        // RFC 4231 test case 2 uses a 4-byte key; padded with zeros to 32
+        // bytes it is the same HMAC (keys shorter than the block are padded).
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        assert_eq!(
+            hex::encode(hmac(&key, b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn login_token_is_bound_to_its_pre_session() {
+        let auth = OfficerAuth::new(Path::new("/nonexistent/users.toml"), Users::default());
+        let pre = OfficerAuth::new_pre_session();
+        let t = auth.login_token(&pre);
+        assert!(auth.login_token_ok(&pre, &t));
+        assert!(!auth.login_token_ok(&OfficerAuth::new_pre_session(), &t));
+        assert!(!auth.login_token_ok("", &auth.login_token("")));
+        assert!(!auth.login_token_ok(&pre, ""));
+    }
+
+    #[test]
+    fn cookie_attributes() {
+        assert_eq!(set_cookie("a", "b", None, false), "a=b; HttpOnly; SameSite=Strict; Path=/");
+        assert_eq!(
+            set_cookie("a", "", Some(Duration::ZERO), true),
+            "a=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_expire_when_idle_and_after_the_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let mut users = Users::default();
+        users.upsert("fbakker", "officer-password", Role::Officer, vec![]).unwrap();
+        users.save(&path).unwrap();
+        let auth = OfficerAuth::new(&path, Users::load(&path).unwrap());
+        let (token, officer) = auth.create("fbakker");
+        let h = headers(&format!("{SESSION_COOKIE}={token}"));
+        assert_eq!(auth.session(&h), SessionState::Officer(officer.clone()));
+        assert_eq!(auth.session(&headers(&format!("{SESSION_COOKIE}={token}x"))), SessionState::None);
+        // Kept alive by use, up to the maximum.
+        for _ in 0..15 {
+            tokio::time::advance(SESSION_IDLE - Duration::from_secs(1)).await;
+            assert!(matches!(auth.session(&h), SessionState::Officer(_)));
+        }
+        tokio::time::advance(SESSION_MAX).await;
+        assert_eq!(auth.session(&h), SessionState::None);
+        let (token, _) = auth.create("fbakker");
+        let h = headers(&format!("{SESSION_COOKIE}={token}"));
+        tokio::time::advance(SESSION_IDLE + Duration::from_secs(1)).await;
+        assert_eq!(auth.session(&h), SessionState::None);
+        let (token, _) = auth.create("fbakker");
+        let h = headers(&format!("{SESSION_COOKIE}={token}"));
+        auth.end(&h);
+        assert_eq!(auth.session(&h), SessionState::None);
+    }
+}
