@@ -322,3 +322,30 @@ async fn serve_refuses_a_ca_key_readable_by_others() {
     };
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+#[tokio::test]
+async fn every_request_in_a_plain_http_tunnel_is_decided() {
+    let origin = Origin::start().await;
+    let port = origin.addr.port();
+    let proxy = TestProxy::start_with(|c| c.proxy.connect_ports = vec![port]).await;
+    let mut t = connect_tunnel(proxy.addr, &origin.addr.to_string()).await;
+    // Two pipelined requests: the first to the origin, the second naming a banned host.
+    t.write_all(
+        format!(
+            "GET /first HTTP/1.1\r\nHost: {}\r\n\r\nGET /second HTTP/1.1\r\nHost: aliexpress.com\r\nConnection: close\r\n\r\n",
+            origin.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), t.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("HTTP/1.1 403") && text.contains("Geblokkeerd: AliExpress"), "{text}");
+    let uris: Vec<String> = origin.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/first"]);
+    assert_eq!(proxy.events("blocked").len(), 1);
+    proxy.stop().await;
+}

@@ -257,23 +257,99 @@ impl Tunnel {
         let limit = self.state.config.proxy.max_header_bytes;
         let timeout = self.state.config.proxy.client_hello_timeout;
         match read_http_head(&mut client, &mut buffered, limit, timeout).await {
-            HttpHead::Complete(Some(host)) => match normalise_host(&host) {
-                Ok(h) => {
-                    if let Verdict::Block(m) = decide(&self.state, &self.who.subject, &h, self.user_agent.as_deref()) {
-                        let key = h.as_key().into_owned();
-                        return self.serve_block_pages(Prefixed::new(buffered, client), key, m).await;
-                    }
-                }
-                // A Host that cannot be normalised is refused, never tunnelled.
-                Err(_) => return,
-            },
-            HttpHead::Complete(None) | HttpHead::NotHttp => {}
-            // Looks like HTTP but never finishes its head: refuse rather
-            // than let an undecided request through.
-            HttpHead::Incomplete => return,
+            HttpHead::Complete => {
+                self.log_exemptions(&[&self.first]).await;
+                // Every request in the tunnel is decided, not just the first:
+                // a second, pipelined request must not ride along unchecked.
+                self.serve_plain_http(Prefixed::new(buffered, client)).await
+            }
+            HttpHead::NotHttp => {
+                self.log_exemptions(&[&self.first]).await;
+                self.splice(client, buffered).await
+            }
+            // Looks like HTTP but never finishes its head (or has two Host
+            // headers): refuse rather than let an undecided request through.
+            HttpHead::Incomplete => {}
         }
-        self.log_exemptions(&[&self.first]).await;
-        self.splice(client, buffered).await
+    }
+
+    /// Plain HTTP inside a tunnel to an allowed host: served like the
+    /// forward proxy, each request decided on the host it names (its
+    /// absolute target, else its `Host`) and sent on to the tunnel's target.
+    async fn serve_plain_http<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let header_timeout = self.state.config.proxy.header_timeout;
+        let tunnel = Arc::new(self);
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let tunnel = Arc::clone(&tunnel);
+            async move { Ok::<_, std::convert::Infallible>(tunnel.plain_request(req).await) }
+        });
+        let result = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "plain HTTP tunnel ended");
+        }
+    }
+
+    async fn plain_request(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let mut hosts = req.headers().get_all(http::header::HOST).iter();
+        let (first_host, second_host) = (hosts.next(), hosts.next());
+        if second_host.is_some() {
+            return respond::bad_request("more than one Host header");
+        }
+        let named = match (req.uri().authority(), first_host) {
+            (Some(a), _) => Some(a.as_str().to_string()),
+            // Bytes, not `to_str`: a Unicode Host must be normalised (and
+            // then blocked or refused), never mistaken for no Host at all.
+            (None, Some(v)) => match std::str::from_utf8(v.as_bytes()) {
+                Ok(text) => Some(text.trim().to_string()),
+                Err(_) => return respond::bad_request("the Host header is not text"),
+            },
+            (None, None) => None,
+        };
+        let host = match named {
+            Some(n) => match parse_authority(&n, Some(80)) {
+                Ok((h, _)) => h,
+                Err(e) => return respond::bad_request(&format!("host {n:?}: {e}")),
+            },
+            None => self.host.clone(),
+        };
+        let ua = user_agent(req.headers()).map(str::to_string);
+        if let Verdict::Block(m) = decide(&self.state, &self.who.subject, &host, ua.as_deref()) {
+            let key = host.as_key();
+            let path = self.state.config.audit.log_paths.then(|| req.uri().path().to_string());
+            let attempt = Attempt {
+                subject: &self.who.subject,
+                session: &self.who.session,
+                matched: &m,
+                host: &key,
+                port: self.port,
+                method: req.method(),
+                path: path.as_deref(),
+                user_agent: ua.as_deref(),
+            };
+            return respond::block(&self.state, &attempt).await;
+        }
+        let target = format!("{}:{}", self.host, self.port);
+        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let Ok(uri) = http::Uri::try_from(format!("http://{target}{path}")) else {
+            return respond::bad_request("the request target cannot be forwarded");
+        };
+        let host_header = first_host.cloned().unwrap_or_else(|| {
+            http::HeaderValue::from_str(&target).unwrap_or(http::HeaderValue::from_static("localhost"))
+        });
+        let upstream = super::forward::Upstream {
+            client: &self.state.client,
+            response_timeout: self.state.config.proxy.response_timeout,
+            tunnel_idle: self.state.config.proxy.tunnel_idle_timeout,
+        };
+        super::forward::relay(&upstream, req, uri, host_header, |_| {}).await
     }
 
     /// Serves HTTP/1.1 on a connection that must never reach its origin:
@@ -317,8 +393,8 @@ impl Tunnel {
 
 /// What the first bytes of a non-TLS tunnel are.
 enum HttpHead {
-    /// A complete HTTP request head, with its `Host` if it has one.
-    Complete(Option<String>),
+    /// A complete HTTP request head: served and decided request by request.
+    Complete,
     /// Not HTTP (some other protocol): tunnelled as it is.
     NotHttp,
     /// HTTP that did not complete within the size or time limit.
@@ -339,25 +415,12 @@ async fn read_http_head<S: AsyncRead + Unpin>(
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buffered) {
             Ok(httparse::Status::Complete(_)) => {
-                let mut hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
-                let first_host = hosts.next();
-                if hosts.next().is_some() {
+                if req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count() > 1 {
                     // RFC 9112 section 3.2: more than one Host is a bad
                     // request; which one counts would be a guess.
                     return HttpHead::Incomplete;
                 }
-                let host = first_host.and_then(|h| std::str::from_utf8(h.value).ok()).map(|v| v.trim().to_string());
-                // An absolute-form target names the host too; it wins (RFC 9112 3.2.2).
-                let target = req
-                    .path
-                    .and_then(|p| p.parse::<http::Uri>().ok())
-                    .and_then(|u| u.authority().map(|a| a.as_str().to_string()));
-                let authority = target.or(host);
-                return HttpHead::Complete(authority.map(|a| match parse_authority(&a, Some(80)) {
-                    Ok((h, _)) => h.as_key().into_owned(),
-                    // Keep the raw value: normalising it again fails and refuses.
-                    Err(_) => a,
-                }));
+                return HttpHead::Complete;
             }
             Ok(httparse::Status::Partial) => {}
             Err(_) => {
