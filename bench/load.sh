@@ -19,13 +19,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0
 if [[ "${1:-}" == "--quick" ]]; then QUICK=1; shift; fi
 if [[ $QUICK == 1 ]]; then
-    DURATION=${DURATION:-2}; ROUNDS=${ROUNDS:-1}; BIG_MIB=${BIG_MIB:-128}; FWD_RUNS=${FWD_RUNS:-3}
-    IDLE_CONNS=${IDLE_CONNS:-2000}
+    DURATION=${DURATION:-2}; ROUNDS=${ROUNDS:-1}; BIG_MIB=${BIG_MIB:-128}; BULK_REPEAT=${BULK_REPEAT:-2}
+    FWD_RUNS=${FWD_RUNS:-1}; FWD_REPEAT=${FWD_REPEAT:-3}; IDLE_CONNS=${IDLE_CONNS:-2000}
 else
-    DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; BIG_MIB=${BIG_MIB:-512}; FWD_RUNS=${FWD_RUNS:-5}
-    IDLE_CONNS=${IDLE_CONNS:-10000}
+    DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; BIG_MIB=${BIG_MIB:-512}; BULK_REPEAT=${BULK_REPEAT:-4}
+    FWD_RUNS=${FWD_RUNS:-3}; FWD_REPEAT=${FWD_REPEAT:-10}; IDLE_CONNS=${IDLE_CONNS:-10000}
 fi
-export DURATION ROUNDS BIG_MIB FWD_RUNS IDLE_CONNS QUICK
+export DURATION ROUNDS BIG_MIB BULK_REPEAT FWD_RUNS FWD_REPEAT IDLE_CONNS QUICK
 ORIGIN=127.0.0.1:8080
 PROXY=127.0.0.1:3128
 export ORIGIN PROXY ROOT
@@ -161,6 +161,7 @@ cpu_ticks() { # pid [pid...]: utime+stime of the processes, in clock ticks
     done
     echo "$total"
 }
+seq_now() { python3 "$ROOT/bench/loadtool.py" lastseq "$WORK/logs"; } # records so far (the log rotates)
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
@@ -210,10 +211,10 @@ for r in $(seq "$ROUNDS"); do
     "${WRK[@]}" -s "$OUT/proxied.lua" "http://$PROXY" >"$OUT/proxy.$r.txt"
     echo "$(( $(cpu_ticks "$WEERWAL") - w0 ))" >"$OUT/proxy.$r.ticks"
     log "round $r/$ROUNDS: blocked GETs through weerwal"
-    a0=$(wc -l <"$WORK/logs/audit.jsonl")
+    a0=$(seq_now)
     "${WRK[@]}" -s "$OUT/blocked.lua" "http://$PROXY" >"$OUT/blocked.$r.txt"
     sleep 0.5
-    echo "$(( $(wc -l <"$WORK/logs/audit.jsonl") - a0 ))" >"$OUT/blocked.$r.records"
+    echo "$(( $(seq_now) - a0 ))" >"$OUT/blocked.$r.records"
 done
 
 # PERF=1: profile weerwal (perf, software clock, DWARF call graphs) during
@@ -240,7 +241,7 @@ AUDIT_WRITES=-1
 if command -v strace >/dev/null; then
     TID=$(grep -l '^audit-writer' /proc/"$WEERWAL"/task/*/comm | head -1 | cut -d/ -f5)
     if [[ -n "$TID" ]]; then
-        a0=$(wc -l <"$WORK/logs/audit.jsonl")
+        a0=$(seq_now)
         timeout 20 strace -qq -e trace=write,writev,pwrite64 -o "$OUT/audit.strace" -p "$TID" &
         ST=$!
         sleep 1
@@ -249,45 +250,51 @@ if command -v strace >/dev/null; then
         kill "$ST" 2>/dev/null || true
         wait "$ST" 2>/dev/null || true
         AUDIT_WRITES=$(grep -c 'write' "$OUT/audit.strace" || true)
-        echo "$(( $(wc -l <"$WORK/logs/audit.jsonl") - a0 ))" >"$OUT/strace.records"
+        echo "$(( $(seq_now) - a0 ))" >"$OUT/strace.records"
     fi
 fi
 
-# (c) CONNECT tunnel bulk: 2 parallel streams of BIG_MIB each, plain HTTP
-# inside the tunnel (curl -p: CONNECT $ORIGIN, then GET /big in the tunnel;
-# weerwal reads the request head, decides on its Host, then splices bytes).
-bulk() { # curl-args...: aggregate MiB/s of 2 parallel downloads
-    local t0 t1 i bytes pids=()
+# Bulk transfers: STREAMS parallel curl processes, each fetching PATH REPEAT
+# times over one connection; the rate is all bytes over the wall time.
+xfer() { # streams repeat path curl-args...: aggregate MiB/s
+    local streams=$1 repeat=$2 path=$3 t0 t1 i j bytes want size pids=() urls=()
+    shift 3
+    size=$(stat -L -c %s "$WORK/www/$path")
+    for ((j = 0; j < repeat; j++)); do urls+=(-o /dev/null "http://$ORIGIN/$path"); done
     t0=$(date +%s.%N)
-    for i in 1 2; do
-        timeout 120 curl -s -o /dev/null -w '%{size_download} %{http_code}\n' "$@" "http://$ORIGIN/big" >"$OUT/bulk.$i" &
+    for ((i = 1; i <= streams; i++)); do
+        timeout 300 curl -s -w '%{size_download} %{http_code}\n' "$@" "${urls[@]}" >"$OUT/xfer.$i" &
         pids+=($!)
     done
     wait "${pids[@]}" || true
     t1=$(date +%s.%N)
-    bytes=$(awk '$2 == 200 {s += $1} END {print s + 0}' "$OUT/bulk.1" "$OUT/bulk.2")
-    if [[ $bytes != $((2 * (BIG_MIB << 20))) ]]; then
-        echo "bulk download incomplete: $bytes bytes" >&2
-        cat "$OUT/bulk.1" "$OUT/bulk.2" >&2
+    bytes=$(cat "$OUT"/xfer.* | awk '$2 == 200 {s += $1} END {printf "%.0f\n", s}')
+    want=$((streams * repeat * size))
+    if [[ $bytes != "$want" ]]; then
+        echo "bulk transfer incomplete: $bytes of $want bytes" >&2
+        head -c 2000 "$OUT"/xfer.* | cat -v >&2
         exit 1
     fi
+    rm -f "$OUT"/xfer.*
     awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN {printf "%.1f\n", b / 1048576 / (z - a)}'
 }
+
+# (c) CONNECT tunnel bulk: 2 parallel streams of BULK_REPEAT x BIG_MIB each,
+# plain HTTP inside the tunnel (curl -p: CONNECT $ORIGIN, then GETs in the
+# tunnel; weerwal reads the first request head, decides on its Host, then
+# splices bytes). Direct: the same curl without the proxy.
 for r in $(seq "$ROUNDS"); do
-    log "round $r/$ROUNDS: CONNECT bulk 2 x $BIG_MIB MiB"
-    bulk >>"$OUT/connect.direct"
-    bulk -p -x "http://$PROXY" >>"$OUT/connect.proxy"
+    log "round $r/$ROUNDS: CONNECT bulk 2 streams x $BULK_REPEAT x $BIG_MIB MiB"
+    xfer 2 "$BULK_REPEAT" big >>"$OUT/connect.direct"
+    xfer 2 "$BULK_REPEAT" big -p -x "http://$PROXY" >>"$OUT/connect.proxy"
 done
 
-# (d) plain HTTP forwarding of a 100 MiB body, alternating direct and proxied.
-speed() { timeout 60 curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' "$@" "http://$ORIGIN/100m"; }
+# (d) plain HTTP forwarding of a 100 MiB body (FWD_REPEAT times on one
+# keep-alive connection per run), direct and proxied alternating.
 for i in $(seq "$FWD_RUNS"); do
-    log "forward 100 MiB run $i/$FWD_RUNS"
-    speed >>"$OUT/fwd.direct"
-    speed -x "http://$PROXY" >>"$OUT/fwd.proxy"
-done
-for f in "$OUT/fwd.direct" "$OUT/fwd.proxy"; do
-    awk -v want=$((100 << 20)) '$2 != want {print "incomplete 100 MiB download: " $0 > "/dev/stderr"; exit 1}' "$f"
+    log "forward run $i/$FWD_RUNS: $FWD_REPEAT x 100 MiB"
+    xfer 1 "$FWD_REPEAT" 100m >>"$OUT/fwd.direct"
+    xfer 1 "$FWD_REPEAT" 100m -x "http://$PROXY" >>"$OUT/fwd.proxy"
 done
 
 sleep 1
@@ -301,7 +308,7 @@ timeout 300 python3 "$ROOT/bench/loadtool.py" idle "$IDLE_CONNS" "$PROXY" "http:
 python3 "$ROOT/bench/loadtool.py" collect "$OUT" "$RSS_IDLE" "$RSS_AFTER" "$TICK" "$ROUNDS" "$AUDIT_WRITES" >"$OUT/results.json"
 echo
 echo "weerwal load benchmark — $(date -u +%FT%TZ), $(nproc) cores, load average at end $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t2 -c50 -d${DURATION}s, median of $ROUNDS rounds; bodies: 1 KiB, 100 MiB, 2 × $BIG_MIB MiB"
+echo "wrk -t2 -c50 -d${DURATION}s, median of $ROUNDS rounds; CONNECT: 2 streams × $BULK_REPEAT × $BIG_MIB MiB, median of $ROUNDS; forward: $FWD_REPEAT × 100 MiB per run, median of $FWD_RUNS"
 echo
 python3 "$ROOT/bench/loadtool.py" table "$OUT/results.json"
 echo

@@ -5,6 +5,8 @@
   loadtool.py idle N PROXY TARGET PID  open N keep-alive connections through the
                                        proxy (one GET each, response read), then
                                        report the proxy's RSS and how many are open
+  loadtool.py criterion LOG            medians of a `cargo bench` log -> Markdown
+  loadtool.py lastseq LOGDIR           highest audit seq (the log rotates)
   loadtool.py collect OUT ...          gather one run's raw outputs -> JSON
   loadtool.py table RESULTS.json       print the results table (Markdown)
 """
@@ -141,16 +143,51 @@ def collect(out, rss_idle, rss_after, tick, rounds, audit_writes):
         "audit_writes_records": int(read("strace.records")) if os.path.exists(strace_records) else -1,
         "connect": {"direct_mibs": statistics.median(floats("connect.direct")),
                     "proxy_mibs": statistics.median(floats("connect.proxy")),
-                    "mib_each": int(os.environ.get("BIG_MIB", 512)),
+                    "mib_each": int(os.environ.get("BIG_MIB", 512)) * int(os.environ.get("BULK_REPEAT", 1)),
                     "direct_all": floats("connect.direct"), "proxy_all": floats("connect.proxy")},
-        "forward": {"direct_mibs": statistics.median(floats("fwd.direct")) / 1048576,
-                    "proxy_mibs": statistics.median(floats("fwd.proxy")) / 1048576,
-                    "direct_all": [x / 1048576 for x in floats("fwd.direct")],
-                    "proxy_all": [x / 1048576 for x in floats("fwd.proxy")],
-                    "runs": len(floats("fwd.direct"))},
+        "forward": {"direct_mibs": statistics.median(floats("fwd.direct")),
+                    "proxy_mibs": statistics.median(floats("fwd.proxy")),
+                    "direct_all": floats("fwd.direct"), "proxy_all": floats("fwd.proxy"),
+                    "runs": len(floats("fwd.direct")), "repeat": int(os.environ.get("FWD_REPEAT", 1))},
         "rss_idle_kib": int(rss_idle), "rss_after_load_kib": int(rss_after),
         "idle": json.load(open(f"{out}/idle.json")),
     }
+
+
+def last_seq(logdir):
+    """The highest `seq` in the audit log, across rotated files."""
+    import glob
+    best = 0
+    for path in glob.glob(os.path.join(logdir, "audit*.jsonl")):
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            lines = f.read().splitlines()
+        for line in reversed(lines):
+            try:
+                best = max(best, json.loads(line)["seq"])
+                break
+            except (ValueError, KeyError):
+                continue
+    return best
+
+
+def criterion_table(path):
+    """Median of every criterion benchmark in a `cargo bench` log, as Markdown."""
+    name, rows = None, []
+    for line in open(path):
+        m = re.match(r"^(\S+)?\s+time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line)
+        if m:
+            rows.append((m.group(1) or name, f"{m.group(2)} {m.group(3)}"))
+            name = None
+            continue
+        m = re.match(r"^([A-Za-z0-9_]+/\S+)\s*$", line)
+        if m:
+            name = m.group(1)
+    print("| benchmark | median |")
+    print("| --- | ---: |")
+    for n, t in rows:
+        print(f"| `{n}` | {t} |")
 
 
 def fmt_int(v):
@@ -190,7 +227,7 @@ def table(path):
         f"{ratio:.0%}", "≥ 90 %", ratio >= 0.90)
     f = r["forward"]
     ratio = f["proxy_mibs"] / f["direct_mibs"]
-    row(f"plain HTTP 100 MiB body (median of {f['runs']})", f"{f['direct_mibs']:,.0f} MiB/s",
+    row(f"plain HTTP forwarding, 100 MiB bodies ({f['repeat']} per run)", f"{f['direct_mibs']:,.0f} MiB/s",
         f"{f['proxy_mibs']:,.0f} MiB/s", f"{ratio:.0%}", "≥ 70 %", ratio >= 0.70)
     mib = lambda kib: kib / 1024
     row("RSS idle", "", f"{mib(r['rss_idle_kib']):.1f} MiB", "", "≤ 20 MB", r["rss_idle_kib"] * 1024 <= 20e6)
@@ -210,6 +247,10 @@ def main():
         print(json.dumps(parse_wrk(sys.argv[2])))
     elif cmd == "idle":
         idle(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif cmd == "criterion":
+        criterion_table(sys.argv[2])
+    elif cmd == "lastseq":
+        print(last_seq(sys.argv[2]))
     elif cmd == "collect":
         print(json.dumps(collect(*sys.argv[2:8]), indent=1))
     elif cmd == "table":

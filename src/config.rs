@@ -45,6 +45,10 @@ pub struct ProxyConfig {
     /// Never an open proxy: only these client networks are served.
     pub allow_clients: Vec<IpNet>,
     pub connect_ports: Vec<u16>,
+    /// Addresses the proxy never connects to for a client (checked after
+    /// DNS). Loopback is added automatically when non-loopback clients are
+    /// allowed: the server's own services are not theirs to reach.
+    pub deny_destinations: Vec<IpNet>,
     pub https: HttpsMode,
     /// Squid's default request header limit.
     pub max_header_bytes: usize,
@@ -72,6 +76,10 @@ impl Default for ProxyConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
             allow_clients: vec!["127.0.0.0/8".parse().expect("literal CIDR"), "::1/128".parse().expect("literal CIDR")],
             connect_ports: vec![443],
+            deny_destinations: vec![
+                "169.254.0.0/16".parse().expect("literal CIDR"),
+                "fe80::/10".parse().expect("literal CIDR"),
+            ],
             https: HttpsMode::Intercept,
             max_header_bytes: 64 * 1024,
             header_timeout: Duration::from_secs(30),

@@ -16,6 +16,7 @@ use crate::config::{Config, HttpsMode};
 use crate::gateway::{self, GatewayError, GatewayState};
 use crate::identity::{Identity, UsersError};
 use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
+use crate::proxy::destinations::DeniedDestinations;
 use crate::proxy::{listener, origin_client, ProxyState};
 use crate::reload::Reloader;
 
@@ -124,14 +125,15 @@ impl Server {
             audit: audit.clone(),
         });
         let state = Arc::new(ProxyState {
-            client: origin_client(config.proxy.connect_timeout),
+            local_addrs: proxy_addrs.iter().copied().chain(own_listeners(&config)).collect(),
+            client: origin_client(config.proxy.connect_timeout, DeniedDestinations::from_config(&config.proxy)),
+            denied: DeniedDestinations::from_config(&config.proxy),
             config,
             policy: Arc::clone(&policy),
             audit: audit.clone(),
             leaves,
             identity: Arc::clone(&identity),
             compliance: compliance.clone(),
-            local_addrs: proxy_addrs.clone(),
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -247,4 +249,11 @@ async fn sweep_sessions(identity: Arc<Identity>, audit: AuditLog, shutdown: Canc
             }
         }
     }
+}
+
+/// The dashboard's and gateway's listen addresses (the dashboard's default
+/// too): never a destination for a client of the proxy.
+fn own_listeners(config: &Config) -> Vec<SocketAddr> {
+    let admin = config.admin.as_ref().map(|a| a.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
+    std::iter::once(admin).chain(config.gateway.as_ref().map(|g| g.listen)).collect()
 }

@@ -298,3 +298,42 @@ async fn weerwal_reload_signals_the_running_server() {
     assert!(bin.wait().success());
     assert!(!bin.dir.path().join("logs/weerwal.pid").exists(), "pid file removed on exit");
 }
+
+#[tokio::test]
+async fn remote_clients_cannot_reach_the_servers_own_loopback() {
+    let origin = Origin::start().await;
+    let port = origin.addr.port();
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.allow_clients.push("10.0.0.0/8".parse().unwrap());
+        c.proxy.connect_ports = vec![443, port];
+    })
+    .await;
+    let client = proxy.client();
+    for url in [origin.url("/"), format!("http://localhost:{port}/"), format!("http://[::ffff:127.0.0.1]:{port}/")] {
+        let resp = client.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{url}");
+    }
+    let raw = raw_exchange(
+        proxy.addr,
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(status_of(&raw), 403, "{raw}");
+    // A name that resolves to loopback: the tunnel is closed, never spliced.
+    let mut t = TcpStream::connect(proxy.addr).await.unwrap();
+    t.write_all(
+        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut out)).await;
+    assert!(!String::from_utf8_lossy(&out).contains("hello from origin"));
+    assert!(origin.requests().is_empty(), "nothing reached the server's loopback");
+    // The dashboard's default address is never a destination.
+    let resp = client.get("http://127.0.0.1:9090/metrics").send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    proxy.stop().await;
+}

@@ -128,7 +128,7 @@ impl Remediation<'_> {
 }
 
 /// Only a local path may be returned to (no open redirect).
-fn safe_return(path: &str) -> &str {
+pub fn safe_return(path: &str) -> &str {
     let ok = path.starts_with('/')
         && !path.starts_with("//")
         && !path.starts_with("/\\")

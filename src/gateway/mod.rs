@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -23,9 +21,10 @@ use crate::compliance::Compliance;
 use crate::config::{GatewayConfig, ProxyConfig};
 use crate::identity::{canonical_ip, Identity};
 use crate::policy::{normalise_host, parse_authority};
+use crate::proxy::destinations::DeniedDestinations;
 use crate::proxy::forward::{relay, Upstream};
 use crate::proxy::listener::accept_next;
-use crate::proxy::{origin_client, respond, ProxyBody};
+use crate::proxy::{origin_client, respond, OriginClient, ProxyBody};
 
 /// The cookie that keeps a device recognised when its address changes.
 const DEVICE_COOKIE: &str = "weerwal_device";
@@ -53,7 +52,7 @@ pub struct GatewayState {
     compliance: Arc<Compliance>,
     identity: Arc<Identity>,
     audit: AuditLog,
-    client: Client<HttpConnector, Incoming>,
+    client: OriginClient,
     limits: ProxyConfig,
 }
 
@@ -81,7 +80,8 @@ impl GatewayState {
             compliance,
             identity,
             audit,
-            client: origin_client(limits.connect_timeout),
+            // Upstreams are the administrator's own choice: none denied.
+            client: origin_client(limits.connect_timeout, DeniedDestinations::default()),
             limits: limits.clone(),
         })
     }
@@ -144,10 +144,16 @@ pub async fn run(
         let (state, tls, shutdown) = (Arc::clone(&state), tls.clone(), shutdown.clone());
         tracker.spawn(async move {
             match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => serve_connection(state, peer, s, shutdown).await,
-                    Err(e) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
-                },
+                Some(acceptor) => {
+                    // A client that opens a connection and says nothing must
+                    // not hold it (and a file descriptor) forever.
+                    let handshake = tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(s)) => serve_connection(state, peer, s, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
+                        Err(_) => tracing::debug!(client = %peer, "gateway TLS handshake timed out"),
+                    }
+                }
                 None => serve_connection(state, peer, stream, shutdown).await,
             }
         });
@@ -226,7 +232,10 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
             };
             remediation.respond(req).await
         }
-        None => forward(state, req, upstream, &host_header, client).await,
+        None => {
+            let peer_trusted = state.trusted_proxies.iter().any(|n| n.contains(&canonical_ip(peer.ip())));
+            forward(state, req, upstream, &host_header, client, peer_trusted).await
+        }
     };
     if new_cookie {
         let secure = if state.tls { "; Secure" } else { "" };
@@ -244,6 +253,7 @@ async fn forward(
     upstream: &Uri,
     host_header: &str,
     client: IpAddr,
+    peer_trusted: bool,
 ) -> Response<ProxyBody> {
     let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let base = upstream.to_string();
@@ -261,6 +271,13 @@ async fn forward(
     };
     let forwarded_host = host_value.clone();
     relay(&upstream, req, uri, host_value, move |h| {
+        if !peer_trusted {
+            // What an untrusted client claims about forwarding is not passed
+            // on: upstreams must be able to believe these headers.
+            for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"] {
+                h.remove(name);
+            }
+        }
         if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
             h.append("x-forwarded-for", v);
         }

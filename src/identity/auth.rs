@@ -46,6 +46,9 @@ pub enum AuthOutcome {
 /// Checks Basic credentials; shared by all connections.
 pub struct Authenticator {
     users: ArcSwap<Users>,
+    /// argon2id takes ~19 MiB and real CPU per check: a few at a time, so a
+    /// flood of wrong passwords cannot exhaust memory.
+    hashing: tokio::sync::Semaphore,
     remembered: DashMap<[u8; 32], (Arc<AuthedUser>, Instant)>,
     failures: DashMap<IpAddr, (u32, Instant)>,
     pub realm: String,
@@ -55,6 +58,7 @@ impl Authenticator {
     pub fn new(users: Users, realm: &str) -> Authenticator {
         Authenticator {
             users: ArcSwap::from_pointee(users),
+            hashing: tokio::sync::Semaphore::new(4),
             remembered: DashMap::new(),
             failures: DashMap::new(),
             realm: realm.to_string(),
@@ -82,6 +86,15 @@ impl Authenticator {
         }
         let Some((name, password)) = parse_basic(header) else {
             return self.failed(client, None).await;
+        };
+        // Earlier failures from this address are paid for before hashing,
+        // so parallel guesses cannot skip the delay.
+        let earlier = self.failures.get(&client).filter(|e| e.1.elapsed() < FAILURE_WINDOW).map(|e| e.0).unwrap_or(0);
+        if earlier >= 2 {
+            tokio::time::sleep(Duration::from_millis(250u64 << (earlier - 2).min(5))).await;
+        }
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return AuthOutcome::Failed { user: None };
         };
         let users = self.users.load_full();
         let (n, p) = (name.clone(), password);
@@ -124,6 +137,9 @@ impl Authenticator {
             let delay = Duration::from_millis(250u64 << (count - 3).min(5));
             tokio::time::sleep(delay).await;
         }
+        // Only names that exist are recorded: a password typed into the
+        // name field must not end up in the audit log.
+        let user = user.filter(|u| self.users.load().get(u).is_some());
         AuthOutcome::Failed { user }
     }
 }

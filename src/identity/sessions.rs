@@ -42,7 +42,9 @@ pub struct SessionStore {
     sessions: DashMap<Key, Session>,
     /// The user last seen from each address, so the gateway can link a
     /// device to the person using it on the proxy.
-    users_at: DashMap<IpAddr, Arc<str>>,
+    /// `true` once a second user was seen there: then the address names
+    /// nobody (a terminal server, NAT), and the gateway must not guess.
+    users_at: DashMap<IpAddr, (Arc<str>, bool)>,
     idle: Duration,
 }
 
@@ -89,8 +91,9 @@ impl SessionStore {
     pub fn touch(&self, client: IpAddr, user: Option<&str>, device: Option<&str>, user_agent: Option<&str>) -> Touched {
         let key = Key { client, user: user.map(Arc::from) };
         if let Some(u) = &key.user {
-            if self.users_at.get(&client).is_none_or(|known| **known != **u) {
-                self.users_at.insert(client, Arc::clone(u));
+            let mut entry = self.users_at.entry(client).or_insert_with(|| (Arc::clone(u), false));
+            if *entry.0 != **u {
+                entry.1 = true;
             }
         }
         let now = Instant::now();
@@ -145,8 +148,9 @@ impl SessionStore {
             }
             live
         });
-        self.users_at
-            .retain(|client, user| self.sessions.contains_key(&Key { client: *client, user: Some(Arc::clone(user)) }));
+        self.users_at.retain(|client, (user, _)| {
+            self.sessions.contains_key(&Key { client: *client, user: Some(Arc::clone(user)) })
+        });
         if self.sessions.is_empty() || self.sessions.capacity() > 4 * self.sessions.len().max(1024) {
             self.sessions.shrink_to_fit();
         }
@@ -169,7 +173,7 @@ impl SessionStore {
 
     /// The user of a live session from this address, if any.
     pub fn user_at(&self, client: IpAddr) -> Option<String> {
-        self.users_at.get(&client).map(|u| u.to_string())
+        self.users_at.get(&client).filter(|e| !e.1).map(|e| e.0.to_string())
     }
 
     /// How long a session may be quiet before it ends.

@@ -145,11 +145,27 @@ impl Users {
     }
 
     /// Checks a password. Slow on purpose: call it off the async runtime.
+    /// An unknown name costs the same hash as a known one, so timing does
+    /// not tell which user names exist.
     pub fn verify(&self, name: &str, password: &str) -> Option<&User> {
-        let user = self.by_name.get(name)?;
+        let Some(user) = self.by_name.get(name) else {
+            if let Ok(hash) = PasswordHash::new(dummy_hash()) {
+                let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+            }
+            return None;
+        };
         let hash = PasswordHash::new(&user.hash).ok()?;
         Argon2::default().verify_password(password.as_bytes(), &hash).ok().map(|_| user)
     }
+}
+
+/// A hash of nothing in particular, made once, for unknown user names.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(b"weerwal-no-such-user", &salt).map(|h| h.to_string()).unwrap_or_default()
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use super::client_hello::{read_client_hello, ClientHelloRead};
 use super::prefixed::Prefixed;
-use super::request::{identify, remediation_for, targets_self, user_agent};
+use super::request::{destination_denied, identify, remediation_for, targets_self, user_agent};
 use super::respond::{self, Attempt};
 use super::{ProxyBody, ProxyState};
 use crate::config::HttpsMode;
@@ -40,6 +40,11 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
             &format!("Verbindingen naar poort {port} zijn niet toegestaan."),
             &format!("Tunnels to port {port} are not allowed."),
         );
+    }
+    if let Host::Ip(ip) = host {
+        if state.denied.is_denied(ip) {
+            return destination_denied();
+        }
     }
     if targets_self(&state, &host, port) {
         return respond::error(
@@ -74,8 +79,10 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
             return respond::block(&state, &attempt).await;
         }
     }
+    let slot = req.extensions_mut().remove::<Arc<super::listener::Admitted>>();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let tunnel = Tunnel { state, who, host, port, user_agent: ua, first: verdict };
@@ -122,6 +129,13 @@ impl Tunnel {
                         return;
                     }
                 };
+                let sni_key = sni.as_key().into_owned();
+                if remediation_for(&self.state, &self.who, &sni, &sni_key).is_some() {
+                    // A flagged person naming a protected system only in the
+                    // SNI (CONNECT to its address): never spliced through.
+                    tracing::debug!(sni = %sni_key, "closing a flagged tunnel to a protected system");
+                    return;
+                }
                 let sni_verdict = decide(&self.state, &self.who.subject, &sni, self.user_agent.as_deref());
                 match (&sni_verdict, &self.first) {
                     (Verdict::Block(m), _) => self.intercept(client, buffered, sni, m.clone()).await,
@@ -134,6 +148,15 @@ impl Tunnel {
                         self.log_exemptions(&[&self.first, &sni_verdict]).await;
                         self.splice(client, buffered).await
                     }
+                }
+            }
+            // Part of a ClientHello and then a pause: waiting out the timer
+            // must not skip the SNI check. Only a client that sent nothing
+            // at all (a server-speaks-first protocol) is spliced on timeout.
+            ClientHelloRead::TimedOut if !buffered.is_empty() => {
+                if let Verdict::Block(m) = &self.first {
+                    let (m, host) = (m.clone(), self.host.clone());
+                    self.record_block(&host, &m).await;
                 }
             }
             ClientHelloRead::NoSni | ClientHelloRead::TimedOut => match &self.first {
@@ -195,7 +218,14 @@ impl Tunnel {
     /// bytes both ways until either side closes or the tunnel idles out.
     async fn splice(self, client: TokioIo<Upgraded>, buffered: Vec<u8>) {
         let addr = format!("{}:{}", self.host, self.port);
-        let connect = tokio::time::timeout(self.state.config.proxy.connect_timeout, TcpStream::connect(&addr));
+        let host = self.host.as_key().into_owned();
+        let denied = self.state.denied.clone();
+        let port = self.port;
+        // Resolve, drop denied addresses, then try the rest in order.
+        let connect = tokio::time::timeout(self.state.config.proxy.connect_timeout, async move {
+            let addrs = denied.resolve(&host, port).await?;
+            TcpStream::connect(&addrs[..]).await
+        });
         let mut origin = match connect.await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -234,7 +264,9 @@ impl Tunnel {
             }
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let tls = match acceptor.accept(Prefixed::new(buffered, client)).await {
+        let handshake = acceptor.accept(Prefixed::new(buffered, client));
+        let handshake = tokio::time::timeout(self.state.config.proxy.header_timeout, handshake).await;
+        let tls = match handshake.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
             Ok(tls) => tls,
             Err(e) => {
                 // Typically a client that does not trust the local CA: the
@@ -476,7 +508,8 @@ async fn remediate_tunnel(
                 return;
             }
         };
-        let Ok(tls) = tokio_rustls::TlsAcceptor::from(config).accept(TokioIo::new(upgraded)).await else { return };
+        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(TokioIo::new(upgraded));
+        let Ok(Ok(tls)) = tokio::time::timeout(state.config.proxy.header_timeout, handshake).await else { return };
         let header_timeout = state.config.proxy.header_timeout;
         let (who, host) = (Arc::new(who), Arc::new(host));
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -491,7 +524,10 @@ async fn remediate_tunnel(
                         None => {
                             let mut resp = Response::new(respond::empty());
                             *resp.status_mut() = StatusCode::SEE_OTHER;
-                            let location = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+                            let location = crate::compliance::remediate::safe_return(
+                                req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                            )
+                            .to_string();
                             if let Ok(v) = http::HeaderValue::from_str(&location) {
                                 resp.headers_mut().insert(http::header::LOCATION, v);
                             }

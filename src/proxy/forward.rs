@@ -7,8 +7,6 @@ use std::time::Duration;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 
 use super::respond;
 use super::{headers, ProxyBody, ProxyState};
@@ -36,7 +34,7 @@ pub async fn forward(state: &ProxyState, req: Request<Incoming>, host: &Host, po
 
 /// Where and how to send a request on: the pooled client and its limits.
 pub struct Upstream<'a> {
-    pub client: &'a Client<HttpConnector, Incoming>,
+    pub client: &'a super::OriginClient,
     pub response_timeout: Duration,
     pub tunnel_idle: Duration,
 }
@@ -116,6 +114,10 @@ fn origin_failed(authority: &str, e: &hyper_util::client::legacy::Error) -> Resp
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return gateway_timeout(authority);
+            }
+            if io.kind() == std::io::ErrorKind::PermissionDenied {
+                // The name resolved only to addresses clients may not reach.
+                return super::request::destination_denied();
             }
         }
         source = s.source();

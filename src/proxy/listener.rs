@@ -100,7 +100,7 @@ pub async fn run(
             tokio::spawn(refuse(stream, StatusCode::FORBIDDEN));
             continue;
         }
-        let Some(admitted) = admission.admit(ip) else {
+        let Some(admitted) = admission.admit(ip).map(Arc::new) else {
             tracing::warn!(client = %ip, "connection limit reached");
             tokio::spawn(refuse(stream, StatusCode::SERVICE_UNAVAILABLE));
             continue;
@@ -110,7 +110,13 @@ pub async fn run(
             TokioIo::new(stream),
             hyper::service::service_fn({
                 let state = Arc::clone(&state);
-                move |req: Request<Incoming>| request::handle(Arc::clone(&state), peer, req)
+                let admitted = Arc::clone(&admitted);
+                move |mut req: Request<Incoming>| {
+                    // A CONNECT tunnel outlives this HTTP connection: it takes
+                    // the connection's slot with it, so the caps still hold.
+                    req.extensions_mut().insert(Arc::clone(&admitted));
+                    request::handle(Arc::clone(&state), peer, req)
+                }
             }),
         );
         let shutdown = shutdown.clone();

@@ -4,6 +4,7 @@
 
 pub mod client_hello;
 pub mod connect;
+pub mod destinations;
 pub mod forward;
 pub mod headers;
 pub mod idle;
@@ -28,6 +29,7 @@ use crate::compliance::Compliance;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::policy::Policy;
+use destinations::{DeniedDestinations, GuardedResolver};
 
 /// Errors a body stream can carry, from either side of the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,15 +49,20 @@ pub struct ProxyState {
     pub identity: Arc<Identity>,
     /// Present when `[compliance]` is configured.
     pub compliance: Option<Arc<Compliance>>,
-    pub client: Client<HttpConnector, hyper::body::Incoming>,
+    pub client: OriginClient,
+    /// Where the proxy must not connect for a client.
+    pub denied: DeniedDestinations,
     /// The addresses the proxy listens on, to refuse requests to itself.
     pub local_addrs: Vec<SocketAddr>,
 }
 
+/// The client type toward origins and upstreams.
+pub type OriginClient = Client<HttpConnector<GuardedResolver>, hyper::body::Incoming>;
+
 /// The pooled client toward origins (and gateway upstreams): HTTP/1.1,
 /// bounded connect time, idle connections kept for reuse.
-pub fn origin_client(connect_timeout: std::time::Duration) -> Client<HttpConnector, hyper::body::Incoming> {
-    let mut connector = HttpConnector::new();
+pub fn origin_client(connect_timeout: std::time::Duration, denied: DeniedDestinations) -> OriginClient {
+    let mut connector = HttpConnector::new_with_resolver(GuardedResolver::new(denied));
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     connector.enforce_http(true);

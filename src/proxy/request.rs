@@ -107,6 +107,15 @@ pub fn remediation_for<'a>(
     })
 }
 
+/// `403` for a destination the proxy never connects to for clients.
+pub fn destination_denied() -> Response<ProxyBody> {
+    respond::error(
+        StatusCode::FORBIDDEN,
+        "Dit adres is via de proxy niet bereikbaar.",
+        "This address cannot be reached through the proxy.",
+    )
+}
+
 /// Whether the target is this proxy itself, by address or by `localhost`.
 pub fn targets_self(state: &ProxyState, host: &Host, port: u16) -> bool {
     match host {
@@ -133,6 +142,11 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         Ok(hp) => hp,
         Err(e) => return respond::bad_request(&format!("host {:?}: {e}", authority.as_str())),
     };
+    if let Host::Ip(ip) = host {
+        if state.denied.is_denied(ip) {
+            return destination_denied();
+        }
+    }
     if targets_self(&state, &host, port) || headers::has_our_via(req.headers()) {
         return respond::error(
             StatusCode::FORBIDDEN,
