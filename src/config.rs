@@ -55,8 +55,6 @@ pub struct ProxyConfig {
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
     #[serde(deserialize_with = "duration")]
-    pub idle_timeout: Duration,
-    #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub response_timeout: Duration,
@@ -83,7 +81,6 @@ impl Default for ProxyConfig {
             https: HttpsMode::Intercept,
             max_header_bytes: 64 * 1024,
             header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(600),
@@ -492,14 +489,14 @@ mod tests {
     fn listen_takes_one_or_many_and_durations_parse() {
         let c = Config::parse(
             Path::new("w.toml"),
-            "[proxy]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\nidle_timeout = \"5m\"\n[identity]\nsession_idle = \"14d\"\n",
+            "[proxy]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\nheader_timeout = \"5m\"\n[identity]\nsession_idle = \"14d\"\n",
         )
         .unwrap();
         assert_eq!(c.proxy.listen.len(), 2);
-        assert_eq!(c.proxy.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.proxy.header_timeout, Duration::from_secs(300));
         assert_eq!(c.identity.session_idle, Duration::from_secs(14 * 86400));
-        let err = Config::parse(Path::new("w.toml"), "[proxy]\nidle_timeout = \"soon\"\n").unwrap_err();
-        assert!(err.to_string().starts_with("w.toml:2: idle_timeout:"), "{err}");
+        let err = Config::parse(Path::new("w.toml"), "[proxy]\nheader_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.toml:2: header_timeout:"), "{err}");
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl Tunnel {
                         self.intercept(client, buffered, host, m).await
                     }
                     _ => {
-                        self.log_exemptions(&[&self.first, &sni_verdict]).await;
+                        self.log_exemptions(&[(&self.first, &self.host), (&sni_verdict, &sni)]).await;
                         self.splice(client, buffered).await
                     }
                 }
@@ -170,7 +170,7 @@ impl Tunnel {
                     }
                 }
                 _ => {
-                    self.log_exemptions(&[&self.first]).await;
+                    self.log_exemptions(&[(&self.first, &self.host)]).await;
                     self.splice(client, buffered).await
                 }
             },
@@ -184,10 +184,12 @@ impl Tunnel {
         }
     }
 
-    async fn log_exemptions(&self, verdicts: &[&Verdict]) {
-        for v in verdicts {
+    /// Records the first exemption among the verdicts, with the host it
+    /// was decided on (the CONNECT authority or the SNI).
+    async fn log_exemptions(&self, verdicts: &[(&Verdict, &Host)]) {
+        for (v, host) in verdicts {
             if let Verdict::Exempt { matched, exemption } = v {
-                let key = self.host.as_key();
+                let key = host.as_key();
                 let attempt = self.attempt(&key, matched);
                 respond::exempted(&self.state, &attempt, &exemption.reason).await;
                 return;
@@ -290,13 +292,13 @@ impl Tunnel {
         let timeout = self.state.config.proxy.client_hello_timeout;
         match read_http_head(&mut client, &mut buffered, limit, timeout).await {
             HttpHead::Complete => {
-                self.log_exemptions(&[&self.first]).await;
+                self.log_exemptions(&[(&self.first, &self.host)]).await;
                 // Every request in the tunnel is decided, not just the first:
                 // a second, pipelined request must not ride along unchecked.
                 self.serve_plain_http(Prefixed::new(buffered, client)).await
             }
             HttpHead::NotHttp => {
-                self.log_exemptions(&[&self.first]).await;
+                self.log_exemptions(&[(&self.first, &self.host)]).await;
                 self.splice(client, buffered).await
             }
             // Looks like HTTP but never finishes its head (or has two Host

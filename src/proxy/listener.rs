@@ -92,17 +92,23 @@ pub async fn run(
 ) {
     let admission = Admission::new(state.config.proxy.max_connections, state.config.proxy.max_connections_per_client);
     let tracker = TaskTracker::new();
+    // Refusals are answered politely while few; a flood is just closed.
+    let refusing = Arc::new(Semaphore::new(64));
     loop {
         let Some((stream, peer)) = accept_next(&listener, &shutdown).await else { break };
         let ip = canonical_ip(peer.ip());
         if !state.config.proxy.allow_clients.iter().any(|net| net.contains(&ip)) {
-            tracing::warn!(client = %ip, "refused a client outside proxy.allow_clients");
-            tokio::spawn(refuse(stream, StatusCode::FORBIDDEN));
+            refuse_bounded(
+                &refusing,
+                stream,
+                StatusCode::FORBIDDEN,
+                ip,
+                "refused a client outside proxy.allow_clients",
+            );
             continue;
         }
         let Some(admitted) = admission.admit(ip).map(Arc::new) else {
-            tracing::warn!(client = %ip, "connection limit reached");
-            tokio::spawn(refuse(stream, StatusCode::SERVICE_UNAVAILABLE));
+            refuse_bounded(&refusing, stream, StatusCode::SERVICE_UNAVAILABLE, ip, "connection limit reached");
             continue;
         };
         let state = Arc::clone(&state);
@@ -152,6 +158,20 @@ fn builder(state: &ProxyState) -> hyper::server::conn::http1::Builder {
         .max_buf_size(state.config.proxy.max_header_bytes.max(8192))
         .keep_alive(true);
     b
+}
+
+/// Refuses a connection with a page while fewer than the semaphore's
+/// permits are being refused; beyond that, closes it at once (and does not
+/// log each one), so a flood costs neither tasks nor log lines.
+fn refuse_bounded(refusing: &Arc<Semaphore>, stream: TcpStream, status: StatusCode, ip: IpAddr, why: &'static str) {
+    let Ok(permit) = Arc::clone(refusing).try_acquire_owned() else {
+        return;
+    };
+    tracing::warn!(client = %ip, "{why}");
+    tokio::spawn(async move {
+        refuse(stream, status).await;
+        drop(permit);
+    });
 }
 
 /// Answers every request on a connection we will not serve with `status`
