@@ -265,3 +265,40 @@ async fn websocket_upgrade_passes_through_the_gateway() {
     assert_eq!(echo, frame);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn gateway_serves_tls_with_the_configured_certificate() {
+    let upstream = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec![WEBMAIL.to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("gateway.pem"), dir.path().join("gateway.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        let g = c.gateway.as_mut().unwrap();
+        g.cert = Some(cert_path.clone());
+        g.key = Some(key_path.clone());
+    })
+    .await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve(WEBMAIL, gw)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let resp = client.get(format!("https://{WEBMAIL}:{}/inbox", gw.port())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("weerwal_device=") && cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers.get("x-forwarded-proto").unwrap(), "https");
+    proxy.stop().await;
+}
