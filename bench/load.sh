@@ -3,16 +3,21 @@
 # private network namespace that has only `lo`, so no DNS or other traffic
 # ever leaves the machine; every step is bounded in time.
 #
-#   bench/load.sh            full run: wrk 10 s per measurement, 3 rounds
-#   bench/load.sh --quick    smoke run: 2 s, 1 round, smaller bodies
+#   bench/load.sh            full run (~3 min): wrk 10 s per measurement, 3 rounds
+#   bench/load.sh --quick    smoke run (~30 s): 2 s, 1 round, smaller transfers
 #
-# Environment: DURATION (s per wrk run), ROUNDS, IDLE_CONNS, KEEP=1 keeps the
-# work directory, PERF=1 also profiles weerwal with perf (reports in it). Needs root (apt-get, unshare -n). Prints one Markdown table
-# with ratios against the same origin reached directly, in the same run.
+# Environment: DURATION (s per wrk run), ROUNDS, BIG_MIB, BULK_REPEAT,
+# FWD_RUNS, FWD_REPEAT, IDLE_CONNS; KEEP=1 keeps the work directory (raw
+# outputs in its out/); PERF=1 also profiles weerwal with perf during extra
+# runs (reports in out/perf.*.txt). Needs root (apt-get, unshare -n).
+# Prints one Markdown table with ratios against the same origin reached
+# directly, in the same run. Run it on an otherwise idle machine: on 2 cores
+# every other process moves the ratios (the header says how busy it was).
 #
 # Origin: nginx (Debian) on 127.0.0.1:8080 serving 1 KiB, 100 MiB and 512 MiB
 # files. Proxy: target/release/weerwal on 127.0.0.1:3128, with the shipped
 # policy plus 10,000 synthetic domains and the audit log on (sync = "write").
+# bench/RESULTS.md has the latest results and what they mean.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,6 +49,7 @@ if [[ "${1:-}" != "--inner" ]]; then
     command -v ip >/dev/null || missing+=(iproute2)
     command -v ss >/dev/null || missing+=(iproute2)
     command -v strace >/dev/null || missing+=(strace)
+    [[ "${PERF:-0}" != 1 ]] || command -v perf >/dev/null || missing+=(linux-perf)
     if ((${#missing[@]})); then
         log "installing ${missing[*]} from Debian"
         apt-get update -qq
@@ -128,7 +134,14 @@ http {
     }
 }
 EOF
-    log "load average before: $(cut -d' ' -f1-3 /proc/loadavg); work dir $WORK"
+    # How busy the machine is without us: CPU use over 5 s, from /proc/stat.
+    read -r _ a b c d e f g h _ </proc/stat; t1=$((a + b + c + d + e + f + g + h)); i1=$((d + e))
+    sleep 5
+    read -r _ a b c d e f g h _ </proc/stat; t2=$((a + b + c + d + e + f + g + h)); i2=$((d + e))
+    BUSY_BEFORE=$((100 - 100 * (i2 - i1) / (t2 - t1)))
+    LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+    export BUSY_BEFORE LOAD_BEFORE
+    log "CPU busy over the last 5 s: $BUSY_BEFORE %; load average $LOAD_BEFORE; work dir $WORK"
     timeout --kill-after=10 1500 unshare -n -- bash "${BASH_SOURCE[0]}" --inner
     exit $?
 fi
@@ -286,7 +299,9 @@ xfer() { # streams repeat path curl-args...: aggregate MiB/s
 for r in $(seq "$ROUNDS"); do
     log "round $r/$ROUNDS: CONNECT bulk 2 streams x $BULK_REPEAT x $BIG_MIB MiB"
     xfer 2 "$BULK_REPEAT" big >>"$OUT/connect.direct"
+    w0=$(cpu_ticks "$WEERWAL")
     xfer 2 "$BULK_REPEAT" big -p -x "http://$PROXY" >>"$OUT/connect.proxy"
+    echo "$(( $(cpu_ticks "$WEERWAL") - w0 ))" >>"$OUT/connect.ticks"
 done
 
 # (d) plain HTTP forwarding of a 100 MiB body (FWD_REPEAT times on one
@@ -294,7 +309,9 @@ done
 for i in $(seq "$FWD_RUNS"); do
     log "forward run $i/$FWD_RUNS: $FWD_REPEAT x 100 MiB"
     xfer 1 "$FWD_REPEAT" 100m >>"$OUT/fwd.direct"
+    w0=$(cpu_ticks "$WEERWAL")
     xfer 1 "$FWD_REPEAT" 100m -x "http://$PROXY" >>"$OUT/fwd.proxy"
+    echo "$(( $(cpu_ticks "$WEERWAL") - w0 ))" >>"$OUT/fwd.ticks"
 done
 
 sleep 1
@@ -307,7 +324,7 @@ timeout 300 python3 "$ROOT/bench/loadtool.py" idle "$IDLE_CONNS" "$PROXY" "http:
 # ------------------------------------------------------------------ results
 python3 "$ROOT/bench/loadtool.py" collect "$OUT" "$RSS_IDLE" "$RSS_AFTER" "$TICK" "$ROUNDS" "$AUDIT_WRITES" >"$OUT/results.json"
 echo
-echo "weerwal load benchmark — $(date -u +%FT%TZ), $(nproc) cores, load average at end $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "weerwal load benchmark — $(date -u +%FT%TZ), $(nproc) cores; before the run: CPU $BUSY_BEFORE % busy, load average $LOAD_BEFORE; at the end: load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrk -t2 -c50 -d${DURATION}s, median of $ROUNDS rounds; CONNECT: 2 streams × $BULK_REPEAT × $BIG_MIB MiB, median of $ROUNDS; forward: $FWD_REPEAT × 100 MiB per run, median of $FWD_RUNS"
 echo
 python3 "$ROOT/bench/loadtool.py" table "$OUT/results.json"
