@@ -3,6 +3,7 @@
 //! [`escape`]; the templates themselves contain no user data.
 
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 /// Escapes text for HTML element content and double-quoted attributes.
 pub fn escape(s: &str) -> String {
@@ -60,11 +61,17 @@ const HISTORY_STEPS_EN: &[(&str, &str)] = &[
     ("Firefox", "Menu ☰ → History → Clear recent history (Ctrl+Shift+Delete) → Time range ‘Everything’ → OK."),
 ];
 
-fn steps(out: &mut String, list: &[(&str, &str)]) {
+fn render_steps(list: &[(&str, &str)]) -> String {
+    let mut out = String::new();
     for (browser, text) in list {
         let _ = writeln!(out, "<details><summary>{}</summary><p>{}</p></details>", escape(browser), escape(text));
     }
+    out
 }
+
+/// The steps are the same on every page: escaped once, not per blocked request.
+static STEPS_NL: LazyLock<String> = LazyLock::new(|| render_steps(HISTORY_STEPS_NL));
+static STEPS_EN: LazyLock<String> = LazyLock::new(|| render_steps(HISTORY_STEPS_EN));
 
 /// The page for a blocked attempt: which app, why it is banned and by whose
 /// advice, the reference number, and what to do now.
@@ -89,7 +96,7 @@ pub fn block_page(info: &BlockInfo<'_>) -> String {
 <li>Bezoek de website niet meer op dit apparaat.</li>\n\
 <li>Wis de browsegeschiedenis als u de website ooit hebt bezocht:</li>\n</ol>\n"
     );
-    steps(&mut b, HISTORY_STEPS_NL);
+    b.push_str(&STEPS_NL);
     let _ = write!(
         b,
         "<p>Zolang u dat niet hebt gedaan, kunt u met dit apparaat mogelijk niet bij webmail en iBabs.</p>\n</main>\n<hr>\n\
@@ -101,7 +108,7 @@ pub fn block_page(info: &BlockInfo<'_>) -> String {
 <li>Do not visit the website on this device again.</li>\n\
 <li>Clear your browser history if you ever visited the website:</li>\n</ol>\n"
     );
-    steps(&mut b, HISTORY_STEPS_EN);
+    b.push_str(&STEPS_EN);
     b.push_str("<p>Until you have done so, this device may be refused access to webmail and iBabs.</p>\n</section>\n");
     page(&format!("Geblokkeerd / Blocked: {}", info.app), &b)
 }
@@ -142,7 +149,7 @@ pub fn remediation_page(info: &RemediationInfo<'_>) -> String {
 <p class=\"ref\">Referentienummer: <strong>{incident}</strong></p>\n\
 <h2>Wat moet u doen?</h2>\n<ol>\n<li>Verwijder de app {app} van dit apparaat als die erop staat.</li>\n<li>Bezoek de website niet meer op dit apparaat.</li>\n<li>Wis de browsegeschiedenis:</li>\n</ol>\n"
     );
-    steps(&mut b, HISTORY_STEPS_NL);
+    b.push_str(&STEPS_NL);
     let _ = write!(
         b,
         "<form method=\"post\" action=\"{action}\">\n<input type=\"hidden\" name=\"token\" value=\"{token}\">\n<input type=\"hidden\" name=\"return\" value=\"{return_to}\">\n\
@@ -152,7 +159,7 @@ pub fn remediation_page(info: &RemediationInfo<'_>) -> String {
 <p>On {when} (UTC) this device tried to reach <strong>{banned}</strong> ({app}). Under the municipality's rules a device used for that may not connect to webmail and iBabs until the app is removed and the browser history is cleared.</p>\n\
 <p class=\"ref\">Reference number: <strong>{incident}</strong></p>\n<h2>What to do</h2>\n<ol>\n<li>Remove the {app} app from this device if it is installed.</li>\n<li>Do not visit the website on this device again.</li>\n<li>Clear your browser history:</li>\n</ol>\n"
     );
-    steps(&mut b, HISTORY_STEPS_EN);
+    b.push_str(&STEPS_EN);
     b.push_str("<p>Then confirm with the form above. Your confirmation is recorded.</p>\n</section>\n");
     page(&format!("Geen toegang / No access: {}", info.system), &b)
 }

@@ -157,7 +157,8 @@ fn domain_under_two_apps_is_an_error() {
         "[[ban]]\napp = \"X\"\ndomains = [\"shared.com\"]\nadvice = \"AIVD\"\nreference = \"r\"\nsince = \"2023-01-01\"\n[[ban]]\napp = \"Y\"\ndomains = [\"shared.com\"]\nadvice = \"AIVD\"\nreference = \"r\"\nsince = \"2023-01-01\"\n",
     );
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].2.contains("already listed for X"), "{:?}", errors[0]);
+    assert_eq!(errors[0].0, 9, "{:?}", errors[0]);
+    assert!(errors[0].2.contains("already listed for X at policy/test.toml:3"), "{:?}", errors[0]);
 }
 
 #[test]
