@@ -15,6 +15,10 @@ use weerwal::identity::{Devices, Role, Users};
 use weerwal::policy::{self, Date, Target, Verdict};
 use weerwal::serve::{self, Server};
 
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "weerwal",
