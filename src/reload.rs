@@ -1,8 +1,11 @@
 //! Reload without restart (`SIGHUP`, `weerwal reload`): re-read the
 //! configuration, policy and users file. A broken file changes nothing and
-//! the last good policy stays in force; a good policy replaces the old one
-//! atomically, so requests in flight finish with the policy they started
-//! with and no connection is dropped.
+//! the last good policy stays in force; a good policy and the settings
+//! that can change at once (which clients are served, ports, timeouts,
+//! header limit, `https`, `[pac]`) replace the old ones atomically, so
+//! requests in flight finish with what they started with and no connection
+//! is dropped. The rest (listen addresses, connection caps, audit, CA,
+//! identity mode, gateway, dashboard) is reported as needing a restart.
 
 use std::sync::Arc;
 
@@ -12,6 +15,7 @@ use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError};
 use crate::identity::{Identity, Users, UsersError};
 use crate::policy::{Policy, PolicyErrors};
+use crate::proxy::Live;
 use crate::serve::{load_policy, record_policy_loaded};
 
 /// Why a reload was refused; the running configuration is unchanged.
@@ -30,14 +34,20 @@ pub enum ReloadError {
 pub struct ReloadReport {
     /// Whether the policy differs from the one before.
     pub policy_changed: bool,
+    /// Whether settings that apply at once (`[proxy]` rules and timeouts,
+    /// `[pac]`, the users file) changed.
+    pub settings_changed: bool,
     pub domains: usize,
-    /// Configuration sections that changed but only take effect on restart.
+    /// Settings that changed but only take effect on restart.
     pub needs_restart: Vec<&'static str>,
 }
 
 /// The pieces of a running server that a reload may change.
 pub struct Reloader {
-    pub(crate) config: Config,
+    pub(crate) live: Arc<ArcSwap<Live>>,
+    /// Whether the CA was loaded at start: only then can a reload turn
+    /// `proxy.https` to `intercept`.
+    pub(crate) https_ready: bool,
     pub(crate) policy: Arc<ArcSwap<Policy>>,
     pub(crate) identity: Arc<Identity>,
     pub(crate) audit: AuditLog,
@@ -46,47 +56,27 @@ pub struct Reloader {
 impl Reloader {
     /// Re-reads everything; applies it only when all of it is valid.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let config = match &self.config.source {
+        let current = self.live.load_full();
+        let old = &current.config;
+        let config = match &old.source {
             Some(path) if path.is_file() => Config::load(path)?,
-            _ => self.config.clone(),
+            _ => old.clone(),
         };
-        let (policy, warnings) = load_policy(&config)?;
+        let (applied, needs_restart) = merge(old, config, self.https_ready);
+        let (policy, warnings) = load_policy(&applied)?;
         let users = match &self.identity.auth {
-            Some(_) => Some(Users::load(&config.identity.users_file)?),
+            Some(_) => Some(Users::load(&applied.identity.users_file)?),
             None => None,
         };
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        let mut needs_restart = Vec::new();
-        let old = &self.config;
-        let sections: [(&'static str, bool); 8] = [
-            ("[proxy]", old.proxy != config.proxy),
-            ("[audit]", old.audit != config.audit),
-            ("[ca]", old.ca != config.ca),
-            (
-                "[identity]",
-                old.identity.auth != config.identity.auth
-                    || old.identity.device != config.identity.device
-                    || old.identity.session_idle != config.identity.session_idle,
-            ),
-            ("[pac]", old.pac != config.pac),
-            ("[admin]", old.admin != config.admin),
-            ("[compliance]", old.compliance != config.compliance),
-            ("[gateway]", old.gateway != config.gateway),
-        ];
-        for (name, changed) in sections {
-            if changed {
-                needs_restart.push(name);
-            }
-        }
-        if config.policy.dir != old.policy.dir {
-            needs_restart.push("[policy] dir");
-        }
-        // The policy directory in force stays the one started with.
-        let policy = if config.policy.dir == old.policy.dir { policy } else { load_policy(old)?.0 };
         if let (Some(auth), Some(users)) = (&self.identity.auth, users) {
             auth.replace_users(users);
+        }
+        let settings_changed = applied != *old;
+        if settings_changed {
+            self.live.store(Arc::new(Live::new(applied)));
         }
         let policy_changed = self.policy.load().digest() != policy.digest();
         let domains = policy.domain_count();
@@ -95,9 +85,45 @@ impl Reloader {
             self.policy.store(Arc::new(policy));
         }
         if !needs_restart.is_empty() {
-            tracing::warn!(sections = ?needs_restart, "these settings changed but take effect only after a restart");
+            tracing::warn!(settings = ?needs_restart, "these settings changed but take effect only after a restart");
         }
-        tracing::info!(policy_changed, domains, "reloaded");
-        Ok(ReloadReport { policy_changed, domains, needs_restart })
+        tracing::info!(policy_changed, settings_changed, domains, "reloaded");
+        Ok(ReloadReport { policy_changed, settings_changed, domains, needs_restart })
     }
+}
+
+/// The configuration to run with after a reload: `new`, except for the
+/// settings that only take effect on restart, which keep their running
+/// values and are named in the second result. Pure, so it is tested alone.
+pub fn merge(old: &Config, new: Config, https_ready: bool) -> (Config, Vec<&'static str>) {
+    let mut applied = new;
+    let mut restart = Vec::new();
+    macro_rules! keep {
+        ($name:literal, $($field:ident).+) => {
+            if applied.$($field).+ != old.$($field).+ {
+                restart.push($name);
+                applied.$($field).+ = old.$($field).+.clone();
+            }
+        };
+    }
+    // Bound sockets, the connection caps' semaphores, and the parts built
+    // once at start (audit writer, CA, sessions, gateway, dashboard).
+    keep!("proxy.listen", proxy.listen);
+    keep!("proxy.max_connections", proxy.max_connections);
+    keep!("proxy.max_connections_per_client", proxy.max_connections_per_client);
+    keep!("[audit]", audit);
+    keep!("[ca]", ca);
+    keep!("identity.auth", identity.auth);
+    keep!("identity.device", identity.device);
+    keep!("identity.session_idle", identity.session_idle);
+    keep!("[admin]", admin);
+    keep!("[compliance]", compliance);
+    keep!("[gateway]", gateway);
+    keep!("policy.dir", policy.dir);
+    if !https_ready && applied.proxy.https != old.proxy.https {
+        // Intercepting needs the CA, which is loaded only at start.
+        restart.push("proxy.https");
+        applied.proxy.https = old.proxy.https;
+    }
+    (applied, restart)
 }

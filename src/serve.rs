@@ -16,8 +16,7 @@ use crate::config::{Config, HttpsMode};
 use crate::gateway::{self, GatewayError, GatewayState};
 use crate::identity::{Identity, UsersError};
 use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
-use crate::proxy::destinations::DeniedDestinations;
-use crate::proxy::{listener, origin_client, ProxyState};
+use crate::proxy::{listener, ProxyState};
 use crate::reload::Reloader;
 
 /// Why `serve` could not start.
@@ -118,17 +117,17 @@ impl Server {
             "weerwal proxy running"
         );
         let policy = Arc::new(ArcSwap::from_pointee(policy));
+        let live = Arc::new(ArcSwap::from_pointee(crate::proxy::Live::new(config.clone())));
         let reloader = Arc::new(Reloader {
-            config: config.clone(),
+            live: Arc::clone(&live),
+            https_ready: leaves.is_some(),
             policy: Arc::clone(&policy),
             identity: Arc::clone(&identity),
             audit: audit.clone(),
         });
         let state = Arc::new(ProxyState {
             local_addrs: proxy_addrs.iter().copied().chain(own_listeners(&config)).collect(),
-            client: origin_client(config.proxy.connect_timeout, DeniedDestinations::from_config(&config.proxy)),
-            denied: DeniedDestinations::from_config(&config.proxy),
-            config,
+            live,
             policy: Arc::clone(&policy),
             audit: audit.clone(),
             leaves,
@@ -138,12 +137,11 @@ impl Server {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut gateway_addrs = Vec::new();
-        if let Some(g) = &state.config.gateway {
+        if let Some(g) = &config.gateway {
             let Some(compliance) = compliance.clone() else {
                 return Err(ServeError::Gateway(GatewayError::NeedsCompliance));
             };
-            let gw =
-                Arc::new(GatewayState::new(g, &state.config.proxy, compliance, Arc::clone(&identity), audit.clone())?);
+            let gw = Arc::new(GatewayState::new(g, &config.proxy, compliance, Arc::clone(&identity), audit.clone())?);
             let tls = match (&g.cert, &g.key) {
                 (Some(cert), Some(key)) => Some(gateway::tls_acceptor(cert, key)?),
                 (None, None) => None,
@@ -156,7 +154,7 @@ impl Server {
         }
         let mut admin_addrs = Vec::new();
         if let Some((listener, admin)) =
-            crate::admin::bind(&state.config, audit.clone(), Arc::clone(&identity), compliance.clone()).await?
+            crate::admin::bind(&config, audit.clone(), Arc::clone(&identity), compliance.clone()).await?
         {
             admin_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
             tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));

@@ -139,6 +139,8 @@ struct Binary {
     dir: tempfile::TempDir,
     port: u16,
     child: Child,
+    /// serve's log lines (stderr), as they come.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Binary {
@@ -173,7 +175,26 @@ impl Binary {
                 }
             }
         }
-        Binary { dir, port, child }
+        Binary { dir, port, child, lines: rx }
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    fn expect_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no log line with {needle:?}");
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+    }
+
+    fn reload(&self) {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_weerwal")).current_dir(self.dir.path()).arg("reload").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     fn addr(&self) -> std::net::SocketAddr {
@@ -336,4 +357,59 @@ async fn remote_clients_cannot_reach_the_servers_own_loopback() {
     let resp = client.get("http://127.0.0.1:9090/metrics").send().await.unwrap();
     assert_eq!(resp.status(), 403);
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn reload_applies_proxy_settings_at_once_and_names_those_needing_a_restart() {
+    let origin = Origin::start().await;
+    let mut bin = Binary::start_in(tempfile::tempdir().unwrap());
+    let config = bin.dir.path().join("weerwal.toml");
+    let connect = |addr| async move {
+        let req = format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr.port());
+        status_of(&raw_exchange(addr, req.as_bytes(), Duration::from_secs(3)).await)
+    };
+    assert_eq!(connect(bin.addr()).await, 403, "only port 443 at first");
+
+    // A broken file: refused with file and line, nothing changes.
+    std::fs::write(&config, format!("[proxy]\nlisten = \"127.0.0.1:{}\"\nconnect_portz = [1]\n", bin.port)).unwrap();
+    // `weerwal reload` checks the file first and does not signal...
+    let out = Command::new(env!("CARGO_BIN_EXE_weerwal")).current_dir(bin.dir.path()).arg("reload").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("weerwal.toml:3: connect_portz"));
+    // ...and a SIGHUP sent by hand is refused by the server, with the place.
+    bin.signal("-HUP");
+    let line = bin.expect_log("reload refused");
+    assert!(line.contains("weerwal.toml:3"), "{line}");
+    assert_eq!(connect(bin.addr()).await, 403);
+
+    // Ports apply at once; a new listen address and connection cap are reported, not applied.
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nmax_connections = 7\nmax_connections_per_client = 4096\nconnect_ports = [443, {}]\n",
+            origin.addr.port()
+        ),
+    )
+    .unwrap();
+    bin.reload();
+    let line = bin.expect_log("take effect only after a restart");
+    assert!(line.contains("proxy.listen") && line.contains("proxy.max_connections"), "{line}");
+    assert!(!line.contains("connect_ports"), "{line}");
+    bin.expect_log("reloaded");
+    assert_eq!(connect(bin.addr()).await, 200, "the new port is allowed, on the old listen address");
+
+    // Which clients are served applies at once too: 127.0.0.1 is no longer one.
+    std::fs::write(
+        &config,
+        format!("[proxy]\nlisten = \"127.0.0.1:{}\"\nallow_clients = [\"127.0.0.2/32\"]\n", bin.port),
+    )
+    .unwrap();
+    bin.reload();
+    bin.expect_log("reloaded");
+    assert_eq!(connect(bin.addr()).await, 403);
+    let req = "GET http://example.test/ HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    let out = raw_exchange(bin.addr(), req.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(status_of(&out), 403, "{out}");
+    bin.signal("-TERM");
+    assert!(bin.wait().success());
 }

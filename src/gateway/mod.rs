@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -167,17 +167,12 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.limits.header_timeout;
-    let max_buf = state.limits.max_header_bytes.max(8192);
+    let builder = crate::proxy::http1_server(header_timeout, state.limits.max_header_bytes);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = Arc::clone(&state);
         async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(max_buf)
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades();
+    let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

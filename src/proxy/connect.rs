@@ -34,7 +34,7 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         Ok(hp) => hp,
         Err(e) => return respond::bad_request(&format!("CONNECT {:?}: {e}", authority.as_str())),
     };
-    if !state.config.proxy.connect_ports.contains(&port) {
+    if !state.live().config.proxy.connect_ports.contains(&port) {
         return respond::error(
             StatusCode::FORBIDDEN,
             &format!("Verbindingen naar poort {port} zijn niet toegestaan."),
@@ -42,7 +42,7 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         );
     }
     if let Host::Ip(ip) = host {
-        if state.denied.is_denied(ip) {
+        if state.live().denied.is_denied(ip) {
             return destination_denied();
         }
     }
@@ -64,7 +64,7 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
     }
     let verdict = decide(&state, &who.subject, &host, ua.as_deref());
     if let Verdict::Block(matched) = &verdict {
-        if state.config.proxy.https == HttpsMode::Reject || state.leaves.is_none() {
+        if state.live().config.proxy.https == HttpsMode::Reject || state.leaves.is_none() {
             let key = host.as_key();
             let attempt = Attempt {
                 subject: &who.subject,
@@ -111,7 +111,7 @@ struct Tunnel {
 
 impl Tunnel {
     async fn run(self, mut client: TokioIo<Upgraded>) {
-        let timeout = self.state.config.proxy.client_hello_timeout;
+        let timeout = self.state.live().config.proxy.client_hello_timeout;
         let (buffered, hello) = match read_client_hello(&mut client, timeout).await {
             Ok(r) => r,
             Err(e) => {
@@ -221,10 +221,10 @@ impl Tunnel {
     async fn splice(self, client: TokioIo<Upgraded>, buffered: Vec<u8>) {
         let addr = format!("{}:{}", self.host, self.port);
         let host = self.host.as_key().into_owned();
-        let denied = self.state.denied.clone();
+        let denied = self.state.live().denied.clone();
         let port = self.port;
         // Resolve, drop denied addresses, then try the rest in order.
-        let connect = tokio::time::timeout(self.state.config.proxy.connect_timeout, async move {
+        let connect = tokio::time::timeout(self.state.live().config.proxy.connect_timeout, async move {
             let addrs = denied.resolve(&host, port).await?;
             TcpStream::connect(&addrs[..]).await
         });
@@ -245,7 +245,7 @@ impl Tunnel {
         }
         drop(buffered);
         let mut client = client;
-        let idle = self.state.config.proxy.tunnel_idle_timeout;
+        let idle = self.state.live().config.proxy.tunnel_idle_timeout;
         let _ = super::idle::splice(&mut client, &mut origin, idle).await;
     }
 
@@ -267,7 +267,7 @@ impl Tunnel {
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let handshake = acceptor.accept(Prefixed::new(buffered, client));
-        let handshake = tokio::time::timeout(self.state.config.proxy.header_timeout, handshake).await;
+        let handshake = tokio::time::timeout(self.state.live().config.proxy.header_timeout, handshake).await;
         let tls = match handshake.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
             Ok(tls) => tls,
             Err(e) => {
@@ -288,8 +288,8 @@ impl Tunnel {
             let (m, key) = (m.clone(), self.host.as_key().into_owned());
             return self.serve_block_pages(Prefixed::new(buffered, client), key, m).await;
         }
-        let limit = self.state.config.proxy.max_header_bytes;
-        let timeout = self.state.config.proxy.client_hello_timeout;
+        let limit = self.state.live().config.proxy.max_header_bytes;
+        let timeout = self.state.live().config.proxy.client_hello_timeout;
         match read_http_head(&mut client, &mut buffered, limit, timeout).await {
             HttpHead::Complete => {
                 self.log_exemptions(&[(&self.first, &self.host)]).await;
@@ -314,15 +314,16 @@ impl Tunnel {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let header_timeout = self.state.config.proxy.header_timeout;
+        let (header_timeout, max_header_bytes) = {
+            let live = self.state.live();
+            (live.config.proxy.header_timeout, live.config.proxy.max_header_bytes)
+        };
         let tunnel = Arc::new(self);
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let tunnel = Arc::clone(&tunnel);
             async move { Ok::<_, std::convert::Infallible>(tunnel.plain_request(req).await) }
         });
-        let result = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout)
+        let result = super::http1_server(header_timeout, max_header_bytes)
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades()
             .await;
@@ -357,7 +358,7 @@ impl Tunnel {
         let ua = user_agent(req.headers()).map(str::to_string);
         if let Verdict::Block(m) = decide(&self.state, &self.who.subject, &host, ua.as_deref()) {
             let key = host.as_key();
-            let path = self.state.config.audit.log_paths.then(|| req.uri().path().to_string());
+            let path = self.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
             let attempt = Attempt {
                 subject: &self.who.subject,
                 session: &self.who.session,
@@ -378,10 +379,11 @@ impl Tunnel {
         let host_header = first_host.cloned().unwrap_or_else(|| {
             http::HeaderValue::from_str(&target).unwrap_or(http::HeaderValue::from_static("localhost"))
         });
+        let live = self.state.live();
         let upstream = super::forward::Upstream {
-            client: &self.state.client,
-            response_timeout: self.state.config.proxy.response_timeout,
-            tunnel_idle: self.state.config.proxy.tunnel_idle_timeout,
+            client: &live.client,
+            response_timeout: live.config.proxy.response_timeout,
+            tunnel_idle: live.config.proxy.tunnel_idle_timeout,
         };
         super::forward::relay(&upstream, req, uri, host_header, |_| {}).await
     }
@@ -392,7 +394,10 @@ impl Tunnel {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let header_timeout = self.state.config.proxy.header_timeout;
+        let (header_timeout, max_header_bytes) = {
+            let live = self.state.live();
+            (live.config.proxy.header_timeout, live.config.proxy.max_header_bytes)
+        };
         let tunnel = Arc::new(self);
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let tunnel = Arc::clone(&tunnel);
@@ -400,7 +405,7 @@ impl Tunnel {
             let matched = matched.clone();
             async move {
                 let ua = user_agent(req.headers()).map(str::to_string).or_else(|| tunnel.user_agent.clone());
-                let path = tunnel.state.config.audit.log_paths.then(|| req.uri().path().to_string());
+                let path = tunnel.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
                 let attempt = Attempt {
                     subject: &tunnel.who.subject,
                     session: &tunnel.who.session,
@@ -414,11 +419,8 @@ impl Tunnel {
                 Ok::<_, std::convert::Infallible>(respond::block(&tunnel.state, &attempt).await)
             }
         });
-        let result = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), svc)
-            .await;
+        let result =
+            super::http1_server(header_timeout, max_header_bytes).serve_connection(TokioIo::new(stream), svc).await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "intercepted connection ended");
         }
@@ -511,8 +513,13 @@ async fn remediate_tunnel(
             }
         };
         let handshake = tokio_rustls::TlsAcceptor::from(config).accept(TokioIo::new(upgraded));
-        let Ok(Ok(tls)) = tokio::time::timeout(state.config.proxy.header_timeout, handshake).await else { return };
-        let header_timeout = state.config.proxy.header_timeout;
+        let Ok(Ok(tls)) = tokio::time::timeout(state.live().config.proxy.header_timeout, handshake).await else {
+            return;
+        };
+        let (header_timeout, max_header_bytes) = {
+            let live = state.live();
+            (live.config.proxy.header_timeout, live.config.proxy.max_header_bytes)
+        };
         let (who, host) = (Arc::new(who), Arc::new(host));
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let (state, who, host) = (Arc::clone(&state), Arc::clone(&who), Arc::clone(&host));
@@ -541,11 +548,7 @@ async fn remediate_tunnel(
                 Ok::<_, std::convert::Infallible>(resp)
             }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(tls), svc)
-            .await;
+        let _ = super::http1_server(header_timeout, max_header_bytes).serve_connection(TokioIo::new(tls), svc).await;
     });
     Response::new(respond::empty())
 }

@@ -24,10 +24,11 @@ pub async fn forward(state: &ProxyState, req: Request<Incoming>, host: &Host, po
     let Ok(host_header) = HeaderValue::from_str(&authority) else {
         return respond::bad_request("the host cannot be written as a Host header");
     };
+    let live = state.live();
     let upstream = Upstream {
-        client: &state.client,
-        response_timeout: state.config.proxy.response_timeout,
-        tunnel_idle: state.config.proxy.tunnel_idle_timeout,
+        client: &live.client,
+        response_timeout: live.config.proxy.response_timeout,
+        tunnel_idle: live.config.proxy.tunnel_idle_timeout,
     };
     relay(&upstream, req, uri, host_header, |_| {}).await
 }

@@ -94,14 +94,15 @@ pub async fn run(
     shutdown: CancellationToken,
     grace: std::time::Duration,
 ) {
-    let admission = Admission::new(state.config.proxy.max_connections, state.config.proxy.max_connections_per_client);
+    let admission =
+        Admission::new(state.live().config.proxy.max_connections, state.live().config.proxy.max_connections_per_client);
     let tracker = TaskTracker::new();
     // Refusals are answered politely while few; a flood is just closed.
     let refusing = Arc::new(Semaphore::new(64));
     loop {
         let Some((stream, peer)) = accept_next(&listener, &shutdown).await else { break };
         let ip = canonical_ip(peer.ip());
-        if !state.config.proxy.allow_clients.iter().any(|net| net.contains(&ip)) {
+        if !state.live().config.proxy.allow_clients.iter().any(|net| net.contains(&ip)) {
             refuse_bounded(
                 &refusing,
                 stream,
@@ -160,13 +161,8 @@ pub async fn run(
 }
 
 fn builder(state: &ProxyState) -> hyper::server::conn::http1::Builder {
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(state.config.proxy.header_timeout)
-        // hyper answers 431 when the head outgrows this buffer.
-        .max_buf_size(state.config.proxy.max_header_bytes.max(8192))
-        .keep_alive(true);
-    b
+    let live = state.live();
+    super::http1_server(live.config.proxy.header_timeout, live.config.proxy.max_header_bytes)
 }
 
 /// Refuses a connection with a page while fewer than the semaphore's

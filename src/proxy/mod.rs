@@ -38,22 +38,58 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// origin, or a page of our own.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
-/// Everything a connection needs, shared by all of them. The policy sits
-/// behind an `ArcSwap` so a reload replaces it whole while requests in
-/// flight finish with the policy they started with.
+/// Everything a connection needs, shared by all of them. The policy and
+/// the reloadable settings sit behind an `ArcSwap` so a reload replaces
+/// them whole while requests in flight finish with what they started with.
 pub struct ProxyState {
-    pub config: Config,
+    pub live: Arc<ArcSwap<Live>>,
     pub policy: Arc<ArcSwap<Policy>>,
     pub audit: AuditLog,
     pub leaves: Option<Arc<LeafCache>>,
     pub identity: Arc<Identity>,
     /// Present when `[compliance]` is configured.
     pub compliance: Option<Arc<Compliance>>,
-    pub client: OriginClient,
-    /// Where the proxy must not connect for a client.
-    pub denied: DeniedDestinations,
     /// The addresses the proxy listens on, to refuse requests to itself.
     pub local_addrs: Vec<SocketAddr>,
+}
+
+/// The settings a reload may change, with what is built from them: swapped
+/// as one, so a request sees one consistent set. The configuration's
+/// restart-only parts (listen addresses, connection caps, audit, CA, ...)
+/// stay those the server started with; see [`crate::reload`].
+pub struct Live {
+    pub config: Config,
+    /// Where the proxy must not connect for a client (depends on
+    /// `allow_clients`: loopback is added once remote clients are served).
+    pub denied: DeniedDestinations,
+    /// A fresh pool whenever `denied` or the connect timeout change, so no
+    /// pooled connection outlives the rules it was opened under.
+    pub client: OriginClient,
+}
+
+impl Live {
+    pub fn new(config: Config) -> Live {
+        let denied = DeniedDestinations::from_config(&config.proxy);
+        let client = origin_client(config.proxy.connect_timeout, denied.clone());
+        Live { config, denied, client }
+    }
+}
+
+/// The HTTP/1.1 server settings every listener and intercepted connection
+/// uses: the slowloris timeout and an exact limit on the request head.
+/// (`max_buf_size` alone is checked only between reads, so one large read
+/// could carry a head well past it; `max_header_size` counts the head.)
+pub fn http1_server(
+    header_timeout: std::time::Duration,
+    max_header_bytes: usize,
+) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_header_bytes.max(8192))
+        .max_header_size(max_header_bytes)
+        .keep_alive(true);
+    b
 }
 
 /// The client type toward origins and upstreams.
@@ -75,6 +111,11 @@ pub fn origin_client(connect_timeout: std::time::Duration, denied: DeniedDestina
 }
 
 impl ProxyState {
+    /// The settings in force now; hold the `Arc` for the length of one decision.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
     /// Whether `host:port` is this proxy itself (a request that would loop).
     pub fn is_self(&self, ip: IpAddr, port: u16) -> bool {
         self.local_addrs.iter().any(|a| {

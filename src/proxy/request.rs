@@ -143,7 +143,7 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         Err(e) => return respond::bad_request(&format!("host {:?}: {e}", authority.as_str())),
     };
     if let Host::Ip(ip) = host {
-        if state.denied.is_denied(ip) {
+        if state.live().denied.is_denied(ip) {
             return destination_denied();
         }
     }
@@ -167,7 +167,7 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
     let policy = state.policy.load();
     let verdict = policy.decide(subject, &Target { host: &host, user_agent: ua, date: Date::today() });
     drop(policy);
-    let path = state.config.audit.log_paths.then(|| uri.path());
+    let path = state.live().config.audit.log_paths.then(|| uri.path());
     let matched = match &verdict {
         Verdict::Block(m) | Verdict::Exempt { matched: m, .. } => Some(m),
         Verdict::Allow => None,
@@ -213,13 +213,14 @@ fn local(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
         "/proxy.pac" | "/wpad.dat" => {
             // Listening on a wildcard address says nothing laptops can use:
             // then name the proxy as the browser reached it.
-            let wildcard = state.config.proxy.listen.first().is_some_and(|a| a.ip().is_unspecified());
+            let live = state.live();
+            let wildcard = live.config.proxy.listen.first().is_some_and(|a| a.ip().is_unspecified());
             let via_host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).filter(|h| {
-                state.config.pac.proxy.is_none() && wildcard && parse_authority(h, Some(80)).is_ok() && h.contains(':')
+                live.config.pac.proxy.is_none() && wildcard && parse_authority(h, Some(80)).is_ok() && h.contains(':')
             });
             let pac = match via_host {
-                Some(h) => crate::pac::generate_with_proxy(&state.config, &state.policy.load(), h),
-                None => crate::pac::generate(&state.config, &state.policy.load()),
+                Some(h) => crate::pac::generate_with_proxy(&live.config, &state.policy.load(), h),
+                None => crate::pac::generate(&live.config, &state.policy.load()),
             };
             let mut resp = Response::new(respond::full(pac.text));
             let h = resp.headers_mut();
