@@ -382,3 +382,62 @@ async fn header_block_over_max_header_bytes_gets_431() {
     assert!(origin.requests().is_empty(), "an oversized head never reaches the origin");
     proxy.stop().await;
 }
+
+/// Reads from `s` until `needle` has arrived (or panics after `wait`).
+async fn read_until(s: &mut TcpStream, needle: &str, wait: Duration) -> String {
+    let mut text = String::new();
+    let mut buf = vec![0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    while !text.contains(needle) {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within {wait:?}; got: {text}"))
+            .unwrap();
+        assert!(n > 0, "connection closed before {needle:?}; got: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text
+}
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1) describe the client's
+/// connection to the proxy: none of them, nor any header `Connection` names,
+/// reaches the origin; end-to-end headers do, and the proxy adds `Via`.
+#[tokio::test]
+async fn hop_by_hop_request_headers_never_reach_the_origin() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let req = format!(
+        "GET {} HTTP/1.1\r\n\
+         Host: {}\r\n\
+         Connection: X-Secret\r\n\
+         X-Secret: 1\r\n\
+         Connection: x-other\r\n\
+         X-Other: 2\r\n\
+         Proxy-Authorization: Basic Zm9vOmJhcg==\r\n\
+         Proxy-Connection: keep-alive\r\n\
+         Keep-Alive: timeout=5\r\n\
+         TE: trailers\r\n\
+         Trailer: X-Checksum\r\n\
+         X-Keep: yes\r\n\
+         \r\n",
+        origin.url("/hop"),
+        origin.addr
+    );
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let resp = read_until(&mut s, "hello from origin", Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    for name in
+        ["connection", "x-secret", "x-other", "proxy-authorization", "proxy-connection", "keep-alive", "te", "trailer"]
+    {
+        assert!(h.get(name).is_none(), "{name} reached the origin: {h:?}");
+    }
+    assert_eq!(h.get("x-keep").map(|v| v.as_bytes()), Some(&b"yes"[..]), "end-to-end header forwarded: {h:?}");
+    let via: Vec<&str> = h.get_all("via").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(via, ["1.1 weerwal"], "{h:?}");
+    proxy.stop().await;
+}
