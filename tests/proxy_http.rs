@@ -106,7 +106,16 @@ async fn banned_hosts_get_the_block_page_and_a_record() {
         assert_eq!(last.host.as_deref(), Some(host));
         assert_eq!(last.app.as_deref(), Some(app));
         assert!(html.contains(&format!("Referentienummer: <strong>{}</strong>", last.seq)), "reference on the page");
+        assert!(is_rfc3339_utc_millis(&last.ts), "ts {:?} is not RFC 3339 UTC with milliseconds", last.ts);
+        let when = humantime::parse_rfc3339(&last.ts).unwrap();
+        let skew = match when.duration_since(std::time::SystemTime::now()) {
+            Ok(ahead) => ahead,
+            Err(behind) => behind.duration(),
+        };
+        assert!(skew < Duration::from_secs(300), "ts {:?} is not now", last.ts);
     }
+    let ts: Vec<String> = proxy.events("blocked").into_iter().map(|r| r.ts).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "ts never goes back: {ts:?}");
     proxy.stop().await;
 }
 
@@ -440,4 +449,42 @@ async fn hop_by_hop_request_headers_never_reach_the_origin() {
     let via: Vec<&str> = h.get_all("via").iter().map(|v| v.to_str().unwrap()).collect();
     assert_eq!(via, ["1.1 weerwal"], "{h:?}");
     proxy.stop().await;
+}
+
+/// `2026-11-27T07:01:02.345Z`: RFC 3339 in UTC with exactly three digits
+/// of milliseconds, as `humantime::format_rfc3339_millis` writes it.
+fn is_rfc3339_utc_millis(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    if b.len() != 24 {
+        return false;
+    }
+    let shape = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    if !b.iter().zip(shape).all(|(c, s)| if *s == b'd' { c.is_ascii_digit() } else { c == s }) {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| ts[r].parse::<u32>().unwrap();
+    (1..=12).contains(&num(5..7))
+        && (1..=31).contains(&num(8..10))
+        && num(11..13) < 24
+        && num(14..16) < 60
+        && num(17..19) < 61
+}
+
+#[test]
+fn the_timestamp_checker_rejects_near_misses() {
+    assert!(is_rfc3339_utc_millis("2026-11-27T07:01:02.345Z"));
+    for bad in [
+        "2026-11-27T07:01:02Z",
+        "2026-11-27T07:01:02.34Z",
+        "2026-11-27T07:01:02.3456Z",
+        "2026-11-27T07:01:02.345+00:00",
+        "2026-11-27 07:01:02.345Z",
+        "2026-11-27T07:01:02.345z",
+        "2026-13-27T07:01:02.345Z",
+        "2026-11-27T24:01:02.345Z",
+        "2026-11-27T07:01:02,345Z",
+        "",
+    ] {
+        assert!(!is_rfc3339_utc_millis(bad), "{bad}");
+    }
 }
