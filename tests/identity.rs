@@ -2,11 +2,14 @@
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use common::{Origin, TestProxy};
-use weerwal::config::AuthMode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weerwal::audit::{EventKind, Record};
+use weerwal::config::{AuthMode, Config};
 use weerwal::identity::{Role, Users};
 
 fn users_file(dir: &Path) -> std::path::PathBuf {
@@ -241,4 +244,68 @@ fn users_add_reads_the_password_from_stdin_only() {
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("jdevries\tofficer\traad"), "{text}");
     assert!(!text.contains("argon2"));
+}
+
+/// Sends `request` to the proxy from a client socket bound to `from` (any
+/// 127.0.0.0/8 address is local on Linux) and reads the whole answer.
+async fn exchange_from(from: &str, proxy: SocketAddr, request: &[u8]) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+    let mut s = sock.connect(proxy).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn blocked_request(host: &str) -> Vec<u8> {
+    format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+fn from_client<'a>(records: &'a [Record], event: EventKind, client: &str) -> Vec<&'a Record> {
+    let ip: IpAddr = client.parse().unwrap();
+    records.iter().filter(|r| r.event == event && r.client == Some(ip)).collect()
+}
+
+#[tokio::test]
+async fn device_ranges_name_the_device_on_blocked_and_session_start_records() {
+    let parsed = Config::parse(
+        Path::new("weerwal.toml"),
+        "[identity]\nauth = \"none\"\n\n[[identity.device]]\ncidr = \"127.0.0.8/29\"\nname = \"raadslaptops\"\n",
+    )
+    .unwrap();
+    let proxy = TestProxy::start_with(|c| c.identity = parsed.identity.clone()).await;
+    assert_eq!(proxy.config.identity.auth, AuthMode::None);
+    // The default allow_clients (loopback, 127.0.0.0/8) serves all three addresses.
+    for client in ["127.0.0.9", "127.0.0.2", "127.0.0.16"] {
+        let ip: IpAddr = client.parse().unwrap();
+        assert!(proxy.config.proxy.allow_clients.iter().any(|n| n.contains(&ip)), "{client} allowed");
+    }
+    // 127.0.0.9 is in 127.0.0.8/29 (.8 to .15); .2 and .16 are not.
+    for (client, host) in [("127.0.0.9", "aliexpress.com"), ("127.0.0.2", "vk.com"), ("127.0.0.16", "www.tiktok.com")] {
+        let raw = exchange_from(client, proxy.addr, &blocked_request(host)).await;
+        assert_eq!(common::status_of(&raw), 403, "{client}: {raw}");
+    }
+    let records = proxy.records();
+    for (client, device) in [("127.0.0.9", Some("raadslaptops")), ("127.0.0.2", None), ("127.0.0.16", None)] {
+        let blocked = from_client(&records, EventKind::Blocked, client);
+        let starts = from_client(&records, EventKind::SessionStart, client);
+        assert_eq!(blocked.len(), 1, "{client}: {records:?}");
+        assert_eq!(starts.len(), 1, "{client}: {records:?}");
+        assert_eq!(blocked[0].device.as_deref(), device, "{client} blocked");
+        assert_eq!(starts[0].device.as_deref(), device, "{client} session_start");
+        assert_eq!(starts[0].session, blocked[0].session, "{client}: one session");
+        assert!(starts[0].seq < blocked[0].seq, "{client}: session_start comes first");
+    }
+    // On disk: the unnamed devices have no device name at all (absent or null).
+    let text = std::fs::read_to_string(proxy.audit_path()).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let device = v.get("device").cloned().unwrap_or(serde_json::Value::Null);
+        match v["client"].as_str() {
+            Some("127.0.0.9") => assert_eq!(device, "raadslaptops", "{line}"),
+            _ => assert!(device.is_null(), "{line}"),
+        }
+    }
+    proxy.stop().await;
 }
