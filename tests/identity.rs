@@ -309,3 +309,56 @@ async fn device_ranges_name_the_device_on_blocked_and_session_start_records() {
     }
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_writes_one_session_end_per_logged_session_with_its_counts() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    assert!(proxy.config.identity.session_idle >= Duration::from_secs(600), "no idle sweep during this test");
+    // 127.0.0.1: three attempts on two apps, and allowed browsing (not counted).
+    let client = proxy.client();
+    for url in ["http://aliexpress.com/", "http://m.aliexpress.com/x", "http://vk.com/"] {
+        assert_eq!(client.get(url).send().await.unwrap().status(), 403, "{url}");
+    }
+    assert_eq!(client.get(origin.url("/ok")).send().await.unwrap().status(), 200);
+    // 127.0.0.2: a session of its own. 127.0.0.3: only allowed browsing, no trace.
+    let raw = exchange_from("127.0.0.2", proxy.addr, &blocked_request("www.tiktok.com")).await;
+    assert_eq!(common::status_of(&raw), 403, "{raw}");
+    let ok = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", origin.url("/ok3"), origin.addr);
+    let raw = exchange_from("127.0.0.3", proxy.addr, ok.as_bytes()).await;
+    assert_eq!(common::status_of(&raw), 200, "{raw}");
+    assert!(proxy.events("session_end").is_empty(), "no session has ended before shutdown");
+
+    // Stop through the same code path as `serve` on SIGTERM.
+    let path = proxy.audit_path();
+    let _dir = proxy.stop().await; // keeps the log until the end of the test
+    let records = common::read_records(&path);
+    let blocked = from_client(&records, EventKind::Blocked, "127.0.0.1");
+    assert_eq!(blocked.len(), 3, "{records:?}");
+    let session = blocked[0].session.clone();
+    assert!(session.as_deref().is_some_and(|s| s.len() == 32), "{session:?}");
+    assert!(blocked.iter().all(|r| r.session == session), "one session: {blocked:?}");
+
+    let ends: Vec<&Record> = records.iter().filter(|r| r.event == EventKind::SessionEnd).collect();
+    let mine: Vec<&&Record> = ends.iter().filter(|r| r.session == session).collect();
+    assert_eq!(mine.len(), 1, "exactly one session_end for the session: {ends:?}");
+    let end = mine[0];
+    assert_eq!(end.client, Some("127.0.0.1".parse().unwrap()));
+    assert!(end.seq > blocked[2].seq, "written after the attempts");
+    let detail = end.detail.as_ref().unwrap();
+    assert_eq!(detail["attempts"], serde_json::json!({"AliExpress": 2, "VKontakte": 1}), "{detail}");
+    assert_eq!(detail["distinct_hosts"], 3, "{detail}");
+    assert_eq!(detail["hosts"], serde_json::json!(["aliexpress.com", "m.aliexpress.com", "vk.com"]), "{detail}");
+
+    let other = from_client(&records, EventKind::SessionEnd, "127.0.0.2");
+    assert_eq!(other.len(), 1, "{ends:?}");
+    assert_eq!(other[0].detail.as_ref().unwrap()["attempts"], serde_json::json!({"TikTok": 1}));
+    assert!(from_client(&records, EventKind::SessionEnd, "127.0.0.3").is_empty(), "browsing only: no trace");
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert!(records.iter().all(|r| r.client != Some("127.0.0.3".parse().unwrap())), "127.0.0.3 left no record");
+    // The chain still holds over the shutdown records.
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash, "seq {}", pair[1].seq);
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+    }
+}
