@@ -302,3 +302,105 @@ async fn gateway_serves_tls_with_the_configured_certificate() {
     assert_eq!(seen[0].headers.get("x-forwarded-proto").unwrap(), "https");
     proxy.stop().await;
 }
+
+/// A client of the gateway itself (no proxy) from a given loopback address.
+fn gateway_client(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A GET to webmail through the gateway from `ip`, with extra headers.
+async fn gateway_get_from(ip: &str, gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = gateway_client(ip).get(format!("http://{gw}{path}")).header("host", WEBMAIL);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// A proxy client that authenticates as `user` from loopback address `ip`.
+fn proxy_user_from(proxy: &TestProxy, ip: &str, user: &str, password: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap().basic_auth(user, password))
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Proxy users jan and piet, in a users file in the test directory.
+fn with_basic_auth(c: &mut Config) {
+    let path = c.audit.path.parent().and_then(std::path::Path::parent).unwrap().join("users.toml");
+    let mut users = weerwal::identity::Users::default();
+    users.upsert("jan", "wachtwoord-jan", weerwal::identity::Role::User, vec![]).unwrap();
+    users.upsert("piet", "wachtwoord-piet", weerwal::identity::Role::User, vec![]).unwrap();
+    users.save(&path).unwrap();
+    c.identity.auth = weerwal::config::AuthMode::Basic;
+    c.identity.users_file = path;
+}
+
+#[tokio::test]
+async fn gateway_links_an_address_to_the_user_of_its_live_proxy_session_unless_two_users_share_it() {
+    let upstream = Origin::start().await;
+    let elsewhere = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        with_basic_auth(c);
+    })
+    .await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let compliance = proxy.server.as_ref().unwrap().compliance.clone().unwrap();
+    let jan = proxy_user_from(&proxy, "127.0.0.7", "jan", "wachtwoord-jan");
+
+    // jan tries AliExpress from 127.0.0.7: the user is flagged, not the address.
+    assert_eq!(jan.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    assert!(compliance.flag_of("user:jan").is_some());
+    assert!(compliance.flag_of("client:127.0.0.7").is_none(), "an authenticated attempt flags the user");
+
+    // The gateway knows no users: only jan's live proxy session from
+    // 127.0.0.7 links that address to the flag.
+    let resp = gateway_get_from("127.0.0.7", gw, "/inbox", &[]).await;
+    assert_eq!(resp.status(), 403);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Geen toegang tot webmail.gemeente.test") && html.contains("AliExpress"), "{html}");
+    let denied = proxy.events("gateway_denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].user.as_deref(), Some("jan"));
+    assert_eq!(denied[0].client, Some("127.0.0.7".parse().unwrap()));
+    assert_eq!(denied[0].detail.as_ref().unwrap()["flagged"], "user:jan");
+    assert!(upstream.requests().is_empty(), "nothing from jan's device reached webmail");
+
+    // Another address has no session: it is nobody in particular.
+    let resp = gateway_get_from("127.0.0.8", gw, "/from-8", &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+
+    // piet also browses through the proxy from 127.0.0.7 (a shared terminal,
+    // NAT): the address no longer names one person and the gateway must not
+    // guess (src/identity/sessions.rs, `users_at`).
+    let piet = proxy_user_from(&proxy, "127.0.0.7", "piet", "wachtwoord-piet");
+    assert_eq!(piet.get(elsewhere.url("/piet")).send().await.unwrap().status(), 200);
+    assert_eq!(proxy.server.as_ref().unwrap().identity.sessions.user_at("127.0.0.7".parse().unwrap()), None);
+    let resp = gateway_get_from("127.0.0.7", gw, "/shared", &[]).await;
+    assert_eq!(resp.status(), 200, "an ambiguous address is not linked to jan's flag");
+    // It stays ambiguous while both are there, even when jan is the last
+    // one seen.
+    assert_eq!(jan.get(elsewhere.url("/jan")).send().await.unwrap().status(), 200);
+    assert_eq!(gateway_get_from("127.0.0.7", gw, "/shared-again", &[]).await.status(), 200);
+    assert_eq!(proxy.events("gateway_denied").len(), 1, "no further denials");
+
+    // jan himself is still flagged: through the proxy he gets the page.
+    let resp = jan.get(format!("http://localhost:{}/mail", upstream.addr.port())).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let uris: Vec<String> = upstream.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/from-8", "/shared", "/shared-again"]);
+    let seen = upstream.requests();
+    assert_eq!(seen[1].headers.get("x-forwarded-for").unwrap(), "127.0.0.7");
+    proxy.stop().await;
+}
