@@ -404,3 +404,73 @@ async fn gateway_links_an_address_to_the_user_of_its_live_proxy_session_unless_t
     assert_eq!(seen[1].headers.get("x-forwarded-for").unwrap(), "127.0.0.7");
     proxy.stop().await;
 }
+
+/// Every `X-Forwarded-For` entry the upstream saw, in order.
+fn forwarded_for(seen: &common::Seen) -> Vec<String> {
+    seen.headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        c.gateway.as_mut().unwrap().trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    // The proxy only ever sees its peer's address, and 10.9.9.9 is not a
+    // loopback address a test can bind: flag it the way a blocked attempt
+    // from there would.
+    let compliance = proxy.server.as_ref().unwrap().compliance.clone().unwrap();
+    compliance.flag("client:10.9.9.9", "TikTok", "www.tiktok.com", Some(7));
+
+    // From the trusted terminator: the client is the address it names.
+    let resp = gateway_get_from("127.0.0.1", gw, "/", &[("x-forwarded-for", "10.9.9.9")]).await;
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("TikTok"));
+    // Trusted hops at the end of the chain are skipped.
+    let resp = gateway_get_from("127.0.0.1", gw, "/", &[("x-forwarded-for", "10.9.9.9, 127.0.0.1")]).await;
+    assert_eq!(resp.status(), 403);
+    let denied = proxy.events("gateway_denied");
+    assert_eq!(denied.len(), 2);
+    assert!(denied.iter().all(|r| r.client == Some("10.9.9.9".parse().unwrap())), "{denied:?}");
+    assert!(upstream.requests().is_empty());
+
+    // What the client itself put in front of the terminator's entry is not
+    // believed: the nearest untrusted address (10.1.1.1) is the client.
+    let resp = gateway_get_from("127.0.0.1", gw, "/chain", &[("x-forwarded-for", "10.9.9.9, 10.1.1.1")]).await;
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    // From a trusted peer the chain is kept and the client the gateway
+    // decided on comes last, the entry the upstream should believe.
+    assert_eq!(forwarded_for(&seen[0]), ["10.9.9.9", "10.1.1.1", "10.1.1.1"]);
+
+    // From an untrusted peer the header is a claim, not a fact: ignored for
+    // the decision and not passed on; the upstream sees the peer only.
+    let spoofed = [
+        ("x-forwarded-for", "10.9.9.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "for=10.9.9.9;proto=https"),
+    ];
+    let resp = gateway_get_from("127.0.0.2", gw, "/spoofed", &spoofed).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].uri, "/spoofed");
+    assert_eq!(forwarded_for(&seen[1]), ["127.0.0.2"], "the spoofed address never reaches the upstream");
+    assert_eq!(seen[1].headers.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"]);
+    assert_eq!(seen[1].headers.get_all("x-forwarded-host").iter().collect::<Vec<_>>(), [WEBMAIL]);
+    assert!(seen[1].headers.get("forwarded").is_none());
+    assert_eq!(proxy.events("gateway_denied").len(), 2, "no denial for the spoofed request");
+    assert!(compliance.flag_of("client:10.9.9.9").is_some(), "still flagged");
+    proxy.stop().await;
+}
