@@ -474,3 +474,78 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     assert!(compliance.flag_of("client:10.9.9.9").is_some(), "still flagged");
     proxy.stop().await;
 }
+
+/// The `weerwal_device` value a response sets, if it sets one.
+fn device_cookie_of(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.trim().strip_prefix("weerwal_device="))
+        .map(str::to_string)
+        .next()
+}
+
+#[tokio::test]
+async fn device_cookie_recognises_a_flagged_device_after_an_address_change_until_it_attests() {
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| configure(c, upstream.addr)).await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let before = Person::new(9, &proxy);
+    assert_eq!(before.via_proxy.get("http://vk.com/").send().await.unwrap().status(), 403);
+
+    // First visit to the gateway from the flagged address: the page, and a
+    // device cookie.
+    let resp = gateway_get_from("127.0.0.9", gw, "/inbox", &[]).await;
+    assert_eq!(resp.status(), 403);
+    let device = device_cookie_of(&resp).expect("a device cookie on the first visit");
+    assert!(device.len() == 32 && device.bytes().all(|b| b.is_ascii_hexdigit()), "{device}");
+    let cookie = format!("weerwal_device={device}");
+
+    // Without the cookie the new address is nobody in particular...
+    let resp = gateway_get_from("127.0.0.10", gw, "/no-cookie", &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(device_cookie_of(&resp).is_some_and(|c| c != device), "a fresh device gets its own cookie");
+    // ...and someone else's made-up cookie does not help either.
+    let other = format!("weerwal_device={}", "ab".repeat(16));
+    assert_eq!(gateway_get_from("127.0.0.10", gw, "/other-cookie", &[("cookie", &other)]).await.status(), 200);
+
+    // With the device's cookie the new address is the flagged device.
+    let resp = gateway_get_from("127.0.0.10", gw, "/inbox", &[("cookie", &format!("lang=nl; {cookie}"))]).await;
+    assert_eq!(resp.status(), 403);
+    assert!(device_cookie_of(&resp).is_none(), "a known device keeps its cookie");
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("VKontakte") && html.contains("Ik heb de app verwijderd"), "{html}");
+    let denied = proxy.events("gateway_denied");
+    assert_eq!(denied.len(), 2);
+    assert_eq!(denied[1].client, Some("127.0.0.10".parse().unwrap()));
+    assert_eq!(denied[1].detail.as_ref().unwrap()["flagged"], "client:127.0.0.9");
+
+    // The person attests from the new address, with the page's token.
+    let token = token_of(&html);
+    let resp = gateway_client("127.0.0.10")
+        .post(format!("http://{gw}/.weerwal/attest"))
+        .header("host", WEBMAIL)
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}&return=%2Finbox&confirm=yes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers().get("location").unwrap(), "/inbox");
+    let attested = proxy.events("attested");
+    assert_eq!(attested.len(), 1);
+    assert_eq!(attested[0].client, Some("127.0.0.10".parse().unwrap()));
+    assert_eq!(attested[0].detail.as_ref().unwrap()["flagged"], "client:127.0.0.9");
+
+    // Let through from the new address, and the old one is cleared too.
+    let resp = gateway_get_from("127.0.0.10", gw, "/after", &[("cookie", &cookie)]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+    assert_eq!(gateway_get_from("127.0.0.9", gw, "/old-address", &[]).await.status(), 200);
+    assert!(proxy.server.as_ref().unwrap().compliance.as_ref().unwrap().flagged().is_empty());
+    let uris: Vec<String> = upstream.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/no-cookie", "/other-cookie", "/after", "/old-address"]);
+    proxy.stop().await;
+}
