@@ -549,3 +549,114 @@ async fn device_cookie_recognises_a_flagged_device_after_an_address_change_until
     assert_eq!(uris, ["/no-cookie", "/other-cookie", "/after", "/old-address"]);
     proxy.stop().await;
 }
+
+/// An upstream that answers every request with the length and SHA-256 of
+/// its body (`"<len> <hex>"`), and signals when the first body bytes arrive.
+async fn hashing_upstream() -> (SocketAddr, std::sync::Arc<tokio::sync::Notify>) {
+    use http_body_util::BodyExt;
+    use sha2::{Digest, Sha256};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first_bytes = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = std::sync::Arc::clone(&first_bytes);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let signal = std::sync::Arc::clone(&signal);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let signal = std::sync::Arc::clone(&signal);
+                    async move {
+                        let mut body = req.into_body();
+                        let (mut len, mut hash) = (0u64, Sha256::new());
+                        while let Some(frame) = body.frame().await {
+                            let Ok(frame) = frame else { break };
+                            if let Some(d) = frame.data_ref() {
+                                if len == 0 && !d.is_empty() {
+                                    signal.notify_one();
+                                }
+                                len += d.len() as u64;
+                                hash.update(d);
+                            }
+                        }
+                        let answer = format!("{len} {}", hex::encode(hash.finalize()));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(answer),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, first_bytes)
+}
+
+#[tokio::test]
+async fn a_streamed_chunked_upload_of_20_mib_reaches_the_upstream_intact() {
+    use http_body_util::BodyExt;
+    use sha2::{Digest, Sha256};
+    let (upstream, first_bytes) = hashing_upstream().await;
+    let proxy = TestProxy::start_with(|c| configure(c, upstream)).await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+
+    // 20 MiB and a bit of pseudo-random bytes (a repeating pattern would hide
+    // reordered or repeated chunks from the checksum).
+    let size = 20 * 1024 * 1024 + 4321;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let expected = format!("{size} {}", hex::encode(Sha256::digest(&data)));
+    let data = bytes::Bytes::from(data);
+
+    // Chunks of uneven sizes; after the first MiB the client waits until the
+    // upstream has bytes, so a gateway that buffered the whole body first
+    // would be caught here rather than pass.
+    let sizes = [1usize, 4096, 65_536, 100_003, 7, 1 << 20];
+    let streamed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&streamed);
+    let chunks = futures_util::stream::unfold((0usize, 0usize, false), move |(at, i, waited)| {
+        let (data, first_bytes, flag) = (data.clone(), std::sync::Arc::clone(&first_bytes), std::sync::Arc::clone(&flag));
+        async move {
+            if at >= data.len() {
+                return None;
+            }
+            let mut waited = waited;
+            if !waited && at >= 1 << 20 {
+                let arrived = tokio::time::timeout(Duration::from_secs(10), first_bytes.notified()).await.is_ok();
+                flag.store(arrived, std::sync::atomic::Ordering::SeqCst);
+                waited = true;
+            }
+            let end = (at + sizes[i % sizes.len()]).min(data.len());
+            let frame = hyper::body::Frame::data(data.slice(at..end));
+            Some((Ok::<_, std::convert::Infallible>(frame), (end, i + 1, waited)))
+        }
+    });
+    let body = http_body_util::StreamBody::new(chunks);
+
+    let stream = TcpStream::connect(gw).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post("/upload")
+        .header("host", WEBMAIL)
+        .header("transfer-encoding", "chunked")
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&answer), expected, "length and SHA-256 at the upstream");
+    assert!(
+        streamed.load(std::sync::atomic::Ordering::SeqCst),
+        "the upstream had no bytes after the client sent 1 MiB: the gateway buffers request bodies"
+    );
+    proxy.stop().await;
+}
