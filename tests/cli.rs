@@ -168,3 +168,91 @@ fn serve_runs_blocks_records_and_stops_on_sigterm() {
     let mode = std::fs::metadata(dir.path().join("certs/ca.key")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// `users add NAME` with the password on standard input.
+fn users_add(dir: &Path, args: &[&str], password: &str) {
+    use std::io::Write;
+    let mut child = weerwal(dir)
+        .args(["users", "add"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "users add {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn users_list(dir: &Path) -> String {
+    let out = weerwal(dir).args(["users", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn users_remove_takes_the_user_out_and_the_file_stays_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.toml");
+    users_add(dir.path(), &["jdevries", "--group", "raad"], "een-lang-wachtwoord");
+    users_add(dir.path(), &["fbakker", "--role", "officer"], "nog-een-wachtwoord");
+    assert_eq!(mode_of(&file), 0o600, "after add");
+    let names = |list: &str| list.lines().map(|l| l.split('\t').next().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&users_list(dir.path())), ["fbakker", "jdevries"]);
+
+    let out = weerwal(dir.path()).args(["users", "remove", "jdevries"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed user jdevries"));
+    let list = users_list(dir.path());
+    assert_eq!(names(&list), ["fbakker"], "{list}");
+    assert!(list.contains("fbakker\tofficer\t"), "the other user is untouched: {list}");
+    assert_eq!(mode_of(&file), 0o600, "after remove");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("jdevries"), "no trace of the removed user (nor its hash): {text}");
+    let users = weerwal::identity::Users::load(&file).unwrap();
+    assert!(users.verify("fbakker", "nog-een-wachtwoord").is_some(), "the remaining password still works");
+    assert!(users.get("jdevries").is_none());
+
+    // Removing a user that does not exist: usage error, file unchanged.
+    let out = weerwal(dir.path()).args(["users", "remove", "jdevries"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("jdevries"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert_eq!(mode_of(&file), 0o600);
+    assert!(!dir.path().join(".users.toml.tmp").exists(), "no temporary file left behind");
+
+    // A file someone loosened by hand is written back as 0600.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = weerwal(dir.path()).args(["users", "remove", "fbakker"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(users_list(dir.path()), "");
+    assert_eq!(mode_of(&file), 0o600, "a loosened file is tightened again");
+}
+
+/// The users file is written through `.users.toml.tmp`; a stale one (left
+/// by a copy, a restore or another tool, with a looser mode) must not pass
+/// its mode on to the file that holds the password hashes.
+#[test]
+#[ignore = "bug: Users::save opens the temporary file with OpenOptions::mode(0o600), which only applies when \
+            it is created; a stale .users.toml.tmp with mode 0644 is reused and renamed, so users.toml becomes 0644"]
+fn users_file_is_0600_even_over_a_stale_temporary_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.toml");
+    users_add(dir.path(), &["jdevries"], "een-lang-wachtwoord");
+    users_add(dir.path(), &["fbakker"], "nog-een-wachtwoord");
+    let tmp = dir.path().join(".users.toml.tmp");
+    std::fs::write(&tmp, "stale").unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = weerwal(dir.path()).args(["users", "remove", "jdevries"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(users_list(dir.path()), "fbakker\tuser\t\n");
+    assert_eq!(mode_of(&file), 0o600, "users.toml (argon2 hashes) took the stale temporary file's mode");
+}

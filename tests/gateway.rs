@@ -302,3 +302,451 @@ async fn gateway_serves_tls_with_the_configured_certificate() {
     assert_eq!(seen[0].headers.get("x-forwarded-proto").unwrap(), "https");
     proxy.stop().await;
 }
+
+/// A client of the gateway itself (no proxy) from a given loopback address.
+fn gateway_client(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A GET to webmail through the gateway from `ip`, with extra headers.
+async fn gateway_get_from(ip: &str, gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = gateway_client(ip).get(format!("http://{gw}{path}")).header("host", WEBMAIL);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// A proxy client that authenticates as `user` from loopback address `ip`.
+fn proxy_user_from(proxy: &TestProxy, ip: &str, user: &str, password: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap().basic_auth(user, password))
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Proxy users jan and piet, in a users file in the test directory.
+fn with_basic_auth(c: &mut Config) {
+    let path = c.audit.path.parent().and_then(std::path::Path::parent).unwrap().join("users.toml");
+    let mut users = weerwal::identity::Users::default();
+    users.upsert("jan", "wachtwoord-jan", weerwal::identity::Role::User, vec![]).unwrap();
+    users.upsert("piet", "wachtwoord-piet", weerwal::identity::Role::User, vec![]).unwrap();
+    users.save(&path).unwrap();
+    c.identity.auth = weerwal::config::AuthMode::Basic;
+    c.identity.users_file = path;
+}
+
+#[tokio::test]
+async fn gateway_links_an_address_to_the_user_of_its_live_proxy_session_unless_two_users_share_it() {
+    let upstream = Origin::start().await;
+    let elsewhere = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        with_basic_auth(c);
+    })
+    .await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let compliance = proxy.server.as_ref().unwrap().compliance.clone().unwrap();
+    let jan = proxy_user_from(&proxy, "127.0.0.7", "jan", "wachtwoord-jan");
+
+    // jan tries AliExpress from 127.0.0.7: the user is flagged, not the address.
+    assert_eq!(jan.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    assert!(compliance.flag_of("user:jan").is_some());
+    assert!(compliance.flag_of("client:127.0.0.7").is_none(), "an authenticated attempt flags the user");
+
+    // The gateway knows no users: only jan's live proxy session from
+    // 127.0.0.7 links that address to the flag.
+    let resp = gateway_get_from("127.0.0.7", gw, "/inbox", &[]).await;
+    assert_eq!(resp.status(), 403);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Geen toegang tot webmail.gemeente.test") && html.contains("AliExpress"), "{html}");
+    let denied = proxy.events("gateway_denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].user.as_deref(), Some("jan"));
+    assert_eq!(denied[0].client, Some("127.0.0.7".parse().unwrap()));
+    assert_eq!(denied[0].detail.as_ref().unwrap()["flagged"], "user:jan");
+    assert!(upstream.requests().is_empty(), "nothing from jan's device reached webmail");
+
+    // Another address has no session: it is nobody in particular.
+    let resp = gateway_get_from("127.0.0.8", gw, "/from-8", &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+
+    // piet also browses through the proxy from 127.0.0.7 (a shared terminal,
+    // NAT): the address no longer names one person and the gateway must not
+    // guess (src/identity/sessions.rs, `users_at`).
+    let piet = proxy_user_from(&proxy, "127.0.0.7", "piet", "wachtwoord-piet");
+    assert_eq!(piet.get(elsewhere.url("/piet")).send().await.unwrap().status(), 200);
+    assert_eq!(proxy.server.as_ref().unwrap().identity.sessions.user_at("127.0.0.7".parse().unwrap()), None);
+    let resp = gateway_get_from("127.0.0.7", gw, "/shared", &[]).await;
+    assert_eq!(resp.status(), 200, "an ambiguous address is not linked to jan's flag");
+    // It stays ambiguous while both are there, even when jan is the last
+    // one seen.
+    assert_eq!(jan.get(elsewhere.url("/jan")).send().await.unwrap().status(), 200);
+    assert_eq!(gateway_get_from("127.0.0.7", gw, "/shared-again", &[]).await.status(), 200);
+    assert_eq!(proxy.events("gateway_denied").len(), 1, "no further denials");
+
+    // jan himself is still flagged: through the proxy he gets the page.
+    let resp = jan.get(format!("http://localhost:{}/mail", upstream.addr.port())).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let uris: Vec<String> = upstream.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/from-8", "/shared", "/shared-again"]);
+    let seen = upstream.requests();
+    assert_eq!(seen[1].headers.get("x-forwarded-for").unwrap(), "127.0.0.7");
+    proxy.stop().await;
+}
+
+/// Every `X-Forwarded-For` entry the upstream saw, in order.
+fn forwarded_for(seen: &common::Seen) -> Vec<String> {
+    seen.headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        c.gateway.as_mut().unwrap().trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    // The proxy only ever sees its peer's address, and 10.9.9.9 is not a
+    // loopback address a test can bind: flag it the way a blocked attempt
+    // from there would.
+    let compliance = proxy.server.as_ref().unwrap().compliance.clone().unwrap();
+    compliance.flag("client:10.9.9.9", "TikTok", "www.tiktok.com", Some(7));
+
+    // From the trusted terminator: the client is the address it names.
+    let resp = gateway_get_from("127.0.0.1", gw, "/", &[("x-forwarded-for", "10.9.9.9")]).await;
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("TikTok"));
+    // Trusted hops at the end of the chain are skipped.
+    let resp = gateway_get_from("127.0.0.1", gw, "/", &[("x-forwarded-for", "10.9.9.9, 127.0.0.1")]).await;
+    assert_eq!(resp.status(), 403);
+    let denied = proxy.events("gateway_denied");
+    assert_eq!(denied.len(), 2);
+    assert!(denied.iter().all(|r| r.client == Some("10.9.9.9".parse().unwrap())), "{denied:?}");
+    assert!(upstream.requests().is_empty());
+
+    // What the client itself put in front of the terminator's entry is not
+    // believed: the nearest untrusted address (10.1.1.1) is the client.
+    let resp = gateway_get_from("127.0.0.1", gw, "/chain", &[("x-forwarded-for", "10.9.9.9, 10.1.1.1")]).await;
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    // From a trusted peer the chain is kept and the client the gateway
+    // decided on comes last, the entry the upstream should believe.
+    assert_eq!(forwarded_for(&seen[0]), ["10.9.9.9", "10.1.1.1", "10.1.1.1"]);
+
+    // From an untrusted peer the header is a claim, not a fact: ignored for
+    // the decision and not passed on; the upstream sees the peer only.
+    let spoofed = [
+        ("x-forwarded-for", "10.9.9.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "for=10.9.9.9;proto=https"),
+    ];
+    let resp = gateway_get_from("127.0.0.2", gw, "/spoofed", &spoofed).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].uri, "/spoofed");
+    assert_eq!(forwarded_for(&seen[1]), ["127.0.0.2"], "the spoofed address never reaches the upstream");
+    assert_eq!(seen[1].headers.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"]);
+    assert_eq!(seen[1].headers.get_all("x-forwarded-host").iter().collect::<Vec<_>>(), [WEBMAIL]);
+    assert!(seen[1].headers.get("forwarded").is_none());
+    assert_eq!(proxy.events("gateway_denied").len(), 2, "no denial for the spoofed request");
+    assert!(compliance.flag_of("client:10.9.9.9").is_some(), "still flagged");
+    proxy.stop().await;
+}
+
+/// The `weerwal_device` value a response sets, if it sets one.
+fn device_cookie_of(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.trim().strip_prefix("weerwal_device="))
+        .map(str::to_string)
+        .next()
+}
+
+#[tokio::test]
+async fn device_cookie_recognises_a_flagged_device_after_an_address_change_until_it_attests() {
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| configure(c, upstream.addr)).await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let before = Person::new(9, &proxy);
+    assert_eq!(before.via_proxy.get("http://vk.com/").send().await.unwrap().status(), 403);
+
+    // First visit to the gateway from the flagged address: the page, and a
+    // device cookie.
+    let resp = gateway_get_from("127.0.0.9", gw, "/inbox", &[]).await;
+    assert_eq!(resp.status(), 403);
+    let device = device_cookie_of(&resp).expect("a device cookie on the first visit");
+    assert!(device.len() == 32 && device.bytes().all(|b| b.is_ascii_hexdigit()), "{device}");
+    let cookie = format!("weerwal_device={device}");
+
+    // Without the cookie the new address is nobody in particular...
+    let resp = gateway_get_from("127.0.0.10", gw, "/no-cookie", &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(device_cookie_of(&resp).is_some_and(|c| c != device), "a fresh device gets its own cookie");
+    // ...and someone else's made-up cookie does not help either.
+    let other = format!("weerwal_device={}", "ab".repeat(16));
+    assert_eq!(gateway_get_from("127.0.0.10", gw, "/other-cookie", &[("cookie", &other)]).await.status(), 200);
+
+    // With the device's cookie the new address is the flagged device.
+    let resp = gateway_get_from("127.0.0.10", gw, "/inbox", &[("cookie", &format!("lang=nl; {cookie}"))]).await;
+    assert_eq!(resp.status(), 403);
+    assert!(device_cookie_of(&resp).is_none(), "a known device keeps its cookie");
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("VKontakte") && html.contains("Ik heb de app verwijderd"), "{html}");
+    let denied = proxy.events("gateway_denied");
+    assert_eq!(denied.len(), 2);
+    assert_eq!(denied[1].client, Some("127.0.0.10".parse().unwrap()));
+    assert_eq!(denied[1].detail.as_ref().unwrap()["flagged"], "client:127.0.0.9");
+
+    // The person attests from the new address, with the page's token.
+    let token = token_of(&html);
+    let resp = gateway_client("127.0.0.10")
+        .post(format!("http://{gw}/.weerwal/attest"))
+        .header("host", WEBMAIL)
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}&return=%2Finbox&confirm=yes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers().get("location").unwrap(), "/inbox");
+    let attested = proxy.events("attested");
+    assert_eq!(attested.len(), 1);
+    assert_eq!(attested[0].client, Some("127.0.0.10".parse().unwrap()));
+    assert_eq!(attested[0].detail.as_ref().unwrap()["flagged"], "client:127.0.0.9");
+
+    // Let through from the new address, and the old one is cleared too.
+    let resp = gateway_get_from("127.0.0.10", gw, "/after", &[("cookie", &cookie)]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+    assert_eq!(gateway_get_from("127.0.0.9", gw, "/old-address", &[]).await.status(), 200);
+    assert!(proxy.server.as_ref().unwrap().compliance.as_ref().unwrap().flagged().is_empty());
+    let uris: Vec<String> = upstream.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/no-cookie", "/other-cookie", "/after", "/old-address"]);
+    proxy.stop().await;
+}
+
+/// An upstream that answers every request with the length and SHA-256 of
+/// its body (`"<len> <hex>"`), and signals when the first body bytes arrive.
+async fn hashing_upstream() -> (SocketAddr, std::sync::Arc<tokio::sync::Notify>) {
+    use http_body_util::BodyExt;
+    use sha2::{Digest, Sha256};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first_bytes = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = std::sync::Arc::clone(&first_bytes);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let signal = std::sync::Arc::clone(&signal);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let signal = std::sync::Arc::clone(&signal);
+                    async move {
+                        let mut body = req.into_body();
+                        let (mut len, mut hash) = (0u64, Sha256::new());
+                        while let Some(frame) = body.frame().await {
+                            let Ok(frame) = frame else { break };
+                            if let Some(d) = frame.data_ref() {
+                                if len == 0 && !d.is_empty() {
+                                    signal.notify_one();
+                                }
+                                len += d.len() as u64;
+                                hash.update(d);
+                            }
+                        }
+                        let answer = format!("{len} {}", hex::encode(hash.finalize()));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(answer),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, first_bytes)
+}
+
+#[tokio::test]
+async fn a_streamed_chunked_upload_of_20_mib_reaches_the_upstream_intact() {
+    use http_body_util::BodyExt;
+    use sha2::{Digest, Sha256};
+    let (upstream, first_bytes) = hashing_upstream().await;
+    let proxy = TestProxy::start_with(|c| configure(c, upstream)).await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+
+    // 20 MiB and a bit of pseudo-random bytes (a repeating pattern would hide
+    // reordered or repeated chunks from the checksum).
+    let size = 20 * 1024 * 1024 + 4321;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let expected = format!("{size} {}", hex::encode(Sha256::digest(&data)));
+    let data = bytes::Bytes::from(data);
+
+    // Chunks of uneven sizes; after the first MiB the client waits until the
+    // upstream has bytes, so a gateway that buffered the whole body first
+    // would be caught here rather than pass.
+    let sizes = [1usize, 4096, 65_536, 100_003, 7, 1 << 20];
+    let streamed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&streamed);
+    let chunks = futures_util::stream::unfold((0usize, 0usize, false), move |(at, i, waited)| {
+        let (data, first_bytes, flag) =
+            (data.clone(), std::sync::Arc::clone(&first_bytes), std::sync::Arc::clone(&flag));
+        async move {
+            if at >= data.len() {
+                return None;
+            }
+            let mut waited = waited;
+            if !waited && at >= 1 << 20 {
+                let arrived = tokio::time::timeout(Duration::from_secs(10), first_bytes.notified()).await.is_ok();
+                flag.store(arrived, std::sync::atomic::Ordering::SeqCst);
+                waited = true;
+            }
+            let end = (at + sizes[i % sizes.len()]).min(data.len());
+            let frame = hyper::body::Frame::data(data.slice(at..end));
+            Some((Ok::<_, std::convert::Infallible>(frame), (end, i + 1, waited)))
+        }
+    });
+    let body = http_body_util::StreamBody::new(chunks);
+
+    let stream = TcpStream::connect(gw).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post("/upload")
+        .header("host", WEBMAIL)
+        .header("transfer-encoding", "chunked")
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&answer), expected, "length and SHA-256 at the upstream");
+    assert!(
+        streamed.load(std::sync::atomic::Ordering::SeqCst),
+        "the upstream had no bytes after the client sent 1 MiB: the gateway buffers request bodies"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "bug: src/identity/sessions.rs:94-97,151-153 keep an address ambiguous after the second user's session has ended while the first user's lives on; the flagged user alone at the address then passes the gateway"]
+async fn an_address_names_its_user_again_once_the_other_users_session_has_ended() {
+    let upstream = Origin::start().await;
+    let elsewhere = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        with_basic_auth(c);
+        c.identity.session_idle = Duration::from_secs(2);
+    })
+    .await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let sessions = &proxy.server.as_ref().unwrap().identity.sessions;
+    let at: IpAddr = "127.0.0.7".parse().unwrap();
+    // The first check of a password (argon2id, unoptimised here) takes
+    // longer than the idle time: have both checks remembered, from another
+    // address, and wait until those sessions are gone.
+    for (user, password) in [("jan", "wachtwoord-jan"), ("piet", "wachtwoord-piet")] {
+        let warm = proxy_user_from(&proxy, "127.0.0.11", user, password);
+        assert_eq!(warm.get(elsewhere.url("/warm-up")).send().await.unwrap().status(), 200);
+    }
+    wait_until(|| sessions.is_empty()).await;
+
+    let jan = proxy_user_from(&proxy, "127.0.0.7", "jan", "wachtwoord-jan");
+    let piet = proxy_user_from(&proxy, "127.0.0.7", "piet", "wachtwoord-piet");
+    assert_eq!(jan.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    assert_eq!(sessions.user_at(at).as_deref(), Some("jan"));
+    assert_eq!(piet.get(elsewhere.url("/piet")).send().await.unwrap().status(), 200);
+    assert_eq!(sessions.user_at(at), None, "two users: ambiguous");
+    assert_eq!(gateway_get_from("127.0.0.7", gw, "/shared", &[]).await.status(), 200);
+
+    // piet leaves; jan keeps browsing until piet's session has been swept.
+    let mut alone = false;
+    for _ in 0..60 {
+        assert_eq!(jan.get(elsewhere.url("/jan")).send().await.unwrap().status(), 200);
+        if sessions.len() == 1 {
+            alone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(alone, "piet's session ended");
+    // jan is now the only user with a live session from 127.0.0.7: the
+    // gateway should know the device as his again.
+    assert_eq!(gateway_get_from("127.0.0.7", gw, "/jan-alone", &[]).await.status(), 403, "jan's flag applies again");
+    assert_eq!(sessions.user_at(at).as_deref(), Some("jan"));
+    proxy.stop().await;
+}
+
+async fn wait_until(mut done: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("condition not reached in 10 s");
+}
+
+#[tokio::test]
+#[ignore = "bug: src/gateway/mod.rs:102 drops an X-Forwarded-For entry it cannot parse (here the terminator's own `ip:port`) and line 105 walks on left into what the client wrote itself"]
+async fn an_unreadable_entry_from_the_trusted_proxy_does_not_let_the_client_choose_its_address() {
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        c.gateway.as_mut().unwrap().trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let compliance = proxy.server.as_ref().unwrap().compliance.clone().unwrap();
+    compliance.flag("client:10.9.9.9", "TikTok", "www.tiktok.com", Some(7));
+    // The flagged client sent "X-Forwarded-For: 10.1.1.1"; a terminator that
+    // writes address and port (as some load balancers do) appended its view.
+    let resp = gateway_get_from("127.0.0.1", gw, "/", &[("x-forwarded-for", "10.1.1.1, 10.9.9.9:4711")]).await;
+    match resp.status().as_u16() {
+        403 => {}
+        200 => {
+            let seen = upstream.requests();
+            assert_ne!(
+                forwarded_for(&seen[0]).last().map(String::as_str),
+                Some("10.1.1.1"),
+                "the gateway took the client's own claim for its address"
+            );
+        }
+        other => panic!("unexpected status {other}"),
+    }
+    proxy.stop().await;
+}

@@ -2,11 +2,14 @@
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use common::{Origin, TestProxy};
-use weerwal::config::AuthMode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weerwal::audit::{EventKind, Record};
+use weerwal::config::{AuthMode, Config};
 use weerwal::identity::{Role, Users};
 
 fn users_file(dir: &Path) -> std::path::PathBuf {
@@ -241,4 +244,121 @@ fn users_add_reads_the_password_from_stdin_only() {
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("jdevries\tofficer\traad"), "{text}");
     assert!(!text.contains("argon2"));
+}
+
+/// Sends `request` to the proxy from a client socket bound to `from` (any
+/// 127.0.0.0/8 address is local on Linux) and reads the whole answer.
+async fn exchange_from(from: &str, proxy: SocketAddr, request: &[u8]) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+    let mut s = sock.connect(proxy).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn blocked_request(host: &str) -> Vec<u8> {
+    format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+fn from_client<'a>(records: &'a [Record], event: EventKind, client: &str) -> Vec<&'a Record> {
+    let ip: IpAddr = client.parse().unwrap();
+    records.iter().filter(|r| r.event == event && r.client == Some(ip)).collect()
+}
+
+#[tokio::test]
+async fn device_ranges_name_the_device_on_blocked_and_session_start_records() {
+    let parsed = Config::parse(
+        Path::new("weerwal.toml"),
+        "[identity]\nauth = \"none\"\n\n[[identity.device]]\ncidr = \"127.0.0.8/29\"\nname = \"raadslaptops\"\n",
+    )
+    .unwrap();
+    let proxy = TestProxy::start_with(|c| c.identity = parsed.identity.clone()).await;
+    assert_eq!(proxy.config.identity.auth, AuthMode::None);
+    // The default allow_clients (loopback, 127.0.0.0/8) serves all three addresses.
+    for client in ["127.0.0.9", "127.0.0.2", "127.0.0.16"] {
+        let ip: IpAddr = client.parse().unwrap();
+        assert!(proxy.config.proxy.allow_clients.iter().any(|n| n.contains(&ip)), "{client} allowed");
+    }
+    // 127.0.0.9 is in 127.0.0.8/29 (.8 to .15); .2 and .16 are not.
+    for (client, host) in [("127.0.0.9", "aliexpress.com"), ("127.0.0.2", "vk.com"), ("127.0.0.16", "www.tiktok.com")] {
+        let raw = exchange_from(client, proxy.addr, &blocked_request(host)).await;
+        assert_eq!(common::status_of(&raw), 403, "{client}: {raw}");
+    }
+    let records = proxy.records();
+    for (client, device) in [("127.0.0.9", Some("raadslaptops")), ("127.0.0.2", None), ("127.0.0.16", None)] {
+        let blocked = from_client(&records, EventKind::Blocked, client);
+        let starts = from_client(&records, EventKind::SessionStart, client);
+        assert_eq!(blocked.len(), 1, "{client}: {records:?}");
+        assert_eq!(starts.len(), 1, "{client}: {records:?}");
+        assert_eq!(blocked[0].device.as_deref(), device, "{client} blocked");
+        assert_eq!(starts[0].device.as_deref(), device, "{client} session_start");
+        assert_eq!(starts[0].session, blocked[0].session, "{client}: one session");
+        assert!(starts[0].seq < blocked[0].seq, "{client}: session_start comes first");
+    }
+    // On disk: the unnamed devices have no device name at all (absent or null).
+    let text = std::fs::read_to_string(proxy.audit_path()).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let device = v.get("device").cloned().unwrap_or(serde_json::Value::Null);
+        match v["client"].as_str() {
+            Some("127.0.0.9") => assert_eq!(device, "raadslaptops", "{line}"),
+            _ => assert!(device.is_null(), "{line}"),
+        }
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_writes_one_session_end_per_logged_session_with_its_counts() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    assert!(proxy.config.identity.session_idle >= Duration::from_secs(600), "no idle sweep during this test");
+    // 127.0.0.1: three attempts on two apps, and allowed browsing (not counted).
+    let client = proxy.client();
+    for url in ["http://aliexpress.com/", "http://m.aliexpress.com/x", "http://vk.com/"] {
+        assert_eq!(client.get(url).send().await.unwrap().status(), 403, "{url}");
+    }
+    assert_eq!(client.get(origin.url("/ok")).send().await.unwrap().status(), 200);
+    // 127.0.0.2: a session of its own. 127.0.0.3: only allowed browsing, no trace.
+    let raw = exchange_from("127.0.0.2", proxy.addr, &blocked_request("www.tiktok.com")).await;
+    assert_eq!(common::status_of(&raw), 403, "{raw}");
+    let ok = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", origin.url("/ok3"), origin.addr);
+    let raw = exchange_from("127.0.0.3", proxy.addr, ok.as_bytes()).await;
+    assert_eq!(common::status_of(&raw), 200, "{raw}");
+    assert!(proxy.events("session_end").is_empty(), "no session has ended before shutdown");
+
+    // Stop through the same code path as `serve` on SIGTERM.
+    let path = proxy.audit_path();
+    let _dir = proxy.stop().await; // keeps the log until the end of the test
+    let records = common::read_records(&path);
+    let blocked = from_client(&records, EventKind::Blocked, "127.0.0.1");
+    assert_eq!(blocked.len(), 3, "{records:?}");
+    let session = blocked[0].session.clone();
+    assert!(session.as_deref().is_some_and(|s| s.len() == 32), "{session:?}");
+    assert!(blocked.iter().all(|r| r.session == session), "one session: {blocked:?}");
+
+    let ends: Vec<&Record> = records.iter().filter(|r| r.event == EventKind::SessionEnd).collect();
+    let mine: Vec<&&Record> = ends.iter().filter(|r| r.session == session).collect();
+    assert_eq!(mine.len(), 1, "exactly one session_end for the session: {ends:?}");
+    let end = mine[0];
+    assert_eq!(end.client, Some("127.0.0.1".parse().unwrap()));
+    assert!(end.seq > blocked[2].seq, "written after the attempts");
+    let detail = end.detail.as_ref().unwrap();
+    assert_eq!(detail["attempts"], serde_json::json!({"AliExpress": 2, "VKontakte": 1}), "{detail}");
+    assert_eq!(detail["distinct_hosts"], 3, "{detail}");
+    assert_eq!(detail["hosts"], serde_json::json!(["aliexpress.com", "m.aliexpress.com", "vk.com"]), "{detail}");
+
+    let other = from_client(&records, EventKind::SessionEnd, "127.0.0.2");
+    assert_eq!(other.len(), 1, "{ends:?}");
+    assert_eq!(other[0].detail.as_ref().unwrap()["attempts"], serde_json::json!({"TikTok": 1}));
+    assert!(from_client(&records, EventKind::SessionEnd, "127.0.0.3").is_empty(), "browsing only: no trace");
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert!(records.iter().all(|r| r.client != Some("127.0.0.3".parse().unwrap())), "127.0.0.3 left no record");
+    // The chain still holds over the shutdown records.
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash, "seq {}", pair[1].seq);
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+    }
 }

@@ -106,7 +106,16 @@ async fn banned_hosts_get_the_block_page_and_a_record() {
         assert_eq!(last.host.as_deref(), Some(host));
         assert_eq!(last.app.as_deref(), Some(app));
         assert!(html.contains(&format!("Referentienummer: <strong>{}</strong>", last.seq)), "reference on the page");
+        assert!(is_rfc3339_utc_millis(&last.ts), "ts {:?} is not RFC 3339 UTC with milliseconds", last.ts);
+        let when = humantime::parse_rfc3339(&last.ts).unwrap();
+        let skew = match when.duration_since(std::time::SystemTime::now()) {
+            Ok(ahead) => ahead,
+            Err(behind) => behind.duration(),
+        };
+        assert!(skew < Duration::from_secs(300), "ts {:?} is not now", last.ts);
     }
+    let ts: Vec<String> = proxy.events("blocked").into_iter().map(|r| r.ts).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "ts never goes back: {ts:?}");
     proxy.stop().await;
 }
 
@@ -163,13 +172,14 @@ async fn malformed_requests_get_4xx_and_the_proxy_keeps_serving() {
         let status = status_of(&raw);
         assert!((400..500).contains(&status), "{what}: got {status}: {raw}");
     }
-    // A header block over the limit (64 KiB by default).
-    let mut big = format!("GET {} HTTP/1.1\r\nHost: {}\r\n", origin.url("/"), origin.addr).into_bytes();
-    for i in 0..1200 {
-        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(60)).as_bytes());
+    // More header fields than hyper parses (100): 431 too. The byte limit
+    // itself is `header_block_over_max_header_bytes_gets_431` below.
+    let mut many = format!("GET {} HTTP/1.1\r\nHost: {}\r\n", origin.url("/"), origin.addr).into_bytes();
+    for i in 0..200 {
+        many.extend_from_slice(format!("X-Filler-{i}: a\r\n").as_bytes());
     }
-    big.extend_from_slice(b"\r\n");
-    let raw = raw_exchange(proxy.addr, &big, wait).await;
+    many.extend_from_slice(b"\r\n");
+    let raw = raw_exchange(proxy.addr, &many, wait).await;
     assert_eq!(status_of(&raw), 431, "{}", &raw[..raw.len().min(200)]);
     assert!(origin.requests().is_empty(), "nothing malformed reached the origin");
     // And the proxy still serves the next client.
@@ -302,4 +312,179 @@ async fn concurrent_blocked_attempts_give_exactly_one_record_each() {
         assert_eq!(pair[1].prev, pair[0].hash, "hash chain continues across the restart");
     }
     proxy.stop().await;
+}
+
+/// A request for `url` (absolute-form, through the proxy) carrying `count`
+/// headers `X-Big-i` of `each` bytes of value each, and `Connection: close`.
+fn request_with_big_headers(url: &str, host: &str, count: usize, each: usize) -> Vec<u8> {
+    let mut req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n").into_bytes();
+    for i in 0..count {
+        req.extend_from_slice(format!("X-Big-{i}: {}\r\n", "b".repeat(each)).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+/// Under `proxy.max_header_bytes` a few large headers reach the origin
+/// whole; a configured limit replaces the 64 KiB default.
+#[tokio::test]
+async fn large_headers_under_max_header_bytes_pass_and_a_configured_limit_applies() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    assert_eq!(proxy.config.proxy.max_header_bytes, 64 * 1024, "the default this test is about");
+    let wait = Duration::from_secs(5);
+    let host = origin.addr.to_string();
+    // 4 headers of 12 KiB: ~48 KiB, under the default 64 KiB, forwarded intact.
+    let req = request_with_big_headers(&origin.url("/under"), &host, 4, 12 * 1024);
+    assert!((48 * 1024..50 * 1024).contains(&req.len()), "{}", req.len());
+    let raw = raw_exchange(proxy.addr, &req, wait).await;
+    assert_eq!(status_of(&raw), 200, "{}", &raw[..raw.len().min(200)]);
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri, "/under");
+    for i in 0..4 {
+        let v = seen[0].headers.get(format!("x-big-{i}")).unwrap_or_else(|| panic!("x-big-{i} forwarded"));
+        assert_eq!(v.len(), 12 * 1024, "x-big-{i} forwarded whole");
+    }
+    proxy.stop().await;
+
+    // A configured 16 KiB limit: one 20 KiB header (far under the default) gets 431...
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| c.proxy.max_header_bytes = 16 * 1024).await;
+    let host = origin.addr.to_string();
+    let req = request_with_big_headers(&origin.url("/over16"), &host, 1, 20 * 1024);
+    let raw = raw_exchange(proxy.addr, &req, wait).await;
+    assert_eq!(status_of(&raw), 431, "{}", &raw[..raw.len().min(200)]);
+    assert!(origin.requests().is_empty(), "an oversized head never reaches the origin");
+    // ...and an 8 KiB one still comes through.
+    let req = request_with_big_headers(&origin.url("/under16"), &host, 1, 8 * 1024);
+    let raw = raw_exchange(proxy.addr, &req, wait).await;
+    assert_eq!(status_of(&raw), 200, "{}", &raw[..raw.len().min(200)]);
+    assert_eq!(origin.requests().len(), 1);
+    proxy.stop().await;
+}
+
+/// `proxy.max_header_bytes` is a limit on bytes, not on the number of header
+/// fields: a few large headers over it get 431 and never reach the origin.
+#[tokio::test]
+#[ignore = "bug: proxy.max_header_bytes is only hyper's max_buf_size, a soft cap on the read buffer: \
+            with the default 64 KiB a head of up to ~111 KiB is forwarded (32 KiB lets ~47 KiB through); \
+            src/proxy/listener.rs should also set hyper's exact max_header_size"]
+async fn header_block_over_max_header_bytes_gets_431() {
+    let wait = Duration::from_secs(5);
+    // 6 headers of 12 KiB: ~72 KiB, over the default 64 KiB.
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let req = request_with_big_headers(&origin.url("/over"), &origin.addr.to_string(), 6, 12 * 1024);
+    assert!((72 * 1024..74 * 1024).contains(&req.len()), "{}", req.len());
+    let raw = raw_exchange(proxy.addr, &req, wait).await;
+    assert_eq!(status_of(&raw), 431, "72 KiB head with the 64 KiB default: {}", &raw[..raw.len().min(200)]);
+    assert!(origin.requests().is_empty(), "an oversized head never reaches the origin");
+    proxy.stop().await;
+
+    // A configured 32 KiB limit and a 40 KiB head (4 headers of 10 KiB).
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| c.proxy.max_header_bytes = 32 * 1024).await;
+    let req = request_with_big_headers(&origin.url("/over32"), &origin.addr.to_string(), 4, 10 * 1024);
+    let raw = raw_exchange(proxy.addr, &req, wait).await;
+    assert_eq!(status_of(&raw), 431, "40 KiB head with a 32 KiB limit: {}", &raw[..raw.len().min(200)]);
+    assert!(origin.requests().is_empty(), "an oversized head never reaches the origin");
+    proxy.stop().await;
+}
+
+/// Reads from `s` until `needle` has arrived (or panics after `wait`).
+async fn read_until(s: &mut TcpStream, needle: &str, wait: Duration) -> String {
+    let mut text = String::new();
+    let mut buf = vec![0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    while !text.contains(needle) {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within {wait:?}; got: {text}"))
+            .unwrap();
+        assert!(n > 0, "connection closed before {needle:?}; got: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text
+}
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1) describe the client's
+/// connection to the proxy: none of them, nor any header `Connection` names,
+/// reaches the origin; end-to-end headers do, and the proxy adds `Via`.
+#[tokio::test]
+async fn hop_by_hop_request_headers_never_reach_the_origin() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let req = format!(
+        "GET {} HTTP/1.1\r\n\
+         Host: {}\r\n\
+         Connection: X-Secret\r\n\
+         X-Secret: 1\r\n\
+         Connection: x-other\r\n\
+         X-Other: 2\r\n\
+         Proxy-Authorization: Basic Zm9vOmJhcg==\r\n\
+         Proxy-Connection: keep-alive\r\n\
+         Keep-Alive: timeout=5\r\n\
+         TE: trailers\r\n\
+         Trailer: X-Checksum\r\n\
+         X-Keep: yes\r\n\
+         \r\n",
+        origin.url("/hop"),
+        origin.addr
+    );
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let resp = read_until(&mut s, "hello from origin", Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    for name in
+        ["connection", "x-secret", "x-other", "proxy-authorization", "proxy-connection", "keep-alive", "te", "trailer"]
+    {
+        assert!(h.get(name).is_none(), "{name} reached the origin: {h:?}");
+    }
+    assert_eq!(h.get("x-keep").map(|v| v.as_bytes()), Some(&b"yes"[..]), "end-to-end header forwarded: {h:?}");
+    let via: Vec<&str> = h.get_all("via").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(via, ["1.1 weerwal"], "{h:?}");
+    proxy.stop().await;
+}
+
+/// `2026-11-27T07:01:02.345Z`: RFC 3339 in UTC with exactly three digits
+/// of milliseconds, as `humantime::format_rfc3339_millis` writes it.
+fn is_rfc3339_utc_millis(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    if b.len() != 24 {
+        return false;
+    }
+    let shape = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    if !b.iter().zip(shape).all(|(c, s)| if *s == b'd' { c.is_ascii_digit() } else { c == s }) {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| ts[r].parse::<u32>().unwrap();
+    (1..=12).contains(&num(5..7))
+        && (1..=31).contains(&num(8..10))
+        && num(11..13) < 24
+        && num(14..16) < 60
+        && num(17..19) < 61
+}
+
+#[test]
+fn the_timestamp_checker_rejects_near_misses() {
+    assert!(is_rfc3339_utc_millis("2026-11-27T07:01:02.345Z"));
+    for bad in [
+        "2026-11-27T07:01:02Z",
+        "2026-11-27T07:01:02.34Z",
+        "2026-11-27T07:01:02.3456Z",
+        "2026-11-27T07:01:02.345+00:00",
+        "2026-11-27 07:01:02.345Z",
+        "2026-11-27T07:01:02.345z",
+        "2026-13-27T07:01:02.345Z",
+        "2026-11-27T24:01:02.345Z",
+        "2026-11-27T07:01:02,345Z",
+        "",
+    ] {
+        assert!(!is_rfc3339_utc_millis(bad), "{bad}");
+    }
 }
