@@ -240,8 +240,6 @@ fn users_remove_takes_the_user_out_and_the_file_stays_0600() {
 /// by a copy, a restore or another tool, with a looser mode) must not pass
 /// its mode on to the file that holds the password hashes.
 #[test]
-#[ignore = "bug: Users::save opens the temporary file with OpenOptions::mode(0o600), which only applies when \
-            it is created; a stale .users.toml.tmp with mode 0644 is reused and renamed, so users.toml becomes 0644"]
 fn users_file_is_0600_even_over_a_stale_temporary_file() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

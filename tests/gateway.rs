@@ -663,7 +663,6 @@ async fn a_streamed_chunked_upload_of_20_mib_reaches_the_upstream_intact() {
 }
 
 #[tokio::test]
-#[ignore = "bug: src/identity/sessions.rs:94-97,151-153 keep an address ambiguous after the second user's session has ended while the first user's lives on; the flagged user alone at the address then passes the gateway"]
 async fn an_address_names_its_user_again_once_the_other_users_session_has_ended() {
     let upstream = Origin::start().await;
     let elsewhere = Origin::start().await;
@@ -722,7 +721,6 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 }
 
 #[tokio::test]
-#[ignore = "bug: src/gateway/mod.rs:102 drops an X-Forwarded-For entry it cannot parse (here the terminator's own `ip:port`) and line 105 walks on left into what the client wrote itself"]
 async fn an_unreadable_entry_from_the_trusted_proxy_does_not_let_the_client_choose_its_address() {
     let upstream = Origin::start().await;
     let proxy = TestProxy::start_with(|c| {

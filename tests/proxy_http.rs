@@ -367,9 +367,6 @@ async fn large_headers_under_max_header_bytes_pass_and_a_configured_limit_applie
 /// `proxy.max_header_bytes` is a limit on bytes, not on the number of header
 /// fields: a few large headers over it get 431 and never reach the origin.
 #[tokio::test]
-#[ignore = "bug: proxy.max_header_bytes is only hyper's max_buf_size, a soft cap on the read buffer: \
-            with the default 64 KiB a head of up to ~111 KiB is forwarded (32 KiB lets ~47 KiB through); \
-            src/proxy/listener.rs should also set hyper's exact max_header_size"]
 async fn header_block_over_max_header_bytes_gets_431() {
     let wait = Duration::from_secs(5);
     // 6 headers of 12 KiB: ~72 KiB, over the default 64 KiB.

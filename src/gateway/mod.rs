@@ -88,22 +88,31 @@ impl GatewayState {
 
     /// The client's address: the peer, or, when the peer is a trusted TLS
     /// terminator, the nearest untrusted address in `X-Forwarded-For`.
+    /// Entries are read from the right (the ones trusted hops wrote); an
+    /// entry that cannot be read stops the walk at the last trusted hop,
+    /// because everything left of it may have been written by the client.
     fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
-        let peer = canonical_ip(peer);
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        if !trusted(&peer) {
-            return peer;
+        let mut nearest = canonical_ip(peer);
+        if !trusted(&nearest) {
+            return nearest;
         }
-        let forwarded: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .map(canonical_ip)
-            .collect();
-        forwarded.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer)
+        let values: Vec<&str> = headers.get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap_or("")).collect();
+        for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+            let Some(ip) = forwarded_ip(entry.trim()) else { return nearest };
+            nearest = canonical_ip(ip);
+            if !trusted(&nearest) {
+                return nearest;
+            }
+        }
+        nearest
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port
+/// (`10.0.0.1:4711`, `[2001:db8::1]:4711`) as some load balancers write it.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Loads the gateway's TLS certificate and key (PEM files).

@@ -4,7 +4,7 @@
 //! the audit log only once it has something to log (its first blocked or
 //! exempted attempt): ordinary browsing is never recorded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -148,8 +148,23 @@ impl SessionStore {
             }
             live
         });
-        self.users_at.retain(|client, (user, _)| {
-            self.sessions.contains_key(&Key { client: *client, user: Some(Arc::clone(user)) })
+        // Which users still have live sessions from each address: an
+        // address is ambiguous only while two users' sessions live there.
+        let mut live_users: HashMap<IpAddr, (Arc<str>, bool)> = HashMap::new();
+        for s in self.sessions.iter() {
+            if let Some(u) = &s.key().user {
+                let e = live_users.entry(s.key().client).or_insert_with(|| (Arc::clone(u), false));
+                if e.0 != *u {
+                    e.1 = true;
+                }
+            }
+        }
+        self.users_at.retain(|client, entry| match live_users.remove(client) {
+            Some(now) => {
+                *entry = now;
+                true
+            }
+            None => false,
         });
         if self.sessions.is_empty() || self.sessions.capacity() > 4 * self.sessions.len().max(1024) {
             self.sessions.shrink_to_fit();
