@@ -413,3 +413,21 @@ async fn reload_applies_proxy_settings_at_once_and_names_those_needing_a_restart
     bin.signal("-TERM");
     assert!(bin.wait().success());
 }
+
+#[tokio::test]
+async fn an_origin_that_stalls_mid_body_is_cut_off_after_the_idle_timeout() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| c.proxy.tunnel_idle_timeout = Duration::from_millis(800)).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = origin.url("/stall");
+    s.write_all(format!("GET {url} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr).as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(ended.is_ok(), "the connection hung on a stalled origin");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("0123456789"), "the part that came is passed on: {text}");
+    assert!(started.elapsed() >= Duration::from_millis(700), "not cut off before the idle time");
+    proxy.stop().await;
+}

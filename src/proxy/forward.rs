@@ -97,7 +97,7 @@ pub async fn relay(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     headers::add_via(&mut parts.headers, parts.version);
-    Response::from_parts(parts, body.map_err(Into::into).boxed())
+    Response::from_parts(parts, super::idle_body::IdleBody::new(body, upstream.tunnel_idle).boxed())
 }
 
 fn gateway_timeout(authority: &str) -> Response<ProxyBody> {

@@ -8,6 +8,7 @@ pub mod destinations;
 pub mod forward;
 pub mod headers;
 pub mod idle;
+pub mod idle_body;
 pub mod listener;
 pub mod prefixed;
 pub mod request;

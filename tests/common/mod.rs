@@ -99,6 +99,16 @@ async fn origin_handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> R
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+    if path == "/stall" {
+        // Promises 1,000 bytes, sends 10, then nothing, ever.
+        let first = futures_util::stream::once(async {
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from_static(b"0123456789")))
+        });
+        let body = StreamBody::new(futures_util::StreamExt::chain(first, futures_util::stream::pending())).boxed();
+        let mut resp = Response::new(body);
+        resp.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("1000"));
+        return Ok(resp);
+    }
     let body = Full::new(Bytes::from_static(b"hello from origin")).map_err(|never| match never {}).boxed();
     Ok(Response::new(body))
 }
