@@ -349,3 +349,39 @@ async fn every_request_in_a_plain_http_tunnel_is_decided() {
     assert_eq!(proxy.events("blocked").len(), 1);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_on_an_intercepted_connection_is_recorded_with_the_banned_host_it_names() {
+    let proxy = TestProxy::start().await;
+    let ca = pem_to_der(&proxy.ca_pem());
+    let roots = std::slice::from_ref(&ca);
+    // SNI www.tiktok.com, Host m.tiktok.com: the request's own host is recorded.
+    let mut tls = tls_via_proxy(proxy.addr, "www.tiktok.com:443", "www.tiktok.com", roots).await.unwrap();
+    assert!(get(&mut tls, "m.tiktok.com", "/").await.starts_with("HTTP/1.1 403"));
+    // A Host that is not banned does not hide the banned name intercepted.
+    let mut tls = tls_via_proxy(proxy.addr, "www.tiktok.com:443", "www.tiktok.com", roots).await.unwrap();
+    assert!(get(&mut tls, "www.example.org", "/").await.starts_with("HTTP/1.1 403"));
+    let hosts: Vec<_> = proxy.events("blocked").iter().map(|r| r.host.clone().unwrap_or_default()).collect();
+    assert_eq!(hosts, ["m.tiktok.com", "www.tiktok.com"]);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_that_are_neither_tls_nor_http_to_a_banned_host_are_refused_and_recorded() {
+    let proxy = TestProxy::start().await;
+    let mut tunnel = connect_tunnel(proxy.addr, "aliexpress.com:443").await;
+    tunnel.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tunnel.read_to_end(&mut out)).await;
+    assert!(!String::from_utf8_lossy(&out).contains("SSH"), "nothing came from an origin");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.events("blocked").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the attempt was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let blocked = proxy.events("blocked");
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(blocked[0].host.as_deref(), Some("aliexpress.com"));
+    assert_eq!(blocked[0].method.as_deref(), Some("CONNECT"));
+    proxy.stop().await;
+}

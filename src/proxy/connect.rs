@@ -399,24 +399,32 @@ impl Tunnel {
             (live.config.proxy.header_timeout, live.config.proxy.max_header_bytes)
         };
         let tunnel = Arc::new(self);
-        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let tunnel = Arc::clone(&tunnel);
-            let host = host.clone();
-            let matched = matched.clone();
-            async move {
-                let ua = user_agent(req.headers()).map(str::to_string).or_else(|| tunnel.user_agent.clone());
-                let path = tunnel.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
-                let attempt = Attempt {
-                    subject: &tunnel.who.subject,
-                    session: &tunnel.who.session,
-                    matched: &matched,
-                    host: &host,
-                    port: tunnel.port,
-                    method: req.method(),
-                    path: path.as_deref(),
-                    user_agent: ua.as_deref(),
-                };
-                Ok::<_, std::convert::Infallible>(respond::block(&tunnel.state, &attempt).await)
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let svc = hyper::service::service_fn({
+            let (tunnel, answered, host, matched) =
+                (Arc::clone(&tunnel), Arc::clone(&answered), host.clone(), matched.clone());
+            move |req: Request<Incoming>| {
+                let tunnel = Arc::clone(&tunnel);
+                answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                // The record names the banned host the request itself names
+                // (its Host) when there is one, else the name intercepted.
+                let (host, matched) =
+                    banned_request_host(&tunnel.state, &req).unwrap_or_else(|| (host.clone(), matched.clone()));
+                async move {
+                    let ua = user_agent(req.headers()).map(str::to_string).or_else(|| tunnel.user_agent.clone());
+                    let path = tunnel.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
+                    let attempt = Attempt {
+                        subject: &tunnel.who.subject,
+                        session: &tunnel.who.session,
+                        matched: &matched,
+                        host: &host,
+                        port: tunnel.port,
+                        method: req.method(),
+                        path: path.as_deref(),
+                        user_agent: ua.as_deref(),
+                    };
+                    Ok::<_, std::convert::Infallible>(respond::block(&tunnel.state, &attempt).await)
+                }
             }
         });
         let result =
@@ -424,7 +432,25 @@ impl Tunnel {
         if let Err(e) = result {
             tracing::debug!(error = %e, "intercepted connection ended");
         }
+        // No request came (bytes that are not HTTP, or nothing after the
+        // handshake): the CONNECT itself was the attempt, and it is recorded.
+        if !answered.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = respond::block(&tunnel.state, &tunnel.attempt(&host, &matched)).await;
+        }
     }
+}
+
+/// The banned host a request on an intercepted connection names in its
+/// `Host` (or absolute target), with its match; `None` when it names none,
+/// or one that is not banned (then the intercepted name stands).
+fn banned_request_host(state: &ProxyState, req: &Request<Incoming>) -> Option<(String, Match)> {
+    let named = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req.headers().get(http::header::HOST)?.to_str().ok()?.trim().to_string(),
+    };
+    let (host, _) = parse_authority(&named, Some(443)).ok()?;
+    let matched = state.policy.load().match_host(&host)?;
+    Some((host.as_key().into_owned(), matched))
 }
 
 /// What the first bytes of a non-TLS tunnel are.
