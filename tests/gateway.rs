@@ -92,6 +92,10 @@ async fn flagged_device_is_refused_until_it_attests_and_others_are_never_affecte
     let denied = proxy.events("gateway_denied");
     assert_eq!(denied.len(), 2);
     assert!(denied.iter().all(|r| r.client == Some(a.ip)));
+    // Both name A's proxy session, the one that was blocked.
+    let blocked_session = proxy.events("blocked")[0].session.clone();
+    assert!(blocked_session.is_some());
+    assert!(denied.iter().all(|r| r.session == blocked_session), "{denied:?}");
 
     // B is never affected.
     assert_eq!(
@@ -374,6 +378,9 @@ async fn gateway_links_an_address_to_the_user_of_its_live_proxy_session_unless_t
     assert_eq!(denied[0].user.as_deref(), Some("jan"));
     assert_eq!(denied[0].client, Some("127.0.0.7".parse().unwrap()));
     assert_eq!(denied[0].detail.as_ref().unwrap()["flagged"], "user:jan");
+    let jans_session =
+        proxy.events("blocked").iter().find(|r| r.user.as_deref() == Some("jan")).unwrap().session.clone();
+    assert_eq!(denied[0].session, jans_session, "the gateway names jan's proxy session");
     assert!(upstream.requests().is_empty(), "nothing from jan's device reached webmail");
 
     // Another address has no session: it is nobody in particular.

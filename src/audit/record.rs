@@ -49,7 +49,9 @@ pub struct Record {
     pub user: Option<String>,
     #[serde(default)]
     pub client: Option<IpAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always written (null when the address has no device name), like
+    /// `session`, `user` and `client`: every record says who it is about.
+    #[serde(default)]
     pub device: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,

@@ -213,6 +213,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
     let client = state.client_ip(peer.ip(), req.headers());
     let mut subject = state.identity.devices.subject(client);
     subject.user = state.identity.sessions.user_at(client);
+    let session = state.identity.sessions.live_session(client, subject.user.as_deref());
     let mut keys = vec![format!("client:{client}")];
     if let Some(u) = &subject.user {
         keys.push(format!("user:{u}"));
@@ -228,7 +229,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
                 compliance: &state.compliance,
                 audit: &state.audit,
                 subject: &subject,
-                session: None,
+                session: session.as_deref(),
                 keys: keys.clone(),
                 flagged,
                 host: &host_key,

@@ -191,6 +191,15 @@ impl SessionStore {
         self.users_at.get(&client).filter(|e| !e.1).map(|e| e.0.to_string())
     }
 
+    /// The id of the live session of `user` (or of the unauthenticated
+    /// subject) at `client`, without continuing it: the gateway's records
+    /// name the proxy session of the person they are about.
+    pub fn live_session(&self, client: IpAddr, user: Option<&str>) -> Option<String> {
+        let key = Key { client, user: user.map(Arc::from) };
+        let s = self.sessions.get(&key)?;
+        (Instant::now().duration_since(s.last_seen) <= self.idle).then(|| s.id.to_string())
+    }
+
     /// How long a session may be quiet before it ends.
     pub fn idle(&self) -> Duration {
         self.idle
