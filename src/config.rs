@@ -123,10 +123,8 @@ pub struct AuditConfig {
     pub retention_days: u32,
     /// Log the full URL path of blocked requests (off: host only, for privacy).
     pub log_paths: bool,
-    /// Start a new file at midnight UTC.
-    pub rotate_daily: bool,
-    /// Start a new file when the current one reaches this size (0: never).
-    pub rotate_max_bytes: u64,
+    /// When the live file is closed and a new one started.
+    pub rotate: Rotate,
     /// Also write blocked and exempted attempts as Squid `access.log` lines,
     /// for the report tools municipalities already run.
     pub squid_log: Option<PathBuf>,
@@ -139,10 +137,25 @@ impl Default for AuditConfig {
             sync: SyncMode::Write,
             retention_days: 365,
             log_paths: false,
-            rotate_daily: true,
-            rotate_max_bytes: 100 * 1024 * 1024,
+            rotate: Rotate::default(),
             squid_log: None,
         }
+    }
+}
+
+/// `audit.rotate`: by day, by size, or both (whichever comes first).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rotate {
+    /// Start a new file at midnight UTC.
+    pub daily: bool,
+    /// Start a new file when the current one would grow past this size (0: never).
+    pub max_bytes: u64,
+}
+
+impl Default for Rotate {
+    fn default() -> Self {
+        Rotate { daily: true, max_bytes: 100 * 1024 * 1024 }
     }
 }
 

@@ -47,8 +47,7 @@ fn audit_config(dir: &Path) -> AuditConfig {
         path: dir.join("logs/audit.jsonl"),
         sync: SyncMode::Write,
         retention_days: 365,
-        rotate_daily: true,
-        rotate_max_bytes: 6 * 1024,
+        rotate: weerwal::config::Rotate { daily: true, max_bytes: 6 * 1024 },
         squid_log: Some(dir.join("logs/access.log")),
         ..AuditConfig::default()
     }
@@ -206,7 +205,7 @@ async fn a_log_spanning_rotated_files_verifies_and_every_kind_of_damage_is_found
     // Each file is within the size limit (one batch = one record here) and
     // the files of different days never mix.
     for f in &sel.files {
-        assert!(std::fs::metadata(f).unwrap().len() <= config.rotate_max_bytes, "{}", f.display());
+        assert!(std::fs::metadata(f).unwrap().len() <= config.rotate.max_bytes, "{}", f.display());
         let days: BTreeSet<String> =
             read_lines(f).iter().map(|l| serde_json::from_str::<Record>(l).unwrap().ts[..10].to_string()).collect();
         assert_eq!(days.len(), 1, "{}: {days:?}", f.display());
@@ -417,7 +416,7 @@ async fn query_and_report_give_the_known_counts_across_rotated_files() {
 async fn retention_removes_old_files_after_a_checkpoint_and_the_rest_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = audit_config(dir.path());
-    config.rotate_max_bytes = 0;
+    config.rotate.max_bytes = 0;
     let clock = TestClock::new(BASE_MS);
     generate(&config, &clock, 100, 10).await;
     let before = whole(&config);
@@ -475,7 +474,7 @@ async fn retention_removes_old_files_after_a_checkpoint_and_the_rest_still_verif
     // just after a rotation): the checkpoint is the first record kept.
     let dir = tempfile::tempdir().unwrap();
     let mut config = audit_config(dir.path());
-    config.rotate_max_bytes = 0;
+    config.rotate.max_bytes = 0;
     generate(&config, &clock, 30, 3).await;
     let live = config.path.clone();
     let files = LogFiles::new(&live);

@@ -5,8 +5,8 @@
 //! blocked requests costs one system call, while each response still waits
 //! for its own record.
 //!
-//! The writer also rotates: when the UTC day changes (`rotate_daily`) or the
-//! live file would grow past `rotate_max_bytes`, the live file is renamed to
+//! The writer also rotates: when the UTC day changes (`audit.rotate.daily`) or the
+//! live file would grow past `audit.rotate.max_bytes`, the live file is renamed to
 //! `audit-YYYYMMDD-HHMMSS-<first seq>.jsonl` and a new live file starts. The
 //! chain does not restart: the new file's first `prev` is the last `hash` of
 //! the file before, and `seq` continues. At start and after each rotation,
@@ -136,8 +136,8 @@ impl AuditLog {
             next_seq: resume.next_seq,
             prev: resume.prev_hash,
             live,
-            rotate_daily: config.rotate_daily,
-            rotate_max_bytes: config.rotate_max_bytes,
+            rotate_daily: config.rotate.daily,
+            rotate_max_bytes: config.rotate.max_bytes,
             retention_days: config.retention_days,
             squid,
             clock,
@@ -164,9 +164,12 @@ impl AuditLog {
     /// Writes a record and returns its sequence number once it is on disk
     /// (written, or fsynced with `sync = "fsync"`).
     pub async fn record(&self, record: Record) -> Result<u64, AuditError> {
+        let started = std::time::Instant::now();
         let (done, wait) = oneshot::channel();
         self.tx.send(Msg::Record(Box::new(Pending { record, done }))).await.map_err(|_| AuditError::Closed)?;
-        match wait.await {
+        let written = wait.await;
+        crate::metrics::metrics().audit_write.observe(started.elapsed());
+        match written {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(message)) => {
                 Err(AuditError::Io { path: PathBuf::from("audit log"), source: std::io::Error::other(message) })
@@ -663,7 +666,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let mut c = config(&path, SyncMode::Write);
-        c.rotate_max_bytes = 1000;
+        c.rotate.max_bytes = 1000;
         let (log, handle, _) = AuditLog::open(&c).unwrap();
         for _ in 0..20 {
             let mut r = Record::new(EventKind::Blocked);

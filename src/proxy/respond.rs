@@ -90,9 +90,7 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
     start_session_record(state, attempt).await;
     let metrics = crate::metrics::metrics();
     metrics.blocked(&attempt.matched.app.name);
-    let started = std::time::Instant::now();
     let written = state.audit.record(attempt.record(EventKind::Blocked)).await;
-    metrics.audit_write.observe(started.elapsed());
     let seq = match written {
         Ok(seq) => Some(seq),
         Err(e) => {
