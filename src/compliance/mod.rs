@@ -56,7 +56,24 @@ pub fn subject_key(subject: &Subject) -> String {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StateFile {
     flags: BTreeMap<String, Flag>,
+    /// Device cookies linked to a flagged subject: kept across a restart,
+    /// so a quarantined laptop that changed address stays recognised.
+    #[serde(default)]
+    devices: BTreeMap<String, DeviceLink>,
 }
+
+/// The subject keys seen with one gateway device cookie.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct DeviceLink {
+    keys: Vec<String>,
+    last_seen_unix: u64,
+}
+
+/// How many device cookies are remembered; beyond it the longest unseen
+/// ones that are not linked to a flag are forgotten first.
+const MAX_DEVICES: usize = 100_000;
+/// Subject keys remembered per device cookie (oldest dropped first).
+const MAX_KEYS_PER_DEVICE: usize = 16;
 
 /// Flags, protected hosts and the means to check attestation forms.
 pub struct Compliance {
@@ -65,7 +82,7 @@ pub struct Compliance {
     flags: DashMap<String, Flag>,
     /// Gateway device cookie → subject keys seen with it, so a device is
     /// still recognised when its address changes.
-    devices: DashMap<String, Vec<String>>,
+    devices: DashMap<String, DeviceLink>,
     state_path: PathBuf,
     secret: [u8; 32],
     persist_lock: Mutex<()>,
@@ -99,7 +116,7 @@ impl Compliance {
             protected,
             quarantine,
             flags: state.flags.into_iter().collect(),
-            devices: DashMap::new(),
+            devices: state.devices.into_iter().collect(),
             state_path: state_path.to_path_buf(),
             secret,
             persist_lock: Mutex::new(()),
@@ -188,22 +205,47 @@ impl Compliance {
     }
 
     /// Remembers that a device cookie was seen with these subject keys and
-    /// returns every key known for the device.
+    /// returns every key known for the device. A link that involves a
+    /// flagged subject is saved at once, so it survives a restart.
     pub fn link_device(&self, cookie: &str, keys: &[String]) -> Vec<String> {
-        if self.devices.len() > 100_000 && !self.devices.contains_key(cookie) {
-            // A flood of fresh cookies must not grow memory without bound.
-            self.devices.clear();
+        if self.devices.len() >= MAX_DEVICES && !self.devices.contains_key(cookie) {
+            self.forget_devices();
         }
-        let mut entry = self.devices.entry(cookie.to_string()).or_default();
-        for k in keys {
-            if !entry.contains(k) {
-                if entry.len() >= 16 {
-                    entry.remove(0);
+        let (all, added) = {
+            let mut entry = self.devices.entry(cookie.to_string()).or_default();
+            entry.last_seen_unix = now_unix();
+            let mut added = false;
+            for k in keys {
+                if !entry.keys.contains(k) {
+                    if entry.keys.len() >= MAX_KEYS_PER_DEVICE {
+                        entry.keys.remove(0);
+                    }
+                    entry.keys.push(k.clone());
+                    added = true;
                 }
-                entry.push(k.clone());
             }
+            (entry.keys.clone(), added)
+        };
+        if added && all.iter().any(|k| self.flag_of(k).is_some()) {
+            self.persist();
         }
-        entry.clone()
+        all
+    }
+
+    /// Makes room for new device cookies (a flood of fresh ones must not
+    /// grow memory without bound): forgets the tenth seen longest ago,
+    /// never one linked to a current flag.
+    fn forget_devices(&self) {
+        let mut candidates: Vec<(u64, String)> = self
+            .devices
+            .iter()
+            .filter(|e| !e.keys.iter().any(|k| self.flags.contains_key(k)))
+            .map(|e| (e.last_seen_unix, e.key().clone()))
+            .collect();
+        candidates.sort_unstable();
+        for (_, cookie) in candidates.into_iter().take(MAX_DEVICES / 10) {
+            self.devices.remove(&cookie);
+        }
     }
 
     /// The token the attestation form must carry: bound to the subject
@@ -224,7 +266,14 @@ impl Compliance {
 
     fn persist(&self) {
         let _guard = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let state = StateFile { flags: self.flags.iter().map(|e| (e.key().clone(), e.value().clone())).collect() };
+        let flags: BTreeMap<String, Flag> = self.flags.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
+        let devices = self
+            .devices
+            .iter()
+            .filter(|e| e.keys.iter().any(|k| flags.contains_key(k)))
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        let state = StateFile { flags, devices };
         if let Err(e) = write_atomically(&self.state_path, &state) {
             tracing::error!(path = %self.state_path.display(), error = %e, "cannot save compliance state; flags hold until restart");
         }
@@ -242,8 +291,13 @@ fn write_atomically(path: &Path, state: &StateFile) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(".compliance.json.tmp");
+    // Created anew: a mode given at open applies only to a file it creates.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     // Names and addresses of flagged people: readable by weerwal only.
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
@@ -277,6 +331,67 @@ mod tests {
         assert_eq!(reopened.clear(["client:10.0.0.1"]).len(), 1);
         let again = Compliance::open(&config("until-attested"), &path).unwrap();
         assert!(again.flag_of("client:10.0.0.1").is_none());
+    }
+
+    #[test]
+    fn a_flagged_devices_cookie_link_survives_a_restart_and_is_dropped_once_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compliance.json");
+        let c = Compliance::open(&config("until-attested"), &path).unwrap();
+        c.link_device("cookie-a", &["client:10.0.0.1".into()]);
+        c.link_device("cookie-b", &["client:10.0.0.2".into()]);
+        c.flag("client:10.0.0.1", "AliExpress", "aliexpress.com", Some(1));
+        let reopened = Compliance::open(&config("until-attested"), &path).unwrap();
+        // From a new address, the flagged device's cookie still names it.
+        let keys = reopened.link_device("cookie-a", &["client:10.0.0.9".into()]);
+        assert_eq!(keys, ["client:10.0.0.1", "client:10.0.0.9"]);
+        assert!(reopened.flag_of_any(keys.iter().map(String::as_str)).is_some());
+        // An unflagged device's link was not written to disk.
+        assert_eq!(reopened.link_device("cookie-b", &[]), Vec::<String>::new());
+        reopened.clear(["client:10.0.0.1"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("cookie-a"), "{text}");
+    }
+
+    #[test]
+    fn quarantine_for_a_duration_ends_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compliance.json");
+        let fifteen_days_ago = now_unix() - 15 * 24 * 3600;
+        let flag = |since_unix| Flag {
+            app: "TikTok".into(),
+            host: "tiktok.com".into(),
+            since: String::new(),
+            since_unix,
+            seq: None,
+        };
+        let state = StateFile {
+            flags: [
+                ("client:10.0.0.1".to_string(), flag(fifteen_days_ago)),
+                ("client:10.0.0.2".to_string(), flag(now_unix())),
+            ]
+            .into(),
+            devices: BTreeMap::new(),
+        };
+        write_atomically(&path, &state).unwrap();
+        let c = Compliance::open(&config("14d"), &path).unwrap();
+        assert!(c.flag_of("client:10.0.0.1").is_none(), "15 days is past a 14-day quarantine");
+        assert!(c.flag_of("client:10.0.0.2").is_some());
+        let c = Compliance::open(&config("until-attested"), &path).unwrap();
+        assert!(c.flag_of("client:10.0.0.1").is_some(), "until-attested never ends by itself");
+    }
+
+    #[test]
+    fn the_state_file_is_0600_even_over_a_stale_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compliance.json");
+        let stale = dir.path().join(".compliance.json.tmp");
+        std::fs::write(&stale, "{}").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Compliance::open(&config("until-attested"), &path).unwrap();
+        c.flag("client:10.0.0.1", "TikTok", "tiktok.com", None);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
