@@ -485,3 +485,39 @@ fn the_timestamp_checker_rejects_near_misses() {
         assert!(!is_rfc3339_utc_millis(bad), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| c.proxy.header_timeout = Duration::from_millis(700)).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = origin.url("/");
+    s.write_all(format!("GET {url} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr).as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("hello from origin") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    // Kept alive at first...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(format!("GET {url} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr).as_bytes()).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // ...then, idle, closed once the header timeout passes.
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle keep-alive connection stayed open");
+    assert!(started.elapsed() >= Duration::from_millis(500), "closed too early: {:?}", started.elapsed());
+    proxy.stop().await;
+}
