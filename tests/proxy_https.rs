@@ -385,3 +385,57 @@ async fn bytes_that_are_neither_tls_nor_http_to_a_banned_host_are_refused_and_re
     assert_eq!(blocked[0].method.as_deref(), Some("CONNECT"));
     proxy.stop().await;
 }
+
+/// TLS through a CONNECT tunnel without the SNI extension.
+async fn tls_without_sni(
+    proxy: SocketAddr,
+    authority: &str,
+    name: &str,
+    roots: &[CertificateDer<'static>],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tunnel = connect_tunnel(proxy, authority).await;
+    let mut config = (*client_config(roots)).clone();
+    config.enable_sni = false;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    connector.connect(ServerName::try_from(name.to_string()).unwrap(), tunnel).await
+}
+
+#[tokio::test]
+async fn a_client_hello_without_sni_is_decided_on_the_connect_host() {
+    let origin = TlsOrigin::start().await;
+    let port = origin.addr.port();
+    let proxy = TestProxy::start_with(|c| c.proxy.connect_ports = vec![443, port]).await;
+    // Allowed CONNECT host, no SNI: tunnelled to the origin, its own certificate.
+    let tls = tls_without_sni(proxy.addr, &origin.addr.to_string(), "localhost", std::slice::from_ref(&origin.cert))
+        .await
+        .unwrap();
+    let seen = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(Sha256::digest(&seen), Sha256::digest(&origin.cert));
+    drop(tls);
+    // Banned CONNECT host, no SNI: intercepted with a leaf for that host.
+    let ca = pem_to_der(&proxy.ca_pem());
+    let mut tls = tls_without_sni(proxy.addr, "aliexpress.com:443", "aliexpress.com", &[ca]).await.unwrap();
+    let response = get(&mut tls, "aliexpress.com", "/").await;
+    assert!(response.starts_with("HTTP/1.1 403") && response.contains("AliExpress"), "{response}");
+    assert_eq!(proxy.events("blocked").len(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_apps_user_agent_inside_intercepted_https_is_recorded_as_app_detected() {
+    let proxy = TestProxy::start().await;
+    let ca = pem_to_der(&proxy.ca_pem());
+    let mut tls = tls_via_proxy(proxy.addr, "aliexpress.com:443", "aliexpress.com", &[ca]).await.unwrap();
+    tls.write_all(
+        b"GET / HTTP/1.1\r\nHost: aliexpress.com\r\nUser-Agent: Mozilla/5.0 MicroMessenger/8.0.47\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 403"));
+    let detected = proxy.events("app_detected");
+    assert_eq!(detected.len(), 1, "{detected:?}");
+    assert_eq!(detected[0].app.as_deref(), Some("WeChat"));
+    proxy.stop().await;
+}
