@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{Origin, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use weerwal::audit::{EventKind, Record};
 use weerwal::config::{AuthMode, Config};
 use weerwal::identity::{Role, Users};
@@ -361,4 +362,54 @@ async fn shutdown_writes_one_session_end_per_logged_session_with_its_counts() {
         assert_eq!(pair[1].prev, pair[0].hash, "seq {}", pair[1].seq);
         assert_eq!(pair[1].seq, pair[0].seq + 1);
     }
+}
+
+#[tokio::test]
+async fn an_exempted_person_is_tunnelled_untouched_and_the_exemption_recorded() {
+    let origin = Origin::start().await;
+    let port = origin.addr.port();
+    let proxy = TestProxy::start_with(|c| {
+        let dir = c.audit.path.parent().unwrap().parent().unwrap().to_path_buf();
+        c.identity.auth = AuthMode::Basic;
+        c.identity.users_file = users_file(&dir);
+        c.policy.dir = exemption_policy(&dir, "2099-12-31");
+        c.proxy.connect_ports = vec![443, port];
+    })
+    .await;
+    let connect = |creds: &str| {
+        let auth = base64_basic(creds);
+        format!(
+            "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+        )
+    };
+    // inspecteur1 is exempted for Testapp (127.0.0.1): a real tunnel to the origin.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(connect("inspecteur1:wachtwoord-insp").as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET /through HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(String::from_utf8_lossy(&out).contains("hello from origin"), "{}", String::from_utf8_lossy(&out));
+    assert_eq!(origin.requests().iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(), ["/through"]);
+    let exempted = proxy.events("exempted");
+    assert!(!exempted.is_empty());
+    assert!(exempted.iter().all(|r| r.user.as_deref() == Some("inspecteur1")));
+    assert_eq!(exempted[0].reason.as_deref(), Some("inspectie en toezicht"));
+    // jan is not exempted: refused, nothing reaches the origin.
+    let raw = common::raw_exchange(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), Duration::from_secs(3)).await;
+    assert!(!raw.contains("hello from origin"));
+    assert_eq!(origin.requests().len(), 1);
+    assert!(proxy.events("blocked").iter().any(|r| r.user.as_deref() == Some("jan")));
+    proxy.stop().await;
+}
+
+fn base64_basic(creds: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(creds)
 }
