@@ -166,6 +166,31 @@ mod tests {
         HeaderValue::from_str(&format!("Basic {v}")).unwrap()
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn repeated_failures_from_one_address_are_slowed_down_and_others_are_not() {
+        let mut users = Users::default();
+        users.upsert("jan", "geheim-wachtwoord", Role::User, vec![]).unwrap();
+        let auth = Authenticator::new(users, "weerwal");
+        let (guesser, other): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut costs = Vec::new();
+        for _ in 0..4 {
+            let started = tokio::time::Instant::now();
+            assert!(matches!(auth.check(guesser, Some(&basic("jan", "raden"))).await, AuthOutcome::Failed { .. }));
+            costs.push(started.elapsed());
+        }
+        // Two typos are free; then each guess costs more (before and after hashing).
+        assert!(costs[0] < Duration::from_millis(250) && costs[1] < Duration::from_millis(250), "{costs:?}");
+        assert!(costs[2] >= Duration::from_millis(500), "{costs:?}");
+        assert!(costs[3] >= Duration::from_millis(1000), "{costs:?}");
+        // Someone else at another address is not slowed down.
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            auth.check(other, Some(&basic("jan", "geheim-wachtwoord"))).await,
+            AuthOutcome::Authenticated(_)
+        ));
+        assert!(started.elapsed() < Duration::from_millis(250));
+    }
+
     #[tokio::test]
     async fn right_wrong_missing_and_remembered() {
         let mut users = Users::default();
