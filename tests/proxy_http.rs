@@ -521,3 +521,37 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(500), "closed too early: {:?}", started.elapsed());
     proxy.stop().await;
 }
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_one_gib_download_streams_with_flat_memory() {
+    const SIZE: u64 = 1024 * 1024 * 1024;
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start().await;
+    let resp = proxy.client().get(origin.url(&format!("/bytes/{SIZE}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let (mut got, mut next_sample) = (0u64, 64 * 1024 * 1024);
+    let (mut baseline, mut peak) = (0u64, 0u64);
+    while let Some(chunk) = stream.next().await {
+        got += chunk.unwrap().len() as u64;
+        if got >= next_sample {
+            // Origin, proxy and client all live in this process: what any of
+            // them buffered would show here.
+            let rss = rss_kib();
+            if baseline == 0 {
+                baseline = rss;
+            }
+            peak = peak.max(rss);
+            next_sample += 64 * 1024 * 1024;
+        }
+    }
+    assert_eq!(got, SIZE);
+    let grown_mib = (peak - baseline) / 1024;
+    assert!(grown_mib < 64, "memory grew by {grown_mib} MiB while streaming 1 GiB");
+    proxy.stop().await;
+}
