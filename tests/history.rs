@@ -631,29 +631,49 @@ fn purge_refuses_while_a_wal_database_is_merely_open_elsewhere() {
 fn an_interrupted_purge_leaves_the_database_as_it_was() {
     // A failing statement injected at the first delete and at the last one:
     // in both cases nothing of the purge may remain.
-    // Also in the icon database, whose deletes come between the two.
-    for (file, table, when) in
-        [("History", "visits", "first"), ("Favicons", "favicons", "icons"), ("History", "urls", "last")]
-    {
+    // Also in Chrome's icon database, whose deletes come between the two,
+    // and in Safari's tag links, between its visits and its items (Safari's
+    // first delete comes after it has already cleared the redirect links
+    // of an allowed visit: that update must be undone as well).
+    for (browser, file, table, when) in [
+        (Browser::Chrome, "History", "visits", "first"),
+        (Browser::Chrome, "Favicons", "favicons", "icons"),
+        (Browser::Chrome, "History", "urls", "last"),
+        (Browser::Safari, "History.db", "history_visits", "first"),
+        (Browser::Safari, "History.db", "history_items_to_tags", "tags"),
+        (Browser::Safari, "History.db", "history_items", "last"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("Default/History");
-        chrome_history(&db);
-        let icons = dir.path().join("Default/Favicons");
-        chrome_favicons(&icons);
-        let c = Connection::open(dir.path().join("Default").join(file)).unwrap();
+        let folder = dir.path().join("Default");
+        let (db, icons) = match browser {
+            Browser::Safari => {
+                let db = folder.join("History.db");
+                safari_history(&db);
+                (db, None)
+            }
+            _ => {
+                let db = folder.join("History");
+                chrome_history(&db);
+                chrome_favicons(&folder.join("Favicons"));
+                (db, Some(folder.join("Favicons")))
+            }
+        };
+        let c = Connection::open(folder.join(file)).unwrap();
         c.execute_batch(&format!(
             "CREATE TRIGGER weerwal_test_abort BEFORE DELETE ON {table} BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
         ))
         .unwrap();
         drop(c);
-        let (before, icons_before) = (dump(&db), dump(&icons));
-        let err = purge_profile(&Profile::new(Browser::Chrome, db.clone()), &policy(), PurgeOptions { backup: false })
-            .unwrap_err();
-        assert!(err.to_string().contains("injected failure"), "{when}: {err}");
-        assert_eq!(dump(&db), before, "{when} statement failed: the history must be unchanged");
-        assert_eq!(dump(&icons), icons_before, "{when} statement failed: the icons must be unchanged");
+        let (before, icons_before) = (dump(&db), icons.as_deref().map(dump));
+        let err =
+            purge_profile(&Profile::new(browser, db.clone()), &policy(), PurgeOptions { backup: false }).unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{browser} {when}: {err}");
+        assert_eq!(dump(&db), before, "{browser} {when} statement failed: the history must be unchanged");
         integrity_ok(&db);
-        integrity_ok(&icons);
+        if let Some(icons) = &icons {
+            assert_eq!(Some(dump(icons)), icons_before, "{when} statement failed: the icons must be unchanged");
+            integrity_ok(icons);
+        }
     }
 }
 
@@ -761,6 +781,42 @@ fn safari_scan_and_purge_keep_the_allowed_end_of_a_redirect() {
         .unwrap();
     assert_eq!(count, 1);
     integrity_ok(&db);
+}
+
+#[test]
+fn safari_purge_refuses_while_safari_has_the_history_open_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Safari/History.db");
+    safari_history(&db);
+    let before = dump(&db);
+    let profile = Profile::new(Browser::Safari, db.clone());
+    let refused = |what: &str| {
+        let err = purge_profile(&profile, &policy(), PurgeOptions::default()).unwrap_err();
+        assert!(matches!(err, HistoryError::Locked { browser: Browser::Safari, .. }), "{what}: {err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("Safari is still running") && msg.contains("Safari > Quit"), "{what}: {msg}");
+        assert!(backups(db.parent().unwrap()).is_empty(), "{what}: no backup when refusing");
+    };
+
+    // Safari writing: a write transaction on its WAL database.
+    let safari = Connection::open(&db).unwrap();
+    safari.execute_batch("BEGIN EXCLUSIVE; UPDATE metadata SET value = value;").unwrap();
+    refused("while Safari writes");
+    // The scan still works meanwhile (WAL readers do not wait for writers).
+    assert_eq!(scan_profile(&profile, &policy()).unwrap().findings.len(), 3);
+    safari.execute_batch("ROLLBACK").unwrap();
+
+    // Safari idle with the database open holds no write lock; still refused.
+    let _: i64 = safari.query_row("SELECT count(*) FROM history_items", [], |r| r.get(0)).unwrap();
+    refused("while Safari has it open");
+    drop(safari);
+    assert_eq!(dump(&db), before);
+    integrity_ok(&db);
+
+    // Safari quit: the purge goes ahead.
+    let out = purge_profile(&profile, &policy(), PurgeOptions::default()).unwrap();
+    assert_eq!((out.removed.entries, out.removed.visits), (3, 3));
+    assert_eq!(backups(db.parent().unwrap()).len(), 1);
 }
 
 // --------------------------------------------------------------------- CLI
