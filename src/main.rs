@@ -1,5 +1,7 @@
 //! The `weerwal` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad
-//! usage or configuration.
+//! usage or configuration. `weerwal history` keeps the codes its scripts
+//! rely on instead: 0 clean, 3 banned entries found, 1 on any error (a wrong
+//! option, a bad configuration or policy included).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -60,7 +62,7 @@ enum Command {
     #[command(subcommand)]
     Logs(weerwal::audit::cli::LogsCommand),
     /// Find and remove visits to banned sites in this user's browser history.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = weerwal::history::cli::EXIT_STATUS_HELP)]
     History(weerwal::history::cli::HistoryCommand),
     /// Manage the users file (for `identity.auth = "basic"` and officers).
     #[command(subcommand)]
@@ -142,10 +144,24 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `weerwal history` promises 1 on every error, so a script tells
+        // "found" (3) from "could not check" (1) without knowing about 2.
+        Err(e) if e.use_stderr() && names_history(std::env::args_os().skip(1)) => {
+            let _ = e.print();
+            return ExitCode::from(weerwal::history::cli::EXIT_ERROR);
+        }
+        Err(e) => e.exit(),
+    };
     init_tracing();
+    let history = matches!(cli.command, Command::History(_));
     match run(cli) {
         Ok(code) => code,
+        Err(Failure::Usage(e)) if history => {
+            eprintln!("weerwal: {e:#}");
+            ExitCode::from(weerwal::history::cli::EXIT_ERROR)
+        }
         Err(Failure::Usage(e)) => {
             eprintln!("weerwal: {e:#}");
             ExitCode::from(2)
@@ -155,6 +171,21 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether a command line (without the program name) names the `history`
+/// subcommand: its first word that is neither an option nor the value of
+/// `--config`.
+fn names_history(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            args.next();
+        } else if !arg.to_string_lossy().starts_with('-') {
+            return arg == "history";
+        }
+    }
+    false
 }
 
 fn init_tracing() {

@@ -5,6 +5,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/history_fixtures.rs"]
+mod history_fixtures;
+
 fn weerwal(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weerwal"));
     c.current_dir(dir).env("RUST_LOG", "info").env_remove("RUST_BACKTRACE");
@@ -253,4 +256,145 @@ fn users_file_is_0600_even_over_a_stale_temporary_file() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(users_list(dir.path()), "fbakker\tuser\t\n");
     assert_eq!(mode_of(&file), 0o600, "users.toml (argon2 hashes) took the stale temporary file's mode");
+}
+
+/// A Chromium profile with two banned sites and an allowed one.
+fn history_profile(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("User Data/Default/History");
+    history_fixtures::chrome_history_with(
+        &db,
+        &[
+            ("https://aliexpress.com/item/1005.html", 2),
+            ("https://example.org/news", 1),
+            ("https://www.tiktok.com/@x", 1),
+        ],
+    );
+    db
+}
+
+fn history_urls(db: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut stmt = c.prepare("SELECT url FROM urls ORDER BY id").unwrap();
+    let urls = stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    urls
+}
+
+/// `history scan`, `purge`, `scan` as a login script runs them: the real
+/// binary, in a folder without configuration (the built-in policy), on a
+/// profile given with `--profile`.
+#[test]
+fn history_scan_exits_3_purge_backs_up_and_cleans_scan_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = history_profile(dir.path());
+    let profile = db.to_str().unwrap();
+
+    let scan =
+        weerwal(dir.path()).args(["history", "scan", "--profile", profile, "--format", "json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&scan.stderr);
+    assert_eq!(scan.status.code(), Some(3), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&scan.stdout).unwrap();
+    assert_eq!(json["command"], "scan");
+    assert_eq!(json["banned_entries"], 2, "{json}");
+    assert_eq!(json["errors"], serde_json::json!([]));
+    let hosts = &json["profiles"][0]["hosts"];
+    assert_eq!(hosts[0]["host"], "aliexpress.com", "{json}");
+    assert_eq!(hosts[0]["app"], "AliExpress");
+    assert_eq!(hosts[0]["visits"], 2);
+    assert_eq!(hosts[0]["last_visit"], "2024-01-01T00:01:40Z");
+    assert_eq!(hosts[1]["host"], "www.tiktok.com", "{json}");
+    assert_eq!(hosts.as_array().unwrap().len(), 2, "example.org is allowed: {json}");
+    assert!(!String::from_utf8_lossy(&scan.stdout).contains("/item/1005"), "only hosts, never page addresses");
+
+    // No confirmation to answer: purge runs unattended.
+    let purge =
+        weerwal(dir.path()).args(["history", "purge", "--profile", profile]).stdin(Stdio::null()).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&purge.stdout), String::from_utf8_lossy(&purge.stderr));
+    assert_eq!(purge.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("Removed from the browser history:"), "{out}");
+    let backups: Vec<_> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("History.weerwal-backup-"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(out.contains(&*backups[0].to_string_lossy()), "the backup is named: {out}");
+    assert_eq!(history_urls(&db), ["https://example.org/news"], "only the allowed entry is left");
+    assert_eq!(history_urls(&backups[0]).len(), 3, "the backup holds the history as it was");
+
+    let again =
+        weerwal(dir.path()).args(["history", "scan", "--profile", profile, "--format", "json"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(json["banned_entries"], 0, "{json}");
+}
+
+/// Every error of `weerwal history` exits 1 (3 means "found"), whatever
+/// part of weerwal notices it; other commands keep 2 for usage errors.
+#[test]
+fn history_errors_exit_1_other_commands_keep_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = history_profile(dir.path());
+    let profile = db.to_str().unwrap();
+    let code_and_err = |cwd: &Path, args: &[&str]| {
+        let out = weerwal(cwd).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    // A broken --config, before or after the subcommand.
+    let bad = dir.path().join("broken.toml");
+    std::fs::write(&bad, "[proxy]\nlisten = \"127.0.0.1:0\"\nlisten_on = 1\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        ["--config", bad, "history", "scan", "--profile", profile],
+        ["history", "purge", "--profile", profile, "--config", bad],
+    ] {
+        let (code, err) = code_and_err(dir.path(), &args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("broken.toml:3: listen_on:"), "{err}");
+    }
+    let (code, _) = code_and_err(dir.path(), &["history", "scan", "--profile", profile, "--config", "missing.toml"]);
+    assert_eq!(code, Some(1));
+
+    // A broken policy in the policy/ folder of the working directory.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("policy")).unwrap();
+    std::fs::write(work.path().join("policy/broken.toml"), "[[ban]]\napp = \n").unwrap();
+    let (code, err) = code_and_err(work.path(), &["history", "scan", "--profile", profile]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("broken.toml"), "{err}");
+
+    // A --profile that names nothing readable.
+    let (code, err) = code_and_err(dir.path(), &["history", "purge", "--profile", "no-such-profile"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no-such-profile"), "{err}");
+    std::fs::write(dir.path().join("not-a-db"), "just text").unwrap();
+    let (code, err) = code_and_err(dir.path(), &["history", "scan", "--browser", "chrome", "--profile", "not-a-db"]);
+    assert_eq!(code, Some(1), "{err}");
+
+    // Wrong options, as clap reports them.
+    for args in [
+        &["history", "scan", "--browser", "opera"][..],
+        &["history", "purge", "--bogus"],
+        &["history", "scan", "--format"],
+        &["history"],
+        &["history", "erase"],
+        &["--config", bad, "history", "scan", "--format", "xml"],
+    ] {
+        let (code, err) = code_and_err(dir.path(), args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        // clap's own message (or the help, for `history` alone).
+        assert!(err.starts_with("error:") || err.contains("Usage: weerwal history"), "{args:?}: {err}");
+    }
+    // Help is not an error.
+    let help = weerwal(dir.path()).args(["history", "scan", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit status: 0 nothing found"));
+
+    // Other commands: unchanged.
+    assert_eq!(code_and_err(dir.path(), &["--config", bad, "pac"]).0, Some(2));
+    assert_eq!(code_and_err(dir.path(), &["pac", "--bogus"]).0, Some(2));
+    assert_eq!(code_and_err(dir.path(), &["policy", "explain"]).0, Some(2));
+    assert_eq!(code_and_err(dir.path(), &["--config", bad, "--bogus"]).0, Some(2));
+    // The database was never touched.
+    assert_eq!(history_urls(&db).len(), 3);
 }

@@ -18,6 +18,11 @@ use weerwal::history::report::{by_host, HostLine};
 use weerwal::history::{purge_profile, scan_profile, Browser, Env, HistoryError, Os, Profile, PurgeOptions};
 use weerwal::policy::{load_embedded, Date, Policy};
 
+// Chromium's schema is shared with tests/cli.rs, which runs the binary on it.
+#[path = "common/history_fixtures.rs"]
+mod history_fixtures;
+use history_fixtures::{chrome_us, CHROME_SCHEMA};
+
 fn policy() -> Policy {
     load_embedded(Date::today()).expect("embedded policy").0
 }
@@ -27,10 +32,6 @@ fn policy() -> Policy {
 /// 2024-01-01T00:00:00Z in seconds since 1970.
 const T0: i64 = 1_704_067_200;
 
-fn chrome_us(unix: i64) -> i64 {
-    (unix + 11_644_473_600) * 1_000_000
-}
-
 fn firefox_us(unix: i64) -> i64 {
     unix * 1_000_000
 }
@@ -38,50 +39,6 @@ fn firefox_us(unix: i64) -> i64 {
 fn safari_s(unix: i64) -> f64 {
     (unix - 978_307_200) as f64 + 0.25
 }
-
-/// The schema Chromium 156 writes (`sqlite_master` of a fresh profile).
-const CHROME_SCHEMA: &str = "
-CREATE TABLE meta(key LONGVARCHAR NOT NULL UNIQUE PRIMARY KEY, value LONGVARCHAR);
-CREATE TABLE urls(id INTEGER PRIMARY KEY AUTOINCREMENT,url LONGVARCHAR,title LONGVARCHAR,visit_count INTEGER DEFAULT 0 NOT NULL,typed_count INTEGER DEFAULT 0 NOT NULL,last_visit_time INTEGER NOT NULL,hidden INTEGER DEFAULT 0 NOT NULL);
-CREATE TABLE visits(id INTEGER PRIMARY KEY AUTOINCREMENT,url INTEGER NOT NULL,visit_time INTEGER NOT NULL,from_visit INTEGER,external_referrer_url TEXT,transition INTEGER DEFAULT 0 NOT NULL,segment_id INTEGER,visit_duration INTEGER DEFAULT 0 NOT NULL,incremented_omnibox_typed_score BOOLEAN DEFAULT FALSE NOT NULL,opener_visit INTEGER,originator_cache_guid TEXT,originator_visit_id INTEGER,originator_from_visit INTEGER,originator_opener_visit INTEGER,is_known_to_sync BOOLEAN DEFAULT FALSE NOT NULL,consider_for_ntp_most_visited BOOLEAN DEFAULT FALSE NOT NULL,visited_link_id INTEGER DEFAULT 0 NOT NULL,app_id TEXT);
-CREATE TABLE visit_source(id INTEGER PRIMARY KEY,source INTEGER NOT NULL);
-CREATE INDEX visits_url_index ON visits (url);
-CREATE INDEX visits_from_index ON visits (from_visit);
-CREATE INDEX visits_time_index ON visits (visit_time);
-CREATE INDEX visits_originator_id_index ON visits (originator_visit_id);
-CREATE TABLE keyword_search_terms (keyword_id INTEGER NOT NULL,url_id INTEGER NOT NULL,term LONGVARCHAR NOT NULL,normalized_term LONGVARCHAR NOT NULL);
-CREATE INDEX keyword_search_terms_index1 ON keyword_search_terms (keyword_id, normalized_term);
-CREATE INDEX keyword_search_terms_index2 ON keyword_search_terms (url_id);
-CREATE INDEX keyword_search_terms_index3 ON keyword_search_terms (term);
-CREATE TABLE downloads (id INTEGER PRIMARY KEY,guid VARCHAR NOT NULL,current_path LONGVARCHAR NOT NULL,target_path LONGVARCHAR NOT NULL,start_time INTEGER NOT NULL,received_bytes INTEGER NOT NULL,total_bytes INTEGER NOT NULL,state INTEGER NOT NULL,danger_type INTEGER NOT NULL,interrupt_reason INTEGER NOT NULL,hash BLOB NOT NULL,end_time INTEGER NOT NULL,opened INTEGER NOT NULL,last_access_time INTEGER NOT NULL,transient INTEGER NOT NULL,referrer VARCHAR NOT NULL,site_url VARCHAR NOT NULL,embedder_download_data VARCHAR NOT NULL,tab_url VARCHAR NOT NULL,tab_referrer_url VARCHAR NOT NULL,http_method VARCHAR NOT NULL,by_ext_id VARCHAR NOT NULL,by_ext_name VARCHAR NOT NULL,by_web_app_id VARCHAR NOT NULL,etag VARCHAR NOT NULL,last_modified VARCHAR NOT NULL,mime_type VARCHAR(255) NOT NULL,original_mime_type VARCHAR(255) NOT NULL);
-CREATE TABLE downloads_url_chains (id INTEGER NOT NULL,chain_index INTEGER NOT NULL,url LONGVARCHAR NOT NULL, PRIMARY KEY (id, chain_index) );
-CREATE TABLE downloads_slices (download_id INTEGER NOT NULL,offset INTEGER NOT NULL,received_bytes INTEGER NOT NULL,finished INTEGER NOT NULL DEFAULT 0,PRIMARY KEY (download_id, offset) );
-CREATE TABLE segments (id INTEGER PRIMARY KEY,name VARCHAR,url_id INTEGER NON NULL);
-CREATE INDEX segments_name ON segments(name);
-CREATE INDEX segments_url_id ON segments(url_id);
-CREATE TABLE segment_usage (id INTEGER PRIMARY KEY,segment_id INTEGER NOT NULL,time_slot INTEGER NOT NULL,visit_count INTEGER DEFAULT 0 NOT NULL);
-CREATE INDEX segment_usage_time_slot_segment_id ON segment_usage(time_slot, segment_id);
-CREATE INDEX segments_usage_seg_id ON segment_usage(segment_id);
-CREATE TABLE content_annotations(visit_id INTEGER PRIMARY KEY,visibility_score NUMERIC,floc_protected_score NUMERIC,categories VARCHAR,page_topics_model_version INTEGER,annotation_flags INTEGER NOT NULL,entities VARCHAR,related_searches VARCHAR,search_normalized_url VARCHAR,search_terms LONGVARCHAR,alternative_title VARCHAR,page_language VARCHAR,password_state INTEGER DEFAULT 0 NOT NULL,has_url_keyed_image BOOLEAN NOT NULL);
-CREATE TABLE context_annotations(visit_id INTEGER PRIMARY KEY,context_annotation_flags INTEGER NOT NULL,duration_since_last_visit INTEGER,page_end_reason INTEGER,total_foreground_duration INTEGER,browser_type INTEGER DEFAULT 0 NOT NULL,window_id INTEGER DEFAULT -1 NOT NULL,tab_id INTEGER DEFAULT -1 NOT NULL,task_id INTEGER DEFAULT -1 NOT NULL,root_task_id INTEGER DEFAULT -1 NOT NULL,parent_task_id INTEGER DEFAULT -1 NOT NULL,response_code INTEGER DEFAULT 0 NOT NULL);
-CREATE TABLE clusters(cluster_id INTEGER PRIMARY KEY AUTOINCREMENT,should_show_on_prominent_ui_surfaces BOOLEAN NOT NULL,label VARCHAR NOT NULL,raw_label VARCHAR NOT NULL,triggerability_calculated BOOLEAN NOT NULL,originator_cache_guid TEXT NOT NULL,originator_cluster_id INTEGER NOT NULL);
-CREATE TABLE clusters_and_visits(cluster_id INTEGER NOT NULL,visit_id INTEGER NOT NULL,score NUMERIC DEFAULT 0 NOT NULL,engagement_score NUMERIC DEFAULT 0 NOT NULL,url_for_deduping LONGVARCHAR NOT NULL,normalized_url LONGVARCHAR NOT NULL,url_for_display LONGVARCHAR NOT NULL,interaction_state INTEGER DEFAULT 0 NOT NULL,PRIMARY KEY(cluster_id,visit_id))WITHOUT ROWID;
-CREATE INDEX clusters_for_visit ON clusters_and_visits(visit_id);
-CREATE TABLE cluster_keywords(cluster_id INTEGER NOT NULL,keyword VARCHAR NOT NULL,type INTEGER NOT NULL,score NUMERIC NOT NULL,collections VARCHAR NOT NULL);
-CREATE INDEX cluster_keywords_cluster_id_index ON cluster_keywords(cluster_id);
-CREATE TABLE cluster_visit_duplicates(visit_id INTEGER NOT NULL,duplicate_visit_id INTEGER NOT NULL,PRIMARY KEY(visit_id,duplicate_visit_id))WITHOUT ROWID;
-CREATE TABLE visited_links(id INTEGER PRIMARY KEY AUTOINCREMENT,link_url_id INTEGER NOT NULL,top_level_url LONGVARCHAR NOT NULL,frame_url LONGVARCHAR NOT NULL,visit_count INTEGER DEFAULT 0 NOT NULL);
-CREATE INDEX visited_links_index ON visited_links (link_url_id, top_level_url, frame_url);
-CREATE TABLE history_sync_metadata (storage_key INTEGER PRIMARY KEY NOT NULL, value BLOB);
-CREATE TABLE journeys (journey_id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL, emoji TEXT, overview TEXT, short_overview TEXT, creation_time_micros INTEGER NOT NULL);
-CREATE INDEX journeys_creation_time_idx ON journeys (creation_time_micros);
-CREATE TABLE journey_history_entries (journey_id TEXT NOT NULL, visit_timestamp_micros INTEGER NOT NULL, PRIMARY KEY (journey_id, visit_timestamp_micros)) WITHOUT ROWID;
-CREATE INDEX journey_history_entries_timestamp_idx ON journey_history_entries (visit_timestamp_micros);
-CREATE TABLE journey_continuation_queries (id INTEGER PRIMARY KEY, journey_id TEXT NOT NULL, title TEXT NOT NULL, prompt TEXT NOT NULL);
-CREATE INDEX journey_continuation_queries_journey_id_idx ON journey_continuation_queries (journey_id);
-CREATE TABLE journey_sync_metadata (storage_key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);
-CREATE INDEX urls_url_index ON urls (url);
-";
 
 /// Writes a Chromium `History` with banned, allowed and tricky entries.
 fn chrome_history(path: &Path) {
@@ -674,29 +631,49 @@ fn purge_refuses_while_a_wal_database_is_merely_open_elsewhere() {
 fn an_interrupted_purge_leaves_the_database_as_it_was() {
     // A failing statement injected at the first delete and at the last one:
     // in both cases nothing of the purge may remain.
-    // Also in the icon database, whose deletes come between the two.
-    for (file, table, when) in
-        [("History", "visits", "first"), ("Favicons", "favicons", "icons"), ("History", "urls", "last")]
-    {
+    // Also in Chrome's icon database, whose deletes come between the two,
+    // and in Safari's tag links, between its visits and its items (Safari's
+    // first delete comes after it has already cleared the redirect links
+    // of an allowed visit: that update must be undone as well).
+    for (browser, file, table, when) in [
+        (Browser::Chrome, "History", "visits", "first"),
+        (Browser::Chrome, "Favicons", "favicons", "icons"),
+        (Browser::Chrome, "History", "urls", "last"),
+        (Browser::Safari, "History.db", "history_visits", "first"),
+        (Browser::Safari, "History.db", "history_items_to_tags", "tags"),
+        (Browser::Safari, "History.db", "history_items", "last"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("Default/History");
-        chrome_history(&db);
-        let icons = dir.path().join("Default/Favicons");
-        chrome_favicons(&icons);
-        let c = Connection::open(dir.path().join("Default").join(file)).unwrap();
+        let folder = dir.path().join("Default");
+        let (db, icons) = match browser {
+            Browser::Safari => {
+                let db = folder.join("History.db");
+                safari_history(&db);
+                (db, None)
+            }
+            _ => {
+                let db = folder.join("History");
+                chrome_history(&db);
+                chrome_favicons(&folder.join("Favicons"));
+                (db, Some(folder.join("Favicons")))
+            }
+        };
+        let c = Connection::open(folder.join(file)).unwrap();
         c.execute_batch(&format!(
             "CREATE TRIGGER weerwal_test_abort BEFORE DELETE ON {table} BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
         ))
         .unwrap();
         drop(c);
-        let (before, icons_before) = (dump(&db), dump(&icons));
-        let err = purge_profile(&Profile::new(Browser::Chrome, db.clone()), &policy(), PurgeOptions { backup: false })
-            .unwrap_err();
-        assert!(err.to_string().contains("injected failure"), "{when}: {err}");
-        assert_eq!(dump(&db), before, "{when} statement failed: the history must be unchanged");
-        assert_eq!(dump(&icons), icons_before, "{when} statement failed: the icons must be unchanged");
+        let (before, icons_before) = (dump(&db), icons.as_deref().map(dump));
+        let err =
+            purge_profile(&Profile::new(browser, db.clone()), &policy(), PurgeOptions { backup: false }).unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{browser} {when}: {err}");
+        assert_eq!(dump(&db), before, "{browser} {when} statement failed: the history must be unchanged");
         integrity_ok(&db);
-        integrity_ok(&icons);
+        if let Some(icons) = &icons {
+            assert_eq!(Some(dump(icons)), icons_before, "{when} statement failed: the icons must be unchanged");
+            integrity_ok(icons);
+        }
     }
 }
 
@@ -804,6 +781,42 @@ fn safari_scan_and_purge_keep_the_allowed_end_of_a_redirect() {
         .unwrap();
     assert_eq!(count, 1);
     integrity_ok(&db);
+}
+
+#[test]
+fn safari_purge_refuses_while_safari_has_the_history_open_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Safari/History.db");
+    safari_history(&db);
+    let before = dump(&db);
+    let profile = Profile::new(Browser::Safari, db.clone());
+    let refused = |what: &str| {
+        let err = purge_profile(&profile, &policy(), PurgeOptions::default()).unwrap_err();
+        assert!(matches!(err, HistoryError::Locked { browser: Browser::Safari, .. }), "{what}: {err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("Safari is still running") && msg.contains("Safari > Quit"), "{what}: {msg}");
+        assert!(backups(db.parent().unwrap()).is_empty(), "{what}: no backup when refusing");
+    };
+
+    // Safari writing: a write transaction on its WAL database.
+    let safari = Connection::open(&db).unwrap();
+    safari.execute_batch("BEGIN EXCLUSIVE; UPDATE metadata SET value = value;").unwrap();
+    refused("while Safari writes");
+    // The scan still works meanwhile (WAL readers do not wait for writers).
+    assert_eq!(scan_profile(&profile, &policy()).unwrap().findings.len(), 3);
+    safari.execute_batch("ROLLBACK").unwrap();
+
+    // Safari idle with the database open holds no write lock; still refused.
+    let _: i64 = safari.query_row("SELECT count(*) FROM history_items", [], |r| r.get(0)).unwrap();
+    refused("while Safari has it open");
+    drop(safari);
+    assert_eq!(dump(&db), before);
+    integrity_ok(&db);
+
+    // Safari quit: the purge goes ahead.
+    let out = purge_profile(&profile, &policy(), PurgeOptions::default()).unwrap();
+    assert_eq!((out.removed.entries, out.removed.visits), (3, 3));
+    assert_eq!(backups(db.parent().unwrap()).len(), 1);
 }
 
 // --------------------------------------------------------------------- CLI

@@ -15,8 +15,10 @@
 //! its last history batch (a SIGTERM loses it). Firefox writes each visit to
 //! its WAL at once, so SIGTERM is enough.
 //!
-//! Without the browser on this machine a test is skipped with a loud
-//! message; CI installs Debian's `chromium` and `firefox-esr` packages.
+//! Without the browser on this machine a test fails, naming the script that
+//! installs it (`bash scripts/install-test-deps.sh`: Debian's `chromium` and
+//! `firefox-esr`). On a machine that cannot have them, set
+//! `WEERWAL_SKIP_BROWSER_TESTS=1` to skip these tests with a message instead.
 #![cfg(unix)]
 
 use std::collections::BTreeMap;
@@ -250,15 +252,23 @@ fn corrupt_markers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Says loudly that a browser test did not run. Written to the stderr
-/// handle itself, which the test harness does not capture, so the message
-/// shows in every `cargo test` log, not only with `--nocapture`.
-fn skip(test: &str, what: &str) {
-    let line = "*".repeat(74);
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{line}\nSKIPPED {test}: {what} not found on PATH.\nInstall Debian's `{what}` package (CI does).\n{line}"
-    );
+const INSTALL: &str =
+    "run `bash scripts/install-test-deps.sh` (as root) first: it installs Debian's `chromium` and `firefox-esr`";
+
+/// A browser this test needs is missing: the test fails, unless
+/// `WEERWAL_SKIP_BROWSER_TESTS=1` asks to skip it. The skip is said loudly,
+/// on the stderr handle itself, which the test harness does not capture, so
+/// it shows in every `cargo test` log, not only with `--nocapture`.
+fn browser_missing(test: &str, what: &str) {
+    if std::env::var_os("WEERWAL_SKIP_BROWSER_TESTS").is_some_and(|v| v == "1") {
+        let line = "*".repeat(74);
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{line}\nSKIPPED {test}: {what} not found on PATH (WEERWAL_SKIP_BROWSER_TESTS=1).\n{line}"
+        );
+        return;
+    }
+    panic!("{test}: {what} not found on PATH; {INSTALL} (or set WEERWAL_SKIP_BROWSER_TESTS=1 to skip this test)");
 }
 
 /// A running headless Chromium, driven over `--remote-debugging-pipe`.
@@ -378,7 +388,7 @@ fn policy() -> Policy {
 #[test]
 fn real_chromium_history_is_scanned_and_purged() {
     let Some(bin) = find_binary("WEERWAL_CHROMIUM", &["chromium", "chromium-browser"]) else {
-        return skip("real_chromium_history_is_scanned_and_purged", "chromium");
+        return browser_missing("real_chromium_history_is_scanned_and_purged", "chromium");
     };
     static CHAINS: &[&[&str]] = &[FIRST_RUN, SECOND_RUN];
     let server = Server::start(CHAINS);
@@ -575,7 +585,7 @@ fn wait_for_visit(places: &Path, url: &str) {
 #[test]
 fn real_firefox_history_is_scanned_and_purged() {
     let Some(bin) = find_binary("WEERWAL_FIREFOX", &["firefox-esr", "firefox"]) else {
-        return skip("real_firefox_history_is_scanned_and_purged", "firefox-esr");
+        return browser_missing("real_firefox_history_is_scanned_and_purged", "firefox-esr");
     };
     static CHAINS: &[&[&str]] = &[FIRST_RUN, SECOND_RUN];
     let server = Server::start(CHAINS);

@@ -4,7 +4,9 @@
 //!
 //! Exit status: 0 clean (or everything purged), 3 banned entries found by a
 //! scan (so a login script or Intune can act on it), 1 on any error,
-//! including a purge refused because the browser is running.
+//! including a purge refused because the browser is running. `main.rs` keeps
+//! to this for the errors that come before [`run`] too: a wrong option, a bad
+//! `--config`, a broken policy.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,11 +20,18 @@ pub const EXIT_CLEAN: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_FOUND: u8 = 3;
 
+/// The exit status, under `--help` of `history`, `scan` and `purge`.
+pub const EXIT_STATUS_HELP: &str = "Exit status: 0 nothing found (or everything removed), 3 banned entries \
+     found by `scan`, 1 on any error (a wrong option, a bad --config or policy, an unreadable profile, \
+     a `purge` refused because the browser is open).";
+
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum HistoryCommand {
     /// List visits to banned sites in this user's browser history (exit 3 when found).
+    #[command(after_help = EXIT_STATUS_HELP)]
     Scan(SelectArgs),
     /// Remove exactly those entries (close the browser first).
+    #[command(after_help = EXIT_STATUS_HELP)]
     Purge(PurgeArgs),
 }
 
