@@ -159,15 +159,15 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(Failure::Usage(e)) if history => {
-            eprintln!("weerwal: {e:#}");
+            eprintln!("weerwal: {}", error_chain(&e));
             ExitCode::from(weerwal::history::cli::EXIT_ERROR)
         }
         Err(Failure::Usage(e)) => {
-            eprintln!("weerwal: {e:#}");
+            eprintln!("weerwal: {}", error_chain(&e));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("weerwal: {e:#}");
+            eprintln!("weerwal: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
@@ -500,4 +500,21 @@ fn read_password() -> Result<String, Failure> {
         return Err(Failure::Usage(anyhow::anyhow!("no password on standard input")));
     }
     Ok(password)
+}
+
+/// An error and its causes, each said once: the library's errors already
+/// put their cause's text in their own message (so logs read whole), which
+/// anyhow's `{:#}` would print a second time.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.ends_with(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
