@@ -172,6 +172,53 @@ fn serve_runs_blocks_records_and_stops_on_sigterm() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+#[test]
+fn serve_without_any_configuration_runs_on_the_embedded_defaults() {
+    // The README's first command, in an empty folder: proxy on
+    // 127.0.0.1:3128, the policy built into the binary, logs/audit.jsonl.
+    if std::net::TcpListener::bind("127.0.0.1:3128").is_err() {
+        eprintln!("SKIPPED: 127.0.0.1:3128 is in use on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = weerwal(dir.path()).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut lines: Vec<String> = Vec::new();
+    while !lines.iter().any(|l| l.contains("weerwal proxy running")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "no start line: {lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    let running = lines.iter().find(|l| l.contains("weerwal proxy running")).unwrap();
+    assert!(running.contains("127.0.0.1:3128") && running.contains("logs/audit.jsonl"), "{running}");
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://127.0.0.1:3128", "http://www.tiktok.com/"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "the embedded policy blocks");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("logs/audit.jsonl")).unwrap();
+    assert!(log.contains("\"host\":\"www.tiktok.com\""), "{log}");
+    assert!(dir.path().join("certs/ca.pem").exists(), "the CA is created on first start");
+}
+
 /// `users add NAME` with the password on standard input.
 fn users_add(dir: &Path, args: &[&str], password: &str) {
     use std::io::Write;
