@@ -519,9 +519,21 @@ async fn tunnel_idle_timeout_closes_a_quiet_tunnel_and_spares_a_busy_one() {
     let echo = echo_server().await;
     let proxy = TestProxy::start_with(|c| {
         c.proxy.tunnel_idle_timeout = Duration::from_millis(500);
+        c.proxy.client_hello_timeout = Duration::from_millis(500);
         c.proxy.connect_ports = vec![443, echo.port()];
     })
     .await;
+    // Silent from the start: after the ClientHello wait it is spliced (a
+    // server-speaks-first protocol), then idles out.
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    silent.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes()).await.unwrap();
+    let head = read_head(&mut silent).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    let silent_since = Instant::now();
+    let silent_task = tokio::spawn(async move {
+        let closed = closed_within(&mut silent, Duration::from_secs(5)).await;
+        (closed, silent_since.elapsed())
+    });
     let mut quiet = echo_tunnel(proxy.addr, echo).await;
     let mut busy = echo_tunnel(proxy.addr, echo).await;
     let quiet_since = Instant::now();
@@ -543,8 +555,12 @@ async fn tunnel_idle_timeout_closes_a_quiet_tunnel_and_spares_a_busy_one() {
         }
     }
     let (closed, after) = quiet_task.await.unwrap();
-    assert!(closed, "a silent tunnel was still open after 5 s");
+    assert!(closed, "a quiet tunnel was still open after 5 s");
     assert!(after >= Duration::from_millis(450), "closed before the idle timeout: {after:?}");
+    assert!(after <= Duration::from_secs(3), "closed only after {after:?}");
+    let (closed, after) = silent_task.await.unwrap();
+    assert!(closed, "a tunnel silent from the start was still open after 5 s");
+    assert!(after >= Duration::from_millis(900), "closed before hello wait and idle timeout: {after:?}");
     assert!(after <= Duration::from_secs(3), "closed only after {after:?}");
     // Busy for 2 s, four times the idle timeout, and still open; once it
     // goes quiet it is closed as well.
@@ -646,6 +662,11 @@ async fn an_origin_that_never_answers_the_connect_gives_exactly_504() {
     assert!(raw.contains("did not answer in time"), "{raw}");
     assert!(took >= Duration::from_millis(250), "answered before the connect timeout: {took:?}");
     assert!(took < Duration::from_secs(3), "the connect timeout was not applied: {took:?}");
+    // A port that refuses at once is a 502, not a 504.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let request = format!("GET http://{closed}/ HTTP/1.1\r\nHost: {closed}\r\nConnection: close\r\n\r\n");
+    let raw = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(8)).await;
+    assert_eq!(status_of(&raw), 502, "{raw}");
     proxy.stop().await;
 }
 
@@ -654,7 +675,8 @@ async fn sigterm_lets_a_slow_request_in_flight_finish_then_exits_0() {
     let origin = Origin::start().await;
     let mut bin = Binary::start_in(tempfile::tempdir().unwrap());
     let addr = bin.addr();
-    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", origin.url("/slow"), origin.addr);
+    // Keep-alive: after its answer the proxy must close the connection itself.
+    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.url("/slow"), origin.addr);
     let started = Instant::now();
     let slow = tokio::spawn(async move { raw_exchange(addr, request.as_bytes(), Duration::from_secs(15)).await });
     // In flight: the origin has the request (and waits 5 s before answering).
@@ -675,6 +697,7 @@ async fn sigterm_lets_a_slow_request_in_flight_finish_then_exits_0() {
     assert_eq!(status_of(&raw), 200, "the request in flight was cut off: {raw:?}");
     assert!(raw.ends_with("hello from origin"), "{raw}");
     assert!(started.elapsed() >= Duration::from_millis(4500), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(9), "the connection was not closed after the answer");
     let status = bin.wait();
     assert_eq!(status.code(), Some(0), "{status:?}");
     bin.expect_log("weerwal stopped");
@@ -703,4 +726,31 @@ async fn sigint_shuts_down_like_sigterm_with_session_end_records() {
         assert_eq!(pair[1].prev, pair[0].hash);
     }
     assert!(!bin.dir.path().join("logs/weerwal.pid").exists(), "pid file removed on exit");
+}
+
+#[tokio::test]
+async fn a_connect_tunnel_keeps_its_connection_slot_until_it_closes() {
+    let echo = echo_server().await;
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.max_connections = 1;
+        c.proxy.connect_ports = vec![443, echo.port()];
+    })
+    .await;
+    let tunnel = echo_tunnel(proxy.addr, echo).await;
+    // The HTTP connection became a tunnel; the tunnel still counts.
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let raw = raw_exchange(proxy.addr, request, Duration::from_secs(3)).await;
+    assert_eq!(status_of(&raw), 503, "{raw}");
+    drop(tunnel);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let raw = raw_exchange(proxy.addr, request, Duration::from_secs(3)).await;
+        if status_of(&raw) != 503 {
+            assert_eq!(status_of(&raw), 200, "{raw}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closed tunnel never gave its slot back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.stop().await;
 }
