@@ -1,5 +1,6 @@
-//! The checks behind the fuzz targets `host_decide` and `policy_parse`, as
-//! plain functions: the fuzz targets call them on generated inputs, and
+//! The checks behind the fuzz targets `client_hello`, `host_decide` and
+//! `policy_parse`, as plain functions: the fuzz targets call them on
+//! generated inputs, and
 //! `tests/fuzz_regressions.rs` (which includes this file by path) calls them
 //! on every input a fuzz run ever found, so both always check the same thing.
 //! No libFuzzer here: this file must build in the main crate's tests too.
@@ -13,6 +14,7 @@ use weerwal::policy::{
     load_embedded, normalise_host, parse_authority, Date, Host, Policy, PolicyBuilder, PolicyError, Rule, Subject,
     Target, Verdict, EMBEDDED,
 };
+use weerwal::proxy::client_hello::{parse_client_hello, ClientHello, MAX_CLIENT_HELLO_BYTES};
 
 fn policy() -> &'static (Policy, Date) {
     static POLICY: OnceLock<(Policy, Date)> = OnceLock::new();
@@ -157,4 +159,46 @@ pub fn policy_parse(data: &[u8]) {
         }
     }
     let _ = policy.digest();
+}
+
+/// The `client_hello` fuzz target: arbitrary bytes as the first bytes of a
+/// CONNECT tunnel. They come straight from untrusted clients, so the parser
+/// must never panic, and its final answers must be final, because the reader
+/// stops and acts on the first one it gets. Returns the answer on `data`.
+pub fn client_hello(data: &[u8]) -> ClientHello {
+    let answer = parse_client_hello(data);
+
+    // The reader never buffers more than the cap, so at the cap the parser
+    // must have decided.
+    if data.len() >= MAX_CLIENT_HELLO_BYTES {
+        assert_ne!(answer, ClientHello::Incomplete, "undecided at the cap ({} bytes)", data.len());
+    }
+
+    // More bytes must not change a final answer (checked on a cheap prefix:
+    // half the input).
+    let prefix = parse_client_hello(&data[..data.len() / 2]);
+    if prefix != ClientHello::Incomplete {
+        assert_eq!(
+            prefix,
+            answer,
+            "the first {} of {} bytes gave a different final answer",
+            data.len() / 2,
+            data.len()
+        );
+    }
+
+    // ...nor do bytes after it: the reader may have read past the hello.
+    if answer != ClientHello::Incomplete {
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(&[0x16, 0x03, 0x01, 0x00]);
+        assert_eq!(parse_client_hello(&longer), answer, "bytes after a final answer changed it");
+    }
+
+    // A host name is handed to the policy as it is: never empty, never
+    // anything but visible ASCII (no spaces, controls or UTF-8).
+    if let ClientHello::Sni(name) = &answer {
+        assert!(!name.is_empty(), "empty SNI accepted");
+        assert!(name.bytes().all(|b| b.is_ascii_graphic()), "SNI {name:?} is not visible ASCII");
+    }
+    answer
 }
