@@ -675,7 +675,7 @@ fn a_generated_log_over_several_files_reports_its_counts() {
 }
 
 /// `logs report` holds its groups, never the log: over a log of 73 MiB its
-/// peak resident set stays below a quarter of that (it is about 7 MiB). The
+/// peak resident set stays below a quarter of that (it is about 6.5 MiB). The
 /// report runs in a fresh process (this test binary run again, for this test
 /// alone), so neither the generator's memory nor other tests count; the
 /// child reads its own `VmHWM`. Not timed: speed is `benches/logs_1m.rs`.
