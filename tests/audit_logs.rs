@@ -1,15 +1,15 @@
 //! The audit log as a security officer relies on it: written by the real
 //! writer across rotated files, verified (and every kind of tampering found
 //! at its file and line), queried and reported with known counts, thinned
-//! by retention without breaking the chain, and mirrored into a Squid
-//! access.log that a strict reader of Squid's format accepts.
+//! by retention without breaking the chain, mirrored into a Squid
+//! access.log that a strict reader of Squid's format accepts, and reported
+//! in memory that does not grow with the log.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use weerwal::audit::cli::{run_to, FilterArgs, LogsCommand};
 use weerwal::audit::files::LogFiles;
@@ -20,11 +20,13 @@ use weerwal::audit::record::GENESIS;
 use weerwal::audit::report::{report, GroupBy};
 use weerwal::audit::time::{from_unix_millis, parse_rfc3339};
 use weerwal::audit::verify::{verify, Outcome, Start};
-use weerwal::audit::{AuditLog, Clock, EventKind, Record, Via};
+use weerwal::audit::{AuditLog, Clock, EventKind, Record};
 use weerwal::config::{AuditConfig, Config, SyncMode};
 
-/// 2026-11-20T08:00:00Z
-const BASE_MS: i64 = 1_795_161_600_000;
+#[path = "../bench/synthetic_log.rs"]
+mod synthetic_log;
+use synthetic_log::{attempt, big_log, session_id, BASE_MS};
+
 const DAY_MS: i64 = 86_400_000;
 
 struct TestClock(Arc<AtomicI64>);
@@ -51,36 +53,6 @@ fn audit_config(dir: &Path) -> AuditConfig {
         squid_log: Some(dir.join("logs/access.log")),
         ..AuditConfig::default()
     }
-}
-
-/// Six sessions, told apart by their first characters.
-fn session_id(i: usize) -> String {
-    format!("{:x}8f3c1a2b9d8e7f6a5b4c3d2e1f0a9b8", i % 6)
-}
-
-fn attempt(event: EventKind, i: usize) -> Record {
-    const USERS: [Option<&str>; 4] = [Some("jdevries"), Some("Jan de Vries"), None, Some("m.jansen")];
-    const SITES: [(&str, &str); 3] =
-        [("AliExpress", "m.aliexpress.com"), ("TikTok", "www.tiktok.com"), ("AliExpress", "aliexpress.com")];
-    let mut r = Record::new(event);
-    let (app, host) = SITES[i % 3];
-    r.user = USERS[i % 4].map(str::to_string);
-    r.session = Some(session_id(i));
-    r.client =
-        Some(if i % 4 == 3 { "2001:db8::7".parse().unwrap() } else { format!("10.1.2.{}", i % 4).parse().unwrap() });
-    r.device = (i % 2 == 0).then(|| "raadslaptops".to_string());
-    r.app = Some(app.into());
-    r.rule = Some(host.trim_start_matches("m.").trim_start_matches("www.").into());
-    r.host = Some(host.into());
-    let connect = i % 3 == 1;
-    r.port = Some(if connect { 443 } else { 80 });
-    r.method = Some(if connect { "CONNECT" } else { "GET" }.into());
-    r.via = Some(Via::Proxy);
-    r.user_agent = Some(format!("Mozilla/5.0 (test, {i}) \"quoted\""));
-    if event == EventKind::Exempted {
-        r.reason = Some("inspectie en toezicht".into());
-    }
-    r
 }
 
 /// What the generator wrote, counted independently of the code under test.
@@ -686,61 +658,6 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
     rows
 }
 
-/// Writes `n` chained records straight to rotated files (faster than the
-/// writer for a big log; the writer's own output is tested above).
-fn big_log(dir: &Path, n: u64, per_file: u64) -> PathBuf {
-    let live = dir.join("audit.jsonl");
-    let files = LogFiles::new(&live);
-    let mut prev = GENESIS.to_string();
-    let mut buf = Vec::with_capacity(per_file as usize * 400);
-    let mut first = (1, BASE_MS);
-    for seq in 1..=n {
-        let ms = BASE_MS + seq as i64 * 250;
-        let mut r = attempt(if seq % 5 == 0 { EventKind::Exempted } else { EventKind::Blocked }, seq as usize);
-        r.seq = seq;
-        r.ts = humantime::format_rfc3339_millis(from_unix_millis(ms)).to_string();
-        r.prev = std::mem::take(&mut prev);
-        prev = r.write_line(&mut buf).unwrap();
-        if seq % per_file == 0 || seq == n {
-            let path = if seq == n { live.clone() } else { files.rotated_path(from_unix_millis(first.1), first.0) };
-            std::fs::write(path, &buf).unwrap();
-            buf.clear();
-            first = (seq + 1, ms + 250);
-        }
-    }
-    live
-}
-
-#[test]
-#[ignore = "a million records: run with --release -- --ignored to time it"]
-fn a_million_records_are_verified_and_reported_in_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let n = 1_000_000;
-    let started = Instant::now();
-    let live = big_log(dir.path(), n, 100_000);
-    eprintln!("generated {n} records in {:?}", started.elapsed());
-    let files = select(&[], &live).unwrap();
-    let started = Instant::now();
-    let summary = intact(&files);
-    let verified = started.elapsed();
-    assert_eq!(summary.records, n);
-    let started = Instant::now();
-    let (groups, _) = report(&files.files, &Filter::default(), GroupBy::User).unwrap();
-    let reported = started.elapsed();
-    assert_eq!(groups.iter().map(|g| g.attempts).sum::<u64>(), n);
-    let started = Instant::now();
-    let mut sink = std::io::sink();
-    let matched =
-        query(&files.files, &Filter { user: Some("jdevries".into()), ..Filter::default() }, Format::Csv, &mut sink)
-            .unwrap()
-            .0;
-    let queried = started.elapsed();
-    assert_eq!(matched, n / 4);
-    eprintln!("verify {verified:?}, report {reported:?}, query {queried:?}");
-    let limit = Duration::from_secs(if cfg!(debug_assertions) { 120 } else { 20 });
-    assert!(verified < limit && reported < limit && queried < limit);
-}
-
 #[test]
 fn a_generated_log_over_several_files_reports_its_counts() {
     let dir = tempfile::tempdir().unwrap();
@@ -755,4 +672,66 @@ fn a_generated_log_over_several_files_reports_its_counts() {
     let (groups, _) =
         report(&files.files, &Filter { event: Some(EventKind::Exempted), ..Filter::default() }, GroupBy::App).unwrap();
     assert_eq!(groups.iter().map(|g| g.exempted).sum::<u64>(), 1_000);
+}
+
+/// `logs report` holds its groups, never the log: over a log of 73 MiB its
+/// peak resident set stays below a quarter of that (it is about 6.5 MiB). The
+/// report runs in a fresh process (this test binary run again, for this test
+/// alone), so neither the generator's memory nor other tests count; the
+/// child reads its own `VmHWM`. Not timed: speed is `benches/logs_1m.rs`.
+#[test]
+#[cfg(target_os = "linux")]
+fn report_streams_a_log_far_larger_than_its_memory() {
+    /// Set in the child: the live file of the log to report on.
+    const CHILD: &str = "WEERWAL_TEST_REPORT_STREAMS_LOG";
+    /// A value from this process's `/proc/self/status`, in KiB.
+    fn status_kib(key: &str) -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap()
+    }
+    const N: u64 = 160_000;
+    if let Some(live) = std::env::var_os(CHILD) {
+        let audit = AuditConfig { path: PathBuf::from(live), ..AuditConfig::default() };
+        let before = status_kib("VmRSS:");
+        let cmd = LogsCommand::Report { filter: FilterArgs::default(), by: GroupBy::User, format: Format::Csv };
+        let (code, out, err) = cli(cmd, &audit);
+        let peak = status_kib("VmHWM:");
+        assert_eq!((code, err.as_str()), (0, ""));
+        let rows = parse_csv(&out);
+        assert_eq!(rows[0][..4], ["user", "attempts", "blocked", "exempted"]);
+        let counts: HashMap<&str, &str> = rows[1..].iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
+        let quarter = (N / 4).to_string();
+        let expected: HashMap<&str, &str> =
+            ["jdevries", "Jan de Vries", "-", "m.jansen"].into_iter().map(|u| (u, quarter.as_str())).collect();
+        assert_eq!(counts, expected);
+        println!("report-rss-kib before={before} peak={peak}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Four files of ≤ 23 MiB: reading even one of them whole would break the limit.
+    let live = big_log(dir.path(), N, 50_000);
+    let files = select(&[], &live).unwrap().files;
+    assert_eq!(files.len(), 4);
+    let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+    assert!(bytes > 60 << 20, "the log is big enough to tell streaming from reading it whole: {bytes} bytes");
+    let name = "report_streams_a_log_far_larger_than_its_memory";
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, &live)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&child.stderr));
+    // libtest may print "test NAME ... " on the same line first.
+    let line = stdout.lines().find_map(|l| Some(l.split_once("report-rss-kib ")?.1)).expect("the child ran the report");
+    let kib = |key: &str| -> u64 {
+        line.split(' ').find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap()
+    };
+    let (before, peak) = (kib("before"), kib("peak"));
+    eprintln!("report over {N} records, {:.1} MiB: RSS {before} KiB before, peak {peak} KiB", bytes as f64 / 1048576.0);
+    assert!(
+        peak * 1024 < bytes / 4,
+        "report's peak RSS {peak} KiB is not well below the log's {} KiB: does it read the log whole?",
+        bytes / 1024
+    );
 }
