@@ -230,6 +230,16 @@ async fn a_log_spanning_rotated_files_verifies_and_every_kind_of_damage_is_found
     let b = broken(&whole(&c));
     assert_eq!((b.file.clone(), b.line), (target.clone(), 2));
 
+    // A line inserted (a copy of another record): caught where it stands.
+    let (_d, c) = copy_log(&config);
+    let target = name(&c, &middle);
+    let mut lines = read_lines(&target);
+    let copy = lines[5].clone();
+    lines.insert(2, copy);
+    write_lines(&target, &lines);
+    let b = broken(&whole(&c));
+    assert_eq!((b.file.clone(), b.line), (target.clone(), 3), "{b}");
+
     // A line rewritten with a fresh, self-consistent hash: caught by the next line.
     let (_d, c) = copy_log(&config);
     let target = name(&c, &middle);
@@ -669,6 +679,10 @@ fn a_generated_log_over_several_files_reports_its_counts() {
     let counts: HashMap<String, u64> = groups.iter().map(|g| (g.key.clone(), g.attempts)).collect();
     assert_eq!(counts["jdevries"], 1_250);
     assert_eq!(counts["-"], 1_250);
+    let (groups, _) = report(&files.files, &Filter::default(), GroupBy::Session).unwrap();
+    assert_eq!(groups.len(), 6, "six sessions");
+    assert_eq!(groups.iter().map(|g| g.attempts).sum::<u64>(), 5_000);
+    assert!(groups.iter().all(|g| g.key.len() == 32), "{:?}", groups.iter().map(|g| &g.key).collect::<Vec<_>>());
     let (groups, _) =
         report(&files.files, &Filter { event: Some(EventKind::Exempted), ..Filter::default() }, GroupBy::App).unwrap();
     assert_eq!(groups.iter().map(|g| g.exempted).sum::<u64>(), 1_000);
