@@ -421,7 +421,14 @@ async fn reload_applies_proxy_settings_at_once_and_names_those_needing_a_restart
     bin.expect_log("reloaded");
     assert_eq!(connect(bin.addr()).await, 200, "the new port is allowed, on the old listen address");
 
-    // Which clients are served applies at once too: 127.0.0.1 is no longer one.
+    // Which clients are served applies at once too: 127.0.0.1 is no longer
+    // one, also on a keep-alive connection opened before the reload.
+    let mut kept = TcpStream::connect(bin.addr()).await.unwrap();
+    let local = "GET /proxy.pac HTTP/1.1\r\nHost: x\r\n\r\n";
+    kept.write_all(local.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     std::fs::write(
         &config,
         format!("[proxy]\nlisten = \"127.0.0.1:{}\"\nallow_clients = [\"127.0.0.2/32\"]\n", bin.port),
@@ -433,6 +440,11 @@ async fn reload_applies_proxy_settings_at_once_and_names_those_needing_a_restart
     let req = "GET http://example.test/ HTTP/1.1\r\nHost: example.test\r\n\r\n";
     let out = raw_exchange(bin.addr(), req.as_bytes(), Duration::from_secs(3)).await;
     assert_eq!(status_of(&out), 403, "{out}");
+    kept.write_all(local.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), kept.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 403") && out.contains("does not serve your network"), "{out}");
     bin.signal("-TERM");
     assert!(bin.wait().success());
 }

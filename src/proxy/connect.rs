@@ -34,7 +34,8 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         Ok(hp) => hp,
         Err(e) => return respond::bad_request(&format!("CONNECT {:?}: {e}", authority.as_str())),
     };
-    if !state.live().config.proxy.connect_ports.contains(&port) {
+    let live = state.live();
+    if !live.config.proxy.connect_ports.contains(&port) {
         return respond::error(
             StatusCode::FORBIDDEN,
             &format!("Verbindingen naar poort {port} zijn niet toegestaan."),
@@ -42,7 +43,7 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         );
     }
     if let Host::Ip(ip) = host {
-        if state.live().denied.is_denied(ip) {
+        if live.denied.is_denied(ip) {
             return destination_denied();
         }
     }
@@ -64,7 +65,7 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
     }
     let verdict = decide(&state, &who.subject, &host, ua.as_deref());
     if let Verdict::Block(matched) = &verdict {
-        if state.live().config.proxy.https == HttpsMode::Reject || state.leaves.is_none() {
+        if live.config.proxy.https == HttpsMode::Reject || state.leaves.is_none() {
             let key = host.as_key();
             let attempt = Attempt {
                 subject: &who.subject,
@@ -408,8 +409,8 @@ impl Tunnel {
                 answered.store(true, std::sync::atomic::Ordering::Relaxed);
                 // The record names the banned host the request itself names
                 // (its Host) when there is one, else the name intercepted.
-                let (host, matched) =
-                    banned_request_host(&tunnel.state, &req).unwrap_or_else(|| (host.clone(), matched.clone()));
+                let (host, matched) = banned_request_host(&tunnel.state, &tunnel.who.subject, &req)
+                    .unwrap_or_else(|| (host.clone(), matched.clone()));
                 async move {
                     let ua = user_agent(req.headers()).map(str::to_string).or_else(|| tunnel.user_agent.clone());
                     let path = tunnel.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
@@ -443,14 +444,18 @@ impl Tunnel {
 /// The banned host a request on an intercepted connection names in its
 /// `Host` (or absolute target), with its match; `None` when it names none,
 /// or one that is not banned (then the intercepted name stands).
-fn banned_request_host(state: &ProxyState, req: &Request<Incoming>) -> Option<(String, Match)> {
+fn banned_request_host(state: &ProxyState, subject: &Subject, req: &Request<Incoming>) -> Option<(String, Match)> {
     let named = match req.uri().authority() {
         Some(a) => a.as_str().to_string(),
         None => req.headers().get(http::header::HOST)?.to_str().ok()?.trim().to_string(),
     };
     let (host, _) = parse_authority(&named, Some(443)).ok()?;
-    let matched = state.policy.load().match_host(&host)?;
-    Some((host.as_key().into_owned(), matched))
+    // Decided like any request, so a host this person is exempted for is
+    // never recorded (or flagged) as blocked.
+    match decide(state, subject, &host, None) {
+        Verdict::Block(matched) => Some((host.as_key().into_owned(), matched)),
+        _ => None,
+    }
 }
 
 /// What the first bytes of a non-TLS tunnel are.

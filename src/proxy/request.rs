@@ -26,6 +26,18 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let m = crate::metrics::metrics();
     m.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Checked at accept, and again per request: a reload that narrows
+    // `allow_clients` also ends keep-alive connections it no longer allows.
+    let ip = canonical_ip(peer.ip());
+    if !state.live().config.proxy.allow_clients.iter().any(|net| net.contains(&ip)) {
+        let mut resp = respond::error(
+            StatusCode::FORBIDDEN,
+            "Deze proxy bedient uw netwerk niet.",
+            "This proxy does not serve your network.",
+        );
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
+    }
     let response = if req.method() == Method::CONNECT {
         m.connect_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         connect::handle(state, peer, req).await
