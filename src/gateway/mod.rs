@@ -98,21 +98,26 @@ impl GatewayState {
             return nearest;
         }
         let values: Vec<&str> = headers.get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap_or("")).collect();
+        // What the nearest trusted hop wrote: the answer when every entry is
+        // trusted too, since entries further left may be the client's own.
+        let mut written_by_nearest_hop = None;
         for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
-            let Some(ip) = forwarded_ip(entry.trim()) else { return nearest };
+            let Some(ip) = forwarded_ip(entry.trim()) else { return written_by_nearest_hop.unwrap_or(nearest) };
             nearest = canonical_ip(ip);
             if !trusted(&nearest) {
                 return nearest;
             }
+            written_by_nearest_hop.get_or_insert(nearest);
         }
-        nearest
+        written_by_nearest_hop.unwrap_or(nearest)
     }
 }
 
 /// One `X-Forwarded-For` entry: an address, or an address with a port
 /// (`10.0.0.1:4711`, `[2001:db8::1]:4711`) as some load balancers write it.
 fn forwarded_ip(entry: &str) -> Option<IpAddr> {
-    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+    let bare = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')).unwrap_or(entry);
+    bare.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Loads the gateway's TLS certificate and key (PEM files).
@@ -309,4 +314,22 @@ fn new_device_id() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_ip;
+
+    #[test]
+    fn forwarded_entries_are_read_with_and_without_ports() {
+        let ip = |s: &str| forwarded_ip(s).map(|a| a.to_string());
+        assert_eq!(ip("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip("10.0.0.1:4711").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip("2001:db8::1").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]:4711").as_deref(), Some("2001:db8::1"));
+        for unreadable in ["", "unknown", "10.0.0.1:x", "fe80::1%eth0", "[10.0.0.1", "example.org"] {
+            assert_eq!(ip(unreadable), None, "{unreadable:?}");
+        }
+    }
 }
