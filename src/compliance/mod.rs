@@ -67,6 +67,11 @@ struct StateFile {
 struct DeviceLink {
     keys: Vec<String>,
     last_seen_unix: u64,
+    /// Whether the device has sent the cookie back: only then does it
+    /// stand for a device (a client that drops cookies gets a fresh one on
+    /// every request, and those are neither saved nor kept from eviction).
+    #[serde(default)]
+    returned: bool,
 }
 
 /// How many device cookies are remembered; beyond it the longest unseen
@@ -205,15 +210,18 @@ impl Compliance {
     }
 
     /// Remembers that a device cookie was seen with these subject keys and
-    /// returns every key known for the device. A link that involves a
-    /// flagged subject is saved at once, so it survives a restart.
-    pub fn link_device(&self, cookie: &str, keys: &[String]) -> Vec<String> {
+    /// returns every key known for the device. `returned` says the client
+    /// sent the cookie (rather than being given a fresh one now). A
+    /// returned cookie that gains a key while linked to a flag is saved at
+    /// once, so the link survives a restart.
+    pub fn link_device(&self, cookie: &str, keys: &[String], returned: bool) -> Vec<String> {
         if self.devices.len() >= MAX_DEVICES && !self.devices.contains_key(cookie) {
             self.forget_devices();
         }
         let (all, added) = {
             let mut entry = self.devices.entry(cookie.to_string()).or_default();
             entry.last_seen_unix = now_unix();
+            entry.returned |= returned;
             let mut added = false;
             for k in keys {
                 if !entry.keys.contains(k) {
@@ -224,27 +232,33 @@ impl Compliance {
                     added = true;
                 }
             }
-            (entry.keys.clone(), added)
+            (entry.keys.clone(), added && entry.returned)
         };
-        if added && all.iter().any(|k| self.flag_of(k).is_some()) {
+        if added && self.flag_of_any(all.iter().map(String::as_str)).is_some() {
             self.persist();
         }
         all
     }
 
+    /// Whether a device link must be kept: a real device (it returned its
+    /// cookie) linked to a flag in force.
+    fn keeps(&self, link: &DeviceLink) -> bool {
+        link.returned && self.flag_of_any(link.keys.iter().map(String::as_str)).is_some()
+    }
+
     /// Makes room for new device cookies (a flood of fresh ones must not
     /// grow memory without bound): forgets the tenth seen longest ago,
-    /// never one linked to a current flag.
+    /// never a device linked to a flag in force.
     fn forget_devices(&self) {
         let mut candidates: Vec<(u64, String)> = self
             .devices
             .iter()
-            .filter(|e| !e.keys.iter().any(|k| self.flags.contains_key(k)))
+            .filter(|e| !self.keeps(e.value()))
             .map(|e| (e.last_seen_unix, e.key().clone()))
             .collect();
         candidates.sort_unstable();
         for (_, cookie) in candidates.into_iter().take(MAX_DEVICES / 10) {
-            self.devices.remove(&cookie);
+            self.devices.remove_if(&cookie, |_, link| !self.keeps(link));
         }
     }
 
@@ -270,7 +284,7 @@ impl Compliance {
         let devices = self
             .devices
             .iter()
-            .filter(|e| e.keys.iter().any(|k| flags.contains_key(k)))
+            .filter(|e| self.keeps(e.value()))
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
         let state = StateFile { flags, devices };
@@ -338,16 +352,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("compliance.json");
         let c = Compliance::open(&config("until-attested"), &path).unwrap();
-        c.link_device("cookie-a", &["client:10.0.0.1".into()]);
-        c.link_device("cookie-b", &["client:10.0.0.2".into()]);
+        c.link_device("cookie-a", &["client:10.0.0.1".into()], false);
+        c.link_device("cookie-a", &["client:10.0.0.1".into()], true);
+        c.link_device("cookie-b", &["client:10.0.0.2".into()], true);
+        // A client that never returns its cookie: linked, never saved.
+        c.link_device("cookie-fresh", &["client:10.0.0.1".into()], false);
         c.flag("client:10.0.0.1", "AliExpress", "aliexpress.com", Some(1));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("cookie-a") && !text.contains("cookie-fresh") && !text.contains("cookie-b"), "{text}");
         let reopened = Compliance::open(&config("until-attested"), &path).unwrap();
         // From a new address, the flagged device's cookie still names it.
-        let keys = reopened.link_device("cookie-a", &["client:10.0.0.9".into()]);
+        let keys = reopened.link_device("cookie-a", &["client:10.0.0.9".into()], true);
         assert_eq!(keys, ["client:10.0.0.1", "client:10.0.0.9"]);
         assert!(reopened.flag_of_any(keys.iter().map(String::as_str)).is_some());
         // An unflagged device's link was not written to disk.
-        assert_eq!(reopened.link_device("cookie-b", &[]), Vec::<String>::new());
+        assert_eq!(reopened.link_device("cookie-b", &[], true), Vec::<String>::new());
         reopened.clear(["client:10.0.0.1"]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("cookie-a"), "{text}");

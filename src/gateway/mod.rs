@@ -227,7 +227,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         Some(c) => (c, false),
         None => (new_device_id(), true),
     };
-    let keys = state.compliance.link_device(&cookie, &keys);
+    let keys = state.compliance.link_device(&cookie, &keys, !new_cookie);
     let mut response = match state.compliance.flag_of_any(keys.iter().map(String::as_str)) {
         Some(flagged) => {
             let remediation = Remediation {
