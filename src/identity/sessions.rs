@@ -4,7 +4,7 @@
 //! the audit log only once it has something to log (its first blocked or
 //! exempted attempt): ordinary browsing is never recorded.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -44,7 +44,7 @@ pub struct SessionStore {
     /// device to the person using it on the proxy.
     /// `true` once a second user was seen there: then the address names
     /// nobody (a terminal server, NAT), and the gateway must not guess.
-    users_at: DashMap<IpAddr, (Arc<str>, bool)>,
+    users_at: DashMap<IpAddr, Vec<(Arc<str>, Instant)>>,
     idle: Duration,
 }
 
@@ -91,9 +91,15 @@ impl SessionStore {
     pub fn touch(&self, client: IpAddr, user: Option<&str>, device: Option<&str>, user_agent: Option<&str>) -> Touched {
         let key = Key { client, user: user.map(Arc::from) };
         if let Some(u) = &key.user {
-            let mut entry = self.users_at.entry(client).or_insert_with(|| (Arc::clone(u), false));
-            if *entry.0 != **u {
-                entry.1 = true;
+            // Each user seen at the address with when; a few at most.
+            let mut seen = self.users_at.entry(client).or_default();
+            let now = Instant::now();
+            seen.retain(|(_, at)| now.duration_since(*at) <= self.idle);
+            match seen.iter().position(|(name, _)| name == u) {
+                Some(i) => seen[i].1 = now,
+                // Two already make the address ambiguous; more add nothing.
+                None if seen.len() < 8 => seen.push((Arc::clone(u), now)),
+                None => {}
             }
         }
         let now = Instant::now();
@@ -148,23 +154,12 @@ impl SessionStore {
             }
             live
         });
-        // Which users still have live sessions from each address: an
-        // address is ambiguous only while two users' sessions live there.
-        let mut live_users: HashMap<IpAddr, (Arc<str>, bool)> = HashMap::new();
-        for s in self.sessions.iter() {
-            if let Some(u) = &s.key().user {
-                let e = live_users.entry(s.key().client).or_insert_with(|| (Arc::clone(u), false));
-                if e.0 != *u {
-                    e.1 = true;
-                }
-            }
-        }
-        self.users_at.retain(|client, entry| match live_users.remove(client) {
-            Some(now) => {
-                *entry = now;
-                true
-            }
-            None => false,
+        // Users not seen at an address for the idle time are forgotten
+        // there, each under its own entry's lock (no rebuild from a
+        // snapshot that a concurrent login could be missing from).
+        self.users_at.retain(|_, seen| {
+            seen.retain(|(_, at)| now.duration_since(*at) <= self.idle);
+            !seen.is_empty()
         });
         if self.sessions.is_empty() || self.sessions.capacity() > 4 * self.sessions.len().max(1024) {
             self.sessions.shrink_to_fit();
@@ -186,9 +181,16 @@ impl SessionStore {
         ended
     }
 
-    /// The user of a live session from this address, if any.
+    /// The one user seen from this address within the idle time, if
+    /// exactly one was.
     pub fn user_at(&self, client: IpAddr) -> Option<String> {
-        self.users_at.get(&client).filter(|e| !e.1).map(|e| e.0.to_string())
+        let seen = self.users_at.get(&client)?;
+        let now = Instant::now();
+        let mut live = seen.iter().filter(|(_, at)| now.duration_since(*at) <= self.idle);
+        match (live.next(), live.next()) {
+            (Some((user, _)), None) => Some(user.to_string()),
+            _ => None,
+        }
     }
 
     /// The id of the live session of `user` (or of the unauthenticated
