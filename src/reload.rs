@@ -116,14 +116,55 @@ pub fn merge(old: &Config, new: Config, https_ready: bool) -> (Config, Vec<&'sta
     keep!("identity.auth", identity.auth);
     keep!("identity.device", identity.device);
     keep!("identity.session_idle", identity.session_idle);
+    // The dashboard's officer logins read the file named at start.
+    keep!("identity.users_file", identity.users_file);
     keep!("[admin]", admin);
     keep!("[compliance]", compliance);
     keep!("[gateway]", gateway);
     keep!("policy.dir", policy.dir);
+    // The gateway took the proxy's timeouts and header limit at start.
+    let gateway_limits = |c: &Config| {
+        let p = &c.proxy;
+        (p.header_timeout, p.max_header_bytes, p.connect_timeout, p.response_timeout, p.tunnel_idle_timeout)
+    };
+    if applied.gateway.is_some() && gateway_limits(&applied) != gateway_limits(old) {
+        restart.push("the gateway's proxy.* timeouts and max_header_bytes (the proxy applies them now)");
+    }
     if !https_ready && applied.proxy.https != old.proxy.https {
         // Intercepting needs the CA, which is loaded only at start.
         restart.push("proxy.https");
         applied.proxy.https = old.proxy.https;
     }
     (applied, restart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+    use crate::config::{Config, HttpsMode};
+
+    #[test]
+    fn hot_settings_apply_and_restart_only_ones_keep_their_running_value() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.proxy.connect_ports = vec![443, 8443];
+        new.proxy.https = HttpsMode::Reject;
+        new.proxy.max_connections = 7;
+        new.identity.users_file = "elders.toml".into();
+        let (applied, restart) = merge(&old, new.clone(), true);
+        assert_eq!(applied.proxy.connect_ports, [443, 8443]);
+        assert_eq!(applied.proxy.https, HttpsMode::Reject);
+        assert_eq!(applied.proxy.max_connections, old.proxy.max_connections);
+        assert_eq!(applied.identity.users_file, old.identity.users_file);
+        assert_eq!(restart, ["proxy.max_connections", "identity.users_file"]);
+
+        // Intercepting needs the CA loaded at start.
+        let mut reject = old.clone();
+        reject.proxy.https = HttpsMode::Reject;
+        let mut intercept = reject.clone();
+        intercept.proxy.https = HttpsMode::Intercept;
+        let (applied, restart) = merge(&reject, intercept, false);
+        assert_eq!(applied.proxy.https, HttpsMode::Reject);
+        assert_eq!(restart, ["proxy.https"]);
+    }
 }
