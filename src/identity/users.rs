@@ -98,23 +98,32 @@ impl Users {
         let text = toml::to_string(&file).map_err(|e| UsersError::Hash(e.to_string()))?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("users.toml")));
-        // A stale temporary file (an interrupted save, or one planted there)
-        // is removed, and ours created anew: a mode given at open applies
-        // only to a file it creates, and a symlink must not be followed.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
-        }
+        // A temporary name of its own (two `weerwal users` runs at once must
+        // not write into one file), created anew: a mode given at open
+        // applies only to a file it creates, and a planted symlink is refused.
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("users.toml");
+        let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(nonce)));
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(b"# weerwal users: manage with `weerwal users add|list|remove`\n").map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        let written = (|| {
+            let mut f = opts.open(&tmp)?;
+            f.write_all(b"# weerwal users: manage with `weerwal users add|list|remove`\n")?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            // The rename itself on disk too.
+            #[cfg(unix)]
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io)
     }
 
     pub fn get(&self, name: &str) -> Option<&User> {
