@@ -102,6 +102,42 @@ fn pac_command_prints_the_pac_file() {
 
 /// `serve` on the example configuration in a fresh folder: it starts, blocks,
 /// records, and stops cleanly on SIGTERM.
+/// Starts `weerwal serve` in `dir`; returns it with its log lines up to
+/// the one that says it is running.
+fn start_serve(dir: &Path) -> (std::process::Child, Vec<String>) {
+    let mut child = weerwal(dir).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut lines: Vec<String> = Vec::new();
+    while !lines.iter().any(|l| l.contains("weerwal proxy running")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "no start line: {lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    (child, lines)
+}
+
+/// Sends SIGTERM and expects a clean exit within 15 s.
+fn stop_with_sigterm(mut child: std::process::Child) {
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
 #[test]
 fn serve_runs_blocks_records_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,22 +156,7 @@ fn serve_runs_blocks_records_and_stops_on_sigterm() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, policy.join(p.file_name().unwrap())).unwrap();
     }
-    let mut child = weerwal(dir.path()).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let mut lines = Vec::new();
-    while !lines.iter().any(|l: &String| l.contains("weerwal proxy running")) {
-        assert!(started.elapsed() < Duration::from_secs(20), "no start line: {lines:?}");
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            lines.push(l);
-        }
-    }
+    let (child, lines) = start_serve(dir.path());
     assert!(lines.iter().any(|l| l.contains("fingerprint")), "CA fingerprint printed: {lines:?}");
     let out = Command::new("curl")
         .args([
@@ -151,17 +172,7 @@ fn serve_runs_blocks_records_and_stops_on_sigterm() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(exit.success(), "{exit:?}");
+    stop_with_sigterm(child);
     let log = std::fs::read_to_string(dir.path().join("logs/audit.jsonl")).unwrap();
     assert!(
         log.lines().any(|l| l.contains("\"event\":\"blocked\"") && l.contains("\"host\":\"aliexpress.com\"")),
@@ -181,22 +192,7 @@ fn serve_without_any_configuration_runs_on_the_embedded_defaults() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = weerwal(dir.path()).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let mut lines: Vec<String> = Vec::new();
-    while !lines.iter().any(|l| l.contains("weerwal proxy running")) {
-        assert!(started.elapsed() < Duration::from_secs(20), "no start line: {lines:?}");
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            lines.push(l);
-        }
-    }
+    let (child, lines) = start_serve(dir.path());
     let running = lines.iter().find(|l| l.contains("weerwal proxy running")).unwrap();
     assert!(running.contains("127.0.0.1:3128") && running.contains("logs/audit.jsonl"), "{running}");
     let out = Command::new("curl")
@@ -204,16 +200,7 @@ fn serve_without_any_configuration_runs_on_the_embedded_defaults() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "the embedded policy blocks");
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(exit.success(), "{exit:?}");
+    stop_with_sigterm(child);
     let log = std::fs::read_to_string(dir.path().join("logs/audit.jsonl")).unwrap();
     assert!(log.contains("\"host\":\"www.tiktok.com\""), "{log}");
     assert!(dir.path().join("certs/ca.pem").exists(), "the CA is created on first start");

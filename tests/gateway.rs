@@ -422,8 +422,8 @@ fn forwarded_for(seen: &common::Seen) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+/// The gateway behind a TLS terminator on 127.0.0.1: (upstream, proxy, gateway address).
+async fn behind_a_trusted_terminator() -> (Origin, TestProxy, std::net::SocketAddr) {
     let upstream = Origin::start().await;
     let proxy = TestProxy::start_with(|c| {
         configure(c, upstream.addr);
@@ -431,6 +431,12 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     })
     .await;
     let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    (upstream, proxy, gw)
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let (upstream, proxy, gw) = behind_a_trusted_terminator().await;
     // The proxy only ever sees its peer's address, and 10.9.9.9 is not a
     // loopback address a test can bind: flag it the way a blocked attempt
     // from there would.
@@ -729,13 +735,7 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn an_unreadable_entry_from_the_trusted_proxy_does_not_let_the_client_choose_its_address() {
-    let upstream = Origin::start().await;
-    let proxy = TestProxy::start_with(|c| {
-        configure(c, upstream.addr);
-        c.gateway.as_mut().unwrap().trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    })
-    .await;
-    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let (upstream, proxy, gw) = behind_a_trusted_terminator().await;
     let compliance = proxy.server.as_ref().unwrap().compliance.clone().unwrap();
     compliance.flag("client:10.9.9.9", "TikTok", "www.tiktok.com", Some(7));
     // The flagged client sent "X-Forwarded-For: 10.1.1.1"; a terminator that

@@ -21,7 +21,7 @@ use weerwal::policy::{load_embedded, Date, Policy};
 // Chromium's schema is shared with tests/cli.rs, which runs the binary on it.
 #[path = "common/history_fixtures.rs"]
 mod history_fixtures;
-use history_fixtures::{chrome_us, CHROME_SCHEMA};
+use history_fixtures::chrome_us;
 
 fn policy() -> Policy {
     load_embedded(Date::today()).expect("embedded policy").0
@@ -42,13 +42,7 @@ fn safari_s(unix: i64) -> f64 {
 
 /// Writes a Chromium `History` with banned, allowed and tricky entries.
 fn chrome_history(path: &Path) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let c = Connection::open(path).unwrap();
-    c.execute_batch(CHROME_SCHEMA).unwrap();
-    c.execute_batch(
-        "INSERT INTO meta VALUES ('version', '70'), ('last_compatible_version', '16'), ('mmap_status', '-1');",
-    )
-    .unwrap();
+    let c = history_fixtures::empty_chrome_history(path);
     let urls: &[(i64, &str, i64)] = &[
         (1, "https://aliexpress.com/item/1005.html", 100),
         (2, "https://nl.aliexpress.com/category/phones", 200),

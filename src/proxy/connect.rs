@@ -198,6 +198,8 @@ impl Tunnel {
         }
     }
 
+    /// The attempt of the CONNECT itself; requests inside the tunnel
+    /// override method, path and User-Agent.
     fn attempt<'a>(&'a self, host: &'a str, matched: &'a Match) -> Attempt<'a> {
         Attempt {
             subject: &self.who.subject,
@@ -361,14 +363,10 @@ impl Tunnel {
             let key = host.as_key();
             let path = self.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
             let attempt = Attempt {
-                subject: &self.who.subject,
-                session: &self.who.session,
-                matched: &m,
-                host: &key,
-                port: self.port,
                 method: req.method(),
                 path: path.as_deref(),
                 user_agent: ua.as_deref(),
+                ..self.attempt(&key, &m)
             };
             return respond::block(&self.state, &attempt).await;
         }
@@ -415,14 +413,10 @@ impl Tunnel {
                     let ua = user_agent(req.headers()).map(str::to_string).or_else(|| tunnel.user_agent.clone());
                     let path = tunnel.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
                     let attempt = Attempt {
-                        subject: &tunnel.who.subject,
-                        session: &tunnel.who.session,
-                        matched: &matched,
-                        host: &host,
-                        port: tunnel.port,
                         method: req.method(),
                         path: path.as_deref(),
                         user_agent: ua.as_deref(),
+                        ..tunnel.attempt(&host, &matched)
                     };
                     Ok::<_, std::convert::Infallible>(respond::block(&tunnel.state, &attempt).await)
                 }

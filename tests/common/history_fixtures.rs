@@ -55,10 +55,8 @@ CREATE TABLE journey_sync_metadata (storage_key TEXT PRIMARY KEY NOT NULL, value
 CREATE INDEX urls_url_index ON urls (url);
 ";
 
-/// Writes a Chromium `History` with the real schema and one URL row per
-/// `(url, visits)`, each with that many visit rows, the last at
-/// 2024-01-01T00:01:40Z.
-pub fn chrome_history_with(path: &Path, pages: &[(&str, i64)]) {
+/// Creates an empty Chromium `History` (the real schema and its `meta` rows).
+pub fn empty_chrome_history(path: &Path) -> Connection {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let c = Connection::open(path).unwrap();
     c.execute_batch(CHROME_SCHEMA).unwrap();
@@ -66,6 +64,14 @@ pub fn chrome_history_with(path: &Path, pages: &[(&str, i64)]) {
         "INSERT INTO meta VALUES ('version', '70'), ('last_compatible_version', '16'), ('mmap_status', '-1');",
     )
     .unwrap();
+    c
+}
+
+/// Writes a Chromium `History` with the real schema and one URL row per
+/// `(url, visits)`, each with that many visit rows, the last at
+/// 2024-01-01T00:01:40Z.
+pub fn chrome_history_with(path: &Path, pages: &[(&str, i64)]) {
+    let c = empty_chrome_history(path);
     let last = chrome_us(1_704_067_300);
     for (id, (url, visits)) in (1..).zip(pages) {
         c.execute(
