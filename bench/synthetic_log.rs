@@ -2,7 +2,7 @@
 //! like the proxy's own (four users, one of them absent; three banned
 //! sites; six sessions; every fifth attempt exempted), and a generator that
 //! writes a long hash chain of them straight to rotated files. Included with
-//! `#[path]` by `tests/audit_logs.rs` and `benches/logs_1m.rs`.
+//! `#[path]` by `tests/it/audit_logs.rs` and `benches/logs_1m.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -51,7 +51,7 @@ pub fn attempt(event: EventKind, i: usize) -> Record {
 /// every fifth exempted, the rest blocked) straight to rotated files of
 /// `per_file` records in `dir`, the last of them as the live `audit.jsonl`;
 /// returns the live file's path. Faster than the writer for a big log; the
-/// writer's own output is tested in `tests/audit_logs.rs`.
+/// writer's own output is tested in `tests/it/audit_logs.rs`.
 pub fn big_log(dir: &Path, n: u64, per_file: u64) -> PathBuf {
     let live = dir.join("audit.jsonl");
     let files = LogFiles::new(&live);

@@ -15,7 +15,7 @@
 # The corpus grows in fuzz/corpus/TARGET (git-ignored), seeded from
 # fuzz/seeds/TARGET (tests/fixtures for client_hello). A crash or a failed
 # invariant leaves its input in fuzz/artifacts/TARGET/ and makes this script
-# exit 1; keep every such input as a row in tests/fuzz_regressions.rs.
+# exit 1; keep every such input as a row in tests/it/fuzz_regressions.rs.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -1,7 +1,7 @@
 //! The checks behind the fuzz targets `client_hello`, `host_decide` and
 //! `policy_parse`, as plain functions: the fuzz targets call them on
 //! generated inputs, and
-//! `tests/fuzz_regressions.rs` (which includes this file by path) calls them
+//! `tests/it/fuzz_regressions.rs` (which includes this file by path) calls them
 //! on every input a fuzz run ever found, so both always check the same thing.
 //! No libFuzzer here: this file must build in the main crate's tests too.
 #![allow(dead_code)]

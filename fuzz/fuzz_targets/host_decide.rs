@@ -4,7 +4,7 @@
 //! normalised host must really be canonical (lower-case ASCII, no trailing
 //! dot, normalising to itself again), or a banned name could be spelled past
 //! the matcher. The checks live in `checks.rs`, shared with
-//! `tests/fuzz_regressions.rs`.
+//! `tests/it/fuzz_regressions.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -2,7 +2,7 @@
 //! is written by an administrator, but a broken one must give errors with
 //! file and line, never a panic (a panic on reload would take the proxy
 //! down). When the text compiles, the compiled policy must be consistent.
-//! The checks live in `checks.rs`, shared with `tests/fuzz_regressions.rs`.
+//! The checks live in `checks.rs`, shared with `tests/it/fuzz_regressions.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

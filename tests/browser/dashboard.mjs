@@ -1,5 +1,5 @@
 // Drives Debian's headless Chromium through the officers' dashboard for
-// tests/admin_browser.rs, with playwright-core (a library: it starts the
+// tests/it/admin_browser.rs, with playwright-core (a library: it starts the
 // browser given, never downloads one).
 //
 // Input on stdin, one JSON object:

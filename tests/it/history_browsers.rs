@@ -19,7 +19,7 @@
 //! installs it (`bash scripts/install-test-deps.sh`: Debian's `chromium` and
 //! `firefox-esr`). On a machine that cannot have them, set
 //! `WEERWAL_SKIP_BROWSER_TESTS=1` to skip these tests with a message instead.
-#![cfg(unix)]
+
 
 use std::collections::BTreeMap;
 use std::fs::File;

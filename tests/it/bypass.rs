@@ -24,7 +24,6 @@
 //! The test prints the whole table and fails listing every row that did not
 //! behave.
 
-mod common;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -33,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{Origin, Seen, TestProxy};
+use crate::common::{Origin, Seen, TestProxy};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -13,7 +13,6 @@
 //! The engine and Chromium are installed by `scripts/install-test-deps.sh`;
 //! when they are missing these tests fail and say so (they never skip).
 
-mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -21,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{raw_exchange, test_config, Origin, TestProxy};
+use crate::common::{raw_exchange, test_config, Origin, TestProxy};
 use serde::Deserialize;
 use weerwal::config::{ComplianceConfig, Config, PacRoute};
 use weerwal::serve::{load_policy, Server};
@@ -48,7 +47,7 @@ async fn fetch(proxy: &TestProxy, path: &str, extra: &str) -> Fetched {
     let raw = raw_exchange(proxy.addr, req.as_bytes(), Duration::from_secs(10)).await;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no complete response: {raw:?}"));
     let mut lines = head.lines();
-    let status = common::status_of(lines.next().unwrap_or(""));
+    let status = crate::common::status_of(lines.next().unwrap_or(""));
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -297,7 +296,7 @@ async fn pac_command_prints_what_the_proxy_serves() {
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[policy]\ndir = {policy:?}\n[audit]\npath = \"logs/audit.jsonl\"\n\
          [ca]\ndir = \"certs\"\n[pac]\nproxy = \"proxy.gemeente.test:3128\"\nroute = \"policy\"\n\
          direct = [\"localhost\", \"*.gemeente.local\", \"10.0.0.0/8\"]\nfallback_direct = true\n",
-        policy = common::repo_policy_dir().display().to_string()
+        policy = crate::common::repo_policy_dir().display().to_string()
     );
     let path = dir.path().join("weerwal.toml");
     std::fs::write(&path, toml).unwrap();
@@ -478,7 +477,7 @@ async fn fallback_direct_adds_direct_after_the_proxy() {
 #[tokio::test]
 async fn pac_follows_a_policy_reload() {
     let policy_dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(common::repo_policy_dir()).unwrap() {
+    for entry in std::fs::read_dir(crate::common::repo_policy_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             std::fs::copy(&path, policy_dir.path().join(path.file_name().unwrap())).unwrap();

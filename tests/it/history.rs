@@ -5,7 +5,7 @@
 //! is checked row for row against the same database changed by hand, so
 //! "removes exactly the banned entries and leaves every other row alone" is
 //! tested, not assumed. Chromium and Firefox themselves writing a profile are
-//! tested in `tests/history_browsers.rs`.
+//! tested in `tests/it/history_browsers.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,9 +18,8 @@ use weerwal::history::report::{by_host, HostLine};
 use weerwal::history::{purge_profile, scan_profile, Browser, Env, HistoryError, Os, Profile, PurgeOptions};
 use weerwal::policy::{load_embedded, Date, Policy};
 
-// Chromium's schema is shared with tests/cli.rs, which runs the binary on it.
-#[path = "common/history_fixtures.rs"]
-mod history_fixtures;
+// Chromium's schema is shared with tests/it/cli.rs, which runs the binary on it.
+use crate::common::history_fixtures;
 use history_fixtures::chrome_us;
 
 fn policy() -> Policy {

@@ -23,7 +23,7 @@ use weerwal::audit::verify::{verify, Outcome, Start};
 use weerwal::audit::{AuditLog, Clock, EventKind, Record};
 use weerwal::config::{AuditConfig, Config, SyncMode};
 
-#[path = "../bench/synthetic_log.rs"]
+#[path = "../../bench/synthetic_log.rs"]
 mod synthetic_log;
 use synthetic_log::{attempt, big_log, session_id, BASE_MS};
 

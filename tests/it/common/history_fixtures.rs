@@ -1,5 +1,4 @@
-//! Browser-history fixtures shared by `tests/history.rs` and `tests/cli.rs`
-//! (included with `#[path]`, so neither pulls in `tests/common/mod.rs`).
+//! Browser-history fixtures shared by `history.rs` and `cli.rs`.
 #![allow(dead_code)]
 
 use std::path::Path;

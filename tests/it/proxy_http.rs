@@ -1,11 +1,10 @@
 //! The forward proxy over real loopback sockets: forwarding, blocking,
 //! malformed input, never an open proxy, and the audit log.
 
-mod common;
 
 use std::time::Duration;
 
-use common::{raw_exchange, status_of, Origin, TestProxy};
+use crate::common::{raw_exchange, status_of, Origin, TestProxy};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -56,7 +55,7 @@ async fn large_bodies_stream_both_ways() {
     assert_eq!(got, SIZE);
 
     // Upload: a streamed request body.
-    let chunk = bytes::Bytes::from(common::pattern(1024 * 1024));
+    let chunk = bytes::Bytes::from(crate::common::pattern(1024 * 1024));
     let chunks = futures_util::stream::iter((0..80).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
     let resp = client.post(origin.url("/count")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), SIZE.to_string());
@@ -291,7 +290,7 @@ async fn concurrent_blocked_attempts_give_exactly_one_record_each() {
     }
     let path = proxy.audit_path();
     let dir = proxy.stop().await;
-    let records = common::read_records(&path);
+    let records = crate::common::read_records(&path);
     let blocked: Vec<_> = records.iter().filter(|r| r.event == weerwal::audit::EventKind::Blocked).collect();
     assert_eq!(blocked.len(), N);
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
@@ -299,7 +298,7 @@ async fn concurrent_blocked_attempts_give_exactly_one_record_each() {
     assert_eq!(seqs, expected, "seq without gap or repeat");
 
     // After a restart, seq continues.
-    let mut config = common::test_config(dir.path());
+    let mut config = crate::common::test_config(dir.path());
     config.audit.path = path.clone();
     let proxy = TestProxy::start_config(config, dir).await;
     let resp = proxy.client().get("http://aliexpress.com/again").send().await.unwrap();

@@ -2,13 +2,12 @@
 //! TLS for banned hosts only, SNI checked before tunnelling, allowed
 //! tunnels untouched.
 
-mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Origin, TestProxy};
+use crate::common::{Origin, TestProxy};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -163,7 +162,7 @@ impl TlsOrigin {
                     let Ok(tls) = acceptor.accept(s).await else { return };
                     let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                         let n: u64 = req.uri().path().strip_prefix("/bytes/").and_then(|n| n.parse().ok()).unwrap_or(5);
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(common::stream_bytes(n)))
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(crate::common::stream_bytes(n)))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
@@ -197,7 +196,7 @@ async fn allowed_https_is_tunnelled_untouched() {
     // Chunked encoding from the origin: decode and compare the payload.
     let body = dechunk(&all[split..]);
     assert_eq!(body.len(), SIZE);
-    let expected = common::pattern(64 * 1024);
+    let expected = crate::common::pattern(64 * 1024);
     assert!(body.chunks(64 * 1024).all(|c| c == &expected[..c.len()]), "payload intact");
     // Ordinary HTTPS leaves no trace.
     assert!(proxy.events("blocked").is_empty());
@@ -311,7 +310,7 @@ async fn silent_client_after_connect_to_allowed_host_is_still_tunnelled() {
 async fn serve_refuses_a_ca_key_readable_by_others() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let config = common::test_config(dir.path());
+    let config = crate::common::test_config(dir.path());
     weerwal::ca::CertificateAuthority::init(&config.ca.dir, "Gemeente Test", false).unwrap();
     let key = config.ca.dir.join("ca.key");
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);

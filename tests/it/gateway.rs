@@ -2,12 +2,11 @@
 //! refused webmail through the proxy and through the gateway until the
 //! person attests; others are never affected.
 
-mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::{test_config, Origin, TestProxy};
+use crate::common::{test_config, Origin, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use weerwal::config::{ComplianceConfig, Config, GatewayConfig, GatewayRoute};
@@ -413,7 +412,7 @@ async fn gateway_links_an_address_to_the_user_of_its_live_proxy_session_unless_t
 }
 
 /// Every `X-Forwarded-For` entry the upstream saw, in order.
-fn forwarded_for(seen: &common::Seen) -> Vec<String> {
+fn forwarded_for(seen: &crate::common::Seen) -> Vec<String> {
     seen.headers
         .get_all("x-forwarded-for")
         .iter()

@@ -5,7 +5,6 @@
 //! the API and CSV, clearing a flag, chain verification, and `/metrics`
 //! parsed by the Prometheus client library's own text-format parser.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -14,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{with_dashboard, TestProxy};
+use crate::common::{with_dashboard, TestProxy};
 use serde_json::Value;
 use weerwal::audit::output::Format;
 use weerwal::audit::query::{query, Filter};
@@ -218,7 +217,7 @@ async fn without_login_pages_redirect_to_login_and_the_api_answers_401() {
     let csp = r.headers.get("content-security-policy").unwrap().to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     // Not `no-referrer`: browsers would then send `Origin: null` on the
-    // dashboard's own forms (tests/admin_browser.rs caught that).
+    // dashboard's own forms (tests/it/admin_browser.rs caught that).
     assert_eq!(r.headers.get("referrer-policy").unwrap(), "same-origin");
     let pre = r.set_cookies.iter().find(|c| c.starts_with("weerwal_admin_login=")).expect("pre-session cookie");
     assert!(pre.contains("HttpOnly") && pre.contains("SameSite=Strict") && pre.contains("Path=/"), "{pre}");

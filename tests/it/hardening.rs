@@ -1,7 +1,6 @@
 //! Limits, reload without restart, graceful shutdown and crash recovery,
 //! against the real proxy (in process and as the real binary).
 
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{raw_exchange, status_of, Origin, TestProxy};
+use crate::common::{raw_exchange, status_of, Origin, TestProxy};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,7 +17,7 @@ use tokio::net::TcpStream;
 fn copy_policy(dir: &Path) -> PathBuf {
     let policy = dir.join("policy");
     std::fs::create_dir_all(&policy).unwrap();
-    for entry in std::fs::read_dir(common::repo_policy_dir()).unwrap() {
+    for entry in std::fs::read_dir(crate::common::repo_policy_dir()).unwrap() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, policy.join(p.file_name().unwrap())).unwrap();
     }
@@ -279,7 +278,7 @@ async fn sigterm_during_a_burst_keeps_every_decided_record() {
     assert!(answered.len() >= before_signal);
     let status = bin.wait();
     assert!(status.success(), "{status:?}");
-    let records = common::read_records(&bin.log());
+    let records = crate::common::read_records(&bin.log());
     let seqs: std::collections::HashSet<u64> = records.iter().map(|r| r.seq).collect();
     for r in &answered {
         assert!(seqs.contains(r), "block page {r} was sent but its record is missing");
@@ -301,7 +300,7 @@ async fn kill_9_during_load_then_restart_resumes() {
     bin.wait();
     // Simulate the worst case too: a torn last line.
     let log = bin.log();
-    let before = common::read_records(&log);
+    let before = crate::common::read_records(&log);
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     std::io::Write::write_all(&mut f, b"{\"seq\":999999,\"ts\":\"20").unwrap();
     drop(f);
@@ -312,7 +311,7 @@ async fn kill_9_during_load_then_restart_resumes() {
     assert_eq!(refs.len(), 5, "serving resumed");
     bin.signal("-TERM");
     assert!(bin.wait().success());
-    let after = common::read_records(&bin.log());
+    let after = crate::common::read_records(&bin.log());
     assert_eq!(&after[..before.len()], &before[..], "complete lines kept as they were");
     assert_eq!(after[before.len()].seq, last + 1, "seq continues");
     for pair in after.windows(2) {
@@ -723,7 +722,7 @@ async fn sigint_shuts_down_like_sigterm_with_session_end_records() {
     bin.signal("-INT");
     let status = bin.wait();
     assert_eq!(status.code(), Some(0), "{status:?}");
-    let records = common::read_records(&bin.log());
+    let records = crate::common::read_records(&bin.log());
     let blocked: Vec<_> = records.iter().filter(|r| r.event == weerwal::audit::EventKind::Blocked).collect();
     assert_eq!(blocked.len(), 1, "{records:?}");
     assert_eq!(blocked[0].seq, refs[0], "the block page names its record");

@@ -7,14 +7,13 @@
 //! Chromium and the driver are installed by `scripts/install-test-deps.sh`;
 //! when they are missing this test fails and says so (it never skips).
 
-mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{with_dashboard, TestProxy};
+use crate::common::{with_dashboard, TestProxy};
 use serde_json::Value;
 use weerwal::identity::Role;
 

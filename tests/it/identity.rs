@@ -1,12 +1,11 @@
 //! Users, sessions and exemptions through the real proxy.
 
-mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Origin, TestProxy};
+use crate::common::{Origin, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weerwal::audit::{EventKind, Record};
@@ -62,13 +61,13 @@ async fn basic_auth_challenges_refuses_and_names_the_user() {
     assert_eq!(blocked[0].user.as_deref(), Some("jan"));
     assert!(blocked[0].session.as_deref().is_some_and(|s| s.len() == 32));
     // CONNECT needs credentials too.
-    let raw = common::raw_exchange(
+    let raw = crate::common::raw_exchange(
         proxy.addr,
         b"CONNECT www.tiktok.com:443 HTTP/1.1\r\nHost: www.tiktok.com:443\r\n\r\n",
         Duration::from_secs(2),
     )
     .await;
-    assert_eq!(common::status_of(&raw), 407, "{raw}");
+    assert_eq!(crate::common::status_of(&raw), 407, "{raw}");
     proxy.stop().await;
 }
 
@@ -285,7 +284,7 @@ async fn device_ranges_name_the_device_on_blocked_and_session_start_records() {
     // 127.0.0.9 is in 127.0.0.8/29 (.8 to .15); .2 and .16 are not.
     for (client, host) in [("127.0.0.9", "aliexpress.com"), ("127.0.0.2", "vk.com"), ("127.0.0.16", "www.tiktok.com")] {
         let raw = exchange_from(client, proxy.addr, &blocked_request(host)).await;
-        assert_eq!(common::status_of(&raw), 403, "{client}: {raw}");
+        assert_eq!(crate::common::status_of(&raw), 403, "{client}: {raw}");
     }
     let records = proxy.records();
     for (client, device) in [("127.0.0.9", Some("raadslaptops")), ("127.0.0.2", None), ("127.0.0.16", None)] {
@@ -324,16 +323,16 @@ async fn shutdown_writes_one_session_end_per_logged_session_with_its_counts() {
     assert_eq!(client.get(origin.url("/ok")).send().await.unwrap().status(), 200);
     // 127.0.0.2: a session of its own. 127.0.0.3: only allowed browsing, no trace.
     let raw = exchange_from("127.0.0.2", proxy.addr, &blocked_request("www.tiktok.com")).await;
-    assert_eq!(common::status_of(&raw), 403, "{raw}");
+    assert_eq!(crate::common::status_of(&raw), 403, "{raw}");
     let ok = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", origin.url("/ok3"), origin.addr);
     let raw = exchange_from("127.0.0.3", proxy.addr, ok.as_bytes()).await;
-    assert_eq!(common::status_of(&raw), 200, "{raw}");
+    assert_eq!(crate::common::status_of(&raw), 200, "{raw}");
     assert!(proxy.events("session_end").is_empty(), "no session has ended before shutdown");
 
     // Stop through the same code path as `serve` on SIGTERM.
     let path = proxy.audit_path();
     let _dir = proxy.stop().await; // keeps the log until the end of the test
-    let records = common::read_records(&path);
+    let records = crate::common::read_records(&path);
     let blocked = from_client(&records, EventKind::Blocked, "127.0.0.1");
     assert_eq!(blocked.len(), 3, "{records:?}");
     let session = blocked[0].session.clone();
@@ -402,7 +401,7 @@ async fn an_exempted_person_is_tunnelled_untouched_and_the_exemption_recorded() 
     assert!(exempted.iter().all(|r| r.user.as_deref() == Some("inspecteur1")));
     assert_eq!(exempted[0].reason.as_deref(), Some("inspectie en toezicht"));
     // jan is not exempted: refused, nothing reaches the origin.
-    let raw = common::raw_exchange(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), Duration::from_secs(3)).await;
+    let raw = crate::common::raw_exchange(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), Duration::from_secs(3)).await;
     assert!(!raw.contains("hello from origin"));
     assert_eq!(origin.requests().len(), 1);
     assert!(proxy.events("blocked").iter().any(|r| r.user.as_deref() == Some("jan")));

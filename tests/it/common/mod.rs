@@ -2,6 +2,8 @@
 //! `serve` code path on an ephemeral port, and clients that use it.
 #![allow(dead_code)]
 
+pub mod history_fixtures;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //! minted by rustls, and what can be made of them (truncations, 1-byte
 //! pieces, a first byte that is not a handshake, a hello over 16 KiB).
 
-#[path = "../fuzz/fuzz_targets/checks.rs"]
+#[path = "../../fuzz/fuzz_targets/checks.rs"]
 mod checks;
 
 use std::path::PathBuf;

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "common/history_fixtures.rs"]
-mod history_fixtures;
+use crate::common::history_fixtures;
 
 fn weerwal(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weerwal"));

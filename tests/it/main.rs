@@ -1,0 +1,21 @@
+//! The integration tests, as one binary (one link of the crate instead of
+//! one per file): each module starts real servers and real clients on
+//! loopback. Run one module with `cargo test --test it bypass::`.
+
+mod common;
+
+mod admin;
+mod admin_browser;
+mod audit_logs;
+mod bypass;
+mod cli;
+mod fuzz_regressions;
+mod gateway;
+mod hardening;
+mod history;
+#[cfg(unix)]
+mod history_browsers;
+mod identity;
+mod pac;
+mod proxy_http;
+mod proxy_https;
