@@ -242,11 +242,17 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: finishing requests in flight and flushing the audit log");
+            weerwal::notify::stopping();
             token.cancel();
         });
         #[cfg(unix)]
         spawn_reload_on_sighup(server.reloader());
         let _pid = PidFile::write(&pid_path);
+        // Every listener is bound, the policy loaded, the signal handlers in
+        // place (a `systemctl reload` right after start is not lost).
+        let listening: Vec<_> =
+            server.proxy_addrs.iter().chain(&server.gateway_addrs).chain(&server.admin_addrs).copied().collect();
+        weerwal::notify::ready(&listening);
         server.run_until_shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
