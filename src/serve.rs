@@ -92,8 +92,7 @@ impl Server {
         let identity = Arc::new(Identity::new(&config.identity)?);
         let compliance = match &config.compliance {
             Some(c) => {
-                let state_path =
-                    config.audit.path.parent().unwrap_or(std::path::Path::new(".")).join("compliance.json");
+                let state_path = config.compliance_state_path();
                 let compliance = Compliance::open(c, &state_path)?;
                 tracing::info!(flagged = compliance.flagged().len(), state = %state_path.display(), "compliance gate active");
                 Some(Arc::new(compliance))
