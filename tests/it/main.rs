@@ -17,5 +17,7 @@ mod history;
 mod history_browsers;
 mod identity;
 mod pac;
+#[cfg(target_os = "linux")]
+mod package;
 mod proxy_http;
 mod proxy_https;
