@@ -618,7 +618,11 @@ fn debian_package_installs_runs_as_its_user_and_purge_keeps_the_audit_log() {
     assert!(records.contains("\"host\":\"www.tiktok.com\""), "{records}");
     assert_eq!((mode(&audit), owner(&audit)), (0o600, weerwal_uid), "the audit log, under UMask=0077");
 
-    // ExecReload: SIGHUP to $MAINPID, and the policy is loaded again.
+    // ExecReload: SIGHUP to $MAINPID after an administrator's policy edit
+    // (in a conffile, so purge takes it away again); the new ban applies.
+    let mut wechat = std::fs::read_to_string("/etc/weerwal/policy/wechat.toml").unwrap();
+    wechat.push_str("\n[[ban]]\napp = \"Reloadtest\"\ndomains = [\"banned-after-reload.test\"]\nadvice = \"AIVD\"\nreference = \"test\"\nsince = \"2023-07-14\"\n");
+    std::fs::write("/etc/weerwal/policy/wechat.toml", wechat).unwrap();
     let reload = key("ExecReload").replace("$MAINPID", &served.pid().to_string());
     let reload: Vec<&str> = reload.split_whitespace().collect();
     run_ok(Command::new(reload[0]).args(&reload[1..]));
@@ -627,7 +631,16 @@ fn debian_package_installs_runs_as_its_user_and_purge_keeps_the_audit_log() {
         assert!(Instant::now() < deadline, "no policy_loaded after ExecReload:\n{}", served.log.text());
         std::thread::sleep(Duration::from_millis(50));
     }
+    let host = "banned-after-reload.test";
+    assert_eq!(status_through(proxy, &format!("http://{host}/"), host), 403, "{}", served.log.text());
     served.stop();
+    // It wrote nowhere but its two folders: the only other places the
+    // weerwal user could write are the world-writable ones, and there is
+    // nothing of it there (so ProtectSystem=strict and PrivateTmp take
+    // nothing it needs).
+    let stray =
+        run(Command::new("find").args(["/tmp", "/var/tmp", "/dev/shm", "/run/lock", "-xdev", "-user", "weerwal"]));
+    assert_eq!(String::from_utf8_lossy(&stray.stdout), "", "files weerwal wrote outside its folders");
     let audit_before_purge = std::fs::read(&audit).unwrap();
 
     // Purge: state, configuration and program go; the audit trail stays.
