@@ -193,7 +193,15 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // No colour codes where stderr is not a terminal (the journal under systemd, a file).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    // A log stream that went away (a closed pipe) must not panic the task
+    // that logs: by default a failed write is reported with eprintln!, which
+    // panics, and a SIGTERM handler that panics never stops the server.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .log_internal_errors(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn config(global: &Global) -> Result<Config, Failure> {

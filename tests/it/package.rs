@@ -104,7 +104,7 @@ impl NotifySocket {
 
     /// Waits for a datagram with `READY=1`; panics with the service's log
     /// when none comes within a minute.
-    fn wait_ready(&self, child: &mut Child, log: &Lines) -> String {
+    fn wait_ready(&self, served: &mut Served) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(msg) = self.next(Duration::from_millis(500)) {
@@ -112,10 +112,10 @@ impl NotifySocket {
                     return msg;
                 }
             }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("weerwal exited ({status}) before READY=1:\n{}", log.text());
+            if let Some(status) = served.child.try_wait().unwrap() {
+                panic!("weerwal exited ({status}) before READY=1:\n{}", served.log.text());
             }
-            assert!(Instant::now() < deadline, "no READY=1 within 60 s:\n{}", log.text());
+            assert!(Instant::now() < deadline, "no READY=1 within 60 s:\n{}", served.log.text());
         }
     }
 }
@@ -149,6 +149,14 @@ struct Served {
 }
 
 impl Served {
+    /// Spawns it with stderr collected and stdout discarded; from here on a
+    /// failing assertion kills it (Drop), never leaves it running.
+    fn spawn(cmd: &mut Command) -> Served {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let log = Lines::collect(&mut child);
+        Served { child, log }
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -218,16 +226,15 @@ fn notify_socket_gets_ready_only_after_every_listener_accepts() {
     );
     std::fs::write(dir.path().join("weerwal.toml"), config).unwrap();
     let notify = NotifySocket::bind(false);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weerwal"))
-        .args(["--config", "weerwal.toml", "serve"])
-        .current_dir(dir.path())
-        .env("NOTIFY_SOCKET", &notify.path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Lines::collect(&mut child);
-    let ready = notify.wait_ready(&mut child, &log);
+    let mut served = Served::spawn(
+        Command::new(env!("CARGO_BIN_EXE_weerwal"))
+            .args(["--config", "weerwal.toml", "serve"])
+            .current_dir(dir.path())
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("RUST_LOG", "info"),
+    );
+    let ready = notify.wait_ready(&mut served);
+    let log = served.log.clone();
     // At the moment READY=1 arrives every listener accepts, and the policy
     // decides: no retry, no wait.
     for port in [proxy, admin, gateway] {
@@ -241,14 +248,9 @@ fn notify_socket_gets_ready_only_after_every_listener_accepts() {
     }
     assert!(ready.starts_with("READY=1\nSTATUS=serving on "), "{ready:?}");
     assert_eq!(notify.next(Duration::from_millis(200)), None, "READY=1 is sent once");
-    let served = Served { child, log };
-    let pid = served.pid();
-    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
-    let stopping = notify.next(Duration::from_secs(20)).expect("STOPPING=1 on SIGTERM");
+    served.stop();
+    let stopping = notify.next(Duration::from_secs(5)).expect("STOPPING=1 on SIGTERM");
     assert!(stopping.starts_with("STOPPING=1\n"), "{stopping:?}");
-    let mut served = served;
-    let status = served.child.wait().unwrap();
-    assert!(status.success(), "{status}");
 }
 
 #[test]
@@ -260,16 +262,13 @@ fn a_notify_socket_nobody_listens_on_changes_nothing() {
     let config =
         format!("[proxy]\nlisten = \"127.0.0.1:{proxy}\"\n[policy]\ndir = \"{}\"\n", repo().join("policy").display());
     std::fs::write(dir.path().join("weerwal.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weerwal"))
-        .args(["--config", "weerwal.toml", "serve"])
-        .current_dir(dir.path())
-        .env("NOTIFY_SOCKET", dir.path().join("nobody-listens-here"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Lines::collect(&mut child);
-    let served = Served { child, log };
+    let served = Served::spawn(
+        Command::new(env!("CARGO_BIN_EXE_weerwal"))
+            .args(["--config", "weerwal.toml", "serve"])
+            .current_dir(dir.path())
+            .env("NOTIFY_SOCKET", dir.path().join("nobody-listens-here"))
+            .env("RUST_LOG", "info"),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while !served.log.text().contains("could not notify the service manager") {
         assert!(Instant::now() < deadline, "no warning:\n{}", served.log.text());
@@ -559,38 +558,35 @@ fn debian_package_installs_runs_as_its_user_and_purge_keeps_the_audit_log() {
     let exec_start: Vec<String> = key("ExecStart").split_whitespace().map(str::to_string).collect();
     assert_eq!(exec_start[0], "/usr/bin/weerwal");
     let notify = NotifySocket::bind(true);
-    let mut child = Command::new("setpriv")
-        .args([
-            &format!("--reuid={}", key("User")),
-            &format!("--regid={}", key("Group")),
-            "--init-groups",
-            "--no-new-privs",
-            "--bounding-set=-all",
-            "--inh-caps=-all",
-            "--",
-            "/bin/sh",
-            "-c",
-            "umask \"$0\" && exec \"$@\"",
-            &key("UMask"),
-        ])
-        .args(&exec_start)
-        .current_dir(key("WorkingDirectory"))
-        .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("HOME", STATE_DIR)
-        .env("USER", "weerwal")
-        .env("LOGNAME", "weerwal")
-        .env("SHELL", "/usr/sbin/nologin")
-        .env("STATE_DIRECTORY", STATE_DIR)
-        .env("LOGS_DIRECTORY", LOG_DIR)
-        .env("CONFIGURATION_DIRECTORY", "/etc/weerwal")
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Lines::collect(&mut child);
-    let ready = notify.wait_ready(&mut child, &log);
-    let served = Served { child, log };
+    let mut served = Served::spawn(
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={}", key("User")),
+                &format!("--regid={}", key("Group")),
+                "--init-groups",
+                "--no-new-privs",
+                "--bounding-set=-all",
+                "--inh-caps=-all",
+                "--",
+                "/bin/sh",
+                "-c",
+                "umask \"$0\" && exec \"$@\"",
+                &key("UMask"),
+            ])
+            .args(&exec_start)
+            .current_dir(key("WorkingDirectory"))
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", STATE_DIR)
+            .env("USER", "weerwal")
+            .env("LOGNAME", "weerwal")
+            .env("SHELL", "/usr/sbin/nologin")
+            .env("STATE_DIRECTORY", STATE_DIR)
+            .env("LOGS_DIRECTORY", LOG_DIR)
+            .env("CONFIGURATION_DIRECTORY", "/etc/weerwal")
+            .env("NOTIFY_SOCKET", &notify.path),
+    );
+    let ready = notify.wait_ready(&mut served);
     assert!(ready.contains(&format!("127.0.0.1:{port}")), "{ready:?}");
     let proc_status = std::fs::read_to_string(format!("/proc/{}/status", served.pid())).unwrap();
     let field = |name: &str| {
@@ -631,8 +627,12 @@ fn debian_package_installs_runs_as_its_user_and_purge_keeps_the_audit_log() {
         assert!(Instant::now() < deadline, "no policy_loaded after ExecReload:\n{}", served.log.text());
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The record may be written a moment before the new policy is in force.
     let host = "banned-after-reload.test";
-    assert_eq!(status_through(proxy, &format!("http://{host}/"), host), 403, "{}", served.log.text());
+    while status_through(proxy, &format!("http://{host}/"), host) != 403 {
+        assert!(Instant::now() < deadline, "the reloaded ban is not applied:\n{}", served.log.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     served.stop();
     // It wrote nowhere but its two folders: the only other places the
     // weerwal user could write are the world-writable ones, and there is
