@@ -190,6 +190,28 @@ fn the_decision_table() {
             decide_as(&w, Stage::InTunnel { named: &host("tiktok.com") }, "tiktok.com", 80, "10.1.2.3", None),
             "BLOCK banned_domain",
         ),
+        (
+            "gateway, flagged device cookie link",
+            decide_as(
+                &w,
+                Stage::Gateway { routed: true, keys: &["client:10.0.0.66".to_string()] },
+                "webmail.gemeente.nl",
+                443,
+                "10.9.9.9",
+                None,
+            ),
+            "REMEDIATE flagged_subject",
+        ),
+        (
+            "gateway, clean",
+            decide_as(&w, Stage::Gateway { routed: true, keys: &[] }, "webmail.gemeente.nl", 443, "10.9.9.9", None),
+            "FORWARD no_rule_matches",
+        ),
+        (
+            "gateway, no route",
+            decide_as(&w, Stage::Gateway { routed: false, keys: &[] }, "intranet.gemeente.nl", 443, "10.9.9.9", None),
+            "REFUSE unknown_system",
+        ),
     ];
     let wrong: Vec<String> = rows
         .iter()
