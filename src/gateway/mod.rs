@@ -259,11 +259,15 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
     if let Some(u) = &subject.user {
         keys.push(format!("user:{u}"));
     }
-    let (cookie, new_cookie) = match device_cookie(req.headers()) {
-        Some(c) => (c, false),
-        None => (new_device_id(), true),
+    // Only a cookie weerwal issued (signed) stands for a device.
+    let (device, new_cookie) = match device_cookie(req.headers()).and_then(|v| state.compliance.verify_device(&v)) {
+        Some(id) => (id, None),
+        None => {
+            let (id, value) = state.compliance.issue_device();
+            (id, Some(value))
+        }
     };
-    let keys = state.compliance.link_device(&cookie, &keys, !new_cookie);
+    let keys = state.compliance.link_device(&device, &keys, new_cookie.is_none());
     let action = state.decide(&Facts {
         stage: Stage::Gateway { routed: upstream.is_some(), keys: &keys },
         client,
@@ -275,6 +279,11 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
     });
     let mut response = match (action, upstream) {
         (Action::Remediate { key, flag, .. }, _) => {
+            if new_cookie.is_none() {
+                // The device itself is flagged too: it stays refused after
+                // its address or user link ages out.
+                state.compliance.flag_device(&device, &flag);
+            }
             let remediation = Remediation {
                 compliance: &state.compliance,
                 audit: &state.audit,
@@ -296,7 +305,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
             return respond::error(action.reason().status(), &nl, &en);
         }
     };
-    if new_cookie {
+    if let Some(cookie) = new_cookie {
         let secure = if state.tls { "; Secure" } else { "" };
         let value = format!("{DEVICE_COOKIE}={cookie}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -346,7 +355,7 @@ async fn forward(
     .await
 }
 
-/// The device id from the `Cookie` header, when well-formed.
+/// The device cookie's value from the `Cookie` header (verified by the caller).
 fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -356,13 +365,7 @@ fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == DEVICE_COOKIE)
         .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn new_device_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
+        .filter(|v| v.len() <= 128)
 }
 
 #[cfg(test)]
