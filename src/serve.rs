@@ -9,13 +9,13 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditError, AuditLog, AuditWriterHandle, EventKind, Record, Via};
+use crate::audit::{AuditError, AuditLog, AuditWriterHandle};
 use crate::ca::{CaError, CertificateAuthority, LeafCache};
 use crate::compliance::{Compliance, ComplianceError};
 use crate::config::{Config, HttpsMode};
 use crate::gateway::{self, GatewayError, GatewayState};
 use crate::identity::{Identity, UsersError};
-use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
+use crate::policy::{Policy, PolicyErrors};
 use crate::proxy::{listener, ProxyState};
 use crate::reload::Reloader;
 
@@ -36,18 +36,8 @@ pub enum ServeError {
     Compliance(#[from] ComplianceError),
     #[error("users: {0}")]
     Users(#[from] UsersError),
-}
-
-/// Loads the policy the configuration names. On embedded defaults a
-/// missing `policy/` falls back to the policy compiled into the binary.
-pub fn load_policy(config: &Config) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
-    let dir = &config.policy.dir;
-    let today = Date::today();
-    if config.policy_dir_is_default() && !dir.exists() {
-        tracing::warn!(dir = %dir.display(), "policy directory not found; using the policy built into weerwal");
-        return policy::load_embedded(today);
-    }
-    policy::load_dir(dir, today)
+    #[error("dashboard: {0}")]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// A running weerwal: its listen addresses and the means to stop it.
@@ -70,7 +60,7 @@ pub struct Server {
 impl Server {
     /// Starts everything the configuration asks for.
     pub async fn start(config: Config) -> Result<Server, ServeError> {
-        let (policy, warnings) = load_policy(&config)?;
+        let (policy, warnings) = crate::policy::load_configured(&config)?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -99,13 +89,13 @@ impl Server {
             }
             None => None,
         };
-        let listeners = listener::bind_all(&config.proxy.listen).await.map_err(ServeError::Bind)?;
+        let listeners = crate::plumbing::accept::bind_all(&config.proxy.listen).await.map_err(ServeError::Bind)?;
         let proxy_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
         if config.pac.proxy.is_none() && config.proxy.listen.iter().any(|a| a.ip().is_unspecified()) {
             tracing::warn!("proxy listens on a wildcard address and pac.proxy is not set: the PAC file names the proxy as each browser reached it; set pac.proxy to the name laptops use");
         }
-        record_policy_loaded(&audit, &policy).await;
+        crate::audit::record_policy_loaded(&audit, &policy).await;
         tracing::info!(
             listen = ?proxy_addrs,
             apps = policy.apps().len(),
@@ -125,7 +115,7 @@ impl Server {
             audit: audit.clone(),
         });
         let state = Arc::new(ProxyState {
-            local_addrs: proxy_addrs.iter().copied().chain(own_listeners(&config)).collect(),
+            local_addrs: proxy_addrs.iter().copied().chain(config.own_listeners()).collect(),
             live,
             policy: Arc::clone(&policy),
             audit: audit.clone(),
@@ -135,21 +125,35 @@ impl Server {
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        // One set of caps for every listener of the proxy and the gateway,
+        // kept below the descriptor limit.
+        let admission = crate::plumbing::accept::Admission::new(
+            connection_cap(config.proxy.max_connections),
+            config.proxy.max_connections_per_client,
+        );
         let mut gateway_addrs = Vec::new();
         if let Some(g) = &config.gateway {
             let Some(compliance) = compliance.clone() else {
                 return Err(ServeError::Gateway(GatewayError::NeedsCompliance));
             };
-            let gw = Arc::new(GatewayState::new(g, &config.proxy, compliance, Arc::clone(&identity), audit.clone())?);
+            let gw = Arc::new(GatewayState::new(
+                g,
+                &config.proxy,
+                compliance,
+                Arc::clone(&identity),
+                audit.clone(),
+                Arc::clone(&policy),
+            )?);
             let tls = match (&g.cert, &g.key) {
                 (Some(cert), Some(key)) => Some(gateway::tls_acceptor(cert, key)?),
                 (None, None) => None,
                 _ => return Err(ServeError::Gateway(GatewayError::HalfTls)),
             };
-            let listener = listener::bind_all(&[g.listen]).await.map_err(ServeError::Bind)?.remove(0);
+            let listener = crate::plumbing::accept::bind_all(&[g.listen]).await.map_err(ServeError::Bind)?.remove(0);
             gateway_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
             tracing::info!(listen = ?gateway_addrs, tls = tls.is_some(), "compliance gateway running");
-            tasks.spawn(gateway::run(listener, gw, tls, shutdown.clone(), Duration::from_secs(10)));
+            let admission = Arc::clone(&admission);
+            tasks.spawn(gateway::run(listener, gw, tls, admission, shutdown.clone(), Duration::from_secs(10)));
         }
         let mut admin_addrs = Vec::new();
         if let Some((listener, admin)) =
@@ -159,8 +163,12 @@ impl Server {
             tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));
         }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
+        if let Some(c) = &compliance {
+            tasks.spawn(expire_flags(Arc::clone(c), audit.clone(), shutdown.clone()));
+        }
         for l in listeners {
-            tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
+            let (state, admission) = (Arc::clone(&state), Arc::clone(&admission));
+            tasks.spawn(listener::run(l, state, admission, shutdown.clone(), Duration::from_secs(10)));
         }
         Ok(Server {
             proxy_addrs,
@@ -209,24 +217,13 @@ impl Server {
             }
             audit.close().await;
         }
+        if let Some(c) = self.compliance.clone() {
+            // Every flag decided so far is on disk before weerwal exits.
+            let _ = tokio::task::spawn_blocking(move || c.flush()).await;
+        }
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         tracing::info!("weerwal stopped");
-    }
-}
-
-pub(crate) async fn record_policy_loaded(audit: &AuditLog, policy: &Policy) {
-    let mut r = Record::new(EventKind::PolicyLoaded);
-    r.via = Some(Via::System);
-    r.detail = Some(serde_json::json!({
-        "digest": policy.digest(),
-        "apps": policy.apps().len(),
-        "domains": policy.domain_count(),
-        "exemptions": policy.exemptions().len(),
-        "files": policy.files().iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-    }));
-    if let Err(e) = audit.record(r).await {
-        tracing::error!(error = %e, "could not record policy_loaded");
     }
 }
 
@@ -248,9 +245,54 @@ async fn sweep_sessions(identity: Arc<Identity>, audit: AuditLog, shutdown: Canc
     }
 }
 
-/// The dashboard's and gateway's listen addresses (the dashboard's default
-/// too): never a destination for a client of the proxy.
-fn own_listeners(config: &Config) -> Vec<SocketAddr> {
-    let admin = config.admin.as_ref().map(|a| a.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
-    std::iter::once(admin).chain(config.gateway.as_ref().map(|g| g.listen)).collect()
+/// Removes flags whose quarantine has ended, each with a `flag_cleared`
+/// record saying so (a flag is not kept longer than the rule needs).
+async fn expire_flags(compliance: Arc<Compliance>, audit: AuditLog, shutdown: CancellationToken) {
+    let every = compliance.quarantine().map_or(Duration::from_secs(60), |q| q / 4);
+    let mut tick = tokio::time::interval(every.clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for (key, flag) in compliance.expire() {
+            let mut r = crate::audit::Record::new(crate::audit::EventKind::FlagCleared);
+            r.via = Some(crate::audit::Via::System);
+            r.app = Some(flag.app);
+            r.host = Some(flag.host);
+            r.reason = Some("quarantine ended (compliance.quarantine)".to_string());
+            r.detail = Some(serde_json::json!({ "flagged": key, "flag_seq": flag.seq }));
+            if let Err(e) = audit.record(r).await {
+                tracing::error!(error = %e, "could not write flag_cleared record");
+            }
+        }
+    }
+}
+
+/// The connection cap in force: `proxy.max_connections`, lowered (with a
+/// warning) to what the descriptor limit allows. The soft limit is raised
+/// to the hard one first; each proxied connection may hold two descriptors
+/// (client and origin), and a reserve stays for the log, listeners and
+/// state files.
+fn connection_cap(configured: usize) -> usize {
+    const RESERVE: u64 = 128;
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the descriptor limit; keeping proxy.max_connections as configured");
+            return configured;
+        }
+    };
+    let fits = usize::try_from(limit.saturating_sub(RESERVE) / 2).unwrap_or(usize::MAX).max(1);
+    if fits < configured {
+        tracing::warn!(
+            configured,
+            cap = fits,
+            descriptor_limit = limit,
+            "proxy.max_connections lowered to fit the descriptor limit; raise LimitNOFILE (systemd) or ulimit -n"
+        );
+        return fits;
+    }
+    configured
 }

@@ -10,9 +10,9 @@ use http_body_util::{BodyExt, Limited};
 use super::{Compliance, Flag};
 use crate::audit::{AuditLog, EventKind, Record, Via};
 use crate::pages::{self, RemediationInfo};
+use crate::plumbing::respond;
+use crate::plumbing::ProxyBody;
 use crate::policy::Subject;
-use crate::proxy::respond;
-use crate::proxy::ProxyBody;
 
 /// The path the attestation form posts to on a protected host. Under a
 /// dot-folder no real application uses.
@@ -46,6 +46,17 @@ impl Remediation<'_> {
         r.user_agent = user_agent.map(|u| u.chars().take(512).collect());
         r.detail = Some(serde_json::json!({ "flagged": self.flagged.0, "flag_seq": self.flagged.1.seq }));
         r
+    }
+
+    /// Records a tunnel to the protected host that was closed for the
+    /// flagged person (TLS without a name to intercept under).
+    pub async fn record_closed_tunnel(&self, user_agent: Option<&str>) {
+        crate::metrics::metrics().gateway_denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut r = self.record(EventKind::GatewayDenied, user_agent);
+        r.reason = Some("tunnel closed: a flagged device reaching a protected system".to_string());
+        if let Err(e) = self.audit.record(r).await {
+            tracing::error!(error = %e, "could not write gateway_denied record");
+        }
     }
 
     /// Answers one request of the flagged person to the protected host.
