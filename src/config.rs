@@ -423,8 +423,8 @@ impl Config {
         }
     }
 
-    /// The compliance state file: `compliance.state`, else `compliance.json`
-    /// beside the audit log.
+    /// Where the compliance gate keeps its flags on one node:
+    /// `compliance.state`, else `compliance.json` beside the audit log.
     pub fn compliance_state_path(&self) -> PathBuf {
         match self.compliance.as_ref().and_then(|c| c.state.clone()) {
             Some(p) => p,
@@ -437,11 +437,6 @@ impl Config {
     /// compiled into the binary).
     pub fn policy_dir_is_default(&self) -> bool {
         self.source.is_none()
-    }
-
-    /// Where the compliance gate keeps its flags on one node: beside the audit log.
-    pub fn compliance_state_path(&self) -> PathBuf {
-        self.audit.path.parent().unwrap_or(Path::new(".")).join("compliance.json")
     }
 
     /// The dashboard's and gateway's listen addresses (the dashboard's
