@@ -18,6 +18,7 @@ mod history;
 #[cfg(unix)]
 mod history_browsers;
 mod identity;
+mod own_host;
 mod pac;
 #[cfg(target_os = "linux")]
 mod package;
