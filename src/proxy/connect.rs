@@ -146,8 +146,9 @@ impl Tunnel {
                         self.intercept(client, buffered, host, m).await
                     }
                     _ => {
-                        self.log_exemptions(&[(&self.first, &self.host), (&sni_verdict, &sni)]).await;
-                        self.splice(client, buffered).await
+                        if self.log_exemptions(&[(&self.first, &self.host), (&sni_verdict, &sni)]).await {
+                            self.splice(client, buffered).await
+                        }
                     }
                 }
             }
@@ -171,8 +172,9 @@ impl Tunnel {
                     }
                 }
                 _ => {
-                    self.log_exemptions(&[(&self.first, &self.host)]).await;
-                    self.splice(client, buffered).await
+                    if self.log_exemptions(&[(&self.first, &self.host)]).await {
+                        self.splice(client, buffered).await
+                    }
                 }
             },
             ClientHelloRead::NotTls => self.plain(client, buffered).await,
@@ -186,16 +188,18 @@ impl Tunnel {
     }
 
     /// Records the first exemption among the verdicts, with the host it
-    /// was decided on (the CONNECT authority or the SNI).
-    async fn log_exemptions(&self, verdicts: &[(&Verdict, &Host)]) {
+    /// was decided on (the CONNECT authority or the SNI). False when the
+    /// record could not be written: the tunnel is then closed, never
+    /// spliced unrecorded.
+    async fn log_exemptions(&self, verdicts: &[(&Verdict, &Host)]) -> bool {
         for (v, host) in verdicts {
             if let Verdict::Exempt { matched, exemption } = v {
                 let key = host.as_key();
                 let attempt = self.attempt(&key, matched);
-                respond::exempted(&self.state, &attempt, &exemption.reason).await;
-                return;
+                return respond::exempted(&self.state, &attempt, &exemption.reason).await;
             }
         }
+        true
     }
 
     /// The attempt of the CONNECT itself; requests inside the tunnel
@@ -295,14 +299,17 @@ impl Tunnel {
         let timeout = self.state.live().config.proxy.client_hello_timeout;
         match read_http_head(&mut client, &mut buffered, limit, timeout).await {
             HttpHead::Complete => {
-                self.log_exemptions(&[(&self.first, &self.host)]).await;
+                if !self.log_exemptions(&[(&self.first, &self.host)]).await {
+                    return;
+                }
                 // Every request in the tunnel is decided, not just the first:
                 // a second, pipelined request must not ride along unchecked.
                 self.serve_plain_http(Prefixed::new(buffered, client)).await
             }
             HttpHead::NotHttp => {
-                self.log_exemptions(&[(&self.first, &self.host)]).await;
-                self.splice(client, buffered).await
+                if self.log_exemptions(&[(&self.first, &self.host)]).await {
+                    self.splice(client, buffered).await
+                }
             }
             // Looks like HTTP but never finishes its head (or has two Host
             // headers): refuse rather than let an undecided request through.

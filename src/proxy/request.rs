@@ -196,7 +196,11 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
             user_agent: ua,
         };
         match &verdict {
-            Verdict::Exempt { exemption, .. } => respond::exempted(&state, &attempt, &exemption.reason).await,
+            Verdict::Exempt { exemption, .. } => {
+                if !respond::exempted(&state, &attempt, &exemption.reason).await {
+                    return respond::unrecorded();
+                }
+            }
             _ => return respond::block(&state, &attempt).await,
         }
     }

@@ -12,6 +12,7 @@ mod cli;
 mod fuzz_regressions;
 mod gateway;
 mod hardening;
+mod hardening2;
 mod history;
 #[cfg(unix)]
 mod history_browsers;
