@@ -12,6 +12,10 @@
 #                tests/admin_browser.rs: playwright-core in tests/browser/
 #                driving Debian's chromium (no browser download)
 #   prometheus_client (PyPI)  tests/admin.rs parses /metrics with its parser
+#   certutil (libnss3-tools)  tests/it/hardening2.rs: Chromium trusts a test CA
+#                through its NSS database
+#   script (bsdutils), strace  tests/it/hardening2.rs: `users add` on a real
+#                terminal; the dashboard's file accesses while it serves
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +28,9 @@ command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # The machine image ships Node.js 20 with npm; Debian's own nodejs is only
 # the fallback for a machine without any.
 command -v node >/dev/null || need+=(nodejs npm)
+command -v certutil >/dev/null || need+=(libnss3-tools)
+command -v script >/dev/null || need+=(bsdutils)
+command -v strace >/dev/null || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
