@@ -45,10 +45,14 @@ fn write_config(dir: &Path, extra: &str) -> PathBuf {
 impl Serve {
     /// Starts `serve` with `config`; does not wait.
     fn spawn(config: &Path) -> Serve {
-        let mut child = Command::new(WEERWAL)
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
+        let mut cmd = Command::new(WEERWAL);
+        cmd.arg("--config").arg(config).arg("serve");
+        Serve::spawn_command(cmd)
+    }
+
+    /// Starts `cmd` (a `serve`, perhaps under a tracer); does not wait.
+    fn spawn_command(mut cmd: Command) -> Serve {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -814,6 +818,79 @@ async fn a_reload_builds_the_policy_off_the_runtime_so_requests_are_answered_mea
     let r = proxy.client().get("http://nieuw.test/").send().await.unwrap();
     assert_eq!(r.status(), 403);
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_does_not_read_the_users_file_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    const OFFICER: (&str, &str) = ("fbakker", "officer-wachtwoord-1");
+    let mut users = Users::default();
+    users.upsert(OFFICER.0, OFFICER.1, Role::Officer, vec![]).unwrap();
+    users.save(&dir.path().join("users.toml")).unwrap();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = write_config(
+        dir.path(),
+        &format!("[identity]\nusers_file = \"users.toml\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n"),
+    );
+    // strace records every system call of serve that names a file.
+    let trace = dir.path().join("trace.txt");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=%file", "-o"]).arg(&trace).arg(WEERWAL).arg("--config").arg(&config).arg("serve");
+    let mut serve = Serve::spawn_command(cmd);
+    serve.wait_log("weerwal proxy running");
+    let users_seen = || std::fs::read_to_string(&trace).unwrap_or_default().lines().filter(|l| l.contains("users.toml")).count();
+
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let form = LoginForm::open(admin).await;
+    let (status, headers, body) = form.post(OFFICER.0, OFFICER.1).await;
+    assert_eq!(status, 303, "{body}");
+    let session = headers
+        .iter()
+        .find_map(|h| h.strip_prefix("set-cookie: weerwal_admin="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let client = reqwest::Client::builder().no_proxy().timeout(PATIENCE).build().unwrap();
+    let before = users_seen();
+    let started = Instant::now();
+    const N: usize = 100;
+    for _ in 0..N {
+        let r = client
+            .get(format!("http://{admin}/attempts"))
+            .header("cookie", format!("weerwal_admin={session}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let took = started.elapsed();
+    let during = users_seen() - before;
+    eprintln!("{N} dashboard pages in {took:?}: the users file was looked at {during} times");
+    // Once a second at most (the watcher), never once per page.
+    assert!(during as u64 <= took.as_secs() + 3, "{during} accesses of users.toml in {took:?} for {N} pages");
+    assert!(during < N / 2, "{during}");
+
+    // And a change is still picked up: the officer is demoted.
+    let mut users = Users::load(&dir.path().join("users.toml")).unwrap();
+    users.upsert(OFFICER.0, OFFICER.1, Role::User, vec![]).unwrap();
+    users.save(&dir.path().join("users.toml")).unwrap();
+    let gone = || async {
+        let r = client
+            .get(format!("http://{admin}/attempts"))
+            .header("cookie", format!("weerwal_admin={session}"))
+            .send()
+            .await
+            .unwrap();
+        r.status() != 200
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !gone().await {
+        assert!(Instant::now() < deadline, "a demoted officer kept the dashboard");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = std::fs::read_to_string(dir.path().join("logs/weerwal.pid")).unwrap();
+    let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+    assert!(serve.exit().is_some(), "serve did not stop");
 }
 
 // ---------------------------------------------------------------------------
