@@ -474,7 +474,14 @@ where
 {
     let mut names: Vec<String> = domains
         .into_iter()
-        .map(|d| d.as_ref().trim().trim_end_matches('.').trim_start_matches("*.").trim_start_matches('.').to_ascii_lowercase())
+        .map(|d| {
+            d.as_ref()
+                .trim()
+                .trim_end_matches('.')
+                .trim_start_matches("*.")
+                .trim_start_matches('.')
+                .to_ascii_lowercase()
+        })
         .filter(|d| !d.is_empty() && d.parse::<std::net::IpAddr>().is_err() && !d.contains(['*', ' ', '/', ':']))
         .collect();
     // Shorter names first, so a parent is kept before its subdomains.

@@ -326,10 +326,8 @@ fn running_serve(config: &Config, pid_path: &Path) -> Result<u32, String> {
         return Err(format!("nothing holds the lock of the audit log {}", config.audit.path.display()));
     }
     let text = std::fs::read_to_string(pid_path).map_err(|e| format!("{}: {e}", pid_path.display()))?;
-    let pid: u32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{}: not a process id: {:?}", pid_path.display(), text.trim()))?;
+    let pid: u32 =
+        text.trim().parse().map_err(|_| format!("{}: not a process id: {:?}", pid_path.display(), text.trim()))?;
     if !is_weerwal_serve(pid) {
         return Err(format!("{} names process {pid}, which is not a `weerwal serve`", pid_path.display()));
     }
@@ -584,7 +582,8 @@ struct EchoOff {
 impl EchoOff {
     fn new(stdin: &std::io::Stdin) -> Result<EchoOff, Failure> {
         use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
-        let saved = tcgetattr(stdin).map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot read terminal settings: {e}")))?;
+        let saved =
+            tcgetattr(stdin).map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot read terminal settings: {e}")))?;
         let mut quiet = saved.clone();
         quiet.local_modes.remove(LocalModes::ECHO);
         quiet.local_modes.insert(LocalModes::ECHONL);

@@ -255,7 +255,10 @@ mod tests {
         }
         let mut c = Coalescer::new(1, Duration::from_secs(60));
         for _ in 0..10 {
-            assert_eq!(c.admit(&Record::new(EventKind::AuthFailed), Instant::now(), SystemTime::now()), Admission::Write);
+            assert_eq!(
+                c.admit(&Record::new(EventKind::AuthFailed), Instant::now(), SystemTime::now()),
+                Admission::Write
+            );
         }
     }
 }

@@ -89,7 +89,8 @@ pub fn is_locked(path: &Path) -> bool {
 /// file stays open.
 fn lock(path: &Path) -> Result<File, AuditError> {
     let lock = lock_path(path);
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(io_error(&lock))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(io_error(&lock))?;
     #[cfg(unix)]
     {
         use rustix::fs::{flock, FlockOperation};
@@ -370,9 +371,8 @@ impl SpaceGuard {
         if self.warn == 0 && self.refuse == 0 {
             return;
         }
-        let due = force
-            || self.written_since >= SPACE_BYTES
-            || self.checked.is_none_or(|at| at.elapsed() >= SPACE_EVERY);
+        let due =
+            force || self.written_since >= SPACE_BYTES || self.checked.is_none_or(|at| at.elapsed() >= SPACE_EVERY);
         if !due {
             return;
         }
@@ -562,7 +562,9 @@ impl Writer {
                     }
                     None => {
                         self.coalescer.uncount(key);
-                        Err(refusal.clone().unwrap_or_else(|| "the first record of these repeated attempts could not be written".into()))
+                        Err(refusal.clone().unwrap_or_else(|| {
+                            "the first record of these repeated attempts could not be written".into()
+                        }))
                     }
                 },
                 (_, None) => Err(refusal.clone().unwrap_or_default()),

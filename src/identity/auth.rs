@@ -113,9 +113,11 @@ impl Authenticator {
             let users = self.users.load_full();
             let (n, p) = (name.clone(), password.clone());
             verified = tokio::task::spawn_blocking(move || {
-                users
-                    .verify(&n, &p)
-                    .map(|u| AuthedUser { name: u.name.clone(), role: u.role, groups: u.groups.clone() })
+                users.verify(&n, &p).map(|u| AuthedUser {
+                    name: u.name.clone(),
+                    role: u.role,
+                    groups: u.groups.clone(),
+                })
             })
             .await
             .ok()

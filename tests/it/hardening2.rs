@@ -171,12 +171,7 @@ impl LoginForm {
 
     /// Posts the form; the status, the headers that matter and the body.
     async fn post(&self, name: &str, password: &str) -> (u16, Vec<String>, String) {
-        let body = format!(
-            "token={}&name={}&password={}",
-            self.token,
-            urlencode(name),
-            urlencode(password)
-        );
+        let body = format!("token={}&name={}&password={}", self.token, urlencode(name), urlencode(password));
         let r = self
             .client
             .post(format!("{}/login", self.base))
@@ -198,9 +193,7 @@ impl LoginForm {
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 #[tokio::test]
@@ -224,11 +217,8 @@ async fn dashboard_login_answers_a_non_officers_right_password_exactly_like_a_wr
     let (status, _, _) = form.post(typed, "x").await;
     assert_eq!(status, 403);
 
-    let failed: Vec<_> = proxy
-        .events("auth_failed")
-        .into_iter()
-        .filter(|r| serde_json::to_value(r.via).unwrap() == "admin")
-        .collect();
+    let failed: Vec<_> =
+        proxy.events("auth_failed").into_iter().filter(|r| serde_json::to_value(r.via).unwrap() == "admin").collect();
     assert_eq!(failed.len(), 3, "{failed:?}");
     assert_eq!(failed[0].user.as_deref(), Some(USER.0), "an existing user is named");
     assert_eq!(failed[1].user.as_deref(), Some(USER.0));
@@ -651,7 +641,9 @@ async fn low_free_space_is_logged_loudly_and_a_full_volume_refuses_attempts_with
     serve.stop();
 
     // Full (below free_space_refuse_mb): attempts are refused, not recorded.
-    let text = std::fs::read_to_string(&config).unwrap().replace("free_space_refuse_mb = 0", "free_space_refuse_mb = 1000000000");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("free_space_refuse_mb = 0", "free_space_refuse_mb = 1000000000");
     std::fs::write(&config, text).unwrap();
     let mut serve = Serve::start(&config);
     serve.wait_log("AUDIT VOLUME FULL");
@@ -739,7 +731,9 @@ fn reload_signals_only_a_weerwal_serve_of_this_configuration() {
 fn big_policy(dir: &Path, n: usize) -> PathBuf {
     let policy = dir.join("bigpolicy");
     std::fs::create_dir_all(&policy).unwrap();
-    let mut t = String::from("[[ban]]\napp = \"Groot\"\nadvice = \"NCSC\"\nreference = \"test\"\nsince = \"2026-01-01\"\ndomains = [\n");
+    let mut t = String::from(
+        "[[ban]]\napp = \"Groot\"\nadvice = \"NCSC\"\nreference = \"test\"\nsince = \"2026-01-01\"\ndomains = [\n",
+    );
     for i in 0..n {
         t.push_str(&format!("\"d{i}.groot.test\",\n"));
     }
@@ -835,10 +829,16 @@ async fn the_dashboard_does_not_read_the_users_file_per_request() {
     // strace records every system call of serve that names a file.
     let trace = dir.path().join("trace.txt");
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-e", "trace=%file", "-o"]).arg(&trace).arg(WEERWAL).arg("--config").arg(&config).arg("serve");
+    cmd.args(["-f", "-qq", "-e", "trace=%file", "-o"])
+        .arg(&trace)
+        .arg(WEERWAL)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve");
     let mut serve = Serve::spawn_command(cmd);
     serve.wait_log("weerwal proxy running");
-    let users_seen = || std::fs::read_to_string(&trace).unwrap_or_default().lines().filter(|l| l.contains("users.toml")).count();
+    let users_seen =
+        || std::fs::read_to_string(&trace).unwrap_or_default().lines().filter(|l| l.contains("users.toml")).count();
 
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let form = LoginForm::open(admin).await;

@@ -1,6 +1,5 @@
 //! Users, sessions and exemptions through the real proxy.
 
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -404,7 +403,8 @@ async fn an_exempted_person_is_tunnelled_untouched_and_the_exemption_recorded() 
     // Issue 15: wait for the answer itself (after an argon2 check, which a
     // busy machine makes slow), never for a fixed short time.
     let raw =
-        crate::common::raw_response(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), crate::common::PATIENCE).await;
+        crate::common::raw_response(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), crate::common::PATIENCE)
+            .await;
     assert_eq!(crate::common::status_of(&raw), 403, "{raw}");
     assert!(!raw.contains("hello from origin"));
     assert_eq!(origin.requests().len(), 1);
