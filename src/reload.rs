@@ -16,7 +16,6 @@ use crate::config::{Config, ConfigError};
 use crate::identity::{Identity, Users, UsersError};
 use crate::policy::{Policy, PolicyErrors};
 use crate::proxy::Live;
-use crate::serve::{load_policy, record_policy_loaded};
 
 /// Why a reload was refused; the running configuration is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +69,7 @@ impl Reloader {
                 _ => previous.clone(),
             };
             let (applied, needs_restart) = merge(&previous, config, https_ready);
-            let (policy, warnings) = load_policy(&applied)?;
+            let (policy, warnings) = crate::policy::load_configured(&applied)?;
             let users = if with_users { Some(Users::load(&applied.identity.users_file)?) } else { None };
             Ok((applied, needs_restart, policy, warnings, users))
         })
@@ -90,7 +89,7 @@ impl Reloader {
         let policy_changed = self.policy.load().digest() != policy.digest();
         let domains = policy.domain_count();
         if policy_changed {
-            record_policy_loaded(&self.audit, &policy).await;
+            crate::audit::record_policy_loaded(&self.audit, &policy).await;
             let previous = self.policy.swap(Arc::new(policy));
             // Freeing a large policy takes a while too.
             tokio::task::spawn_blocking(move || drop(previous));
