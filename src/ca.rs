@@ -530,6 +530,12 @@ impl fmt::Display for CaSummary {
         write!(f, "\nSHA-256:     {}", self.fingerprint_sha256)?;
         match &self.permitted {
             None => write!(f, "\nmay sign:    any name (no name constraints)"),
+            Some(names) if names.len() > 20 => write!(
+                f,
+                "\nmay sign:    only {} names (name constraints, with subdomains): {}, …",
+                names.len(),
+                names[..20].join(", ")
+            ),
             Some(names) => write!(f, "\nmay sign:    only {} (name constraints, with subdomains)", names.join(", ")),
         }
     }

@@ -908,7 +908,8 @@ mod tests {
     }
 
     fn config(path: &Path, sync: SyncMode) -> AuditConfig {
-        AuditConfig { path: path.to_path_buf(), sync, ..AuditConfig::default() }
+        // One record per call here; coalescing has its own tests.
+        AuditConfig { path: path.to_path_buf(), sync, coalesce_after: 0, ..AuditConfig::default() }
     }
 
     #[tokio::test]
