@@ -352,12 +352,13 @@ fn is_weerwal_serve(pid: u32) -> bool {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else { return false };
     let serves = cmdline.split(|&b| b == 0).skip(1).any(|a| a == b"serve");
-    let exe = std::fs::read_link(proc.join("exe")).ok();
-    let named = exe
-        .as_deref()
-        .and_then(Path::file_name)
-        .map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string())
-        .is_some_and(|n| n == "weerwal" || n.starts_with("weerwal-"));
+    // `exe` is readable only for one's own processes (or as root); `comm`
+    // (the name, cut at 15 bytes) for everyone.
+    let name = match std::fs::read_link(proc.join("exe")) {
+        Ok(exe) => exe.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string()),
+        Err(_) => std::fs::read_to_string(proc.join("comm")).ok().map(|c| c.trim_end().to_string()),
+    };
+    let named = name.is_some_and(|n| n == "weerwal" || n.starts_with("weerwal-"));
     serves && named
 }
 
