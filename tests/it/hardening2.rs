@@ -707,6 +707,13 @@ fn reload_signals_only_a_weerwal_serve_of_this_configuration() {
     // While a serve of this configuration runs, a pid file naming another
     // process is still not believed.
     let serve = Serve::start(&config);
+    // serve writes its pid file once it runs: wait for that, then spoil it.
+    let own = format!("{}\n", serve.child.id());
+    let deadline = Instant::now() + PATIENCE;
+    while std::fs::read_to_string(&pid_file).unwrap_or_default() != own {
+        assert!(Instant::now() < deadline, "serve wrote no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::fs::write(&pid_file, format!("{}\n", bystander.id())).unwrap();
     let out = reload();
     assert!(!out.status.success());
