@@ -11,6 +11,7 @@ pub mod audit;
 pub mod ca;
 pub mod compliance;
 pub mod config;
+pub mod dns;
 pub mod gateway;
 pub mod history;
 pub mod identity;

@@ -187,6 +187,13 @@ impl Policy {
             .cloned()
     }
 
+    /// Whether a match flags the device for the compliance gateway. The one
+    /// place the DNS listener asks; every match flags until bans can mark
+    /// hosts that other sites embed (which must not flag).
+    pub fn match_flags(&self, _matched: &Match) -> bool {
+        true
+    }
+
     /// The banned apps, in the order the files name them.
     pub fn apps(&self) -> &[Arc<App>] {
         &self.apps
