@@ -12,6 +12,9 @@
 #                tests/admin_browser.rs: playwright-core in tests/browser/
 #                driving Debian's chromium (no browser download)
 #   prometheus_client (PyPI)  tests/admin.rs parses /metrics with its parser
+#   unbound, bind9-utils (named-checkzone), bind9-dnsutils (dig), dnsmasq-base,
+#   squid        tests/it/dns.rs: the exported policy checked by the programs
+#                that consume it, a real Unbound as upstream and RPZ resolver
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,9 +27,25 @@ command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # The machine image ships Node.js 20 with npm; Debian's own nodejs is only
 # the fallback for a machine without any.
 command -v node >/dev/null || need+=(nodejs npm)
+command -v unbound >/dev/null || need+=(unbound)
+command -v named-checkzone >/dev/null || need+=(bind9-utils)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+command -v squid >/dev/null || [ -x /usr/sbin/squid ] || need+=(squid)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
+  # unbound and squid are services in Debian: the tests start their own
+  # instances, so the system ones are not started by the install (a system
+  # Squid would take port 3128, weerwal's default). policy-rc.d is Debian's
+  # switch for that; one already present is left alone.
+  added_policy_rc=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    added_policy_rc=yes
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  [ -z "$added_policy_rc" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 # The PAC engine: installed exactly as locked, into tests/pac_engine/node_modules
