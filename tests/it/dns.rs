@@ -36,7 +36,9 @@ impl Unbound {
         // Many TXT records: more than 512 bytes, so a UDP client without
         // EDNS gets a truncated answer and must ask again over TCP.
         let big: String = (0..40)
-            .map(|i| format!("    local-data: 'big.gemeente.test. 300 IN TXT \"record {i:02} padding padding padding\"'\n"))
+            .map(|i| {
+                format!("    local-data: 'big.gemeente.test. 300 IN TXT \"record {i:02} padding padding padding\"'\n")
+            })
             .collect();
         let conf = format!(
             r#"server:
@@ -216,7 +218,8 @@ fn exported_rpz_zone_is_enforced_by_a_real_unbound() {
     assert!(ok, "{out}");
     let tail = format!("rpz:\n    name: \"rpz.weerwal.\"\n    zonefile: \"{}\"\n    rpz-log: yes\n", zone.display());
     let unbound = Unbound::start("", &tail);
-    for banned in ["tiktokv.com", "api16-normal-c-useast1a.tiktokv.com", "m.aliexpress.com", "use-application-dns.net"] {
+    for banned in ["tiktokv.com", "api16-normal-c-useast1a.tiktokv.com", "m.aliexpress.com", "use-application-dns.net"]
+    {
         let out = dig(unbound.addr, &[banned, "A"]);
         assert_eq!(status(&out), "NXDOMAIN", "{banned}: {out}");
     }
@@ -438,4 +441,45 @@ async fn a_dns_block_sends_the_same_device_to_the_remediation_page_at_the_gatewa
     assert_eq!(blocked[0].client, Some(phone));
     assert_eq!(webmail.requests().len(), 2, "the flagged phone's request never reached webmail");
     proxy.stop().await;
+}
+
+#[path = "../../fuzz/fuzz_targets/dns_checks.rs"]
+mod dns_checks;
+
+/// The fuzz target's invariants over its seeds and hand-made hard cases:
+/// odd spellings of banned names, broken packets, and every prefix of them.
+#[test]
+fn dns_fuzz_checks_hold_for_seeds_and_hard_cases() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/dns_query");
+    let mut inputs: Vec<Vec<u8>> =
+        std::fs::read_dir(seeds).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+    assert!(inputs.len() >= 5);
+    let header = |qd: u8| vec![0x12, 0x34, 0x01, 0x00, 0, qd, 0, 0, 0, 0, 0, 0];
+    let question = |labels: &[&[u8]]| {
+        let mut p = header(1);
+        for l in labels {
+            p.push(l.len() as u8);
+            p.extend_from_slice(l);
+        }
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        p
+    };
+    inputs.push(question(&[b"TIKTOKV", b"COM"]));
+    inputs.push(question(&[b"a.b", b"tiktokv", b"com"]));
+    inputs.push(question(&[b"\xff\x00", b"vk", b"com"]));
+    inputs.push(question(&[b"xn--tiktok-", b"tiktokv", b"com"]));
+    inputs.push(question(&[b"tiktokv\x00", b"com"]));
+    // Compression: the name is a pointer to "tiktokv.com" stored earlier.
+    let mut p = header(1);
+    p.extend_from_slice(&[0xc0, 14, 7]);
+    p.extend_from_slice(b"tiktokv\x03com\x00\x00\x01\x00\x01");
+    inputs.push(p);
+    for input in inputs.clone() {
+        for cut in 0..input.len() {
+            inputs.push(input[..cut].to_vec());
+        }
+    }
+    for input in &inputs {
+        dns_checks::dns_query(input);
+    }
 }
