@@ -185,3 +185,18 @@ fn upstream_answers_are_matched_by_id() {
     assert!(!answers(&q, &a));
     assert!(!answers(&q, &q));
 }
+
+#[test]
+fn an_unknown_edns_version_gets_badvers_not_forwarded() {
+    let mut m = Message::new();
+    m.set_id(5).set_op_code(OpCode::Query).set_recursion_desired(true);
+    m.add_query(Query::query(Name::from_ascii("tiktokv.com.").unwrap(), RecordType::A));
+    let mut e = Edns::new();
+    e.set_version(1);
+    m.set_edns(e);
+    let Inspection::Reply(r) = inspect(&m.to_vec().unwrap()) else { panic!("not answered") };
+    let r = Message::from_vec(&r).unwrap();
+    // 16: BADVERS (hickory reads it back as BADSIG, which shares the code).
+    assert_eq!(u16::from(r.response_code()), 16);
+    assert_eq!(r.id(), 5);
+}
