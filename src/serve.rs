@@ -163,14 +163,14 @@ impl Server {
         }
         let mut dns_addrs = Vec::new();
         if let Some(d) = &config.dns {
-            let dns = Arc::new(crate::dns::DnsState::new(
-                &config,
-                d,
-                Arc::clone(&policy),
-                audit.clone(),
-                Arc::clone(&identity),
-                compliance.clone(),
-            ));
+            let shared = crate::dns::Shared {
+                policy: Arc::clone(&policy),
+                audit: audit.clone(),
+                identity: Arc::clone(&identity),
+                compliance: compliance.clone(),
+            };
+            let dns =
+                Arc::new(crate::dns::DnsState::new(&config, d, shared, &shutdown).await.map_err(ServeError::Bind)?);
             for l in crate::dns::server::bind_all(&d.listen).await.map_err(ServeError::Bind)? {
                 dns_addrs.push(l.local_addr().map_err(ServeError::Bind)?);
                 tasks.spawn(crate::dns::server::run(l, Arc::clone(&dns), shutdown.clone()));

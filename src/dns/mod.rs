@@ -11,6 +11,7 @@
 //! [`server`] runs the UDP and TCP sockets. This module ties them together.
 
 pub mod message;
+mod pool;
 pub mod server;
 pub mod upstream;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, EventKind, Record, Via};
 use crate::compliance::{subject_key, Compliance};
@@ -30,13 +32,21 @@ use crate::policy::{Date, Match, Policy, Subject};
 use message::{Inspection, Plan, Question, Settings};
 use upstream::Transport;
 
+/// What the DNS listener shares with the rest of the server.
+pub struct Shared {
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub audit: AuditLog,
+    pub identity: Arc<Identity>,
+    pub compliance: Option<Arc<Compliance>>,
+}
+
 /// Everything a query needs, shared by the UDP and TCP listeners.
 pub struct DnsState {
     pub policy: Arc<ArcSwap<Policy>>,
     pub audit: AuditLog,
     pub identity: Arc<Identity>,
     pub compliance: Option<Arc<Compliance>>,
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<upstream::Upstream>,
     pub allow_clients: Vec<IpNet>,
     pub settings: Settings,
     pub upstream_timeout: Duration,
@@ -44,25 +54,29 @@ pub struct DnsState {
 
 impl DnsState {
     /// The listener's state from `[dns]` (allow_clients defaulting to the
-    /// proxy's) and the server's shared parts.
-    pub fn new(
+    /// proxy's) and the server's shared parts; opens the upstream sockets,
+    /// whose receivers end with `shutdown`.
+    pub async fn new(
         config: &Config,
         dns: &DnsConfig,
-        policy: Arc<ArcSwap<Policy>>,
-        audit: AuditLog,
-        identity: Arc<Identity>,
-        compliance: Option<Arc<Compliance>>,
-    ) -> DnsState {
-        DnsState {
+        shared: Shared,
+        shutdown: &CancellationToken,
+    ) -> std::io::Result<DnsState> {
+        let Shared { policy, audit, identity, compliance } = shared;
+        let mut upstreams = Vec::with_capacity(dns.upstream.len());
+        for &addr in &dns.upstream {
+            upstreams.push(upstream::Upstream::connect(addr, shutdown).await?);
+        }
+        Ok(DnsState {
             policy,
             audit,
             identity,
             compliance,
-            upstreams: dns.upstream.clone(),
+            upstreams,
             allow_clients: dns.allow_clients.clone().unwrap_or_else(|| config.proxy.allow_clients.clone()),
             settings: Settings { block_answer: dns.block_answer, doh_canary: dns.doh_canary },
             upstream_timeout: dns.upstream_timeout,
-        }
+        })
     }
 
     fn allows(&self, client: IpAddr) -> bool {

@@ -1,15 +1,31 @@
 //! Forwarding an allowed query to the municipality's resolver and bringing
 //! its answer back unchanged: over UDP for UDP clients (a truncated answer
 //! goes back truncated, and the client asks again over TCP), over TCP for
-//! TCP clients. Resolvers are tried in order, each within the timeout.
+//! TCP clients. Resolvers are tried in order, each within the timeout. UDP
+//! goes through a few long-lived sockets per resolver ([`super::pool`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::message::answers;
+use super::pool::UdpPool;
+
+/// One upstream resolver and its UDP sockets.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    udp: UdpPool,
+}
+
+impl Upstream {
+    /// Opens the UDP sockets to `addr` (TCP connects per query).
+    pub async fn connect(addr: SocketAddr, shutdown: &CancellationToken) -> std::io::Result<Upstream> {
+        Ok(Upstream { addr, udp: UdpPool::connect(addr, shutdown).await? })
+    }
+}
 
 /// Why no resolver answered.
 #[derive(Debug, thiserror::Error)]
@@ -30,17 +46,18 @@ pub enum Transport {
 /// Asks the resolvers in order; the first answer wins. Returns the answer
 /// bytes as the resolver sent them.
 pub async fn forward(
-    upstreams: &[SocketAddr],
+    upstreams: &[Upstream],
     query: &[u8],
     transport: Transport,
     timeout: Duration,
 ) -> Result<Vec<u8>, UpstreamError> {
     let metrics = &crate::metrics::metrics().dns;
     let mut last = UpstreamError::Timeout(timeout);
-    for &addr in upstreams {
+    for upstream in upstreams {
+        let addr = upstream.addr;
         let started = Instant::now();
         let attempt = match transport {
-            Transport::Udp => tokio::time::timeout(timeout, udp(addr, query)).await,
+            Transport::Udp => tokio::time::timeout(timeout, upstream.udp.exchange(query)).await,
             Transport::Tcp => tokio::time::timeout(timeout, tcp(addr, query)).await,
         };
         match attempt {
@@ -54,23 +71,6 @@ pub async fn forward(
         metrics.upstream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Err(last)
-}
-
-/// One query over a fresh UDP socket connected to the resolver: a random
-/// source port per query, and only the resolver's own datagrams accepted.
-async fn udp(addr: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
-    let local: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(addr).await?;
-    socket.send(query).await?;
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let n = socket.recv(&mut buf).await?;
-        if answers(query, &buf[..n]) {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-    }
 }
 
 /// One query over TCP (two-byte length prefix, RFC 1035 4.2.2).

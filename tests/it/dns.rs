@@ -483,3 +483,31 @@ fn dns_fuzz_checks_hold_for_seeds_and_hard_cases() {
         dns_checks::dns_query(input);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_is_skipped_and_with_none_left_the_answer_is_servfail() {
+    let unbound = Unbound::start("", "");
+    // Bound but never answering: every query to it times out.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (proxy, dns) = dns_proxy(unbound.addr, |c| {
+        let d = c.dns.as_mut().unwrap();
+        d.upstream = vec![silent_addr, unbound.addr];
+        d.upstream_timeout = Duration::from_millis(500);
+    })
+    .await;
+    for transport in ["+notcp", "+tcp"] {
+        let out = adig(dns, None, &[transport, "www.gemeente.test", "A"]).await;
+        assert!(out.contains("192.0.2.10"), "{transport}: {out}");
+    }
+    proxy.stop().await;
+
+    let (proxy, dns) =
+        dns_proxy(silent_addr, |c| c.dns.as_mut().unwrap().upstream_timeout = Duration::from_millis(500)).await;
+    let out = adig(dns, None, &["www.gemeente.test", "A"]).await;
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+    let metrics = weerwal::metrics::metrics().render(0, 0);
+    assert!(!metrics.contains("weerwal_dns_upstream_errors_total 0\n"), "{metrics}");
+    drop(silent);
+    proxy.stop().await;
+}
