@@ -48,16 +48,17 @@ pub fn dns_query(packet: &[u8]) {
     let (policy, today) = policy();
     let settings = Settings { block_answer: Answer::Nxdomain, doh_canary: true };
     let subject = Subject::anonymous("10.0.0.7".parse().expect("ip"));
+    let allow: [ipnet::IpNet; 1] = ["10.0.0.0/8".parse().expect("net")];
     match inspect(packet) {
         Inspection::Ignore => {}
         Inspection::Reply(reply) => assert_reply_to(packet, &reply),
-        Inspection::Question(q) => match plan(&q, policy, &subject, *today, settings) {
+        Inspection::Question(q) => match plan(&q, policy, &allow, &subject, *today, settings) {
             Plan::Forward => assert!(!names_a_banned_domain(packet), "a banned name would be forwarded: {packet:?}"),
             Plan::Block { reply, matched } => {
                 assert_reply_to(packet, &reply);
                 assert!(policy.apps().iter().any(|a| a.name == matched.app.name));
             }
-            Plan::Reply(reply) => assert_reply_to(packet, &reply),
+            Plan::Reply(reply) | Plan::Refuse(reply) => assert_reply_to(packet, &reply),
             Plan::Exempt { .. } => panic!("no exemption in the shipped policy"),
         },
     }

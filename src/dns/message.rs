@@ -15,8 +15,13 @@ use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
+use ipnet::IpNet;
+
+use crate::config::HttpsMode;
+use crate::decision::{decide, Action, Facts, Rules, Stage, Who};
+use crate::plumbing::destinations::DeniedDestinations;
 use crate::policy::export::{Answer, DOH_CANARY};
-use crate::policy::{normalise_host, Date, Host, Match, Policy, Subject, Target, Verdict};
+use crate::policy::{normalise_host, Date, Host, Match, Policy, Subject};
 
 /// TTL of weerwal's own answers (block, canary): short enough that a policy
 /// change reaches devices within minutes.
@@ -153,6 +158,8 @@ pub fn host_of(name: &Name) -> Option<Host> {
 /// What to do with a question.
 #[derive(Debug)]
 pub enum Plan {
+    /// The client is outside `allow_clients`: REFUSED, nothing else.
+    Refuse(Vec<u8>),
     /// Ask the upstream resolver; the answer goes back unchanged.
     Forward,
     /// Answer with weerwal's block answer and record the attempt.
@@ -170,18 +177,58 @@ pub struct Settings {
     pub doh_canary: bool,
 }
 
-/// Decides a question with the same decision function as the proxy.
-pub fn plan(q: &Question, policy: &Policy, subject: &Subject, today: Date, settings: Settings) -> Plan {
-    let Some(host) = &q.host else {
-        return Plan::Forward;
+/// Decides a question with the proxy's decision function
+/// ([`crate::decision::decide`], stage [`Stage::Dns`]): the same client
+/// check (here against `allow_clients` of `[dns]`), host normalisation and
+/// policy.
+pub fn plan(
+    q: &Question,
+    policy: &Policy,
+    allow_clients: &[IpNet],
+    subject: &Subject,
+    today: Date,
+    settings: Settings,
+) -> Plan {
+    static NO_DESTINATIONS: std::sync::OnceLock<DeniedDestinations> = std::sync::OnceLock::new();
+    let rules = Rules {
+        policy,
+        allow_clients,
+        connect_ports: &[],
+        https: HttpsMode::Reject,
+        can_intercept: false,
+        denied: NO_DESTINATIONS.get_or_init(DeniedDestinations::default),
+        own_addrs: &[],
+        compliance: None,
     };
-    if settings.doh_canary && is_canary(host) {
+    // A name with no normalisable label at all (the root, odd bytes in the
+    // last label) names no policy domain: decided as the root, which no
+    // policy can ban, so the client check still applies.
+    let root = Host::Name(String::new());
+    let host = q.host.as_ref().unwrap_or(&root);
+    let facts = Facts {
+        stage: Stage::Dns,
+        client: subject.client,
+        host,
+        port: 53,
+        user_agent: None,
+        who: Who::Known(subject),
+        today,
+    };
+    let action = decide(&rules, &facts);
+    if settings.doh_canary && is_canary(host) && action.is_allowed() {
         return Plan::Reply(nxdomain(q, None));
     }
-    match policy.decide(subject, &Target { host, user_agent: None, date: today }) {
-        Verdict::Allow => Plan::Forward,
-        Verdict::Block(matched) => Plan::Block { reply: block_reply(q, &matched, settings.block_answer), matched },
-        Verdict::Exempt { matched, exemption } => Plan::Exempt { matched, reason: exemption.reason.clone() },
+    match action {
+        Action::Forward { exempted: None } => Plan::Forward,
+        Action::Forward { exempted: Some(e) } => {
+            Plan::Exempt { matched: e.matched, reason: e.exemption.reason.clone() }
+        }
+        Action::Block { matched, .. } => {
+            Plan::Block { reply: block_reply(q, &matched, settings.block_answer), matched }
+        }
+        // Outside allow_clients; and anything the DNS stage never decides
+        // is refused rather than forwarded.
+        _ => Plan::Refuse(error_reply(q, ResponseCode::Refused)),
     }
 }
 

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{AuditLog, EventKind, Record, Via};
 use crate::compliance::{subject_key, Compliance};
 use crate::config::{Config, DnsConfig};
+use crate::decision::{flags_subject, Fetch};
 use crate::identity::{canonical_ip, Identity};
 use crate::policy::{Date, Match, Policy, Subject};
 use message::{Inspection, Plan, Question, Settings};
@@ -79,6 +80,8 @@ impl DnsState {
         })
     }
 
+    /// Whether a client may be answered at all (for packets that are not
+    /// even a query: outsiders get silence).
     fn allows(&self, client: IpAddr) -> bool {
         self.allow_clients.iter().any(|net| net.contains(&client))
     }
@@ -97,14 +100,15 @@ pub async fn handle(state: &DnsState, peer: SocketAddr, packet: &[u8], transport
         }
         Inspection::Question(q) => q,
     };
-    if !state.allows(client) {
+    let subject = state.identity.devices.subject(client);
+    let plan = message::plan(&q, &state.policy.load(), &state.allow_clients, &subject, Date::today(), state.settings);
+    if let Plan::Refuse(bytes) = plan {
         metrics.refused.fetch_add(1, Ordering::Relaxed);
-        return Some(message::error_reply(&q, hickory_proto::op::ResponseCode::Refused));
+        return Some(bytes);
     }
     metrics.queries.fetch_add(1, Ordering::Relaxed);
-    let subject = state.identity.devices.subject(client);
-    let plan = message::plan(&q, &state.policy.load(), &subject, Date::today(), state.settings);
     match plan {
+        Plan::Refuse(bytes) => Some(bytes),
         Plan::Forward => Some(forward(state, &q, packet, transport).await),
         Plan::Reply(bytes) => Some(bytes),
         Plan::Block { reply, matched } => {
@@ -172,17 +176,20 @@ async fn record_block(state: &DnsState, subject: &Subject, q: &Question, matched
     crate::metrics::metrics().dns.blocked(&matched.app.name);
     let host = q.name().to_ascii_lowercase();
     let session = session_for(state, subject, matched, &host).await;
-    let seq = match state.audit.record(attempt_record(EventKind::Blocked, subject, &session, q, matched)).await {
+    // The proxy's rule: a DNS question says nothing about navigation, so it
+    // flags like an app's own request, except for hosts the ban marks
+    // `embedded` (a pixel, an image CDN), which never flag.
+    let flags = state.compliance.is_some().then(|| flags_subject(matched, Fetch::Unknown));
+    let mut record = attempt_record(EventKind::Blocked, subject, &session, q, matched);
+    record.flagged = flags;
+    let seq = match state.audit.record(record).await {
         Ok(seq) => Some(seq),
         Err(e) => {
             tracing::error!(error = %e, "could not write audit record; blocking anyway");
             None
         }
     };
-    let Some(compliance) = state.compliance.clone() else { return };
-    if !state.policy.load().match_flags(matched) {
-        return;
-    }
+    let (Some(compliance), Some(true)) = (state.compliance.clone(), flags) else { return };
     let key = subject_key(subject);
     let app = matched.app.name.clone();
     // Flagging may write the state file: off the runtime's threads.

@@ -425,6 +425,15 @@ async fn a_dns_block_sends_the_same_device_to_the_remediation_page_at_the_gatewa
     // Before: both reach webmail.
     assert_eq!(get(phone).await.0, 200);
 
+    // A host the ban marks `embedded` (the TikTok Pixel, on many ordinary
+    // sites) is blocked and recorded, but flags nobody.
+    let out = adig(dns, Some(other), &["analytics.tiktok.com", "A"]).await;
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    assert_eq!(get(other).await.0, 200, "an embedded host never flags");
+    let pixel = proxy.events("blocked");
+    assert_eq!(pixel.len(), 1);
+    assert_eq!((pixel[0].client, pixel[0].flagged), (Some(other), Some(false)));
+
     // The phone's TikTok app asks for its API host.
     let out = adig(dns, Some(phone), &["api16-normal-c-useast1a.tiktokv.com", "A"]).await;
     assert_eq!(status(&out), "NXDOMAIN", "{out}");
@@ -438,8 +447,9 @@ async fn a_dns_block_sends_the_same_device_to_the_remediation_page_at_the_gatewa
     let denied = proxy.events("gateway_denied");
     assert_eq!(denied.len(), 1);
     assert_eq!(denied[0].client, Some(phone));
-    assert_eq!(blocked[0].client, Some(phone));
-    assert_eq!(webmail.requests().len(), 2, "the flagged phone's request never reached webmail");
+    assert_eq!(blocked.len(), 2);
+    assert_eq!((blocked[1].client, blocked[1].flagged), (Some(phone), Some(true)));
+    assert_eq!(webmail.requests().len(), 3, "the flagged phone's request never reached webmail");
     proxy.stop().await;
 }
 

@@ -47,6 +47,10 @@ fn question(bytes: &[u8]) -> Question {
     }
 }
 
+fn all() -> Vec<ipnet::IpNet> {
+    vec!["0.0.0.0/0".parse().unwrap()]
+}
+
 const SETTINGS: Settings = Settings { block_answer: Answer::Nxdomain, doh_canary: true };
 
 fn today() -> Date {
@@ -62,7 +66,7 @@ fn banned_name_and_subdomain_get_nxdomain_with_soa_and_ede() {
     let p = policy();
     for name in ["tiktokv.com.", "API16-normal-c-useast1a.TikTokV.com."] {
         let q = question(&query(name, RecordType::A, true));
-        let Plan::Block { reply, matched } = plan(&q, &p, &anon(), today(), SETTINGS) else {
+        let Plan::Block { reply, matched } = plan(&q, &p, &all(), &anon(), today(), SETTINGS) else {
             panic!("{name} not blocked")
         };
         assert_eq!(matched.app.name, "TikTok");
@@ -82,13 +86,13 @@ fn address_answers_follow_the_record_type() {
     let p = policy();
     let s = Settings { block_answer: Answer::Address("10.9.9.9".parse().unwrap()), doh_canary: false };
     let q = question(&query("a.tiktokv.com.", RecordType::A, false));
-    let Plan::Block { reply, .. } = plan(&q, &p, &anon(), today(), s) else { panic!() };
+    let Plan::Block { reply, .. } = plan(&q, &p, &all(), &anon(), today(), s) else { panic!() };
     let m = Message::from_vec(&reply).unwrap();
     assert_eq!(m.response_code(), ResponseCode::NoError);
     assert_eq!(m.answers()[0].data(), &RData::A("10.9.9.9".parse::<std::net::Ipv4Addr>().unwrap().into()));
     assert!(m.extensions().is_none());
     let q = question(&query("a.tiktokv.com.", RecordType::AAAA, false));
-    let Plan::Block { reply, .. } = plan(&q, &p, &anon(), today(), s) else { panic!() };
+    let Plan::Block { reply, .. } = plan(&q, &p, &all(), &anon(), today(), s) else { panic!() };
     let m = Message::from_vec(&reply).unwrap();
     assert!(m.answers().is_empty() && m.name_servers().len() == 1, "AAAA of an IPv4 block address: no data");
 }
@@ -97,16 +101,16 @@ fn address_answers_follow_the_record_type() {
 fn allowed_exempted_and_canary() {
     let p = policy();
     let q = question(&query("tiktokv.com.example.", RecordType::A, false));
-    assert!(matches!(plan(&q, &p, &anon(), today(), SETTINGS), Plan::Forward));
+    assert!(matches!(plan(&q, &p, &all(), &anon(), today(), SETTINGS), Plan::Forward));
     let mut dev = anon();
     dev.device = Some("recherche".into());
     let q = question(&query("tiktokv.com.", RecordType::A, false));
-    assert!(matches!(plan(&q, &p, &dev, today(), SETTINGS), Plan::Exempt { .. }));
+    assert!(matches!(plan(&q, &p, &all(), &dev, today(), SETTINGS), Plan::Exempt { .. }));
     let q = question(&query("use-application-dns.net.", RecordType::A, false));
-    let Plan::Reply(r) = plan(&q, &p, &anon(), today(), SETTINGS) else { panic!() };
+    let Plan::Reply(r) = plan(&q, &p, &all(), &anon(), today(), SETTINGS) else { panic!() };
     assert_eq!(Message::from_vec(&r).unwrap().response_code(), ResponseCode::NXDomain);
     let off = Settings { doh_canary: false, ..SETTINGS };
-    assert!(matches!(plan(&q, &p, &anon(), today(), off), Plan::Forward));
+    assert!(matches!(plan(&q, &p, &all(), &anon(), today(), off), Plan::Forward));
 }
 
 #[test]
@@ -118,7 +122,7 @@ fn odd_labels_in_front_of_a_banned_domain_do_not_hide_it() {
     m.add_query(Query::query(name, RecordType::A));
     let q = question(&m.to_vec().unwrap());
     assert_eq!(q.host, Some(crate::policy::Host::Name("tiktokv.com".into())));
-    assert!(matches!(plan(&q, &p, &anon(), today(), SETTINGS), Plan::Block { .. }));
+    assert!(matches!(plan(&q, &p, &all(), &anon(), today(), SETTINGS), Plan::Block { .. }));
 }
 
 fn rcode_of(r: &Inspection) -> Option<ResponseCode> {
@@ -171,7 +175,7 @@ fn a_long_name_without_edns_is_truncated_not_oversized() {
     let label = "a".repeat(63);
     let name = format!("{label}.{label}.{label}.{}.tiktokv.com.", &label[..40]);
     let q = question(&query(&name, RecordType::A, false));
-    let Plan::Block { reply, .. } = plan(&q, &p, &anon(), today(), SETTINGS) else { panic!() };
+    let Plan::Block { reply, .. } = plan(&q, &p, &all(), &anon(), today(), SETTINGS) else { panic!() };
     assert!(reply.len() <= 512, "{}", reply.len());
 }
 
@@ -199,4 +203,17 @@ fn an_unknown_edns_version_gets_badvers_not_forwarded() {
     // 16: BADVERS (hickory reads it back as BADSIG, which shares the code).
     assert_eq!(u16::from(r.response_code()), 16);
     assert_eq!(r.id(), 5);
+}
+
+#[test]
+fn a_client_outside_allow_clients_is_refused_by_the_decision() {
+    let p = policy();
+    let only: Vec<ipnet::IpNet> = vec!["192.168.0.0/16".parse().unwrap()];
+    for name in ["tiktokv.com.", "example.org.", "."] {
+        let q = question(&query(name, RecordType::A, false));
+        let Plan::Refuse(r) = plan(&q, &p, &only, &anon(), today(), SETTINGS) else { panic!("{name} not refused") };
+        assert_eq!(Message::from_vec(&r).unwrap().response_code(), ResponseCode::Refused);
+    }
+    let q = question(&query(".", RecordType::NS, false));
+    assert!(matches!(plan(&q, &p, &all(), &anon(), today(), SETTINGS), Plan::Forward));
 }
