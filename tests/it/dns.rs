@@ -521,3 +521,21 @@ async fn a_silent_upstream_is_skipped_and_with_none_left_the_answer_is_servfail(
     drop(silent);
     proxy.stop().await;
 }
+
+#[test]
+fn export_refuses_a_bad_answer_or_zone_with_exit_2() {
+    for args in [&["--answer", "sinkhole"][..], &["--zone", "not a zone"], &["--format", "bind"]] {
+        let mut a = vec!["policy", "export"];
+        if args[0] != "--format" {
+            a.extend(["--format", "rpz"]);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_weerwal"))
+            .args(&a)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout.is_empty());
+    }
+}
