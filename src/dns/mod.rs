@@ -102,13 +102,14 @@ pub async fn handle(state: &DnsState, peer: SocketAddr, packet: &[u8], transport
     };
     let subject = state.identity.devices.subject(client);
     let plan = message::plan(&q, &state.policy.load(), &state.allow_clients, &subject, Date::today(), state.settings);
-    if let Plan::Refuse(bytes) = plan {
-        metrics.refused.fetch_add(1, Ordering::Relaxed);
-        return Some(bytes);
+    if !matches!(plan, Plan::Refuse(_)) {
+        metrics.queries.fetch_add(1, Ordering::Relaxed);
     }
-    metrics.queries.fetch_add(1, Ordering::Relaxed);
     match plan {
-        Plan::Refuse(bytes) => Some(bytes),
+        Plan::Refuse(bytes) => {
+            metrics.refused.fetch_add(1, Ordering::Relaxed);
+            Some(bytes)
+        }
         Plan::Forward => Some(forward(state, &q, packet, transport).await),
         Plan::Reply(bytes) => Some(bytes),
         Plan::Block { reply, matched } => {
