@@ -151,9 +151,9 @@ printf 'www.gemeente.test A\nmail.gemeente.test A\nibabs.gemeente.test A\nintran
 printf 'api16-normal-c-useast1a.tiktokv.com A\nwww.tiktok.com AAAA\nm.aliexpress.com A\nvk.com A\n' >"$WORK/blocked.txt"
 
 # dnsperf: prints "Queries per second: N"; the median of ROUNDS runs.
-perf_qps() { # port file
+perf_qps() { # port file name
     dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -T 1 2>&1 \
-        | tee -a "$WORK/dnsperf.out" | awk '/Queries per second/ {print int($4)}'
+        | tee -a "$WORK/dnsperf.$3" | awk '/Queries per second/ {print int($4)}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -162,9 +162,9 @@ TICK=$(getconf CLK_TCK)
 for kind in allowed blocked; do
     direct=(); via=(); cpu=()
     for _ in $(seq 1 "$ROUNDS"); do
-        direct+=("$(perf_qps "$UPORT" "$WORK/$kind.txt")")
+        direct+=("$(perf_qps "$UPORT" "$WORK/$kind.txt" "$kind.direct")")
         c0=$(cpu_ticks "$WEERWAL")
-        q=$(perf_qps "$WPORT" "$WORK/$kind.txt")
+        q=$(perf_qps "$WPORT" "$WORK/$kind.txt" "$kind.weerwal")
         c1=$(cpu_ticks "$WEERWAL")
         via+=("$q")
         # weerwal's CPU per answered query, µs.
@@ -177,7 +177,9 @@ for kind in allowed blocked; do
 done
 RSS_AFTER=$(rss "$WEERWAL")
 HWM_AFTER=$(hwm "$WEERWAL")
-records=$(grep -c '"event":"blocked"' "$WORK/logs/audit.jsonl" || true)
+# Every file of the audit log: it rotates at 100 MiB during the banned run.
+records=$(cat "$WORK"/logs/audit*.jsonl* 2>/dev/null | grep -c '"event":"blocked"' || true)
+answered_blocked=$(awk '/Queries completed/ {n += $3} END {print n}' "$WORK/dnsperf.blocked.weerwal")
 
 ratio() { echo "scale=1; 100 * $1 / $2" | bc; }
 load=$(cut -d' ' -f1 /proc/loadavg)
@@ -190,6 +192,6 @@ echo "| --- | ---: | ---: | ---: |"
 echo "| allowed names, queries/s | ${RES[allowed.direct]} | ${RES[allowed.via]} | $(ratio "${RES[allowed.via]}" "${RES[allowed.direct]}") % |"
 echo "| banned names, queries/s (weerwal: one audit record each) | ${RES[blocked.direct]} | ${RES[blocked.via]} | $(ratio "${RES[blocked.via]}" "${RES[blocked.direct]}") % |"
 echo "| weerwal CPU per allowed / banned query | | ${RES[allowed.cpu]} / ${RES[blocked.cpu]} µs | |"
-echo "| blocked records written | | $records | |"
+echo "| blocked records written / banned queries answered | | $records / $answered_blocked | |"
 echo "| policy domains loaded | | $((DOMAINS)) + shipped, ready in $ready s | |"
 echo "| weerwal RSS ready / after the load (peak) | | $((RSS_IDLE / 1024)) MiB / $((RSS_AFTER / 1024)) MiB ($((HWM_AFTER / 1024)) MiB; at start $((HWM_START / 1024)) MiB) | |"
