@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use super::act::{refuse, remediation, unexpected};
 use super::client_hello::{read_client_hello, ClientHelloRead};
-use super::identify::{challenge, identify, user_agent, who_of};
+use super::identify::{decide_identified, user_agent};
 use super::record::{self, Attempt};
 use super::ProxyState;
 use crate::decision::{Action, Exempted, Facts, Fetch, Stage, Who};
@@ -52,17 +52,11 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         who: Who::Unknown,
         today: state.today(),
     };
-    match state.decide(&live, &facts) {
-        Action::Identify => {}
-        Action::Refuse(reason) => return refuse(reason),
-        other => return unexpected(&other),
-    }
-    let identified = identify(&state, peer, req.headers()).await;
-    let action = state.decide(&live, &Facts { who: who_of(&identified), ..facts });
-    let Some(who) = identified else { return challenge(&state) };
+    let (action, who) = match decide_identified(&state, &live, facts, peer, req.headers()).await {
+        Ok(decided) => decided,
+        Err(answer) => return answer,
+    };
     match action {
-        Action::Refuse(reason) => refuse(reason),
-        Action::Challenge => challenge(&state),
         Action::Remediate { host, .. } => remediate_tunnel(state, who, host.as_key().into_owned(), req).await,
         Action::Block { host, matched } => {
             let attempt = connect_attempt(&who, &host, port, &matched, ua.as_deref());
@@ -177,10 +171,14 @@ impl Tunnel {
             (_, Action::Intercept { host, matched } | Action::Block { host, matched }) => {
                 self.record_block(&host, &matched).await
             }
-            (_, Action::Remediate { host, .. }) => {
+            (_, Action::Remediate { host, key, flag }) => {
                 // A flagged person naming a protected system only in the
-                // SNI (CONNECT to its address): never spliced through.
-                tracing::debug!(host = %host, "closing a flagged tunnel to a protected system");
+                // SNI, or tunnelling to an address without any name: never
+                // spliced through, and recorded.
+                let host = host.as_key().into_owned();
+                if let Some(r) = remediation(&self.state, &self.who, &host, key, flag) {
+                    r.record_closed_tunnel(self.user_agent.as_deref()).await;
+                }
             }
             (_, _) => {}
         }
@@ -273,11 +271,14 @@ impl Tunnel {
     /// banned; HTTP is decided request by request; anything that looks like
     /// HTTP but does not parse is refused; other protocols are spliced.
     async fn plain(self, mut client: TokioIo<Upgraded>, mut buffered: Vec<u8>, action: Action) {
-        let exempted = match action {
+        let (exempted, may_splice) = match action {
             Action::Intercept { host, matched } | Action::Block { host, matched } => {
                 return self.serve_block_pages(Prefixed::new(buffered, client), host, matched).await;
             }
-            Action::Tunnel { exempted } => exempted,
+            Action::Tunnel { exempted } => (exempted, true),
+            // A flagged person's tunnel to an address: each request in it
+            // is decided, and gets the remediation page; nothing else passes.
+            Action::Remediate { .. } => (None, false),
             _ => return,
         };
         let limit = self.state.live().config.proxy.max_header_bytes;
@@ -286,6 +287,7 @@ impl Tunnel {
             // Every request in the tunnel is decided, not just the first:
             // a second, pipelined request must not ride along unchecked.
             HttpHead::Complete => self.serve_plain_http(Prefixed::new(buffered, client)).await,
+            HttpHead::NotHttp if !may_splice => {}
             HttpHead::NotHttp => {
                 self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
                 self.splice(client, buffered).await
