@@ -16,6 +16,10 @@
 #   unbound, bind9-utils (named-checkzone), bind9-dnsutils (dig), dnsmasq-base,
 #   squid        tests/it/dns.rs: the exported policy checked by the programs
 #                that consume it, a real Unbound as upstream and RPZ resolver
+#   systemd      tests/package.rs: systemd-analyze verify/security on the unit
+#                (only the tool: no running systemd is needed or started)
+#   adduser      the .deb's postinst creates the `weerwal` system user with it
+#   cargo-deb    tests/package.rs builds the .deb (crates.io, pinned version)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +38,9 @@ command -v named-checkzone >/dev/null || need+=(bind9-utils)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v squid >/dev/null || [ -x /usr/sbin/squid ] || need+=(squid)
+# The Debian package test (tests/it/package.rs).
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v adduser >/dev/null || need+=(adduser)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   # unbound and squid are services in Debian: the tests start their own
@@ -72,4 +79,11 @@ if ! python3 -c 'import prometheus_client.parser' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'prometheus_client==0.26.0' \
     || { $SUDO apt-get update -qq \
          && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-prometheus-client; }
+fi
+
+# The Debian package test builds the .deb with cargo-deb (from the binary
+# `cargo test` builds anyway: no release build). Pinned: newer versions
+# may refuse the dev profile the test packages.
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install cargo-deb --locked --version 3.8.0
 fi
