@@ -398,7 +398,11 @@ async fn a_dns_block_sends_the_same_device_to_the_remediation_page_at_the_gatewa
     let unbound = Unbound::start("", "");
     let webmail = Origin::start().await;
     let (proxy, dns) = dns_proxy(unbound.addr, |c| {
-        c.compliance = Some(ComplianceConfig { protected: vec![WEBMAIL.into()], quarantine: "until-attested".into() });
+        c.compliance = Some(ComplianceConfig {
+            protected: vec![WEBMAIL.into()],
+            quarantine: "until-attested".into(),
+            ..ComplianceConfig::default()
+        });
         c.gateway = Some(GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             cert: None,
