@@ -31,6 +31,7 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub compliance: Option<ComplianceConfig>,
     pub gateway: Option<GatewayConfig>,
+    pub dns: Option<DnsConfig>,
     /// Where the configuration came from (`None`: embedded defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -318,6 +319,66 @@ pub struct GatewayRoute {
     pub upstream: String,
 }
 
+/// `[dns]`: the DNS listener for devices that do not use the proxy
+/// (phones, private devices on the municipal Wi-Fi).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// UDP and TCP, on each address.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// The municipality's resolvers, tried in order (port 53 when omitted).
+    #[serde(deserialize_with = "dns_servers")]
+    pub upstream: Vec<SocketAddr>,
+    /// What a banned name is answered with: NXDOMAIN or an address of
+    /// weerwal's block page.
+    #[serde(deserialize_with = "block_answer")]
+    pub block_answer: crate::policy::export::Answer,
+    /// Never an open resolver: only these networks are answered (REFUSED
+    /// otherwise). Default: `proxy.allow_clients`.
+    pub allow_clients: Option<Vec<IpNet>>,
+    /// Answer Firefox's DNS-over-HTTPS canary (`use-application-dns.net`)
+    /// NXDOMAIN, so Firefox keeps asking this resolver.
+    pub doh_canary: bool,
+    /// How long one upstream may take before the next is tried.
+    #[serde(deserialize_with = "duration")]
+    pub upstream_timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            upstream: Vec::new(),
+            block_answer: crate::policy::export::Answer::Nxdomain,
+            allow_clients: None,
+            doh_canary: true,
+            upstream_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+fn dns_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let v = Vec::<String>::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a list of resolver addresses like [\"10.0.0.53\"]"))?;
+    v.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{s:?} is not an address like \"10.0.0.53\" or \"10.0.0.53:53\""))
+                })
+        })
+        .collect()
+}
+
+fn block_answer<'de, D: Deserializer<'de>>(d: D) -> Result<crate::policy::export::Answer, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::policy::export::Answer::parse(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!("{s:?}: write \"nxdomain\" or an IP address of weerwal's block page"))
+    })
+}
+
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -413,6 +474,17 @@ impl Config {
                         "{} is the proxy's address {p}: the dashboard needs its own port (default 127.0.0.1:9090)",
                         admin.listen
                     ),
+                });
+            }
+        }
+        if let Some(dns) = &self.dns {
+            if dns.upstream.is_empty() {
+                let line = text.lines().position(|l| l.trim() == "[dns]").map(|i| i + 1).unwrap_or(1);
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    key: "dns.upstream".into(),
+                    message: "name the resolver allowed queries go to, e.g. upstream = [\"10.0.0.53\"]".into(),
                 });
             }
         }
@@ -562,6 +634,23 @@ mod tests {
         assert!(err.to_string().starts_with("w.toml:2: allow_clients:"), "{err}");
         let err = Config::parse(Path::new("w.toml"), "[proxy]\n\nconnect_ports = []\n").unwrap_err();
         assert!(err.to_string().starts_with("w.toml:3: connect_ports:"), "{err}");
+    }
+
+    #[test]
+    fn dns_section_parses_with_defaults_and_located_errors() {
+        let text = "[dns]\nlisten = \"127.0.0.1:5353\"\nupstream = [\"10.0.0.53\", \"[2001:db8::53]:5300\"]\nblock_answer = \"10.0.0.9\"\n";
+        let d = Config::parse(Path::new("w.toml"), text).unwrap().dns.unwrap();
+        assert_eq!(d.upstream, vec!["10.0.0.53:53".parse().unwrap(), "[2001:db8::53]:5300".parse().unwrap()]);
+        assert_eq!(d.block_answer, crate::policy::export::Answer::Address("10.0.0.9".parse().unwrap()));
+        assert!(d.allow_clients.is_none() && d.doh_canary);
+        let e = Config::parse(Path::new("w.toml"), "[dns]\nupstream = [\"10.0.0.53\"]\nblock_answer = \"sinkhole\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("w.toml:3: block_answer:") && e.contains("nxdomain"), "{e}");
+        let e = Config::parse(Path::new("w.toml"), "\n[dns]\n").unwrap_err().to_string();
+        assert!(e.starts_with("w.toml:2: dns.upstream:"), "{e}");
+        let e = Config::parse(Path::new("w.toml"), "[dns]\nupstream = [\"resolver\"]\n").unwrap_err().to_string();
+        assert!(e.starts_with("w.toml:2: upstream:"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod ca;
 pub mod compliance;
 pub mod config;
 pub mod decision;
+pub mod dns;
 pub mod explain;
 pub mod gateway;
 pub mod history;

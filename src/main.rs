@@ -137,6 +137,25 @@ enum PolicyCommand {
         #[arg(long)]
         user_agent: Option<String>,
     },
+    /// Print the policy for the resolvers and proxies you already run: each
+    /// banned domain and all its subdomains, loadable as is.
+    Export {
+        /// rpz (BIND/Unbound response policy zone), unbound, dnsmasq, hosts,
+        /// adguard (AdGuard Home, Pi-hole) or squid (dstdomain ACL file).
+        #[arg(long, value_parser = ["rpz", "unbound", "dnsmasq", "hosts", "adguard", "squid"])]
+        format: String,
+        /// The RPZ zone's name.
+        #[arg(long, default_value = policy::export::DEFAULT_RPZ_ZONE)]
+        zone: String,
+        /// What a banned name resolves to: nxdomain, or an address of
+        /// weerwal's block page.
+        #[arg(long, default_value = "nxdomain")]
+        answer: String,
+        /// Also answer Firefox's DNS-over-HTTPS canary (use-application-dns.net)
+        /// NXDOMAIN, so Firefox keeps using this resolver.
+        #[arg(long)]
+        doh_canary: bool,
+    },
 }
 
 /// A failure with the exit code it deserves.
@@ -227,6 +246,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 weerwal::explain::Question { target: url, method, sni, user_agent, user, groups, client: Some(client) };
             policy_explain(&config, &question)
         }
+        Command::Policy(PolicyCommand::Export { format, zone, answer, doh_canary }) => {
+            policy_export(&config, &format, &zone, &answer, doh_canary)
+        }
         Command::Users(cmd) => users_command(&config, cmd),
         Command::Reload => reload_command(&config),
         Command::Logs(cmd) => Ok(weerwal::audit::cli::run(cmd, &config)),
@@ -247,6 +269,30 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn policy_export(
+    config: &Config,
+    format: &str,
+    zone: &str,
+    answer: &str,
+    doh_canary: bool,
+) -> Result<ExitCode, Failure> {
+    use policy::export::{export, Answer, ExportOptions, Format};
+    let format =
+        Format::parse(format).ok_or_else(|| Failure::Usage(anyhow::anyhow!("--format {format:?}: unknown")))?;
+    let answer = Answer::parse(answer).ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!("--answer {answer:?}: write nxdomain or an IP address of weerwal's block page"))
+    })?;
+    let zone = zone.trim_end_matches('.');
+    if policy::normalise_host(zone).map(|h| !matches!(h, policy::Host::Name(_))).unwrap_or(true) {
+        return Err(Failure::Usage(anyhow::anyhow!("--zone {zone:?}: not a DNS name")));
+    }
+    let (policy, _) = policy::load_configured(config).map_err(|e| Failure::Usage(e.into()))?;
+    let text = export(&policy, &ExportOptions { format, zone: zone.to_string(), answer, doh_canary });
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing the export to standard output")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve_command(config: Config) -> Result<ExitCode, Failure> {

@@ -131,6 +131,7 @@ pub fn merge(old: &Config, new: Config, https_ready: bool) -> (Config, Vec<&'sta
     keep!("[admin]", admin);
     keep!("[compliance]", compliance);
     keep!("[gateway]", gateway);
+    keep!("[dns]", dns);
     keep!("policy.dir", policy.dir);
     // The gateway took the proxy's timeouts and header limit at start.
     let gateway_limits = |c: &Config| {
