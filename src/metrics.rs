@@ -40,6 +40,8 @@ pub struct Metrics {
     pub exempted: AtomicU64,
     pub gateway_denied: AtomicU64,
     pub auth_failed: AtomicU64,
+    /// Directory requests that failed (unreachable, TLS, service account refused).
+    pub directory_errors: AtomicU64,
     pub audit_write: Histogram,
 }
 
@@ -103,6 +105,12 @@ impl Metrics {
             "weerwal_auth_failed_total",
             "Failed proxy logins.",
             self.auth_failed.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_directory_errors_total",
+            "Directory (LDAP) requests that failed: unreachable, TLS refused, service account refused.",
+            self.directory_errors.load(Ordering::Relaxed),
         );
         let _ = writeln!(out, "# HELP weerwal_live_sessions Sessions currently live.\n# TYPE weerwal_live_sessions gauge\nweerwal_live_sessions {live_sessions}");
         let _ = writeln!(out, "# HELP weerwal_flagged_subjects Subjects refused protected systems until they attest.\n# TYPE weerwal_flagged_subjects gauge\nweerwal_flagged_subjects {flagged}");

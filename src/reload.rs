@@ -65,8 +65,8 @@ impl Reloader {
         let (applied, needs_restart) = merge(old, config, self.https_ready);
         let (policy, warnings) = load_policy(&applied)?;
         let users = match &self.identity.auth {
-            Some(_) => Some(Users::load(&applied.identity.users_file)?),
-            None => None,
+            Some(a) if !a.uses_directory() => Some(Users::load(&applied.identity.users_file)?),
+            _ => None,
         };
         for w in &warnings {
             tracing::warn!("{w}");
@@ -118,6 +118,7 @@ pub fn merge(old: &Config, new: Config, https_ready: bool) -> (Config, Vec<&'sta
     keep!("identity.session_idle", identity.session_idle);
     // The dashboard's officer logins read the file named at start.
     keep!("identity.users_file", identity.users_file);
+    keep!("[identity.ldap]", identity.ldap);
     keep!("[admin]", admin);
     keep!("[compliance]", compliance);
     keep!("[gateway]", gateway);

@@ -36,6 +36,8 @@ pub enum ServeError {
     Compliance(#[from] ComplianceError),
     #[error("users: {0}")]
     Users(#[from] UsersError),
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// Loads the policy the configuration names. On embedded defaults a

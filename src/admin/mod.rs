@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(listen_addr(&config, &users), None);
         users.upsert("fbakker", "officer-password", Role::Officer, vec![]).unwrap();
         assert_eq!(listen_addr(&config, &users), Some("127.0.0.1:9090".parse().unwrap()));
-        config.admin = Some(AdminConfig { listen: "127.0.0.1:9191".parse().unwrap() });
+        config.admin = Some(AdminConfig { listen: "127.0.0.1:9191".parse().unwrap(), ..Default::default() });
         assert_eq!(listen_addr(&config, &Users::default()), Some("127.0.0.1:9191".parse().unwrap()));
     }
 

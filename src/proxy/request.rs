@@ -76,6 +76,13 @@ pub async fn identify(
                 }
                 return Err(respond::auth_required(&auth.realm));
             }
+            AuthOutcome::Unavailable => {
+                return Err(respond::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "De gebruikersdirectory (Active Directory) is nu niet bereikbaar; uw aanmelding kan niet worden gecontroleerd. Probeer het over een paar minuten opnieuw.",
+                    "The user directory (Active Directory) cannot be reached right now, so your login cannot be checked. Please try again in a few minutes.",
+                ))
+            }
         },
     };
     let subject = state.identity.subject(client, user.as_deref());
