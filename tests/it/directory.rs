@@ -343,3 +343,65 @@ async fn directory_users_are_checked_named_in_records_and_exempted_by_group() {
     assert_eq!(origin.requests().len(), 1);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn directory_down_cached_users_keep_working_and_new_logins_get_a_503_page() {
+    let mut slapd = Slapd::start();
+    let origin = Origin::start().await;
+    // StartTLS on ldap:// this time, verified against the test CA.
+    let proxy = proxy_for(&slapd, |c| {
+        let l = c.identity.ldap.as_mut().unwrap();
+        l.url = slapd.ldap_url();
+        l.starttls = true;
+    })
+    .await;
+    let jan = client_as(&proxy, "jdevries", "wachtwoord-jan");
+    assert_eq!(jan.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    let errors_before = weerwal::metrics::metrics().directory_errors.load(std::sync::atomic::Ordering::Relaxed);
+    slapd.stop();
+    // The cached user keeps working (blocked as before, still named).
+    assert_eq!(jan.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    assert!(proxy.events("blocked").iter().all(|r| r.user.as_deref() == Some("jdevries")));
+    // A changed password is not taken from the cache: it has to be checked.
+    let resp = client_as(&proxy, "jdevries", "ander-wachtwoord").get(origin.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    // A new login gets the 503 page saying the directory cannot be reached, not a 407.
+    let resp = client_as(&proxy, "ajansen", "wachtwoord-anna").get(origin.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("proxy-authenticate").is_none());
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("directory (Active Directory) cannot be reached"), "{page}");
+    assert!(proxy.events("auth_failed").is_empty(), "an outage is not a failed login");
+    let errors_after = weerwal::metrics::metrics().directory_errors.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(errors_after >= errors_before + 2, "{errors_before} -> {errors_after}");
+    assert!(origin.requests().is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_directory_whose_certificate_is_not_from_ca_file_is_not_trusted() {
+    let slapd = Slapd::start();
+    let origin = Origin::start().await;
+    let other = tempfile::tempdir().unwrap();
+    test_pki(other.path());
+    let proxy = proxy_for(&slapd, |c| c.identity.ldap.as_mut().unwrap().ca_file = Some(other.path().join("ca.pem"))).await;
+    let resp = client_as(&proxy, "jdevries", "wachtwoord-jan").get(origin.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 503, "an unverified directory is an unreachable one");
+    proxy.stop().await;
+}
+
+#[test]
+fn plain_ldap_needs_allow_plaintext() {
+    let base = "[identity]\nauth = \"ldap\"\n[identity.ldap]\nbind_dn = \"cn=svc\"\nbase_dn = \"dc=x\"\n";
+    let err = Config::parse(Path::new("w.toml"), &format!("{base}url = \"ldap://dc1\"\n")).unwrap_err().to_string();
+    assert!(err.starts_with("w.toml:6: url:") && err.contains("allow_plaintext"), "{err}");
+    Config::parse(Path::new("w.toml"), &format!("{base}url = \"ldap://dc1\"\nallow_plaintext = true\n")).unwrap();
+    Config::parse(Path::new("w.toml"), &format!("{base}url = \"ldap://dc1\"\nstarttls = true\n")).unwrap();
+    Config::parse(Path::new("w.toml"), &format!("{base}url = \"ldaps://dc1\"\n")).unwrap();
+    let err = Config::parse(Path::new("w.toml"), "[identity]\nauth = \"ldap\"\n").unwrap_err().to_string();
+    assert!(err.contains("[identity.ldap]"), "{err}");
+    let err = Config::parse(Path::new("w.toml"), &format!("{base}url = \"ldaps://dc1\"\nuser_filter = \"(uid=x)\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("w.toml:7: user_filter:"), "{err}");
+}
