@@ -95,6 +95,16 @@ pub async fn login(state: &AdminState, req: &Req) -> Response<ProxyBody> {
                 ),
             )
         }
+        Login::DirectoryDown => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::message_page(
+                None,
+                "Directory onbereikbaar",
+                "Directory unreachable",
+                "De gebruikersdirectory (Active Directory) is nu niet bereikbaar; uw aanmelding kan niet worden gecontroleerd. Een officer uit het gebruikersbestand kan wel inloggen.",
+                "The user directory (Active Directory) cannot be reached, so your login cannot be checked. An officer from the users file can still log in.",
+            ),
+        ),
         Login::Failed => {
             record_login_failure(state, req, name, "wrong user name or password").await;
             login_form(
