@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod charts;
 mod form;
 pub mod pages;
 pub mod review;

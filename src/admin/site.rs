@@ -126,6 +126,7 @@ pub async fn route(state: &Arc<AdminState>, officer: &Officer, req: &Req) -> Res
         (&Method::GET, "/sessions") => sessions(state, officer, req).await,
         (&Method::GET, "/report") => report_page(state, officer, req).await,
         (&Method::GET, "/report.csv") => report_csv(state, req).await,
+        (&Method::GET, "/charts") => charts(state, officer, req).await,
         (&Method::GET, "/flags") => flags(state, officer, None),
         (&Method::POST, "/flags/clear") => clear(state, officer, req).await,
         (&Method::GET, "/verify") => verify(state, officer, false).await,
@@ -230,6 +231,16 @@ async fn report_page(state: &AdminState, officer: &Officer, req: &Req) -> Respon
     };
     let status = if result.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     html(status, pages::report_page(officer, &req.query, by.unwrap_or(GroupBy::User), &result))
+}
+
+/// `GET /charts`: the attempts as SVG charts, each followed by its table.
+async fn charts(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
+    let result = match filter_of(req) {
+        Ok(filter) => with_files(state, move |files| super::charts::gather(files, &filter)).await,
+        Err(e) => Err(e),
+    };
+    let status = if result.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    html(status, super::charts::charts_page(officer, &req.query, &result))
 }
 
 fn csv_name(what: &str) -> String {
