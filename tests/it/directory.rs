@@ -78,7 +78,10 @@ fn ldif(users: &[(&str, &str)]) -> String {
         ));
     }
     let group = |cn: &str, members: &[&str]| {
-        let mut g = format!("dn: cn={cn},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {cn}\n");
+        // groupOfNames needs a member: a placeholder keeps a group valid when its last person leaves.
+        let mut g = format!(
+            "dn: cn={cn},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {cn}\nmember: cn=placeholder,{SUFFIX}\n"
+        );
         for m in members {
             g.push_str(&format!("member: uid={m},ou=people,{SUFFIX}\n"));
         }
@@ -404,4 +407,134 @@ fn plain_ldap_needs_allow_plaintext() {
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("w.toml:7: user_filter:"), "{err}");
+}
+
+/// A dashboard client without a cookie store: cookies kept by hand.
+struct Dash {
+    base: String,
+    client: reqwest::Client,
+    cookies: std::collections::BTreeMap<String, String>,
+    set_cookies: Vec<String>,
+}
+
+impl Dash {
+    fn new(base: String, ca: Option<&Path>) -> Dash {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30));
+        if let Some(ca) = ca {
+            b = b
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap());
+        }
+        Dash { base, client: b.build().unwrap(), cookies: Default::default(), set_cookies: Vec::new() }
+    }
+
+    async fn send(&mut self, rb: reqwest::RequestBuilder) -> (u16, String, String) {
+        let c: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let resp = rb.header("cookie", c.join("; ")).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        for c in resp.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap().to_string();
+            let (pair, _) = c.split_once(';').unwrap_or((&c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.insert(k.to_string(), v.to_string());
+            self.set_cookies.push(c);
+        }
+        (status, location, resp.text().await.unwrap())
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String, String) {
+        let rb = self.client.get(format!("{}{path}", self.base));
+        self.send(rb).await
+    }
+
+    async fn login(&mut self, name: &str, password: &str) -> (u16, String, String) {
+        let (status, _, page) = self.get("/login").await;
+        assert_eq!(status, 200, "{page}");
+        let marker = "name=\"token\" value=\"";
+        let at = page.find(marker).unwrap() + marker.len();
+        let token = page[at..].split('"').next().unwrap().to_string();
+        let body = format!(
+            "token={token}&name={}&password={}",
+            name,
+            password.replace('%', "%25").replace('&', "%26").replace('+', "%2B")
+        );
+        let rb = self
+            .client
+            .post(format!("{}/login", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(rb).await
+    }
+}
+
+#[tokio::test]
+async fn directory_officers_use_the_dashboard_over_https_see_the_charts_and_lose_it_when_removed() {
+    let slapd = Slapd::start();
+    let pki = slapd.dir.path().to_path_buf();
+    let proxy = proxy_for(&slapd, |c| {
+        c.admin = Some(weerwal::config::AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert: Some(pki.join("server.pem")),
+            key: Some(pki.join("server.key")),
+            allow_plaintext: false,
+        });
+    })
+    .await;
+    // Attempts to chart: two by jdevries on AliExpress, one exempted for toezichthouder.
+    let jan = client_as(&proxy, "jdevries", "wachtwoord-jan");
+    for _ in 0..2 {
+        assert_eq!(jan.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    }
+    let admin = proxy.server.as_ref().unwrap().admin_addrs[0];
+    let mut d = Dash::new(format!("https://localhost:{}", admin.port()), Some(&slapd.ca_file()));
+    // A directory user outside the officer group: no dashboard.
+    let (status, _, _) = d.login("ajansen", "wachtwoord-anna").await;
+    assert_eq!(status, 403);
+    let (status, _, _) = d.login("fbakker", "verkeerd").await;
+    assert_eq!(status, 403);
+    let (status, location, body) = d.login("fbakker", "wachtwoord-officier").await;
+    assert_eq!((status, location.as_str()), (303, "/attempts"), "{body}");
+    let session = d.set_cookies.iter().find(|c| c.starts_with("weerwal_admin=")).unwrap();
+    assert!(session.contains("; Secure") && session.contains("HttpOnly"), "{session}");
+    // The charts: SVG images, each followed by a table with logs report's numbers.
+    let (status, _, page) = d.get("/charts").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page.matches("<svg").count(), 2, "{page}");
+    let files = vec![proxy.audit_path()];
+    let (by_day, _) = weerwal::audit::report::report(
+        &files,
+        &weerwal::audit::query::Filter::default(),
+        weerwal::audit::report::GroupBy::Day,
+    )
+    .unwrap();
+    assert_eq!(by_day.len(), 1);
+    let day_row = format!("<tr><th scope=\"row\">{}</th><td class=\"num\">2</td><td class=\"num\">2</td></tr>", by_day[0].key);
+    assert!(page.contains(&day_row), "{day_row} not in {page}");
+    assert!(page.contains("<tr><th scope=\"row\">jdevries</th><td class=\"num\">2</td></tr>"), "{page}");
+    // Removed from the group: the next click is refused and the session is gone.
+    slapd.remove_member("weerwal-officers", "fbakker");
+    let (status, _, _) = d.get("/charts").await;
+    assert_eq!(status, 403);
+    let (status, location, _) = d.get("/attempts").await;
+    assert_eq!((status, location.as_str()), (303, "/login"));
+    let (status, _, _) = d.login("fbakker", "wachtwoord-officier").await;
+    assert_eq!(status, 403);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_plaintext_dashboard_on_a_non_loopback_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::test_config(dir.path());
+    crate::common::with_dashboard(&mut config, &[("officier", "wachtwoord-officier", weerwal::identity::Role::Officer)]);
+    config.admin.as_mut().unwrap().listen = "0.0.0.0:0".parse().unwrap();
+    let err = weerwal::serve::Server::start(config.clone()).await.err().expect("refused").to_string();
+    assert!(err.contains("admin.allow_plaintext"), "{err}");
+    config.admin.as_mut().unwrap().allow_plaintext = true;
+    let server = weerwal::serve::Server::start(config).await.expect("allowed when asked for");
+    server.stop().await;
 }
