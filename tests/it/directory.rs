@@ -538,3 +538,50 @@ async fn a_plaintext_dashboard_on_a_non_loopback_address_is_refused() {
     let server = weerwal::serve::Server::start(config).await.expect("allowed when asked for");
     server.stop().await;
 }
+
+/// `weerwal users test NAME` with the password on stdin.
+fn users_test(config: &Path, name: &str, password: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weerwal"))
+        .args(["--config", &config.display().to_string(), "users", "test", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn users_test_says_whether_the_directory_accepts_and_which_groups_it_sees() {
+    let slapd = Slapd::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ldap.pw"), format!("{SVC_PW}\n")).unwrap();
+    let config = dir.path().join("weerwal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[identity]\nauth = \"ldap\"\n[identity.ldap]\nurl = \"{}\"\nstarttls = true\nca_file = \"{}\"\nbind_dn = \"{SVC_DN}\"\n\
+             bind_password_file = \"ldap.pw\"\nbase_dn = \"{SUFFIX}\"\nuser_filter = \"(&(objectClass=inetOrgPerson)(uid={{user}}))\"\n\
+             officer_group = \"weerwal-officers\"\n",
+            slapd.ldap_url(),
+            slapd.ca_file().display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = users_test(&config, "toezichthouder", "wachtwoord-toez");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("accepted: toezichthouder") && out.contains("groups:   raad, toezicht"), "{out}");
+    assert!(out.contains("officer:  no"), "{out}");
+    let (code, out) = users_test(&config, "fbakker", "wachtwoord-officier");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("officer:  yes (member of weerwal-officers)"), "{out}");
+    let (code, out) = users_test(&config, "fbakker", "fout");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("refused") && !out.contains("fout"), "{out}");
+    let (code, out) = users_test(&config, "*", "wachtwoord-officier");
+    assert_eq!(code, 3, "{out}");
+}
