@@ -12,6 +12,9 @@
 #                tests/admin_browser.rs: playwright-core in tests/browser/
 #                driving Debian's chromium (no browser download)
 #   prometheus_client (PyPI)  tests/admin.rs parses /metrics with its parser
+#   slapd + ldap-utils  tests/it/directory.rs starts its own OpenLDAP slapd
+#                (own slapd.conf, temp dir, loopback ports; the package's own
+#                instance is never used) and loads it with ldapadd/ldapmodify
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,8 @@ command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # The machine image ships Node.js 20 with npm; Debian's own nodejs is only
 # the fallback for a machine without any.
 command -v node >/dev/null || need+=(nodejs npm)
+[ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapadd >/dev/null || need+=(ldap-utils)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -152,7 +152,12 @@ pub fn day_chart(c: &Charts) -> String {
             );
         }
     }
-    let _ = write!(s, "<line x1=\"{left}\" x2=\"{w}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/></svg>", top + plot_h, top + plot_h);
+    let _ = write!(
+        s,
+        "<line x1=\"{left}\" x2=\"{w}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/></svg>",
+        top + plot_h,
+        top + plot_h
+    );
     s.push_str("\n<ul class=\"legend\" aria-hidden=\"true\">");
     for (j, name) in c.series.iter().enumerate() {
         let _ = write!(

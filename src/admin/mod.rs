@@ -104,7 +104,10 @@ pub async fn bind(
     };
     let tls = match config.admin.as_ref().and_then(|a| a.cert.as_deref().zip(a.key.as_deref())) {
         Some((cert, key)) => Some(crate::gateway::tls_acceptor(cert, key).map_err(|e| {
-            ServeError::Bind(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("admin.cert/admin.key: {e}")))
+            ServeError::Bind(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("admin.cert/admin.key: {e}"),
+            ))
         })?),
         None => None,
     };
@@ -208,7 +211,10 @@ where
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(64 * 1024)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(io), hyper::service::service_fn(move |req| handle(Arc::clone(&state), peer, req)));
+        .serve_connection(
+            TokioIo::new(io),
+            hyper::service::service_fn(move |req| handle(Arc::clone(&state), peer, req)),
+        );
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

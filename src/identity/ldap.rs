@@ -55,7 +55,9 @@ pub struct DirectoryUser {
 pub enum Verdict {
     Accepted(DirectoryUser),
     /// The name exists but the password is wrong (or the account may not log in).
-    WrongPassword { name: String },
+    WrongPassword {
+        name: String,
+    },
     /// No such user, an ambiguous name, or a name/password refused unasked.
     Unknown,
 }

@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use crate::config::{AuthMode, DeviceRange, IdentityConfig};
 use crate::policy::Subject;
 pub use auth::{AuthOutcome, AuthedUser, Authenticator};
-pub use sessions::{SessionStore, Touched};
 pub use ldap::{Directory, DirectoryError};
+pub use sessions::{SessionStore, Touched};
 pub use users::{Role, User, Users, UsersError};
 
 /// Why identity could not be set up at start.

@@ -387,7 +387,8 @@ async fn a_directory_whose_certificate_is_not_from_ca_file_is_not_trusted() {
     let origin = Origin::start().await;
     let other = tempfile::tempdir().unwrap();
     test_pki(other.path());
-    let proxy = proxy_for(&slapd, |c| c.identity.ldap.as_mut().unwrap().ca_file = Some(other.path().join("ca.pem"))).await;
+    let proxy =
+        proxy_for(&slapd, |c| c.identity.ldap.as_mut().unwrap().ca_file = Some(other.path().join("ca.pem"))).await;
     let resp = client_as(&proxy, "jdevries", "wachtwoord-jan").get(origin.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 503, "an unverified directory is an unreachable one");
     proxy.stop().await;
@@ -512,7 +513,8 @@ async fn directory_officers_use_the_dashboard_over_https_see_the_charts_and_lose
     )
     .unwrap();
     assert_eq!(by_day.len(), 1);
-    let day_row = format!("<tr><th scope=\"row\">{}</th><td class=\"num\">2</td><td class=\"num\">2</td></tr>", by_day[0].key);
+    let day_row =
+        format!("<tr><th scope=\"row\">{}</th><td class=\"num\">2</td><td class=\"num\">2</td></tr>", by_day[0].key);
     assert!(page.contains(&day_row), "{day_row} not in {page}");
     assert!(page.contains("<tr><th scope=\"row\">jdevries</th><td class=\"num\">2</td></tr>"), "{page}");
     // Removed from the group: the next click is refused and the session is gone.
@@ -530,7 +532,10 @@ async fn directory_officers_use_the_dashboard_over_https_see_the_charts_and_lose
 async fn a_plaintext_dashboard_on_a_non_loopback_address_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = crate::common::test_config(dir.path());
-    crate::common::with_dashboard(&mut config, &[("officier", "wachtwoord-officier", weerwal::identity::Role::Officer)]);
+    crate::common::with_dashboard(
+        &mut config,
+        &[("officier", "wachtwoord-officier", weerwal::identity::Role::Officer)],
+    );
     config.admin.as_mut().unwrap().listen = "0.0.0.0:0".parse().unwrap();
     let err = weerwal::serve::Server::start(config.clone()).await.err().expect("refused").to_string();
     assert!(err.contains("admin.allow_plaintext"), "{err}");
@@ -584,4 +589,91 @@ fn users_test_says_whether_the_directory_accepts_and_which_groups_it_sees() {
     assert!(out.contains("refused") && !out.contains("fout"), "{out}");
     let (code, out) = users_test(&config, "*", "wachtwoord-officier");
     assert_eq!(code, 3, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_directory_officer_sees_the_chart_and_is_locked_out_when_removed_from_the_group() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    let chromium = "/usr/bin/chromium";
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let install = "run `bash scripts/install-test-deps.sh` (as root) first";
+    assert!(Path::new(chromium).exists(), "Chromium is missing; {install}");
+    assert!(driver.join("node_modules/playwright-core/package.json").exists(), "playwright-core is missing; {install}");
+    let slapd = Slapd::start();
+    let proxy = proxy_for(&slapd, |c| {
+        c.admin = Some(weerwal::config::AdminConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() });
+    })
+    .await;
+    let jan = client_as(&proxy, "jdevries", "wachtwoord-jan");
+    assert_eq!(jan.get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    let admin = proxy.server.as_ref().unwrap().admin_addrs[0];
+    let profile = tempfile::tempdir().unwrap();
+    let go = profile.path().join("go");
+    let input = serde_json::json!({
+        "base": format!("http://{admin}"),
+        "user": "fbakker",
+        "password": "wachtwoord-officier",
+        "chromium": chromium,
+        "profile": profile.path().join("profile"),
+        "continue_file": go,
+    });
+    let mut child = Command::new("node")
+        .arg("directory.mjs")
+        .current_dir(&driver)
+        .env("HOME", profile.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("node: {e}; {install}"));
+    let pgid = child.id();
+    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let kill = move || {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+    };
+    let next = |rx: &std::sync::mpsc::Receiver<String>| -> serde_json::Value {
+        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
+            kill();
+            panic!("the browser said nothing within 120 s")
+        });
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let first = tokio::task::block_in_place(|| next(&rx));
+    if first["ok"] != true {
+        kill();
+        panic!("the browser run failed: {first:#}\n{}", stderr_t.join().unwrap_or_default());
+    }
+    let seen = &first["seen"];
+    assert_eq!(seen["after_login_url"], "/attempts", "{seen:#}");
+    assert_eq!(seen["chart_visible"], true, "{seen:#}");
+    assert!(seen["chart_width"].as_u64().unwrap() > 200, "{seen:#}");
+    assert_eq!(seen["bars"], 1, "one day, one app: {seen:#}");
+    assert_eq!(seen["top_chart_visible"], true, "{seen:#}");
+    let rows: Vec<&str> = seen["table_rows"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].contains("AliExpress") && rows[1].ends_with("1 1"), "{rows:?}");
+    slapd.remove_member("weerwal-officers", "fbakker");
+    std::fs::write(&go, "").unwrap();
+    let second = tokio::task::block_in_place(|| next(&rx));
+    kill();
+    let _ = child.wait();
+    assert_eq!(second["ok"], true, "{second:#}");
+    assert_eq!(second["after"]["status"], 403, "{second:#}");
+    assert_eq!(second["after"]["menu_links"], 0, "{second:#}");
+    proxy.stop().await;
 }
