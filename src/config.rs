@@ -272,6 +272,18 @@ impl Default for LdapConfig {
 }
 
 impl LdapConfig {
+    /// The attribute `user_filter` matches `{user}` against (`sAMAccountName`
+    /// in `(&(objectClass=user)(sAMAccountName={user}))`): its value names
+    /// the user in records.
+    pub fn account_attribute(&self) -> Option<String> {
+        let filter = &self.user_filter;
+        let at = filter.find("={user})")?;
+        let start = filter[..at].rfind('(')? + 1;
+        let attr = &filter[start..at];
+        (!attr.is_empty() && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.'))
+            .then(|| attr.to_string())
+    }
+
     /// Whether the connection to the directory is encrypted.
     pub fn encrypted(&self) -> bool {
         self.url.to_ascii_lowercase().starts_with("ldaps://") || self.starttls
@@ -513,7 +525,7 @@ impl Config {
                 "a filter with {user}, e.g. \"(&(objectClass=user)(sAMAccountName={user}))\"".into(),
             ));
         }
-        if crate::identity::ldap::account_attribute(&l.user_filter).is_none() {
+        if l.account_attribute().is_none() {
             return Err(invalid("user_filter", "{user} must be the value of one attribute, as in (uid={user})".into()));
         }
         if l.group_attribute.trim().is_empty() {

@@ -103,7 +103,7 @@ pub async fn bind(
         return Ok(None);
     };
     let tls = match config.admin.as_ref().and_then(|a| a.cert.as_deref().zip(a.key.as_deref())) {
-        Some((cert, key)) => Some(crate::gateway::tls_acceptor(cert, key).map_err(|e| {
+        Some((cert, key)) => Some(crate::tls::acceptor(cert, key).map_err(|e| {
             ServeError::Bind(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("admin.cert/admin.key: {e}"),

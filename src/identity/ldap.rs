@@ -82,16 +82,6 @@ impl std::fmt::Debug for Directory {
     }
 }
 
-/// The attribute a filter matches `{user}` against: `sAMAccountName` in
-/// `(&(objectClass=user)(sAMAccountName={user}))`.
-pub fn account_attribute(filter: &str) -> Option<String> {
-    let at = filter.find("={user})")?;
-    let start = filter[..at].rfind('(')? + 1;
-    let attr = &filter[start..at];
-    (!attr.is_empty() && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.'))
-        .then(|| attr.to_string())
-}
-
 /// The filter for one name: `{user}` replaced by the name escaped per RFC
 /// 4515 (`*`, `(`, `)`, `\` and NUL become `\2a`, `\28`, `\29`, `\5c`, `\00`).
 pub fn user_filter(template: &str, name: &str) -> String {
@@ -185,7 +175,7 @@ impl Directory {
         if config.encrypted() {
             settings = settings.set_config(tls_config(config.ca_file.as_deref())?);
         }
-        let account_attribute = account_attribute(&config.user_filter).unwrap_or_else(|| "uid".to_string());
+        let account_attribute = config.account_attribute().unwrap_or_else(|| "uid".to_string());
         Ok(Directory {
             config: config.clone(),
             bind_password,
@@ -336,13 +326,11 @@ mod tests {
 
     #[test]
     fn account_attribute_comes_from_the_filter() {
-        assert_eq!(
-            account_attribute("(&(objectClass=user)(sAMAccountName={user}))").as_deref(),
-            Some("sAMAccountName")
-        );
-        assert_eq!(account_attribute("(uid={user})").as_deref(), Some("uid"));
-        assert_eq!(account_attribute("(|(uid={user})(mail={user}))").as_deref(), Some("uid"));
-        assert_eq!(account_attribute("({user})"), None);
+        let attr = |f: &str| LdapConfig { user_filter: f.into(), ..LdapConfig::default() }.account_attribute();
+        assert_eq!(attr("(&(objectClass=user)(sAMAccountName={user}))").as_deref(), Some("sAMAccountName"));
+        assert_eq!(attr("(uid={user})").as_deref(), Some("uid"));
+        assert_eq!(attr("(|(uid={user})(mail={user}))").as_deref(), Some("uid"));
+        assert_eq!(attr("({user})"), None);
     }
 
     #[test]
