@@ -35,9 +35,8 @@ use crate::audit::{AuditLog, EventKind, Record, Via};
 use crate::compliance::Compliance;
 use crate::config::{AdminConfig, Config};
 use crate::identity::{canonical_ip, Identity, Role, Users};
-use crate::proxy::respond;
-use crate::proxy::ProxyBody;
-use crate::serve::ServeError;
+use crate::plumbing::respond;
+use crate::plumbing::ProxyBody;
 use auth::{Officer, OfficerAuth, SessionState};
 
 /// How long a chain verification result is reused.
@@ -75,6 +74,21 @@ pub fn listen_addr(config: &Config, users: &Users) -> Option<SocketAddr> {
     }
 }
 
+/// Why the dashboard could not start (an explicit `[admin]` only).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("users: {0}")]
+    Users(#[from] crate::identity::UsersError),
+    #[error("{0}")]
+    Bind(std::io::Error),
+    /// `[admin] cert`/`key` cannot be used.
+    #[error("admin.cert/admin.key: {0}")]
+    Tls(#[from] crate::tls::PemError),
+    /// A listener the configuration must not have (plain HTTP off loopback).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Binds the dashboard's listener when it should run. An explicit `[admin]`
 /// that cannot be bound, or whose users file cannot be read, stops
 /// start-up; the implicit default only logs why it is not there.
@@ -83,7 +97,7 @@ pub async fn bind(
     audit: AuditLog,
     identity: Arc<Identity>,
     compliance: Option<Arc<Compliance>>,
-) -> Result<Option<(TcpListener, Arc<AdminState>)>, ServeError> {
+) -> Result<Option<(TcpListener, Arc<AdminState>)>, AdminError> {
     let explicit = config.admin.is_some();
     let directory_officers = identity.directory.as_ref().is_some_and(|d| d.officer_group().is_some());
     let users = match Users::load(&config.identity.users_file) {
@@ -91,7 +105,7 @@ pub async fn bind(
         // Officers from the directory: a users file (for a break-glass
         // officer) is optional.
         Err(_) if directory_officers && !config.identity.users_file.exists() => Users::default(),
-        Err(e) if explicit => return Err(ServeError::Users(e)),
+        Err(e) if explicit => return Err(AdminError::Users(e)),
         Err(e) => {
             tracing::warn!(error = %e, "officers' dashboard not started: the users file cannot be read");
             return Ok(None);
@@ -103,22 +117,14 @@ pub async fn bind(
         return Ok(None);
     };
     let tls = match config.admin.as_ref().and_then(|a| a.cert.as_deref().zip(a.key.as_deref())) {
-        Some((cert, key)) => Some(crate::tls::acceptor(cert, key).map_err(|e| {
-            ServeError::Bind(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("admin.cert/admin.key: {e}"),
-            ))
-        })?),
+        Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
         None => None,
     };
     let allow_plaintext = config.admin.as_ref().is_some_and(|a| a.allow_plaintext);
     if tls.is_none() && !addr.ip().is_loopback() && !allow_plaintext {
-        return Err(ServeError::Bind(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "admin.listen = {addr} is not a loopback address: officers' passwords and session cookies would cross \
-                 the network readable. Set admin.cert and admin.key (HTTPS), or admin.allow_plaintext = true"
-            ),
+        return Err(AdminError::Refused(format!(
+            "admin.listen = {addr} is not a loopback address: officers' passwords and session cookies would cross \
+             the network readable. Set admin.cert and admin.key (HTTPS), or admin.allow_plaintext = true"
         )));
     }
     if users.iter().all(|u| u.role != Role::Officer) && !directory_officers {
@@ -127,7 +133,7 @@ pub async fn bind(
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) if explicit => {
-            return Err(ServeError::Bind(std::io::Error::new(
+            return Err(AdminError::Bind(std::io::Error::new(
                 e.kind(),
                 format!("cannot listen on {addr} (admin.listen): {e}"),
             )))

@@ -96,6 +96,12 @@ impl Authenticator {
         Authenticator { directory: Some(directory), remember, ..Authenticator::new(Users::default(), realm) }
     }
 
+    /// Whether the directory could not be reached at the last check that
+    /// needed it (until a check succeeds again).
+    pub fn directory_down(&self) -> bool {
+        self.directory_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether credentials are checked against the directory.
     pub fn uses_directory(&self) -> bool {
         self.directory.is_some()
