@@ -21,3 +21,4 @@ mod identity;
 mod pac;
 mod proxy_http;
 mod proxy_https;
+mod slapd;
