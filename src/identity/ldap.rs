@@ -69,10 +69,12 @@ pub struct Directory {
     settings: LdapConnSettings,
     /// The attribute `{user}` is matched against (`sAMAccountName`, `uid`).
     account_attribute: String,
-    /// Connections bound as the service account, for searches.
+    /// Connections bound as the service account, for searches (at most
+    /// `pool_size` open: one per permit of `binds`).
     searchers: Mutex<Vec<Ldap>>,
     /// Connections used for users' binds (bound as whoever was last checked).
     binders: Mutex<Vec<Ldap>>,
+    /// Directory requests (a search, or a search and a bind) at once.
     binds: tokio::sync::Semaphore,
 }
 
@@ -246,8 +248,15 @@ impl Directory {
     }
 
     /// Looks a name up as the service account: `None` when no entry, or
-    /// more than one, matches.
+    /// more than one, matches. Counts against the bound on requests at once.
     pub async fn lookup(&self, name: &str) -> Result<Option<DirectoryUser>, DirectoryError> {
+        let Ok(_permit) = self.binds.acquire().await else {
+            return Err(DirectoryError::Unreachable("shutting down".into()));
+        };
+        self.find(name).await
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<DirectoryUser>, DirectoryError> {
         if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
             return Ok(None);
         }
@@ -286,10 +295,12 @@ impl Directory {
         if password.is_empty() || name.trim().is_empty() {
             return Ok(Verdict::Unknown);
         }
-        let Some(user) = self.lookup(name).await? else { return Ok(Verdict::Unknown) };
+        // One permit for the search and the bind: at most `pool_size`
+        // checks talk to the directory at once, however many logins arrive.
         let Ok(_permit) = self.binds.acquire().await else {
             return Err(DirectoryError::Unreachable("shutting down".into()));
         };
+        let Some(user) = self.find(name).await? else { return Ok(Verdict::Unknown) };
         let mut ldap = match Self::take(&self.binders) {
             Some(l) => l,
             None => self.connect().await?,
@@ -331,6 +342,28 @@ mod tests {
         assert_eq!(attr("(uid={user})").as_deref(), Some("uid"));
         assert_eq!(attr("(|(uid={user})(mail={user}))").as_deref(), Some("uid"));
         assert_eq!(attr("({user})"), None);
+    }
+
+    #[tokio::test]
+    async fn an_empty_password_or_name_is_refused_without_asking_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("ldap.pw");
+        std::fs::write(&pw, "svc\n").unwrap();
+        // Nothing listens on port 1: any question to it would be an error.
+        let config = LdapConfig {
+            url: "ldap://127.0.0.1:1".into(),
+            allow_plaintext: true,
+            bind_dn: "cn=svc".into(),
+            bind_password_file: pw.clone(),
+            base_dn: "dc=x".into(),
+            ..LdapConfig::default()
+        };
+        let d = Directory::new(&config).unwrap();
+        assert_eq!(d.check("jdevries", "").await.unwrap(), Verdict::Unknown);
+        assert_eq!(d.check("", "wachtwoord").await.unwrap(), Verdict::Unknown);
+        assert!(matches!(d.check("jdevries", "wachtwoord").await, Err(DirectoryError::Unreachable(_))));
+        std::fs::write(&pw, "\n").unwrap();
+        assert!(matches!(Directory::new(&config), Err(DirectoryError::PasswordFile { .. })));
     }
 
     #[test]

@@ -238,9 +238,11 @@ impl Dash {
 
 #[tokio::test]
 async fn directory_officers_use_the_dashboard_over_https_see_the_charts_and_lose_it_when_removed() {
-    let slapd = Slapd::start();
+    let mut slapd = Slapd::start();
     let pki = slapd.dir.path().to_path_buf();
     let proxy = proxy_for(&slapd, |c| {
+        // A break-glass officer in the users file, beside the directory's.
+        crate::common::with_dashboard(c, &[("noodofficier", "nood-wachtwoord-1", weerwal::identity::Role::Officer)]);
         c.admin = Some(weerwal::config::AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             cert: Some(pki.join("server.pem")),
@@ -289,6 +291,17 @@ async fn directory_officers_use_the_dashboard_over_https_see_the_charts_and_lose
     assert_eq!((status, location.as_str()), (303, "/login"));
     let (status, _, _) = d.login("fbakker", "wachtwoord-officier").await;
     assert_eq!(status, 403);
+    // The directory down: its officers cannot log in (503, said so); the
+    // break-glass officer from the users file can.
+    slapd.stop();
+    let mut d = Dash::new(format!("https://localhost:{}", admin.port()), Some(&slapd.ca_file()));
+    let (status, _, page) = d.login("ajansen", "wachtwoord-anna").await;
+    assert_eq!(status, 503, "{page}");
+    assert!(page.contains("cannot be reached"), "{page}");
+    let (status, location, page) = d.login("noodofficier", "nood-wachtwoord-1").await;
+    assert_eq!((status, location.as_str()), (303, "/attempts"), "{page}");
+    let (status, _, _) = d.get("/charts").await;
+    assert_eq!(status, 200);
     proxy.stop().await;
 }
 
