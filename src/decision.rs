@@ -361,7 +361,9 @@ pub fn decide(rules: &Rules<'_>, facts: &Facts<'_>) -> Action {
             // attempt (recorded), whatever the tunnel's host; any other
             // name must be the tunnel's own, or the request would reach
             // one host under another's name.
-            if let Some(r) = remediation(rules, subject, named, &[]) {
+            if let Some(r) =
+                remediation(rules, subject, named, &[]).or_else(|| flagged_to_address(rules, subject, named))
+            {
                 return r;
             }
             match verdict(rules, subject, named, facts.user_agent, facts.today) {
@@ -435,6 +437,19 @@ fn remediation(rules: &Rules<'_>, subject: &Subject, host: &Host, extra_keys: &[
     })
 }
 
+/// A flagged person reaching an address without naming a host (a tunnel
+/// without SNI, a request naming only an address): it may be webmail's
+/// address, and TLS hides the `Host` inside. Treated as the protected
+/// system, so the gate cannot be walked around by IP.
+fn flagged_to_address(rules: &Rules<'_>, subject: &Subject, host: &Host) -> Option<Action> {
+    let compliance = rules.compliance?;
+    if !matches!(host, Host::Ip(_)) {
+        return None;
+    }
+    let key = subject_key(subject);
+    compliance.flag_of(&key).map(|flag| Action::Remediate { host: host.clone(), key, flag })
+}
+
 fn verdict(rules: &Rules<'_>, subject: &Subject, host: &Host, user_agent: Option<&str>, today: Date) -> Verdict {
     rules.policy.decide(subject, &Target { host, user_agent, date: today })
 }
@@ -454,6 +469,11 @@ fn hello(rules: &Rules<'_>, facts: &Facts<'_>, subject: &Subject, sni: Option<&H
         // A flagged person naming a protected system only in the SNI
         // (CONNECT to its address) is never spliced through.
         if let Some(r) = remediation(rules, subject, name, &[]) {
+            return r;
+        }
+    }
+    if sni.is_none() {
+        if let Some(r) = flagged_to_address(rules, subject, facts.host) {
             return r;
         }
     }
@@ -477,6 +497,57 @@ fn hello(rules: &Rules<'_>, facts: &Facts<'_>, subject: &Subject, sni: Option<&H
     }
     let exempted = exempted(host_verdict, facts.host).or_else(|| sni_verdict.and_then(|(v, s)| exempted(v, s)));
     Action::Tunnel { exempted }
+}
+
+/// How a request says it was made, from its `Sec-Fetch-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// A top-level navigation: the person opened the site.
+    Navigation,
+    /// A sub-resource or a frame: content another page embeds.
+    Embedded,
+    /// The request does not say (an app, an old browser, a CONNECT alone).
+    Unknown,
+}
+
+impl Fetch {
+    /// From `Sec-Fetch-Dest` (a top-level navigation is `document`) or,
+    /// without it, `Sec-Fetch-Mode` (`navigate`).
+    pub fn from_headers(headers: &http::HeaderMap) -> Fetch {
+        let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        match (value("sec-fetch-dest"), value("sec-fetch-mode")) {
+            (Some(dest), _) if dest.eq_ignore_ascii_case("document") => Fetch::Navigation,
+            (Some(_), _) => Fetch::Embedded,
+            (None, Some(mode)) if mode.eq_ignore_ascii_case("navigate") => Fetch::Navigation,
+            (None, Some(_)) => Fetch::Embedded,
+            (None, None) => Fetch::Unknown,
+        }
+    }
+
+    /// For the record's `navigation` field.
+    pub fn navigation(self) -> Option<bool> {
+        match self {
+            Fetch::Navigation => Some(true),
+            Fetch::Embedded => Some(false),
+            Fetch::Unknown => None,
+        }
+    }
+}
+
+/// Whether a blocked attempt flags its subject for the compliance gate: the
+/// municipal rule is about devices *with which the site was consulted* or
+/// on which the app is installed. So: the app's own traffic (its signature)
+/// always flags; a host the ban marks `embedded` (a pixel, an image CDN)
+/// never does; a request that says it is a sub-resource or a frame does
+/// not; a top-level navigation does, and so does a request that does not
+/// say (the app's API hosts, old browsers).
+pub fn flags_subject(matched: &Match, fetch: Fetch) -> bool {
+    match (&matched.rule, fetch) {
+        (Rule::UserAgent(_), _) => true,
+        _ if matched.embedded => false,
+        (_, Fetch::Embedded) => false,
+        (_, Fetch::Navigation | Fetch::Unknown) => true,
+    }
 }
 
 #[cfg(test)]

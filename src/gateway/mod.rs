@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
@@ -18,6 +18,7 @@ use crate::audit::{AuditLog, Via};
 use crate::compliance::remediate::Remediation;
 use crate::compliance::Compliance;
 use crate::config::{GatewayConfig, ProxyConfig};
+use crate::decision::{decide, Action, ComplianceView, Facts, Rules, Stage, Who};
 use crate::identity::{canonical_ip, Identity};
 use crate::plumbing::accept::{self, Accepted, Admission};
 use crate::plumbing::destinations::DeniedDestinations;
@@ -53,6 +54,9 @@ pub struct GatewayState {
     audit: AuditLog,
     client: OriginClient,
     limits: ProxyConfig,
+    /// The policy in force (the gateway's decisions read only the
+    /// compliance gate, but decide under the same rules as the proxy).
+    policy: Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
 }
 
 impl GatewayState {
@@ -62,6 +66,7 @@ impl GatewayState {
         compliance: Arc<Compliance>,
         identity: Arc<Identity>,
         audit: AuditLog,
+        policy: Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
     ) -> Result<GatewayState, GatewayError> {
         let mut routes = HashMap::new();
         for r in &config.route {
@@ -82,6 +87,7 @@ impl GatewayState {
             // Upstreams are the administrator's own choice: none denied.
             client: origin_client(limits.connect_timeout, DeniedDestinations::default()),
             limits: limits.clone(),
+            policy,
         })
     }
 
@@ -211,6 +217,27 @@ where
     }
 }
 
+impl GatewayState {
+    /// Decides a gateway request (see [`crate::decision`]): anyone may
+    /// reach the gateway; only the compliance gate and the routes matter.
+    fn decide(&self, facts: &Facts<'_>) -> Action {
+        // 0.0.0.0/0 and ::/0.
+        let everyone = [IpNet::V4(ipnet::Ipv4Net::default()), IpNet::V6(ipnet::Ipv6Net::default())];
+        let policy = self.policy.load();
+        let rules = Rules {
+            policy: &policy,
+            allow_clients: &everyone,
+            connect_ports: &[],
+            https: crate::config::HttpsMode::Reject,
+            can_intercept: false,
+            denied: &DeniedDestinations::default(),
+            own_addrs: &[],
+            compliance: Some(&*self.compliance as &dyn ComplianceView),
+        };
+        decide(&rules, facts)
+    }
+}
+
 /// One request at the gateway: which system, who, flagged or not.
 pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
     let host_header = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -222,9 +249,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         return respond::bad_request("the Host header is not a host name");
     };
     let host_key = host.as_key().into_owned();
-    let Some(upstream) = state.routes.get(&host_key) else {
-        return respond::error(StatusCode::NOT_FOUND, "Onbekend systeem.", "Unknown system.");
-    };
+    let upstream = state.routes.get(&host_key);
 
     let client = state.client_ip(peer.ip(), req.headers());
     let mut subject = state.identity.devices.subject(client);
@@ -234,31 +259,53 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
     if let Some(u) = &subject.user {
         keys.push(format!("user:{u}"));
     }
-    let (cookie, new_cookie) = match device_cookie(req.headers()) {
-        Some(c) => (c, false),
-        None => (new_device_id(), true),
+    // Only a cookie weerwal issued (signed) stands for a device.
+    let (device, new_cookie) = match device_cookie(req.headers()).and_then(|v| state.compliance.verify_device(&v)) {
+        Some(id) => (id, None),
+        None => {
+            let (id, value) = state.compliance.issue_device();
+            (id, Some(value))
+        }
     };
-    let keys = state.compliance.link_device(&cookie, &keys, !new_cookie);
-    let mut response = match state.compliance.flag_of_any(keys.iter().map(String::as_str)) {
-        Some(flagged) => {
+    let keys = state.compliance.link_device(&device, &keys, new_cookie.is_none());
+    let action = state.decide(&Facts {
+        stage: Stage::Gateway { routed: upstream.is_some(), keys: &keys },
+        client,
+        host: &host,
+        port: default_port,
+        user_agent: None,
+        who: Who::Known(&subject),
+        today: crate::policy::Date::today(),
+    });
+    let mut response = match (action, upstream) {
+        (Action::Remediate { key, flag, .. }, _) => {
+            if new_cookie.is_none() {
+                // The device itself is flagged too: it stays refused after
+                // its address or user link ages out.
+                state.compliance.flag_device(&device, &flag);
+            }
             let remediation = Remediation {
                 compliance: &state.compliance,
                 audit: &state.audit,
                 subject: &subject,
                 session: session.as_deref(),
                 keys: keys.clone(),
-                flagged,
+                flagged: (key, flag),
                 host: &host_key,
                 via: Via::Gateway,
             };
             remediation.respond(req).await
         }
-        None => {
+        (Action::Forward { .. }, Some(upstream)) => {
             let peer_trusted = state.trusted_proxies.iter().any(|n| n.contains(&canonical_ip(peer.ip())));
             forward(state, req, upstream, &host_header, client, peer_trusted).await
         }
+        (action, _) => {
+            let (nl, en) = action.reason().texts();
+            return respond::error(action.reason().status(), &nl, &en);
+        }
     };
-    if new_cookie {
+    if let Some(cookie) = new_cookie {
         let secure = if state.tls { "; Secure" } else { "" };
         let value = format!("{DEVICE_COOKIE}={cookie}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -308,7 +355,7 @@ async fn forward(
     .await
 }
 
-/// The device id from the `Cookie` header, when well-formed.
+/// The device cookie's value from the `Cookie` header (verified by the caller).
 fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -318,13 +365,7 @@ fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == DEVICE_COOKIE)
         .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn new_device_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
+        .filter(|v| v.len() <= 128)
 }
 
 #[cfg(test)]

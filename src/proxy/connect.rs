@@ -23,7 +23,7 @@ use super::client_hello::{read_client_hello, ClientHelloRead};
 use super::identify::{challenge, identify, user_agent, who_of};
 use super::record::{self, Attempt};
 use super::ProxyState;
-use crate::decision::{Action, Exempted, Facts, Stage, Who};
+use crate::decision::{Action, Exempted, Facts, Fetch, Stage, Who};
 use crate::identity::{canonical_ip, Identified};
 use crate::plumbing::accept::Admitted;
 use crate::plumbing::prefixed::Prefixed;
@@ -105,6 +105,7 @@ fn connect_attempt<'a>(
         method: Method::CONNECT,
         path: None,
         user_agent: user_agent.map(str::to_string),
+        fetch: Fetch::Unknown,
     }
 }
 
@@ -176,10 +177,14 @@ impl Tunnel {
             (_, Action::Intercept { host, matched } | Action::Block { host, matched }) => {
                 self.record_block(&host, &matched).await
             }
-            (_, Action::Remediate { host, .. }) => {
+            (_, Action::Remediate { host, key, flag }) => {
                 // A flagged person naming a protected system only in the
-                // SNI (CONNECT to its address): never spliced through.
-                tracing::debug!(host = %host, "closing a flagged tunnel to a protected system");
+                // SNI, or tunnelling to an address without any name: never
+                // spliced through, and recorded.
+                let host = host.as_key().into_owned();
+                if let Some(r) = remediation(&self.state, &self.who, &host, key, flag) {
+                    r.record_closed_tunnel(self.user_agent.as_deref()).await;
+                }
             }
             (_, _) => {}
         }
@@ -272,11 +277,14 @@ impl Tunnel {
     /// banned; HTTP is decided request by request; anything that looks like
     /// HTTP but does not parse is refused; other protocols are spliced.
     async fn plain(self, mut client: TokioIo<Upgraded>, mut buffered: Vec<u8>, action: Action) {
-        let exempted = match action {
+        let (exempted, may_splice) = match action {
             Action::Intercept { host, matched } | Action::Block { host, matched } => {
                 return self.serve_block_pages(Prefixed::new(buffered, client), host, matched).await;
             }
-            Action::Tunnel { exempted } => exempted,
+            Action::Tunnel { exempted } => (exempted, true),
+            // A flagged person's tunnel to an address: each request in it
+            // is decided, and gets the remediation page; nothing else passes.
+            Action::Remediate { .. } => (None, false),
             _ => return,
         };
         let limit = self.state.live().config.proxy.max_header_bytes;
@@ -285,6 +293,7 @@ impl Tunnel {
             // Every request in the tunnel is decided, not just the first:
             // a second, pipelined request must not ride along unchecked.
             HttpHead::Complete => self.serve_plain_http(Prefixed::new(buffered, client)).await,
+            HttpHead::NotHttp if !may_splice => {}
             HttpHead::NotHttp => {
                 self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
                 self.splice(client, buffered).await
@@ -333,6 +342,7 @@ impl Tunnel {
             method: req.method().clone(),
             path: path.clone(),
             user_agent: ua.clone(),
+            fetch: Fetch::from_headers(req.headers()),
             ..connect_attempt(&self.who, host, self.port, matched, None)
         };
         match self.decide(Stage::InTunnel { named: &named }, ua.as_deref()) {
@@ -419,6 +429,7 @@ impl Tunnel {
             method: req.method().clone(),
             path,
             user_agent: ua,
+            fetch: Fetch::from_headers(req.headers()),
             ..connect_attempt(&self.who, &host, self.port, &matched, None)
         };
         record::block(&self.state, &attempt).await

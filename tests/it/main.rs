@@ -12,6 +12,7 @@ mod cli;
 mod directory;
 mod explain;
 mod fuzz_regressions;
+mod gate;
 mod gateway;
 mod hardening;
 mod history;
