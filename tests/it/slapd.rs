@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use weerwal::config::LdapConfig;
 
-
 pub const SUFFIX: &str = "dc=gemeente,dc=test";
 const ROOT_DN: &str = "cn=admin,dc=gemeente,dc=test";
 const ROOT_PW: &str = "root-wachtwoord";
@@ -251,4 +250,3 @@ impl Drop for Slapd {
         self.stop();
     }
 }
-
