@@ -54,8 +54,12 @@ pub enum SessionState {
     Officer(Officer),
     /// No cookie, an unknown or expired one.
     None,
-    /// A session whose user is no longer an officer (users file changed).
+    /// A session whose user is no longer an officer (users file changed,
+    /// or removed from the directory's officer group).
     NotOfficer(String),
+    /// A directory officer's session whose membership cannot be checked now
+    /// (the directory is down): this request is refused, the session kept.
+    Unverifiable(String),
 }
 
 /// The outcome of a login form.
@@ -180,7 +184,7 @@ impl OfficerAuth {
             Err(e) => {
                 crate::metrics::metrics().directory_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(officer = %officer.name, error = %e, "dashboard: officer group membership cannot be checked");
-                SessionState::NotOfficer(officer.name.clone())
+                SessionState::Unverifiable(officer.name.clone())
             }
         }
     }

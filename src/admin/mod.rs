@@ -318,6 +318,24 @@ async fn route(state: &Arc<AdminState>, req: Req) -> Response<ProxyBody> {
             tracing::warn!(user = %name, "dashboard session ended: the user is no longer an officer");
             return forbidden_not_officer(api);
         }
+        SessionState::Unverifiable(_) if api => {
+            return api::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the directory cannot be reached: officer group membership cannot be checked",
+            )
+        }
+        SessionState::Unverifiable(_) => {
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::message_page(
+                    None,
+                    "Directory onbereikbaar",
+                    "Directory unreachable",
+                    "De gebruikersdirectory (Active Directory) is nu niet bereikbaar; uw lidmaatschap van de officer-groep kan niet worden gecontroleerd. Probeer het zo opnieuw, of log in als officer uit het gebruikersbestand.",
+                    "The user directory (Active Directory) cannot be reached, so your officer group membership cannot be checked. Try again shortly, or log in as an officer from the users file.",
+                ),
+            )
+        }
     };
     if *m == Method::POST {
         if !same_origin(&req.headers) {

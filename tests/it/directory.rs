@@ -291,9 +291,16 @@ async fn directory_officers_use_the_dashboard_over_https_see_the_charts_and_lose
     assert_eq!((status, location.as_str()), (303, "/login"));
     let (status, _, _) = d.login("fbakker", "wachtwoord-officier").await;
     assert_eq!(status, 403);
-    // The directory down: its officers cannot log in (503, said so); the
-    // break-glass officer from the users file can.
+    // The directory down: a directory officer's next click is refused (503,
+    // said so), nobody from the directory can log in; the break-glass
+    // officer from the users file can.
+    let mut piet = Dash::new(format!("https://localhost:{}", admin.port()), Some(&slapd.ca_file()));
+    let (status, _, _) = piet.login("pdekker", "wachtwoord-piet").await;
+    assert_eq!(status, 303);
+    assert_eq!(piet.get("/charts").await.0, 200);
     slapd.stop();
+    let (status, _, page) = piet.get("/charts").await;
+    assert_eq!(status, 503, "{page}");
     let mut d = Dash::new(format!("https://localhost:{}", admin.port()), Some(&slapd.ca_file()));
     let (status, _, page) = d.login("ajansen", "wachtwoord-anna").await;
     assert_eq!(status, 503, "{page}");

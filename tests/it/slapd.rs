@@ -64,6 +64,7 @@ pub const USERS: &[(&str, &str)] = &[
     ("toezichthouder", "wachtwoord-toez"),
     ("fbakker", "wachtwoord-officier"),
     ("ajansen", "wachtwoord-anna"),
+    ("pdekker", "wachtwoord-piet"),
 ];
 
 fn ldif(users: &[(&str, &str)]) -> String {
@@ -91,7 +92,7 @@ fn ldif(users: &[(&str, &str)]) -> String {
         g
     };
     out.push_str(&group("toezicht", &["toezichthouder"]));
-    out.push_str(&group("weerwal-officers", &["fbakker"]));
+    out.push_str(&group("weerwal-officers", &["fbakker", "pdekker"]));
     out.push_str(&group("raad", &["jdevries", "toezichthouder"]));
     out
 }
