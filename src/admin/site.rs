@@ -82,19 +82,6 @@ pub async fn login(state: &AdminState, req: &Req) -> Response<ProxyBody> {
             set_cookie(&mut resp, auth::set_cookie(auth::LOGIN_COOKIE, "", Some(Duration::ZERO), secure));
             resp
         }
-        Login::NotOfficer => {
-            record_login_failure(state, req, name, "not an officer").await;
-            html(
-                StatusCode::FORBIDDEN,
-                pages::message_page(
-                    None,
-                    "Geen toegang",
-                    "Forbidden",
-                    "Alleen beveiligingsfunctionarissen (rol officer) hebben toegang tot dit overzicht.",
-                    "Only security officers (role officer) may use this dashboard.",
-                ),
-            )
-        }
         Login::DirectoryDown => html(
             StatusCode::SERVICE_UNAVAILABLE,
             pages::message_page(
@@ -105,8 +92,10 @@ pub async fn login(state: &AdminState, req: &Req) -> Response<ProxyBody> {
                 "The user directory (Active Directory) cannot be reached, so your login cannot be checked. An officer from the users file can still log in.",
             ),
         ),
-        Login::Failed => {
-            record_login_failure(state, req, name, "wrong user name or password").await;
+        Login::Failed { user, reason } => {
+            // A non-officer's right password gets exactly the page of a
+            // wrong one; the record names only a user that exists.
+            record_login_failure(state, req, user.as_deref().unwrap_or(""), reason).await;
             login_form(
                 state,
                 req,

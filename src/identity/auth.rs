@@ -58,7 +58,13 @@ pub struct Authenticator {
     /// argon2id takes ~19 MiB and real CPU per check: a few at a time, so a
     /// flood of wrong passwords cannot exhaust memory.
     hashing: tokio::sync::Semaphore,
-    remembered: DashMap<[u8; 32], (Arc<AuthedUser>, Instant)>,
+    /// Remembered checks, each with the users generation it was made on:
+    /// only those of the current generation count.
+    remembered: DashMap<[u8; 32], (Arc<AuthedUser>, Instant, u64)>,
+    /// Bumped by every [`Authenticator::replace_users`], so a check that
+    /// started on the old users can never be remembered (or let through)
+    /// after a reload removed the user: removed means removed at once.
+    generation: std::sync::atomic::AtomicU64,
     failures: DashMap<IpAddr, (u32, Instant)>,
     pub realm: String,
     /// With `auth = "ldap"`: the directory, asked instead of the users file.
@@ -81,6 +87,7 @@ impl Authenticator {
             users: ArcSwap::from_pointee(users),
             hashing: tokio::sync::Semaphore::new(4),
             remembered: DashMap::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
             failures: DashMap::new(),
             realm: realm.to_string(),
             directory: None,
@@ -136,6 +143,7 @@ impl Authenticator {
     /// removed user or changed password takes effect at once.
     pub fn replace_users(&self, users: Users) {
         self.users.store(Arc::new(users));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.remembered.clear();
     }
 
@@ -147,7 +155,7 @@ impl Authenticator {
         };
         let key = self.key(header);
         if let Some(hit) = self.remembered.get(&key) {
-            if hit.1.elapsed() < self.remember {
+            if hit.1.elapsed() < self.remember && hit.2 == self.generation.load(std::sync::atomic::Ordering::SeqCst) {
                 return AuthOutcome::Authenticated(Arc::clone(&hit.0));
             }
         }
@@ -164,7 +172,7 @@ impl Authenticator {
             return match self.ask_directory(directory, &name, &password).await {
                 Ok(Verdict::Accepted(u)) => {
                     let user = AuthedUser { name: u.name, role: Role::User, groups: u.groups };
-                    self.accepted(key, client, user)
+                    self.accepted(key, client, user, self.generation.load(std::sync::atomic::Ordering::SeqCst))
                 }
                 Ok(Verdict::WrongPassword { name }) => self.failed(client, Some(name)).await,
                 Ok(Verdict::Unknown) => self.failed(client, None).await,
@@ -174,29 +182,44 @@ impl Authenticator {
         let Ok(_permit) = self.hashing.acquire().await else {
             return AuthOutcome::Failed { user: None };
         };
-        let users = self.users.load_full();
-        let (n, p) = (name.clone(), password);
-        let verified = tokio::task::spawn_blocking(move || {
-            users.verify(&n, &p).map(|u| AuthedUser { name: u.name.clone(), role: u.role, groups: u.groups.clone() })
-        })
-        .await
-        .ok()
-        .flatten();
+        // A reload during the check (argon2 takes a while) means the check
+        // was made on users that are gone: check again on the new ones.
+        let mut verified = None;
+        let mut generation = 0;
+        for _ in 0..3 {
+            generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+            let users = self.users.load_full();
+            let (n, p) = (name.clone(), password.clone());
+            verified = tokio::task::spawn_blocking(move || {
+                users.verify(&n, &p).map(|u| AuthedUser {
+                    name: u.name.clone(),
+                    role: u.role,
+                    groups: u.groups.clone(),
+                })
+            })
+            .await
+            .ok()
+            .flatten();
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                break;
+            }
+            verified = None;
+        }
         match verified {
-            Some(user) => self.accepted(key, client, user),
+            Some(user) => self.accepted(key, client, user, generation),
             None => self.failed(client, Some(name)).await,
         }
     }
 
-    fn accepted(&self, key: [u8; 32], client: IpAddr, user: AuthedUser) -> AuthOutcome {
+    fn accepted(&self, key: [u8; 32], client: IpAddr, user: AuthedUser, generation: u64) -> AuthOutcome {
         let user = Arc::new(user);
         if self.remembered.len() >= REMEMBER_MAX {
-            self.remembered.retain(|_, (_, at)| at.elapsed() < self.remember);
+            self.remembered.retain(|_, (_, at, _)| at.elapsed() < self.remember);
             if self.remembered.len() >= REMEMBER_MAX {
                 self.remembered.clear();
             }
         }
-        self.remembered.insert(key, (Arc::clone(&user), Instant::now()));
+        self.remembered.insert(key, (Arc::clone(&user), Instant::now(), generation));
         self.failures.remove(&client);
         AuthOutcome::Authenticated(user)
     }

@@ -15,6 +15,7 @@ mod fuzz_regressions;
 mod gate;
 mod gateway;
 mod hardening;
+mod hardening2;
 mod history;
 #[cfg(unix)]
 mod history_browsers;
