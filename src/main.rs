@@ -257,6 +257,9 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
     let pid_path = pid_file_path(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
+        // Registered before any listener accepts: a SIGTERM or Ctrl-C that
+        // comes right after the first answer still shuts down cleanly.
+        let signalled = shutdown_signal();
         let server = match Server::start(config).await {
             Ok(s) => s,
             Err(
@@ -268,7 +271,7 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
         };
         let token = server.shutdown_token();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signalled.await;
             tracing::info!("shutting down: finishing requests in flight and flushing the audit log");
             weerwal::notify::stopping();
             token.cancel();
@@ -388,25 +391,29 @@ fn is_weerwal_serve(_pid: u32) -> bool {
     true
 }
 
-async fn wait_for_signal() {
+/// Registers SIGTERM and SIGINT (Ctrl-C) now and returns a future that
+/// ends when either arrives.
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => Box::pin(async move {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
-            }
-            Err(_) => {
+            }),
+            _ => Box::pin(async {
                 let _ = tokio::signal::ctrl_c().await;
-            }
+            }),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
