@@ -16,6 +16,9 @@
 #   unbound, bind9-utils (named-checkzone), bind9-dnsutils (dig), dnsmasq-base,
 #   squid        tests/it/dns.rs: the exported policy checked by the programs
 #                that consume it, a real Unbound as upstream and RPZ resolver
+#   slapd + ldap-utils  tests/it/directory.rs starts its own OpenLDAP slapd
+#                (own slapd.conf, temp dir, loopback ports; the package's own
+#                instance is never used) and loads it with ldapadd/ldapmodify
 #   systemd      tests/package.rs: systemd-analyze verify/security on the unit
 #                (only the tool: no running systemd is needed or started)
 #   adduser      the .deb's postinst creates the `weerwal` system user with it
@@ -42,6 +45,8 @@ command -v named-checkzone >/dev/null || need+=(bind9-utils)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v squid >/dev/null || [ -x /usr/sbin/squid ] || need+=(squid)
+[ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapadd >/dev/null || need+=(ldap-utils)
 # The Debian package test (tests/it/package.rs).
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v adduser >/dev/null || need+=(adduser)

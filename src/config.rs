@@ -214,6 +214,8 @@ pub struct IdentityConfig {
     #[serde(deserialize_with = "duration")]
     pub session_idle: Duration,
     pub device: Vec<DeviceRange>,
+    /// `[identity.ldap]`: the directory, for `auth = "ldap"` (and directory officers).
+    pub ldap: Option<LdapConfig>,
 }
 
 impl Default for IdentityConfig {
@@ -223,6 +225,7 @@ impl Default for IdentityConfig {
             users_file: PathBuf::from("users.toml"),
             session_idle: Duration::from_secs(30 * 60),
             device: Vec::new(),
+            ldap: None,
         }
     }
 }
@@ -233,6 +236,80 @@ impl Default for IdentityConfig {
 pub enum AuthMode {
     None,
     Basic,
+    /// Basic credentials checked with a bind against `[identity.ldap]`.
+    Ldap,
+}
+
+/// `[identity.ldap]`: Active Directory or OpenLDAP as the source of users,
+/// groups and officers (see docs/directory.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapConfig {
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `starttls`.
+    pub url: String,
+    pub starttls: bool,
+    /// Plain `ldap://` without StartTLS: passwords cross the network readable.
+    pub allow_plaintext: bool,
+    /// The CA that signed the directory's certificate (default: system roots).
+    pub ca_file: Option<PathBuf>,
+    /// The read-only service account that looks users up.
+    pub bind_dn: String,
+    /// File holding that account's password (never the password itself in here).
+    pub bind_password_file: PathBuf,
+    pub base_dn: String,
+    /// `{user}` is replaced by the name typed, escaped per RFC 4515.
+    pub user_filter: String,
+    /// The attribute listing a user's groups as DNs; a group is named by its CN.
+    pub group_attribute: String,
+    /// Members of this group may log in to the dashboard.
+    pub officer_group: Option<String>,
+    /// How long a successful check and its groups are remembered.
+    #[serde(deserialize_with = "duration")]
+    pub cache_ttl: Duration,
+    /// Connect and operation time limit for one directory request.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Directory connections kept open (and password checks at once).
+    pub pool_size: usize,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            url: String::new(),
+            starttls: false,
+            allow_plaintext: false,
+            ca_file: None,
+            bind_dn: String::new(),
+            bind_password_file: PathBuf::from("ldap.pw"),
+            base_dn: String::new(),
+            user_filter: "(&(objectClass=user)(sAMAccountName={user}))".to_string(),
+            group_attribute: "memberOf".to_string(),
+            officer_group: None,
+            cache_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(5),
+            pool_size: 8,
+        }
+    }
+}
+
+impl LdapConfig {
+    /// The attribute `user_filter` matches `{user}` against (`sAMAccountName`
+    /// in `(&(objectClass=user)(sAMAccountName={user}))`): its value names
+    /// the user in records.
+    pub fn account_attribute(&self) -> Option<String> {
+        let filter = &self.user_filter;
+        let at = filter.find("={user})")?;
+        let start = filter[..at].rfind('(')? + 1;
+        let attr = &filter[start..at];
+        (!attr.is_empty() && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.'))
+            .then(|| attr.to_string())
+    }
+
+    /// Whether the connection to the directory is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.url.to_ascii_lowercase().starts_with("ldaps://") || self.starttls
+    }
 }
 
 /// `[[identity.device]]`: a named address range (e.g. the council laptops).
@@ -273,11 +350,16 @@ pub enum PacRoute {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// PEM certificate chain: with `key`, the dashboard speaks HTTPS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Serve the dashboard without TLS on a non-loopback address anyway.
+    pub allow_plaintext: bool,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), cert: None, key: None, allow_plaintext: false }
     }
 }
 
@@ -488,8 +570,65 @@ impl Config {
                 });
             }
         }
+        self.validate_directory(path, text)?;
         if self.ca.organisation.trim().is_empty() {
             return Err(invalid("organisation", "the CA needs an organisation name".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_directory(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of_key(text, key),
+            key: key.to_string(),
+            message,
+        };
+        if let Some(admin) = &self.admin {
+            if admin.cert.is_some() != admin.key.is_some() {
+                let k = if admin.cert.is_some() { "key" } else { "cert" };
+                return Err(invalid(k, "the dashboard's TLS needs both admin.cert and admin.key".into()));
+            }
+        }
+        let Some(l) = &self.identity.ldap else {
+            if self.identity.auth == AuthMode::Ldap {
+                return Err(invalid("auth", "auth = \"ldap\" needs an [identity.ldap] section".into()));
+            }
+            return Ok(());
+        };
+        let url = l.url.to_ascii_lowercase();
+        if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) {
+            return Err(invalid("url", format!("{:?}: write ldaps://host or ldap://host (with starttls)", l.url)));
+        }
+        if url.starts_with("ldaps://") && l.starttls {
+            return Err(invalid("starttls", "ldaps:// is TLS already; StartTLS is for ldap://".into()));
+        }
+        if !l.encrypted() && !l.allow_plaintext {
+            return Err(invalid(
+                "url",
+                "plain ldap:// sends passwords readable over the network: use ldaps://, starttls = true, or set allow_plaintext = true".into(),
+            ));
+        }
+        if l.bind_dn.trim().is_empty() {
+            return Err(invalid("bind_dn", "the service account's DN is needed to look users up".into()));
+        }
+        if l.base_dn.trim().is_empty() {
+            return Err(invalid("base_dn", "where to look for users, e.g. \"DC=gemeente,DC=local\"".into()));
+        }
+        if !l.user_filter.contains("{user}") || !l.user_filter.starts_with('(') {
+            return Err(invalid(
+                "user_filter",
+                "a filter with {user}, e.g. \"(&(objectClass=user)(sAMAccountName={user}))\"".into(),
+            ));
+        }
+        if l.account_attribute().is_none() {
+            return Err(invalid("user_filter", "{user} must be the value of one attribute, as in (uid={user})".into()));
+        }
+        if l.group_attribute.trim().is_empty() {
+            return Err(invalid("group_attribute", "e.g. \"memberOf\"".into()));
+        }
+        if l.pool_size == 0 {
+            return Err(invalid("pool_size", "must be at least 1".into()));
         }
         Ok(())
     }
@@ -553,6 +692,20 @@ impl Config {
         }
         fix(&mut self.ca.dir);
         fix(&mut self.identity.users_file);
+        if let Some(l) = &mut self.identity.ldap {
+            fix(&mut l.bind_password_file);
+            if let Some(c) = &mut l.ca_file {
+                fix(c);
+            }
+        }
+        if let Some(a) = &mut self.admin {
+            if let Some(c) = &mut a.cert {
+                fix(c);
+            }
+            if let Some(k) = &mut a.key {
+                fix(k);
+            }
+        }
         if let Some(p) = self.compliance.as_mut().and_then(|c| c.state.as_mut()) {
             fix(p);
         }

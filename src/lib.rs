@@ -27,3 +27,4 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod serve;
+pub mod tls;

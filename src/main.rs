@@ -85,6 +85,10 @@ enum UsersCommand {
     List,
     /// Remove a user.
     Remove { name: String },
+    /// Check a name and password (from standard input) against the directory
+    /// (`[identity.ldap]`, else the users file) and show the groups it sees.
+    /// Exit 0 accepted, 3 refused, 1 directory unreachable.
+    Test { name: String },
 }
 
 #[derive(Subcommand)]
@@ -539,6 +543,9 @@ fn policy_explain(config: &Config, question: &weerwal::explain::Question) -> Res
 }
 
 fn users_command(config: &Config, cmd: UsersCommand) -> Result<ExitCode, Failure> {
+    if let UsersCommand::Test { name } = &cmd {
+        return users_test(config, name);
+    }
     let path = &config.identity.users_file;
     let mut users = Users::load(path).map_err(|e| Failure::Usage(e.into()))?;
     match cmd {
@@ -562,8 +569,64 @@ fn users_command(config: &Config, cmd: UsersCommand) -> Result<ExitCode, Failure
             users.save(path)?;
             println!("removed user {name}");
         }
+        UsersCommand::Test { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `weerwal users test NAME`: what the directory (or the users file) says
+/// about a name and password, for the administrator setting this up.
+fn users_test(config: &Config, name: &str) -> Result<ExitCode, Failure> {
+    use std::io::{BufRead, IsTerminal};
+    use weerwal::identity::ldap::{Directory, Verdict};
+    // Asked once, not shown, at a terminal; one line from a pipe otherwise.
+    let password = if std::io::stdin().is_terminal() {
+        prompt_hidden("Password (not shown; then Enter): ")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    let Some(ldap) = &config.identity.ldap else {
+        let users = Users::load(&config.identity.users_file).map_err(|e| Failure::Usage(e.into()))?;
+        println!("source:   users file {}", config.identity.users_file.display());
+        return Ok(match users.verify(name, &password) {
+            Some(u) => {
+                println!("accepted: {}", u.name);
+                println!("groups:   {}", u.groups.join(", "));
+                println!("officer:  {}", if u.role == Role::Officer { "yes" } else { "no" });
+                ExitCode::SUCCESS
+            }
+            None => {
+                println!("refused:  unknown name or wrong password");
+                ExitCode::from(3)
+            }
+        });
+    };
+    let directory = Directory::new(ldap).map_err(|e| Failure::Usage(e.into()))?;
+    println!("source:   directory {}{}", ldap.url, if ldap.starttls { " (StartTLS)" } else { "" });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let verdict = runtime.block_on(directory.check(name, &password))?;
+    Ok(match verdict {
+        Verdict::Accepted(u) => {
+            println!("accepted: {}", u.name);
+            println!("groups:   {}", u.groups.join(", "));
+            match directory.officer_group() {
+                Some(g) if u.groups.iter().any(|x| x == g) => println!("officer:  yes (member of {g})"),
+                Some(g) => println!("officer:  no (not a member of {g})"),
+                None => println!("officer:  no (no officer_group configured)"),
+            }
+            ExitCode::SUCCESS
+        }
+        Verdict::WrongPassword { name } => {
+            println!("refused:  {name} exists, but the directory refused the password");
+            ExitCode::from(3)
+        }
+        Verdict::Unknown => {
+            println!("refused:  no single entry matches the user_filter under base_dn (or an empty password)");
+            ExitCode::from(3)
+        }
+    })
 }
 
 /// The password from standard input: one line, so scripts can pipe it in

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub exempted: AtomicU64,
     pub gateway_denied: AtomicU64,
     pub auth_failed: AtomicU64,
+    /// Directory requests that failed (unreachable, TLS, service account refused).
+    pub directory_errors: AtomicU64,
     pub audit_write: Histogram,
     /// Free bytes on the audit volume, as last looked at by the writer.
     pub audit_free_bytes: AtomicU64,
@@ -135,6 +137,12 @@ impl Metrics {
             "weerwal_auth_failed_total",
             "Failed proxy logins.",
             self.auth_failed.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_directory_errors_total",
+            "Directory (LDAP) requests that failed: unreachable, TLS refused, service account refused.",
+            self.directory_errors.load(Ordering::Relaxed),
         );
         let _ = writeln!(out, "# HELP weerwal_audit_free_bytes Free space on the audit log's volume (alert well before it reaches audit.free_space_refuse_mb).\n# TYPE weerwal_audit_free_bytes gauge\nweerwal_audit_free_bytes {}", self.audit_free_bytes.load(Ordering::Relaxed));
         counter(

@@ -36,6 +36,8 @@ pub enum ServeError {
     Compliance(#[from] ComplianceError),
     #[error("users: {0}")]
     Users(#[from] UsersError),
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("dashboard: {0}")]
     Admin(#[from] crate::admin::AdminError),
 }
