@@ -6,7 +6,6 @@
 pub mod remediate;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -302,23 +301,8 @@ fn parse_quarantine(s: &str) -> Result<Option<Duration>, ComplianceError> {
 }
 
 fn write_atomically(path: &Path, state: &StateFile) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".compliance.json.tmp");
-    // Created anew: a mode given at open applies only to a file it creates.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
     // Names and addresses of flagged people: readable by weerwal only.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::atomic_file::write(path, &serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?, 0o600)
 }
 
 #[cfg(test)]
