@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::auth::{self, Login, Officer, SessionState};
 use super::review::{self, Newest};
-use super::{clear_flag, form, html, pages, record_login_failure, see_other, set_cookie, AdminState, Cleared, Req};
+use super::{clear_flag, html, pages, record_login_failure, see_other, set_cookie, AdminState, Cleared, Req};
 use crate::audit::query::Filter;
 use crate::audit::report::{report, write_report, GroupBy};
 use crate::audit::EventKind;
@@ -36,9 +36,8 @@ pub fn login_form(
     if error.is_none() && matches!(state.auth.session(&req.headers), SessionState::Officer(_)) {
         return see_other("/attempts");
     }
-    let existing = form::cookie(&req.headers, auth::LOGIN_COOKIE)
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_string);
+    let existing = crate::cookies::get(&req.headers, auth::LOGIN_COOKIE)
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()));
     let pre = existing.clone().unwrap_or_else(auth::OfficerAuth::new_pre_session);
     let name = if error.is_some() {
         req.form().into_iter().find(|(k, _)| k == "name").map(|(_, v)| v).unwrap_or_default()
@@ -59,8 +58,8 @@ pub fn login_form(
 pub async fn login(state: &AdminState, req: &Req) -> Response<ProxyBody> {
     let fields = req.form();
     let field = |k: &str| fields.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or("");
-    let pre = form::cookie(&req.headers, auth::LOGIN_COOKIE).unwrap_or("");
-    if !state.auth.login_token_ok(pre, field("token")) {
+    let pre = crate::cookies::get(&req.headers, auth::LOGIN_COOKIE).unwrap_or_default();
+    if !state.auth.login_token_ok(&pre, field("token")) {
         tracing::warn!(client = %req.client, "dashboard login without a valid form token refused");
         return login_form(
             state,

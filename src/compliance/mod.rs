@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::ComplianceConfig;
 use crate::policy::{normalise_host, Host, Subject};
@@ -78,6 +77,8 @@ struct DeviceLink {
 const MAX_DEVICES: usize = 100_000;
 /// Subject keys remembered per device cookie (oldest dropped first).
 const MAX_KEYS_PER_DEVICE: usize = 16;
+/// What the attestation form's token is for (see [`crate::tokens`]).
+const ATTEST_TOKEN_CONTEXT: &str = "attest";
 
 /// Flags, protected hosts and the means to check attestation forms.
 pub struct Compliance {
@@ -264,17 +265,12 @@ impl Compliance {
     /// The token the attestation form must carry: bound to the subject
     /// keys, unguessable without the process secret.
     pub fn csrf_token(&self, key: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.secret);
-        h.update(b"attest\0");
-        h.update(key.as_bytes());
-        hex::encode(&h.finalize()[..16])
+        crate::tokens::token(&self.secret, ATTEST_TOKEN_CONTEXT, key)
     }
 
     /// Checks an attestation form's token in constant time.
     pub fn csrf_ok(&self, key: &str, token: &str) -> bool {
-        let expected = self.csrf_token(key);
-        expected.len() == token.len() && expected.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        crate::tokens::token_ok(&self.secret, ATTEST_TOKEN_CONTEXT, key, token)
     }
 
     fn persist(&self) {

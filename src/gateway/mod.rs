@@ -248,9 +248,14 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         }
     };
     if new_cookie {
-        let secure = if state.tls { "; Secure" } else { "" };
-        let value = format!("{DEVICE_COOKIE}={cookie}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        let value = cookie::Cookie::build((DEVICE_COOKIE, cookie.as_str()))
+            .path("/")
+            .max_age(cookie::time::Duration::days(365))
+            .http_only(true)
+            .same_site(cookie::SameSite::Lax)
+            .secure(state.tls)
+            .build();
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }
@@ -299,15 +304,7 @@ async fn forward(
 
 /// The device id from the `Cookie` header, when well-formed.
 fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == DEVICE_COOKIE)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+    crate::cookies::get(headers, DEVICE_COOKIE).filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn new_device_id() -> String {
