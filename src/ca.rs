@@ -27,6 +27,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, Issuer, KeyIdMethod, KeyPair,
     KeyUsagePurpose, SerialNumber,
 };
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
@@ -316,10 +317,13 @@ impl CertificateAuthority {
     /// Builds the CA from the two PEM texts, checking that they belong
     /// together and that leaves signed with them will chain to `ca.pem`.
     fn from_pem(cert_path: PathBuf, key_path: PathBuf, cert_pem: String, key_pem: &str) -> Result<Self, CaError> {
-        let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .next()
-            .ok_or_else(|| CaError::BadCert { path: cert_path.clone(), reason: "no CERTIFICATE block".into() })?
-            .map_err(|e| CaError::BadCert { path: cert_path.clone(), reason: format!("unreadable PEM: {e}") })?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
+            let reason = match e {
+                pem::Error::NoItemsFound => "no CERTIFICATE block".into(),
+                e => format!("unreadable PEM: {e}"),
+            };
+            CaError::BadCert { path: cert_path.clone(), reason }
+        })?;
         let key = KeyPair::from_pem(key_pem)
             .map_err(|e| CaError::BadKey { path: key_path.clone(), reason: e.to_string() })?;
         Self::from_der(cert_path, key_path, cert_pem, cert_der, key)

@@ -11,6 +11,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -125,15 +127,16 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     let tls_err = |path: &Path, message: String| GatewayError::Tls { path: path.to_path_buf(), message };
     let cert_pem = std::fs::read(cert).map_err(|e| tls_err(cert, e.to_string()))?;
     let key_pem = std::fs::read(key).map_err(|e| tls_err(key, e.to_string()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| tls_err(cert, e.to_string()))?;
     if certs.is_empty() {
         return Err(tls_err(cert, "no certificate in the file".into()));
     }
-    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| tls_err(key, e.to_string()))?
-        .ok_or_else(|| tls_err(key, "no private key in the file".into()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => tls_err(key, "no private key in the file".into()),
+        e => tls_err(key, e.to_string()),
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(cert, e.to_string()))?
