@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use weerwal::ca::CertificateAuthority;
 use weerwal::config::Config;
 use weerwal::identity::{Devices, Role, Users};
-use weerwal::policy::{self, Date, Target, Verdict};
+use weerwal::policy::{self, Target, Verdict};
 use weerwal::serve::{self, Server};
 
 #[cfg(not(target_env = "msvc"))]
@@ -214,7 +214,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             // On a council laptop there is no policy/ folder: the built-in
             // policy is the expected one, not worth a warning.
             let loaded = if config.policy_dir_is_default() && !config.policy.dir.exists() {
-                policy::load_embedded(Date::today())
+                policy::load_embedded(&config.policy.timezone)
             } else {
                 serve::load_policy(&config)
             };
@@ -377,7 +377,7 @@ fn load_ca(dir: &Path) -> Result<CertificateAuthority, Failure> {
 
 fn policy_check(config: &Config, dir: Option<&Path>) -> Result<ExitCode, Failure> {
     let loaded = match dir {
-        Some(d) => policy::load_dir(d, Date::today()),
+        Some(d) => policy::load_dir(d, &config.policy.timezone),
         None => serve::load_policy(config),
     };
     match loaded {
@@ -429,7 +429,7 @@ fn policy_explain(
     let mut subject = Devices::new(&config.identity.device).subject(client);
     subject.user = user;
     subject.groups = groups;
-    let verdict = policy.decide(&subject, &Target { host: &host, user_agent, date: Date::today() });
+    let verdict = policy.decide(&subject, &Target { host: &host, user_agent, date: policy.today() });
     println!("host:    {} (port {port})", host.as_key());
     match verdict {
         Verdict::Allow => println!("verdict: ALLOW (no rule matches)"),

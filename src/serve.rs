@@ -15,7 +15,7 @@ use crate::compliance::{Compliance, ComplianceError};
 use crate::config::{Config, HttpsMode};
 use crate::gateway::{self, GatewayError, GatewayState};
 use crate::identity::{Identity, UsersError};
-use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
+use crate::policy::{self, Policy, PolicyErrors, Warning};
 use crate::proxy::{listener, ProxyState};
 use crate::reload::Reloader;
 
@@ -42,12 +42,12 @@ pub enum ServeError {
 /// missing `policy/` falls back to the policy compiled into the binary.
 pub fn load_policy(config: &Config) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
     let dir = &config.policy.dir;
-    let today = Date::today();
+    let zone = &config.policy.timezone;
     if config.policy_dir_is_default() && !dir.exists() {
         tracing::warn!(dir = %dir.display(), "policy directory not found; using the policy built into weerwal");
-        return policy::load_embedded(today);
+        return policy::load_embedded(zone);
     }
-    policy::load_dir(dir, today)
+    policy::load_dir(dir, zone)
 }
 
 /// A running weerwal: its listen addresses and the means to stop it.

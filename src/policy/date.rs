@@ -1,16 +1,21 @@
-//! Calendar dates for `since` and `until`: exemptions expire by date, and the
-//! decision must not read the OS clock, so callers pass today's date in.
+//! Calendar dates for `since` and `until`, and the time zone whose days they
+//! mean (`policy.timezone`, Europe/Amsterdam by default): exemptions expire
+//! by date, and an exemption "until 2026-12-03" ends when that day ends in
+//! the municipality, not in UTC. The decision must not read the OS clock,
+//! so callers pass today's date in; [`Zone::date_at`] is the one place a
+//! point in time becomes a policy date. Calendar arithmetic and the zone
+//! rules are `jiff`'s (with its own copy of the time-zone database, so this
+//! works on a machine without tzdata).
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 
 /// A proleptic Gregorian calendar date, ordered chronologically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date {
-    year: i32,
-    month: u8,
-    day: u8,
-}
+pub struct Date(jiff::civil::Date);
 
 /// A date string that is not `YYYY-MM-DD` or names a day that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,89 +23,153 @@ pub struct Date {
 pub struct DateError(pub String);
 
 impl Date {
-    /// Parses `YYYY-MM-DD`, the form the policy files use.
+    /// Parses `YYYY-MM-DD`, the form the policy files use. Only that form:
+    /// jiff also reads `+002026-11-23` and `2026-11-23T10:00`, which a policy
+    /// file should not contain.
     pub fn parse(s: &str) -> Result<Date, DateError> {
         let err = || DateError(s.to_string());
         let b = s.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        let shape = b.len() == 10
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        if !shape {
             return Err(err());
         }
-        let num = |r: std::ops::Range<usize>| -> Result<u32, DateError> {
-            let part = &s[r];
-            if !part.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(err());
-            }
-            part.parse().map_err(|_| err())
-        };
+        let num = |r: std::ops::Range<usize>| s[r].parse::<i16>().map_err(|_| err());
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year as i32, month) {
-            return Err(err());
-        }
-        Ok(Date { year: year as i32, month: month as u8, day: day as u8 })
+        let month = i8::try_from(month).map_err(|_| err())?;
+        let day = i8::try_from(day).map_err(|_| err())?;
+        jiff::civil::Date::new(year, month, day).map(Date).map_err(|_| err())
     }
 
-    /// The UTC date of a point in time; the one place the I/O side turns the
-    /// clock into something the pure decision can take.
-    pub fn of(t: SystemTime) -> Date {
-        let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Date::from_days((secs / 86_400) as i64)
-    }
-
-    /// Today in UTC.
-    pub fn today() -> Date {
-        Date::of(SystemTime::now())
-    }
-
-    fn from_days(days: i64) -> Date {
-        let (year, month, day) = civil_from_days(days);
-        Date { year: year as i32, month: month as u8, day: day as u8 }
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let (m, d) = (i64::from(month), i64::from(day));
-    let y = if m <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day number from [`days_from_civil`].
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn days_in_month(year: i32, month: u32) -> u32 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+    /// The calendar date as jiff sees it.
+    pub fn civil(self) -> jiff::civil::Date {
+        self.0
     }
 }
 
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+        write!(f, "{:04}-{:02}-{:02}", self.0.year(), self.0.month(), self.0.day())
+    }
+}
+
+/// The zone the policy's dates, and the times the dashboard and `weerwal
+/// logs` show, are in. The audit log itself stays in UTC.
+#[derive(Clone)]
+pub struct Zone {
+    name: String,
+    tz: TimeZone,
+}
+
+/// A `policy.timezone` that is not a time zone jiff knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown time zone {0:?}: write an IANA name such as \"Europe/Amsterdam\" or \"UTC\"")]
+pub struct ZoneError(pub String);
+
+/// The zone when `policy.timezone` is not set.
+pub const DEFAULT_ZONE: &str = "Europe/Amsterdam";
+
+impl Zone {
+    /// The IANA zone `name` (`Europe/Amsterdam`, `UTC`).
+    pub fn named(name: &str) -> Result<Zone, ZoneError> {
+        let tz = TimeZone::get(name).map_err(|_| ZoneError(name.to_string()))?;
+        Ok(Zone { name: name.to_string(), tz })
+    }
+
+    /// UTC, for what is written in UTC on purpose (browser history reports).
+    pub fn utc() -> Zone {
+        Zone { name: "UTC".into(), tz: TimeZone::UTC }
+    }
+
+    /// The zone's IANA name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The jiff time zone.
+    pub fn tz(&self) -> &TimeZone {
+        &self.tz
+    }
+
+    /// The date in this zone at `t`: the one place a point in time becomes
+    /// the date the policy is decided on.
+    pub fn date_at(&self, t: SystemTime) -> Date {
+        Date(self.tz.to_datetime(self.timestamp(t)).date())
+    }
+
+    /// Today in this zone.
+    pub fn today(&self) -> Date {
+        self.date_at(SystemTime::now())
+    }
+
+    /// `t` as this zone's wall-clock time, `2026-11-23 11:15:02`.
+    pub fn wall_clock(&self, t: SystemTime) -> String {
+        self.tz.to_datetime(self.timestamp(t)).strftime("%Y-%m-%d %H:%M:%S").to_string()
+    }
+
+    /// An RFC 3339 time from the log (`2026-11-23T10:15:02.123Z`) as this
+    /// zone's wall-clock time; what cannot be read is shown as written.
+    pub fn wall_clock_of(&self, ts: &str) -> String {
+        match ts.parse::<Timestamp>() {
+            Ok(t) => self.tz.to_datetime(t).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            Err(_) => ts.to_string(),
+        }
+    }
+
+    /// The date in this zone of an RFC 3339 time from the log.
+    pub fn date_of(&self, ts: &str) -> Option<Date> {
+        ts.parse::<Timestamp>().ok().map(|t| Date(self.tz.to_datetime(t).date()))
+    }
+
+    fn timestamp(&self, t: SystemTime) -> Timestamp {
+        // Outside jiff's range (years -9999..=9999) only with a broken clock.
+        Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+impl Default for Zone {
+    fn default() -> Zone {
+        // The database is compiled into the binary: this name is always there
+        // (a unit test checks it).
+        Zone::named(DEFAULT_ZONE).unwrap_or_else(|_| Zone::utc())
+    }
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Zone) -> bool {
+        self.name == other.name
+    }
+}
+
+impl fmt::Debug for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Zone({})", self.name)
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Zone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Zone, D::Error> {
+        let name = String::deserialize(d)?;
+        Zone::named(&name).map_err(serde::de::Error::custom)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn at(s: &str) -> SystemTime {
+        SystemTime::try_from(s.parse::<Timestamp>().unwrap()).unwrap()
+    }
 
     #[test]
     fn parses_and_orders() {
@@ -112,12 +181,34 @@ mod tests {
         assert!(Date::parse("2024-02-29").is_ok());
         assert!(Date::parse("2023-7-20").is_err());
         assert!(Date::parse("2023-13-01").is_err());
+        assert!(Date::parse("2023-07-20T10:00").is_err());
+        assert!(Date::parse("+02023-07-20").is_err());
+        assert!(Date::parse("0000-01-01").is_ok());
     }
 
     #[test]
     fn clock_to_date() {
-        assert_eq!(Date::of(UNIX_EPOCH).to_string(), "1970-01-01");
+        let utc = Zone::utc();
+        assert_eq!(utc.date_at(UNIX_EPOCH).to_string(), "1970-01-01");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_435_200); // 2026-11-23T12:00:00Z
-        assert_eq!(Date::of(t).to_string(), "2026-11-23");
+        assert_eq!(utc.date_at(t).to_string(), "2026-11-23");
+    }
+
+    #[test]
+    fn the_day_is_the_municipality_s_day() {
+        let ams = Zone::default();
+        assert_eq!(ams.name(), "Europe/Amsterdam");
+        assert_eq!(ams, Zone::named("Europe/Amsterdam").unwrap());
+        // Winter (UTC+1): 23:30 UTC is already the next day in Amsterdam.
+        assert_eq!(ams.date_at(at("2026-12-03T22:59:59Z")).to_string(), "2026-12-03");
+        assert_eq!(ams.date_at(at("2026-12-03T23:30:00Z")).to_string(), "2026-12-04");
+        assert_eq!(Zone::utc().date_at(at("2026-12-03T23:30:00Z")).to_string(), "2026-12-03");
+        // Summer (UTC+2).
+        assert_eq!(ams.date_at(at("2026-07-01T21:59:59Z")).to_string(), "2026-07-01");
+        assert_eq!(ams.date_at(at("2026-07-01T22:00:00Z")).to_string(), "2026-07-02");
+        assert_eq!(ams.wall_clock_of("2026-11-23T10:15:02.123Z"), "2026-11-23 11:15:02");
+        assert_eq!(ams.wall_clock_of("garbage"), "garbage");
+        assert_eq!(ams.date_of("2026-12-03T23:30:00Z").unwrap().to_string(), "2026-12-04");
+        assert!(Zone::named("Europe/Amsterdan").unwrap_err().to_string().contains("Europe/Amsterdam"));
     }
 }

@@ -23,7 +23,7 @@ use super::respond::{self, Attempt};
 use super::{ProxyBody, ProxyState};
 use crate::config::HttpsMode;
 use crate::identity::Identified;
-use crate::policy::{normalise_host, parse_authority, Date, Host, Match, Subject, Target, Verdict};
+use crate::policy::{normalise_host, parse_authority, Host, Match, Subject, Target, Verdict};
 
 /// Answers a CONNECT request.
 pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -96,7 +96,8 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
 }
 
 fn decide(state: &ProxyState, subject: &Subject, host: &Host, ua: Option<&str>) -> Verdict {
-    state.policy.load().decide(subject, &Target { host, user_agent: ua, date: Date::today() })
+    let policy = state.policy.load();
+    policy.decide(subject, &Target { host, user_agent: ua, date: policy.today() })
 }
 
 /// One CONNECT tunnel after the `200`.

@@ -16,7 +16,7 @@ use crate::compliance::remediate::Remediation;
 use crate::compliance::subject_key;
 use crate::identity::{canonical_ip, AuthOutcome, Identified};
 use crate::pages;
-use crate::policy::{parse_authority, Date, Host, Target, Verdict};
+use crate::policy::{parse_authority, Host, Target, Verdict};
 
 /// Entry point for every request the proxy listener parses.
 pub async fn handle(
@@ -177,7 +177,7 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
     }
     let ua = user_agent(req.headers());
     let policy = state.policy.load();
-    let verdict = policy.decide(subject, &Target { host: &host, user_agent: ua, date: Date::today() });
+    let verdict = policy.decide(subject, &Target { host: &host, user_agent: ua, date: policy.today() });
     drop(policy);
     let path = state.live().config.audit.log_paths.then(|| uri.path());
     let matched = match &verdict {

@@ -19,3 +19,4 @@ mod identity;
 mod pac;
 mod proxy_http;
 mod proxy_https;
+mod timezone;
