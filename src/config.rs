@@ -109,12 +109,12 @@ pub struct PolicyConfig {
     /// Whose calendar days the policy's dates mean (an exemption `until` a
     /// date ends when that day ends there), and the zone the dashboard and
     /// `weerwal logs` show times and read dates in. The log stays in UTC.
-    pub timezone: crate::policy::Zone,
+    pub timezone: crate::calendar::Zone,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { dir: PathBuf::from("policy"), timezone: crate::policy::Zone::default() }
+        PolicyConfig { dir: PathBuf::from("policy"), timezone: crate::calendar::Zone::default() }
     }
 }
 
@@ -429,6 +429,19 @@ impl Config {
     /// compiled into the binary).
     pub fn policy_dir_is_default(&self) -> bool {
         self.source.is_none()
+    }
+
+    /// Where the compliance gate keeps its flags on one node: beside the audit log.
+    pub fn compliance_state_path(&self) -> PathBuf {
+        self.audit.path.parent().unwrap_or(Path::new(".")).join("compliance.json")
+    }
+
+    /// The dashboard's and gateway's listen addresses (the dashboard's
+    /// default too): never a destination for a client of the proxy.
+    pub fn own_listeners(&self) -> Vec<std::net::SocketAddr> {
+        let admin =
+            self.admin.as_ref().map(|a| a.listen).unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9090)));
+        std::iter::once(admin).chain(self.gateway.as_ref().map(|g| g.listen)).collect()
     }
 
     fn resolve_paths(&mut self, base: &Path) {

@@ -17,7 +17,7 @@ use crate::audit::{EventKind, Record};
 use crate::compliance::Flag;
 use crate::identity::sessions::LiveSession;
 use crate::pages::escape;
-use crate::policy::Zone;
+use crate::calendar::Zone;
 
 const STYLE: &str = "\
 *{box-sizing:border-box}\

@@ -20,7 +20,7 @@ use super::{clear_flag, html, pages, record_login_failure, see_other, set_cookie
 use crate::audit::query::Filter;
 use crate::audit::report::{report, write_report, GroupBy};
 use crate::audit::EventKind;
-use crate::proxy::{BoxError, ProxyBody};
+use crate::plumbing::{BoxError, ProxyBody};
 
 /// Rows a page shows unless asked otherwise, and at most.
 pub const DEFAULT_LIMIT: usize = 200;
@@ -142,7 +142,7 @@ fn logout(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBod
 }
 
 /// The zone the dashboard shows times in and reads dates in.
-fn zone(state: &AdminState) -> &crate::policy::Zone {
+fn zone(state: &AdminState) -> &crate::calendar::Zone {
     &state.config.policy.timezone
 }
 
@@ -280,7 +280,7 @@ async fn report_csv(state: &AdminState, req: &Req) -> Response<ProxyBody> {
             }
             csv_response(
                 &csv_name(&format!("overzicht-per-{}", pages::group_by_name(by).1)),
-                crate::proxy::respond::full(out),
+                crate::plumbing::respond::full(out),
             )
         }
         Err(e) => bad_request_text(&e),

@@ -14,7 +14,7 @@ use super::report::{report, write_report, GroupBy};
 use super::time::{parse_time_arg, Edge, TimeRange};
 use super::verify::{verify, Outcome};
 use crate::config::Config;
-use crate::policy::Zone;
+use crate::calendar::Zone;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LogsCommand {

@@ -14,7 +14,7 @@ use super::output::{csv_row, Format, Table};
 use super::reader::{each_line, ReadError};
 use super::record::{EventKind, Record};
 use super::time::{parse_rfc3339, TimeRange};
-use crate::policy::Zone;
+use crate::calendar::Zone;
 
 /// The filters of `logs query` and `logs report`; all that are set must match.
 #[derive(Debug, Clone, Default)]

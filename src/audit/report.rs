@@ -12,7 +12,7 @@ use super::output::{csv_row, Format, Table};
 use super::query::{Filter, RunError, Skipped, View};
 use super::reader::each_line;
 use super::record::EventKind;
-use crate::policy::Zone;
+use crate::calendar::Zone;
 
 /// What to group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jiff::civil::{Date, DateTime};
 use jiff::Timestamp;
 
-use crate::policy::Zone;
+use crate::calendar::Zone;
 
 /// Milliseconds since the Unix epoch (negative before it).
 pub fn unix_millis(t: SystemTime) -> i64 {
@@ -39,7 +39,7 @@ pub fn compact_utc(t: SystemTime) -> String {
 
 /// `YYYY-MM-DD` and nothing else (jiff also reads other forms).
 fn parse_date(s: &str) -> Option<Date> {
-    crate::policy::Date::parse(s).ok().map(crate::policy::Date::civil)
+    crate::calendar::Date::parse(s).ok().map(crate::calendar::Date::civil)
 }
 
 /// An RFC 3339 time (`2026-11-23T10:15:02.123Z`, `2026-11-23T11:15:02+01:00`),

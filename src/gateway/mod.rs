@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
@@ -15,18 +15,18 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditLog, Via};
 use crate::compliance::remediate::Remediation;
 use crate::compliance::Compliance;
 use crate::config::{GatewayConfig, ProxyConfig};
+use crate::decision::{decide, Action, ComplianceView, Facts, Rules, Stage, Who};
 use crate::identity::{canonical_ip, Identity};
+use crate::plumbing::accept::{self, Accepted, Admission};
+use crate::plumbing::destinations::DeniedDestinations;
+use crate::plumbing::relay::{relay, Upstream};
+use crate::plumbing::{origin_client, respond, OriginClient, ProxyBody};
 use crate::policy::{normalise_host, parse_authority};
-use crate::proxy::destinations::DeniedDestinations;
-use crate::proxy::forward::{relay, Upstream};
-use crate::proxy::listener::accept_next;
-use crate::proxy::{origin_client, respond, OriginClient, ProxyBody};
 
 /// The cookie that keeps a device recognised when its address changes.
 const DEVICE_COOKIE: &str = "weerwal_device";
@@ -56,6 +56,9 @@ pub struct GatewayState {
     audit: AuditLog,
     client: OriginClient,
     limits: ProxyConfig,
+    /// The policy in force (the gateway's decisions read only the
+    /// compliance gate, but decide under the same rules as the proxy).
+    policy: Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
 }
 
 impl GatewayState {
@@ -65,6 +68,7 @@ impl GatewayState {
         compliance: Arc<Compliance>,
         identity: Arc<Identity>,
         audit: AuditLog,
+        policy: Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
     ) -> Result<GatewayState, GatewayError> {
         let mut routes = HashMap::new();
         for r in &config.route {
@@ -85,6 +89,7 @@ impl GatewayState {
             // Upstreams are the administrator's own choice: none denied.
             client: origin_client(limits.connect_timeout, DeniedDestinations::default()),
             limits: limits.clone(),
+            policy,
         })
     }
 
@@ -147,7 +152,10 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts gateway connections until `shutdown`.
+/// Accepts gateway connections until `shutdown`, through the same
+/// admission caps as the proxy (`proxy.max_connections`, per client
+/// `proxy.max_connections_per_client`): one laptop cannot exhaust the
+/// server's file descriptors through the gateway either.
 pub async fn run(
     listener: TcpListener,
     state: Arc<GatewayState>,
@@ -155,28 +163,37 @@ pub async fn run(
     shutdown: CancellationToken,
     grace: std::time::Duration,
 ) {
-    let tracker = TaskTracker::new();
-    loop {
-        let Some((stream, peer)) = accept_next(&listener, &shutdown).await else { break };
-        let (state, tls, shutdown) = (Arc::clone(&state), tls.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            match tls {
-                Some(acceptor) => {
-                    // A client that opens a connection and says nothing must
-                    // not hold it (and a file descriptor) forever.
-                    let handshake = tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
-                    match handshake {
-                        Ok(Ok(s)) => serve_connection(state, peer, s, shutdown).await,
-                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
-                        Err(_) => tracing::debug!(client = %peer, "gateway TLS handshake timed out"),
+    let admission = Admission::new(state.limits.max_connections, state.limits.max_connections_per_client);
+    // Anyone may reach the gateway: it stands in front of systems people use.
+    accept::run(
+        listener,
+        admission,
+        shutdown,
+        grace,
+        |_| true,
+        move |conn| {
+            let (state, tls) = (Arc::clone(&state), tls.clone());
+            async move {
+                let Accepted { stream, peer, slot, shutdown } = conn;
+                match tls {
+                    Some(acceptor) => {
+                        // A client that opens a connection and says nothing must
+                        // not hold it (and a file descriptor) forever.
+                        let handshake =
+                            tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
+                        match handshake {
+                            Ok(Ok(s)) => serve_connection(state, peer, s, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
+                            Err(_) => tracing::debug!(client = %peer, "gateway TLS handshake timed out"),
+                        }
                     }
+                    None => serve_connection(state, peer, stream, shutdown).await,
                 }
-                None => serve_connection(state, peer, stream, shutdown).await,
+                drop(slot);
             }
-        });
-    }
-    tracker.close();
-    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+        },
+    )
+    .await
 }
 
 async fn serve_connection<S>(state: Arc<GatewayState>, peer: SocketAddr, stream: S, shutdown: CancellationToken)
@@ -184,7 +201,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.limits.header_timeout;
-    let builder = crate::proxy::http1_server(header_timeout, state.limits.max_header_bytes);
+    let builder = crate::plumbing::http1_server(header_timeout, state.limits.max_header_bytes);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = Arc::clone(&state);
         async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
@@ -203,6 +220,27 @@ where
     }
 }
 
+impl GatewayState {
+    /// Decides a gateway request (see [`crate::decision`]): anyone may
+    /// reach the gateway; only the compliance gate and the routes matter.
+    fn decide(&self, facts: &Facts<'_>) -> Action {
+        // 0.0.0.0/0 and ::/0.
+        let everyone = [IpNet::V4(ipnet::Ipv4Net::default()), IpNet::V6(ipnet::Ipv6Net::default())];
+        let policy = self.policy.load();
+        let rules = Rules {
+            policy: &policy,
+            allow_clients: &everyone,
+            connect_ports: &[],
+            https: crate::config::HttpsMode::Reject,
+            can_intercept: false,
+            denied: &DeniedDestinations::default(),
+            own_addrs: &[],
+            compliance: Some(&*self.compliance as &dyn ComplianceView),
+        };
+        decide(&rules, facts)
+    }
+}
+
 /// One request at the gateway: which system, who, flagged or not.
 pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
     let host_header = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -214,9 +252,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         return respond::bad_request("the Host header is not a host name");
     };
     let host_key = host.as_key().into_owned();
-    let Some(upstream) = state.routes.get(&host_key) else {
-        return respond::error(StatusCode::NOT_FOUND, "Onbekend systeem.", "Unknown system.");
-    };
+    let upstream = state.routes.get(&host_key);
 
     let client = state.client_ip(peer.ip(), req.headers());
     let mut subject = state.identity.devices.subject(client);
@@ -231,23 +267,36 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         None => (new_device_id(), true),
     };
     let keys = state.compliance.link_device(&cookie, &keys, !new_cookie);
-    let mut response = match state.compliance.flag_of_any(keys.iter().map(String::as_str)) {
-        Some(flagged) => {
+    let action = state.decide(&Facts {
+        stage: Stage::Gateway { routed: upstream.is_some(), keys: &keys },
+        client,
+        host: &host,
+        port: default_port,
+        user_agent: None,
+        who: Who::Known(&subject),
+        today: state.policy.load().today(),
+    });
+    let mut response = match (action, upstream) {
+        (Action::Remediate { key, flag, .. }, _) => {
             let remediation = Remediation {
                 compliance: &state.compliance,
                 audit: &state.audit,
                 subject: &subject,
                 session: session.as_deref(),
                 keys: keys.clone(),
-                flagged,
+                flagged: (key, flag),
                 host: &host_key,
                 via: Via::Gateway,
             };
             remediation.respond(req).await
         }
-        None => {
+        (Action::Forward { .. }, Some(upstream)) => {
             let peer_trusted = state.trusted_proxies.iter().any(|n| n.contains(&canonical_ip(peer.ip())));
             forward(state, req, upstream, &host_header, client, peer_trusted).await
+        }
+        (action, _) => {
+            let (nl, en) = action.reason().texts();
+            return respond::error(action.reason().status(), &nl, &en);
         }
     };
     if new_cookie {

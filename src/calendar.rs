@@ -1,4 +1,4 @@
-//! Calendar dates for `since` and `until`, and the time zone whose days they
+//! Calendar dates for the policy's `since` and `until`, and the time zone whose days they
 //! mean (`policy.timezone`, Europe/Amsterdam by default): exemptions expire
 //! by date, and an exemption "until 2026-12-03" ends when that day ends in
 //! the municipality, not in UTC. The decision must not read the OS clock,
