@@ -14,10 +14,10 @@ use super::review::{event_name, Newest, VerifyStatus, ALL_EVENTS, FILTER_KEYS};
 use crate::audit::report::{Group, GroupBy};
 use crate::audit::verify::Outcome;
 use crate::audit::{EventKind, Record};
+use crate::calendar::Zone;
 use crate::compliance::Flag;
 use crate::identity::sessions::LiveSession;
 use crate::pages::escape;
-use crate::calendar::Zone;
 
 const STYLE: &str = "\
 *{box-sizing:border-box}\

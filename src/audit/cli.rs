@@ -13,8 +13,8 @@ use super::reader::select;
 use super::report::{report, write_report, GroupBy};
 use super::time::{parse_time_arg, Edge, TimeRange};
 use super::verify::{verify, Outcome};
-use crate::config::Config;
 use crate::calendar::Zone;
+use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LogsCommand {
