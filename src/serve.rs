@@ -156,6 +156,9 @@ impl Server {
             tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));
         }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
+        if let Some(c) = &compliance {
+            tasks.spawn(expire_flags(Arc::clone(c), audit.clone(), shutdown.clone()));
+        }
         // One set of caps for all the proxy's listen addresses.
         let admission = crate::plumbing::accept::Admission::new(
             config.proxy.max_connections,
@@ -212,6 +215,10 @@ impl Server {
             }
             audit.close().await;
         }
+        if let Some(c) = self.compliance.clone() {
+            // Every flag decided so far is on disk before weerwal exits.
+            let _ = tokio::task::spawn_blocking(move || c.flush()).await;
+        }
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         tracing::info!("weerwal stopped");
@@ -231,6 +238,31 @@ async fn sweep_sessions(identity: Arc<Identity>, audit: AuditLog, shutdown: Canc
         for end in identity.sessions.sweep() {
             if let Err(e) = audit.record(end).await {
                 tracing::error!(error = %e, "could not write session_end record");
+            }
+        }
+    }
+}
+
+/// Removes flags whose quarantine has ended, each with a `flag_cleared`
+/// record saying so (a flag is not kept longer than the rule needs).
+async fn expire_flags(compliance: Arc<Compliance>, audit: AuditLog, shutdown: CancellationToken) {
+    let every = compliance.quarantine().map_or(Duration::from_secs(60), |q| q / 4);
+    let mut tick = tokio::time::interval(every.clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for (key, flag) in compliance.expire() {
+            let mut r = crate::audit::Record::new(crate::audit::EventKind::FlagCleared);
+            r.via = Some(crate::audit::Via::System);
+            r.app = Some(flag.app);
+            r.host = Some(flag.host);
+            r.reason = Some("quarantine ended (compliance.quarantine)".to_string());
+            r.detail = Some(serde_json::json!({ "flagged": key, "flag_seq": flag.seq }));
+            if let Err(e) = audit.record(r).await {
+                tracing::error!(error = %e, "could not write flag_cleared record");
             }
         }
     }

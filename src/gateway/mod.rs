@@ -262,11 +262,15 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
     if let Some(u) = &subject.user {
         keys.push(format!("user:{u}"));
     }
-    let (cookie, new_cookie) = match device_cookie(req.headers()) {
-        Some(c) => (c, false),
-        None => (new_device_id(), true),
+    // Only a cookie weerwal issued (signed) stands for a device.
+    let (device, new_cookie) = match device_cookie(req.headers()).and_then(|v| state.compliance.verify_device(&v)) {
+        Some(id) => (id, None),
+        None => {
+            let (id, value) = state.compliance.issue_device();
+            (id, Some(value))
+        }
     };
-    let keys = state.compliance.link_device(&cookie, &keys, !new_cookie);
+    let keys = state.compliance.link_device(&device, &keys, new_cookie.is_none());
     let action = state.decide(&Facts {
         stage: Stage::Gateway { routed: upstream.is_some(), keys: &keys },
         client,
@@ -278,6 +282,11 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
     });
     let mut response = match (action, upstream) {
         (Action::Remediate { key, flag, .. }, _) => {
+            if new_cookie.is_none() {
+                // The device itself is flagged too: it stays refused after
+                // its address or user link ages out.
+                state.compliance.flag_device(&device, &flag);
+            }
             let remediation = Remediation {
                 compliance: &state.compliance,
                 audit: &state.audit,
@@ -299,7 +308,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
             return respond::error(action.reason().status(), &nl, &en);
         }
     };
-    if new_cookie {
+    if let Some(cookie) = new_cookie {
         let value = cookie::Cookie::build((DEVICE_COOKIE, cookie.as_str()))
             .path("/")
             .max_age(cookie::time::Duration::days(365))
@@ -354,15 +363,9 @@ async fn forward(
     .await
 }
 
-/// The device id from the `Cookie` header, when well-formed.
+/// The device cookie's value from the `Cookie` header (verified by the caller).
 fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
-    crate::cookies::get(headers, DEVICE_COOKIE).filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn new_device_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
+    crate::cookies::get(headers, DEVICE_COOKIE).filter(|v| v.len() <= 128)
 }
 
 #[cfg(test)]

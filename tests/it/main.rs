@@ -11,6 +11,7 @@ mod bypass;
 mod cli;
 mod explain;
 mod fuzz_regressions;
+mod gate;
 mod gateway;
 mod hardening;
 mod history;
