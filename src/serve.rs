@@ -125,6 +125,12 @@ impl Server {
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        // One set of caps for every listener of the proxy and the gateway,
+        // kept below the descriptor limit.
+        let admission = crate::plumbing::accept::Admission::new(
+            connection_cap(config.proxy.max_connections),
+            config.proxy.max_connections_per_client,
+        );
         let mut gateway_addrs = Vec::new();
         if let Some(g) = &config.gateway {
             let Some(compliance) = compliance.clone() else {
@@ -146,7 +152,8 @@ impl Server {
             let listener = crate::plumbing::accept::bind_all(&[g.listen]).await.map_err(ServeError::Bind)?.remove(0);
             gateway_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
             tracing::info!(listen = ?gateway_addrs, tls = tls.is_some(), "compliance gateway running");
-            tasks.spawn(gateway::run(listener, gw, tls, shutdown.clone(), Duration::from_secs(10)));
+            let admission = Arc::clone(&admission);
+            tasks.spawn(gateway::run(listener, gw, tls, admission, shutdown.clone(), Duration::from_secs(10)));
         }
         let mut admin_addrs = Vec::new();
         if let Some((listener, admin)) =
@@ -159,11 +166,6 @@ impl Server {
         if let Some(c) = &compliance {
             tasks.spawn(expire_flags(Arc::clone(c), audit.clone(), shutdown.clone()));
         }
-        // One set of caps for all the proxy's listen addresses.
-        let admission = crate::plumbing::accept::Admission::new(
-            config.proxy.max_connections,
-            config.proxy.max_connections_per_client,
-        );
         for l in listeners {
             let (state, admission) = (Arc::clone(&state), Arc::clone(&admission));
             tasks.spawn(listener::run(l, state, admission, shutdown.clone(), Duration::from_secs(10)));
@@ -266,4 +268,31 @@ async fn expire_flags(compliance: Arc<Compliance>, audit: AuditLog, shutdown: Ca
             }
         }
     }
+}
+
+/// The connection cap in force: `proxy.max_connections`, lowered (with a
+/// warning) to what the descriptor limit allows. The soft limit is raised
+/// to the hard one first; each proxied connection may hold two descriptors
+/// (client and origin), and a reserve stays for the log, listeners and
+/// state files.
+fn connection_cap(configured: usize) -> usize {
+    const RESERVE: u64 = 128;
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the descriptor limit; keeping proxy.max_connections as configured");
+            return configured;
+        }
+    };
+    let fits = usize::try_from(limit.saturating_sub(RESERVE) / 2).unwrap_or(usize::MAX).max(1);
+    if fits < configured {
+        tracing::warn!(
+            configured,
+            cap = fits,
+            descriptor_limit = limit,
+            "proxy.max_connections lowered to fit the descriptor limit; raise LimitNOFILE (systemd) or ulimit -n"
+        );
+        return fits;
+    }
+    configured
 }

@@ -22,7 +22,7 @@ use crate::compliance::Compliance;
 use crate::config::{GatewayConfig, ProxyConfig};
 use crate::decision::{decide, Action, ComplianceView, Facts, Rules, Stage, Who};
 use crate::identity::{canonical_ip, Identity};
-use crate::plumbing::accept::{self, Accepted, Admission};
+use crate::plumbing::accept::{self, Accepted, Admission, Admitted};
 use crate::plumbing::destinations::DeniedDestinations;
 use crate::plumbing::relay::{relay, Upstream};
 use crate::plumbing::{origin_client, respond, OriginClient, ProxyBody};
@@ -152,18 +152,18 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts gateway connections until `shutdown`, through the same
-/// admission caps as the proxy (`proxy.max_connections`, per client
+/// Accepts gateway connections until `shutdown`, through the admission the
+/// proxy's listeners share (`proxy.max_connections` in all, per client
 /// `proxy.max_connections_per_client`): one laptop cannot exhaust the
 /// server's file descriptors through the gateway either.
 pub async fn run(
     listener: TcpListener,
     state: Arc<GatewayState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
     grace: std::time::Duration,
 ) {
-    let admission = Admission::new(state.limits.max_connections, state.limits.max_connections_per_client);
     // Anyone may reach the gateway: it stands in front of systems people use.
     accept::run(
         listener,
@@ -182,12 +182,12 @@ pub async fn run(
                         let handshake =
                             tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
                         match handshake {
-                            Ok(Ok(s)) => serve_connection(state, peer, s, shutdown).await,
+                            Ok(Ok(s)) => serve_connection(state, peer, s, Arc::clone(&slot), shutdown).await,
                             Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
                             Err(_) => tracing::debug!(client = %peer, "gateway TLS handshake timed out"),
                         }
                     }
-                    None => serve_connection(state, peer, stream, shutdown).await,
+                    None => serve_connection(state, peer, stream, Arc::clone(&slot), shutdown).await,
                 }
                 drop(slot);
             }
@@ -196,14 +196,21 @@ pub async fn run(
     .await
 }
 
-async fn serve_connection<S>(state: Arc<GatewayState>, peer: SocketAddr, stream: S, shutdown: CancellationToken)
-where
+async fn serve_connection<S>(
+    state: Arc<GatewayState>,
+    peer: SocketAddr,
+    stream: S,
+    slot: Arc<Admitted>,
+    shutdown: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.limits.header_timeout;
     let builder = crate::plumbing::http1_server(header_timeout, state.limits.max_header_bytes);
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let state = Arc::clone(&state);
+        // An upgraded WebSocket takes the connection's slot with it.
+        req.extensions_mut().insert(Arc::clone(&slot));
         async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();

@@ -248,3 +248,43 @@ async fn a_flag_whose_quarantine_ended_is_removed_with_a_record() {
     assert!(!state.contains(&p.ip.to_string()), "the address is no longer kept: {state}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_may_hold_two_thousand_connections_and_the_gateway_has_caps() {
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| configure(c, upstream.addr)).await;
+    // An office behind NAT: 1,999 open connections from one address...
+    let mut held = Vec::new();
+    for _ in 0..1_999 {
+        held.push(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    // ...and the 2,000th, a request, is still served.
+    let r = proxy.client().get(upstream.url("/still")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(held);
+    proxy.stop().await;
+
+    // The gateway goes through admission too: a laptop holding the
+    // per-address cap of idle connections gets 503, others are served.
+    let upstream = Origin::start().await;
+    let proxy = TestProxy::start_with(|c| {
+        configure(c, upstream.addr);
+        c.proxy.max_connections_per_client = 40;
+    })
+    .await;
+    let gw = proxy.server.as_ref().unwrap().gateway_addrs[0];
+    let hog = Person::new(71, &proxy);
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::new(hog.ip, 0)).unwrap();
+        held.push(socket.connect(gw).await.unwrap());
+    }
+    let (status, _) = hog.gateway_get(gw, "/one-too-many").await;
+    assert_eq!(status, 503, "the 41st connection from one address is refused");
+    let other = Person::new(72, &proxy);
+    let (status, _) = other.gateway_get(gw, "/inbox").await;
+    assert_eq!(status, 200, "another address is served");
+    drop(held);
+    proxy.stop().await;
+}

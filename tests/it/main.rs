@@ -18,6 +18,7 @@ mod history;
 #[cfg(unix)]
 mod history_browsers;
 mod identity;
+mod own_host;
 mod pac;
 mod proxy_http;
 mod proxy_https;
