@@ -20,7 +20,7 @@ use crate::audit::{EventKind, Record};
 use crate::calendar::Zone;
 use crate::compliance::Flag;
 use crate::identity::sessions::LiveSession;
-use crate::pages::escape;
+use crate::pages::{escape, head};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 const STYLE: &str = "\
@@ -68,13 +68,7 @@ pub fn layout(title_nl: &str, title_en: &str, officer: Option<&Officer>, current
     html! {
         (DOCTYPE)
         html lang="nl" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="robots" content="noindex";
-                title { (title_nl) " · weerwal" }
-                style { (PreEscaped(STYLE)) }
-            }
+            (head(&format!("{title_nl} · weerwal"), STYLE))
             body {
                 a.skip href="#inhoud" { "Naar de inhoud" }
                 header {

@@ -52,17 +52,26 @@ h1{font-size:1.6rem;color:#a4001d}h2{font-size:1.2rem;margin-top:2rem}\
 .ref{background:#f3f3f3;border-left:4px solid #a4001d;padding:.5rem 1rem}\
 details{margin:.3rem 0}summary{cursor:pointer;font-weight:600}hr{margin:2.5rem 0}";
 
+/// The `<head>` of every page weerwal serves (these and the dashboard's):
+/// UTF-8, a mobile viewport, kept out of search engines, and the page's own
+/// fixed style sheet inline (the pages load nothing else).
+pub fn head(title: &str, style: &'static str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="robots" content="noindex";
+            title { (title) }
+            style { (PreEscaped(style)) }
+        }
+    }
+}
+
 fn page(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="nl" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="robots" content="noindex";
-                title { (title) }
-                style { (PreEscaped(STYLE)) }
-            }
+            (head(title, STYLE))
             body { (body) }
         }
     }
