@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use super::act::{refuse, remediation, unexpected};
 use super::client_hello::{read_client_hello, ClientHelloRead};
-use super::identify::{challenge, identify, user_agent, who_of};
+use super::identify::{decide_identified, user_agent};
 use super::record::{self, Attempt};
 use super::ProxyState;
 use crate::decision::{Action, Exempted, Facts, Fetch, Stage, Who};
@@ -52,17 +52,11 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         who: Who::Unknown,
         today: state.today(),
     };
-    match state.decide(&live, &facts) {
-        Action::Identify => {}
-        Action::Refuse(reason) => return refuse(reason),
-        other => return unexpected(&other),
-    }
-    let identified = identify(&state, peer, req.headers()).await;
-    let action = state.decide(&live, &Facts { who: who_of(&identified), ..facts });
-    let Some(who) = identified else { return challenge(&state) };
+    let (action, who) = match decide_identified(&state, &live, facts, peer, req.headers()).await {
+        Ok(decided) => decided,
+        Err(answer) => return answer,
+    };
     match action {
-        Action::Refuse(reason) => refuse(reason),
-        Action::Challenge => challenge(&state),
         Action::Remediate { host, .. } => remediate_tunnel(state, who, host.as_key().into_owned(), req).await,
         Action::Block { host, matched } => {
             let attempt = connect_attempt(&who, &host, port, &matched, ua.as_deref());
