@@ -8,6 +8,7 @@
 //! works on a machine without tzdata).
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use jiff::tz::TimeZone;
@@ -60,7 +61,10 @@ impl fmt::Display for Date {
 #[derive(Clone)]
 pub struct Zone {
     name: String,
-    tz: TimeZone,
+    /// Looked up on first use: reading the bundled database costs a few
+    /// MiB of memory, which `logs report` and friends need not pay when
+    /// they never show a time.
+    tz: OnceLock<TimeZone>,
 }
 
 /// A `policy.timezone` that is not a time zone jiff knows.
@@ -75,12 +79,12 @@ impl Zone {
     /// The IANA zone `name` (`Europe/Amsterdam`, `UTC`).
     pub fn named(name: &str) -> Result<Zone, ZoneError> {
         let tz = TimeZone::get(name).map_err(|_| ZoneError(name.to_string()))?;
-        Ok(Zone { name: name.to_string(), tz })
+        Ok(Zone { name: name.to_string(), tz: OnceLock::from(tz) })
     }
 
     /// UTC, for what is written in UTC on purpose (browser history reports).
     pub fn utc() -> Zone {
-        Zone { name: "UTC".into(), tz: TimeZone::UTC }
+        Zone { name: "UTC".into(), tz: OnceLock::from(TimeZone::UTC) }
     }
 
     /// The zone's IANA name.
@@ -90,13 +94,15 @@ impl Zone {
 
     /// The jiff time zone.
     pub fn tz(&self) -> &TimeZone {
-        &self.tz
+        // A name that was checked (`named`) or is the default, which the
+        // bundled database always has (a unit test checks it).
+        self.tz.get_or_init(|| TimeZone::get(&self.name).unwrap_or(TimeZone::UTC))
     }
 
     /// The date in this zone at `t`: the one place a point in time becomes
     /// the date the policy is decided on.
     pub fn date_at(&self, t: SystemTime) -> Date {
-        Date(self.tz.to_datetime(self.timestamp(t)).date())
+        Date(self.tz().to_datetime(self.timestamp(t)).date())
     }
 
     /// Today in this zone.
@@ -106,21 +112,21 @@ impl Zone {
 
     /// `t` as this zone's wall-clock time, `2026-11-23 11:15:02`.
     pub fn wall_clock(&self, t: SystemTime) -> String {
-        self.tz.to_datetime(self.timestamp(t)).strftime("%Y-%m-%d %H:%M:%S").to_string()
+        self.tz().to_datetime(self.timestamp(t)).strftime("%Y-%m-%d %H:%M:%S").to_string()
     }
 
     /// An RFC 3339 time from the log (`2026-11-23T10:15:02.123Z`) as this
     /// zone's wall-clock time; what cannot be read is shown as written.
     pub fn wall_clock_of(&self, ts: &str) -> String {
         match ts.parse::<Timestamp>() {
-            Ok(t) => self.tz.to_datetime(t).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            Ok(t) => self.tz().to_datetime(t).strftime("%Y-%m-%d %H:%M:%S").to_string(),
             Err(_) => ts.to_string(),
         }
     }
 
     /// The date in this zone of an RFC 3339 time from the log.
     pub fn date_of(&self, ts: &str) -> Option<Date> {
-        ts.parse::<Timestamp>().ok().map(|t| Date(self.tz.to_datetime(t).date()))
+        ts.parse::<Timestamp>().ok().map(|t| Date(self.tz().to_datetime(t).date()))
     }
 
     fn timestamp(&self, t: SystemTime) -> Timestamp {
@@ -131,9 +137,7 @@ impl Zone {
 
 impl Default for Zone {
     fn default() -> Zone {
-        // The database is compiled into the binary: this name is always there
-        // (a unit test checks it).
-        Zone::named(DEFAULT_ZONE).unwrap_or_else(|_| Zone::utc())
+        Zone { name: DEFAULT_ZONE.to_string(), tz: OnceLock::new() }
     }
 }
 
@@ -198,6 +202,8 @@ mod tests {
     fn the_day_is_the_municipality_s_day() {
         let ams = Zone::default();
         assert_eq!(ams.name(), "Europe/Amsterdam");
+        assert!(TimeZone::get(DEFAULT_ZONE).is_ok(), "the bundled database has the default zone");
+        assert_ne!(ams.tz(), &TimeZone::UTC);
         assert_eq!(ams, Zone::named("Europe/Amsterdam").unwrap());
         // Winter (UTC+1): 23:30 UTC is already the next day in Amsterdam.
         assert_eq!(ams.date_at(at("2026-12-03T22:59:59Z")).to_string(), "2026-12-03");
