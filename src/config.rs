@@ -269,11 +269,14 @@ impl Default for AdminConfig {
 pub struct ComplianceConfig {
     pub protected: Vec<String>,
     pub quarantine: String,
+    /// Where flags and device links are kept (`compliance.json`); default:
+    /// beside the audit log. A package puts it under `/var/lib/weerwal`.
+    pub state: Option<PathBuf>,
 }
 
 impl Default for ComplianceConfig {
     fn default() -> Self {
-        ComplianceConfig { protected: Vec::new(), quarantine: "until-attested".to_string() }
+        ComplianceConfig { protected: Vec::new(), quarantine: "until-attested".to_string(), state: None }
     }
 }
 
@@ -424,16 +427,20 @@ impl Config {
         }
     }
 
+    /// Where the compliance gate keeps its flags on one node:
+    /// `compliance.state`, else `compliance.json` beside the audit log.
+    pub fn compliance_state_path(&self) -> PathBuf {
+        match self.compliance.as_ref().and_then(|c| c.state.clone()) {
+            Some(p) => p,
+            None => self.audit.path.parent().unwrap_or(Path::new(".")).join("compliance.json"),
+        }
+    }
+
     /// Whether the policy directory is the default one of the embedded
     /// configuration (then a missing `policy/` falls back to the policy
     /// compiled into the binary).
     pub fn policy_dir_is_default(&self) -> bool {
         self.source.is_none()
-    }
-
-    /// Where the compliance gate keeps its flags on one node: beside the audit log.
-    pub fn compliance_state_path(&self) -> PathBuf {
-        self.audit.path.parent().unwrap_or(Path::new(".")).join("compliance.json")
     }
 
     /// The dashboard's and gateway's listen addresses (the dashboard's
@@ -457,6 +464,9 @@ impl Config {
         }
         fix(&mut self.ca.dir);
         fix(&mut self.identity.users_file);
+        if let Some(p) = self.compliance.as_mut().and_then(|c| c.state.as_mut()) {
+            fix(p);
+        }
         if let Some(g) = &mut self.gateway {
             if let Some(c) = &mut g.cert {
                 fix(c);
@@ -566,6 +576,36 @@ upstream = "http://10.0.0.5:80"
         assert_eq!(c.compliance.unwrap().protected.len(), 2);
         assert_eq!(c.gateway.unwrap().route[0].upstream, "http://10.0.0.5:80");
         assert_eq!(c.identity.device[0].name, "raadslaptops");
+    }
+
+    #[test]
+    fn compliance_state_defaults_beside_the_audit_log_and_may_be_set() {
+        let c = Config::parse(Path::new("w.toml"), "[audit]\npath = \"/var/log/w/a.jsonl\"\n[compliance]\n").unwrap();
+        assert_eq!(c.compliance_state_path(), Path::new("/var/log/w/compliance.json"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.toml");
+        std::fs::write(&file, "[compliance]\nstate = \"flags.json\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.compliance_state_path(), dir.path().join("flags.json"), "relative to the config file");
+    }
+
+    /// The configuration the Debian package installs as
+    /// /etc/weerwal/weerwal.toml: valid, and every path where the
+    /// file-system hierarchy (and the unit's ProtectSystem=strict) wants it.
+    #[test]
+    fn packaged_production_config_is_accepted_with_fhs_paths() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/weerwal.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::parse(Path::new("/etc/weerwal/weerwal.toml"), &text).unwrap();
+        assert_eq!(c.policy.dir, Path::new("/etc/weerwal/policy"));
+        assert_eq!(c.audit.path, Path::new("/var/log/weerwal/audit.jsonl"));
+        assert_eq!(c.ca.dir, Path::new("/var/lib/weerwal/certs"));
+        assert_eq!(c.identity.users_file, Path::new("/var/lib/weerwal/users.toml"));
+        assert!(c.compliance.is_none(), "the gate is opt-in");
+        // What the commented [compliance] section would use once enabled.
+        let enabled = text.replace("# [compliance]\n", "[compliance]\n").replace("# state = ", "state = ");
+        let c = Config::parse(Path::new("/etc/weerwal/weerwal.toml"), &enabled).unwrap();
+        assert_eq!(c.compliance_state_path(), Path::new("/var/lib/weerwal/compliance.json"));
     }
 
     #[test]

@@ -199,7 +199,17 @@ fn names_history(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // No colour codes where stderr is not a terminal (the journal under systemd, a file).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A log stream that went away (a closed pipe) must not panic the task
+    // that logs: by default a failed write is reported with eprintln!, which
+    // panics, and a SIGTERM handler that panics never stops the server.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .log_internal_errors(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn config(global: &Global) -> Result<Config, Failure> {
@@ -252,11 +262,17 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: finishing requests in flight and flushing the audit log");
+            weerwal::notify::stopping();
             token.cancel();
         });
         #[cfg(unix)]
         spawn_reload_on_sighup(server.reloader());
         let _pid = PidFile::write(&pid_path);
+        // Every listener is bound, the policy loaded, the signal handlers in
+        // place (a `systemctl reload` right after start is not lost).
+        let listening: Vec<_> =
+            server.proxy_addrs.iter().chain(&server.gateway_addrs).chain(&server.admin_addrs).copied().collect();
+        weerwal::notify::ready(&listening);
         server.run_until_shutdown().await;
         Ok(ExitCode::SUCCESS)
     })

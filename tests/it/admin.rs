@@ -29,8 +29,11 @@ fn dashboard(c: &mut Config) {
 
 fn with_compliance(c: &mut Config) {
     dashboard(c);
-    c.compliance =
-        Some(ComplianceConfig { protected: vec!["webmail.gemeente.test".into()], quarantine: "until-attested".into() });
+    c.compliance = Some(ComplianceConfig {
+        protected: vec!["webmail.gemeente.test".into()],
+        quarantine: "until-attested".into(),
+        state: None,
+    });
 }
 
 fn admin_addr(proxy: &TestProxy) -> SocketAddr {

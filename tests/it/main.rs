@@ -20,6 +20,8 @@ mod history_browsers;
 mod identity;
 mod own_host;
 mod pac;
+#[cfg(target_os = "linux")]
+mod package;
 mod proxy_http;
 mod proxy_https;
 mod timezone;
