@@ -17,6 +17,10 @@
 #                (only the tool: no running systemd is needed or started)
 #   adduser      the .deb's postinst creates the `weerwal` system user with it
 #   cargo-deb    tests/package.rs builds the .deb (crates.io, pinned version)
+#   certutil (libnss3-tools)  tests/it/hardening2.rs: Chromium trusts a test CA
+#                through its NSS database
+#   script (bsdutils), strace  tests/it/hardening2.rs: `users add` on a real
+#                terminal; the dashboard's file accesses while it serves
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +37,9 @@ command -v node >/dev/null || need+=(nodejs npm)
 # The Debian package test (tests/it/package.rs).
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v adduser >/dev/null || need+=(adduser)
+command -v certutil >/dev/null || need+=(libnss3-tools)
+command -v script >/dev/null || need+=(bsdutils)
+command -v strace >/dev/null || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -132,6 +132,19 @@ pub struct AuditConfig {
     /// Also write blocked and exempted attempts as Squid `access.log` lines,
     /// for the report tools municipalities already run.
     pub squid_log: Option<PathBuf>,
+    /// Identical attempts (same subject, event, app and host) written one by
+    /// one per window before the rest are only counted (0: every attempt is
+    /// written). One looping client cannot fill the audit volume.
+    pub coalesce_after: u32,
+    /// The window of `coalesce_after`; when it closes, one record carries the count.
+    #[serde(deserialize_with = "duration")]
+    pub coalesce_window: Duration,
+    /// Below this much free space on the audit volume: a loud log line and
+    /// the `weerwal_audit_free_bytes` metric to alert on (0: no warning).
+    pub free_space_warn_mb: u64,
+    /// Below this much free space, attempts are refused (never served
+    /// unrecorded) until space is made (0: write until the disk is full).
+    pub free_space_refuse_mb: u64,
 }
 
 impl Default for AuditConfig {
@@ -143,6 +156,10 @@ impl Default for AuditConfig {
             log_paths: false,
             rotate: Rotate::default(),
             squid_log: None,
+            coalesce_after: 10,
+            coalesce_window: Duration::from_secs(60),
+            free_space_warn_mb: 1024,
+            free_space_refuse_mb: 64,
         }
     }
 }
@@ -179,11 +196,15 @@ pub enum SyncMode {
 pub struct CaConfig {
     pub dir: PathBuf,
     pub organisation: String,
+    /// Create the CA with X.509 name constraints permitting only the banned
+    /// and protected domains, so a stolen `ca.key` cannot impersonate any
+    /// other site (`weerwal ca init --force` when the policy gains a domain).
+    pub name_constraints: bool,
 }
 
 impl Default for CaConfig {
     fn default() -> Self {
-        CaConfig { dir: PathBuf::from("certs"), organisation: "Gemeente".to_string() }
+        CaConfig { dir: PathBuf::from("certs"), organisation: "Gemeente".to_string(), name_constraints: false }
     }
 }
 

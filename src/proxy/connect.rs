@@ -159,12 +159,14 @@ impl Tunnel {
             // must not skip the SNI check. Only a client that sent nothing
             // at all (a server-speaks-first protocol) is spliced on timeout.
             (ClientHelloRead::TimedOut, Action::Tunnel { exempted }) if buffered.is_empty() => {
-                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
-                self.splice(client, buffered).await
+                if self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await {
+                    self.splice(client, buffered).await
+                }
             }
             (ClientHelloRead::Sni(_) | ClientHelloRead::NoSni, Action::Tunnel { exempted }) => {
-                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
-                self.splice(client, buffered).await
+                if self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await {
+                    self.splice(client, buffered).await
+                }
             }
             // Nothing to answer to (no TLS to intercept, or no way to): the
             // CONNECT itself is the attempt, and it is recorded.
@@ -184,16 +186,17 @@ impl Tunnel {
         }
     }
 
-    /// Records an exemption that let this tunnel (or a request in it) through.
-    async fn record_exempted(&self, exempted: Option<&Exempted>, method: &Method, path: Option<String>) {
-        if let Some(e) = exempted {
-            let attempt = Attempt {
-                method: method.clone(),
-                path,
-                ..connect_attempt(&self.who, &e.host, self.port, &e.matched, self.user_agent.as_deref())
-            };
-            record::exempted(&self.state, &attempt, &e.exemption.reason).await;
-        }
+    /// Records an exemption that let this tunnel (or a request in it)
+    /// through. False when the record could not be written (a full audit
+    /// volume): the tunnel is then closed, never spliced unrecorded.
+    async fn record_exempted(&self, exempted: Option<&Exempted>, method: &Method, path: Option<String>) -> bool {
+        let Some(e) = exempted else { return true };
+        let attempt = Attempt {
+            method: method.clone(),
+            path,
+            ..connect_attempt(&self.who, &e.host, self.port, &e.matched, self.user_agent.as_deref())
+        };
+        record::exempted(&self.state, &attempt, &e.exemption.reason).await
     }
 
     /// Records a blocked CONNECT that never got as far as a request.
@@ -289,8 +292,9 @@ impl Tunnel {
             HttpHead::Complete => self.serve_plain_http(Prefixed::new(buffered, client)).await,
             HttpHead::NotHttp if !may_splice => {}
             HttpHead::NotHttp => {
-                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
-                self.splice(client, buffered).await
+                if self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await {
+                    self.splice(client, buffered).await
+                }
             }
             // Looks like HTTP but never finishes its head, does not parse, or
             // has two Host headers: refused rather than let an undecided
@@ -351,7 +355,9 @@ impl Tunnel {
             }
             Action::Forward { exempted } => {
                 if let Some(e) = &exempted {
-                    record::exempted(&self.state, &attempt(&e.host, &e.matched), &e.exemption.reason).await;
+                    if !record::exempted(&self.state, &attempt(&e.host, &e.matched), &e.exemption.reason).await {
+                        return record::unrecorded();
+                    }
                 }
                 self.forward_in_tunnel(req).await
             }

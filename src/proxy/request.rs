@@ -103,7 +103,10 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         }
         Action::Forward { exempted } => {
             if let Some(e) = &exempted {
-                record::exempted(&state, &attempt(&who, &e.host, &e.matched), &e.exemption.reason).await;
+                // Never let an exempted attempt through unrecorded.
+                if !record::exempted(&state, &attempt(&who, &e.host, &e.matched), &e.exemption.reason).await {
+                    return record::unrecorded();
+                }
             }
             forward::forward(&state, req, &host, port).await
         }
@@ -131,11 +134,8 @@ fn local(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
             let via_host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).filter(|h| {
                 live.config.pac.proxy.is_none() && wildcard && parse_authority(h, Some(80)).is_ok() && h.contains(':')
             });
-            let pac = match via_host {
-                Some(h) => crate::pac::generate_with_proxy(&live.config, &state.policy.load(), h),
-                None => crate::pac::generate(&live.config, &state.policy.load()),
-            };
-            let mut resp = Response::new(respond::full(pac.text));
+            let pac = live.pac.get(&live.config, &state.policy.load(), via_host);
+            let mut resp = Response::new(respond::full(pac.body));
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));

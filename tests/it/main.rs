@@ -14,6 +14,7 @@ mod fuzz_regressions;
 mod gate;
 mod gateway;
 mod hardening;
+mod hardening2;
 mod history;
 #[cfg(unix)]
 mod history_browsers;
