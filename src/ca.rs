@@ -24,9 +24,9 @@ mod tests;
 pub use leaf::{LeafCache, DEFAULT_MAX_HOSTS};
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +34,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, DnValue, GeneralSubtree, IsCa, Issuer,
     KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints, SerialNumber,
 };
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
@@ -371,10 +372,13 @@ impl CertificateAuthority {
     /// Builds the CA from the two PEM texts, checking that they belong
     /// together and that leaves signed with them will chain to `ca.pem`.
     fn from_pem(cert_path: PathBuf, key_path: PathBuf, cert_pem: String, key_pem: &str) -> Result<Self, CaError> {
-        let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .next()
-            .ok_or_else(|| CaError::BadCert { path: cert_path.clone(), reason: "no CERTIFICATE block".into() })?
-            .map_err(|e| CaError::BadCert { path: cert_path.clone(), reason: format!("unreadable PEM: {e}") })?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
+            let reason = match e {
+                pem::Error::NoItemsFound => "no CERTIFICATE block".into(),
+                e => format!("unreadable PEM: {e}"),
+            };
+            CaError::BadCert { path: cert_path.clone(), reason }
+        })?;
         let key = KeyPair::from_pem(key_pem)
             .map_err(|e| CaError::BadKey { path: key_path.clone(), reason: e.to_string() })?;
         Self::from_der(cert_path, key_path, cert_pem, cert_der, key)
@@ -565,31 +569,7 @@ fn read_to_string(path: &Path) -> Result<String, CaError> {
 /// `mode` (so a key is never readable by others, not even for a moment), and
 /// renames it over `path`: readers see the old file or the new one, never half.
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let io_error = |source| CaError::Io { path: path.to_path_buf(), source };
-    let suffix = random_bytes::<8>().map_err(|e| io_error(io::Error::other(e.to_string())))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(source) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_error(source));
-    }
-    // Make the rename itself durable. Best effort: not every filesystem
-    // lets a directory be opened for sync.
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    crate::atomic_file::write(path, contents, mode).map_err(|source| CaError::Io { path: path.to_path_buf(), source })
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], getrandom::Error> {

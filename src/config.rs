@@ -107,11 +107,15 @@ pub enum HttpsMode {
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub dir: PathBuf,
+    /// Whose calendar days the policy's dates mean (an exemption `until` a
+    /// date ends when that day ends there), and the zone the dashboard and
+    /// `weerwal logs` show times and read dates in. The log stays in UTC.
+    pub timezone: crate::calendar::Zone,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { dir: PathBuf::from("policy") }
+        PolicyConfig { dir: PathBuf::from("policy"), timezone: crate::calendar::Zone::default() }
     }
 }
 

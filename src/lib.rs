@@ -8,10 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod atomic_file;
 pub mod audit;
 pub mod ca;
+pub mod calendar;
 pub mod compliance;
 pub mod config;
+pub mod cookies;
 pub mod decision;
 pub mod dns;
 pub mod explain;
@@ -28,3 +31,4 @@ pub mod proxy;
 pub mod reload;
 pub mod serve;
 pub mod tls;
+pub mod tokens;

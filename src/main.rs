@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use weerwal::ca::CertificateAuthority;
 use weerwal::config::Config;
 use weerwal::identity::{Role, Users};
-use weerwal::policy::{self, Date};
+use weerwal::policy;
 use weerwal::serve::{self, Server};
 
 #[cfg(not(target_env = "msvc"))]
@@ -260,7 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             // On a council laptop there is no policy/ folder: the built-in
             // policy is the expected one, not worth a warning.
             let loaded = if config.policy_dir_is_default() && !config.policy.dir.exists() {
-                policy::load_embedded(Date::today())
+                policy::load_embedded(&config.policy.timezone)
             } else {
                 policy::load_configured(&config)
             };
@@ -506,7 +506,7 @@ fn load_ca(dir: &Path) -> Result<CertificateAuthority, Failure> {
 
 fn policy_check(config: &Config, dir: Option<&Path>) -> Result<ExitCode, Failure> {
     let loaded = match dir {
-        Some(d) => policy::load_dir(d, Date::today()),
+        Some(d) => policy::load_dir(d, &config.policy.timezone),
         None => policy::load_configured(config),
     };
     match loaded {
@@ -537,7 +537,7 @@ fn policy_check(config: &Config, dir: Option<&Path>) -> Result<ExitCode, Failure
 fn policy_explain(config: &Config, question: &weerwal::explain::Question) -> Result<ExitCode, Failure> {
     let (policy, _) = policy::load_configured(config).map_err(|e| Failure::Usage(e.into()))?;
     let explained =
-        weerwal::explain::explain(config, &policy, question, Date::today()).map_err(|e| Failure::Usage(e.into()))?;
+        weerwal::explain::explain(config, &policy, question, policy.today()).map_err(|e| Failure::Usage(e.into()))?;
     print!("{}", explained.text);
     Ok(if explained.allowed { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }

@@ -22,14 +22,17 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::form::{cookie, same};
+use crate::cookies;
 use crate::identity::ldap::{Directory, Verdict};
 use crate::identity::{Role, Users};
+use crate::tokens;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "weerwal_admin";
 /// The pre-session cookie the login form's token is bound to.
 pub const LOGIN_COOKIE: &str = "weerwal_admin_login";
+/// What the login form's token is for (see [`tokens`]).
+const LOGIN_TOKEN_CONTEXT: &str = "weerwal admin login";
 /// A session ends this long after login, whatever happens.
 pub const SESSION_MAX: Duration = Duration::from_secs(8 * 3600);
 /// A session ends after this long without a request.
@@ -123,17 +126,6 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// HMAC-SHA-256 (RFC 2104) with a 32-byte key.
-fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
-    }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
-}
-
 fn key_of(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -180,7 +172,7 @@ impl OfficerAuth {
     pub async fn session_checked(&self, headers: &HeaderMap) -> SessionState {
         let state = self.session(headers);
         let SessionState::Officer(officer) = &state else { return state };
-        let Some(key) = cookie(headers, SESSION_COOKIE).map(key_of) else { return SessionState::None };
+        let Some(key) = cookies::get(headers, SESSION_COOKIE).map(|t| key_of(&t)) else { return SessionState::None };
         let from_directory = self.sessions.get(&key).is_some_and(|s| s.from_directory);
         let Some(directory) = self.directory.as_ref().filter(|_| from_directory) else { return state };
         match directory.lookup(&officer.name).await {
@@ -258,14 +250,12 @@ impl OfficerAuth {
 
     /// The token the login form carries for this pre-session cookie.
     pub fn login_token(&self, pre: &str) -> String {
-        let mut msg = b"weerwal admin login\0".to_vec();
-        msg.extend_from_slice(pre.as_bytes());
-        hex::encode(&hmac(&self.secret, &msg)[..16])
+        tokens::token(&self.secret, LOGIN_TOKEN_CONTEXT, pre)
     }
 
     /// Whether the login form's token belongs to this pre-session cookie.
     pub fn login_token_ok(&self, pre: &str, token: &str) -> bool {
-        !pre.is_empty() && same(&self.login_token(pre), token)
+        !pre.is_empty() && tokens::token_ok(&self.secret, LOGIN_TOKEN_CONTEXT, pre, token)
     }
 
     /// A fresh pre-session cookie value.
@@ -275,8 +265,8 @@ impl OfficerAuth {
 
     /// The session a request's cookie names. Touching it keeps it alive.
     pub fn session(&self, headers: &HeaderMap) -> SessionState {
-        let Some(token) = cookie(headers, SESSION_COOKIE) else { return SessionState::None };
-        let key = key_of(token);
+        let Some(token) = cookies::get(headers, SESSION_COOKIE) else { return SessionState::None };
+        let key = key_of(&token);
         let now = Instant::now();
         let name = {
             let Some(mut s) = self.sessions.get_mut(&key) else { return SessionState::None };
@@ -297,8 +287,8 @@ impl OfficerAuth {
 
     /// Ends the session a request's cookie names (logout).
     pub fn end(&self, headers: &HeaderMap) {
-        if let Some(token) = cookie(headers, SESSION_COOKIE) {
-            self.sessions.remove(&key_of(token));
+        if let Some(token) = cookies::get(headers, SESSION_COOKIE) {
+            self.sessions.remove(&key_of(&token));
         }
     }
 
@@ -406,14 +396,11 @@ impl OfficerAuth {
 /// scripts, never sent with a request from another site, `Secure` only when
 /// served over TLS (the dashboard speaks plain HTTP on loopback).
 pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, secure: bool) -> String {
-    let mut c = format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/");
+    let mut c = cookie::Cookie::build((name, value)).http_only(true).same_site(cookie::SameSite::Strict).path("/");
     if let Some(age) = max_age {
-        c.push_str(&format!("; Max-Age={}", age.as_secs()));
+        c = c.max_age(cookie::time::Duration::seconds(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)));
     }
-    if secure {
-        c.push_str("; Secure");
-    }
-    c
+    c.secure(secure).build().to_string()
 }
 
 #[cfg(test)]
@@ -424,18 +411,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::COOKIE, cookie.parse().unwrap());
         h
-    }
-
-    #[test]
-    fn hmac_matches_rfc_4231_case_2_shape() {
-        // RFC 4231 test case 2 uses a 4-byte key; padded with zeros to 32
-        // bytes it is the same HMAC (keys shorter than the block are padded).
-        let mut key = [0u8; 32];
-        key[..4].copy_from_slice(b"Jefe");
-        assert_eq!(
-            hex::encode(hmac(&key, b"what do ya want for nothing?")),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
     }
 
     #[test]
@@ -454,7 +429,7 @@ mod tests {
         assert_eq!(set_cookie("a", "b", None, false), "a=b; HttpOnly; SameSite=Strict; Path=/");
         assert_eq!(
             set_cookie("a", "", Some(Duration::ZERO), true),
-            "a=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"
+            "a=; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=0"
         );
     }
 

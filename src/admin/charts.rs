@@ -208,9 +208,14 @@ pub fn top_chart(c: &Charts) -> String {
 }
 
 /// The whole `/charts` page: filter form, each chart followed by its table.
-pub fn charts_page(officer: &Officer, pairs: &[(String, String)], result: &Result<Charts, String>) -> String {
+pub fn charts_page(
+    officer: &Officer,
+    pairs: &[(String, String)],
+    result: &Result<Charts, String>,
+    zone: &crate::calendar::Zone,
+) -> String {
     let mut b = String::from("<p>Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) als grafiek, met onder elke grafiek dezelfde getallen als tabel; dezelfde telling als <code>weerwal logs report</code>.<span class=\"en\" lang=\"en\">Attempts as charts, each followed by a table of the same numbers, as <code>weerwal logs report</code> counts them.</span></p>\n");
-    b.push_str(&filter_form("/charts", pairs, &["user", "app", "host", "client", "since", "until"], ""));
+    b.push_str(&filter_form("/charts", pairs, &["user", "app", "host", "client", "since", "until"], "", zone));
     let c = match result {
         Err(e) => {
             let _ = writeln!(b, "<p class=\"bad\" role=\"alert\">{}</p>", escape(e));

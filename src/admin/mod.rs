@@ -366,7 +366,7 @@ async fn route(state: &Arc<AdminState>, req: Req) -> Response<ProxyBody> {
                 req.form().into_iter().rev().find(|(k, _)| k == "csrf").map(|(_, v)| v)
             }
         });
-        if !token.is_some_and(|t| form::same(&t, &officer.csrf)) {
+        if !token.is_some_and(|t| crate::tokens::same(&t, &officer.csrf)) {
             tracing::warn!(officer = %officer.name, path = %req.path, "dashboard: POST without a valid CSRF token refused");
             return if api {
                 api::error(

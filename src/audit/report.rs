@@ -12,6 +12,7 @@ use super::output::{csv_row, Format, Table};
 use super::query::{Filter, RunError, Skipped, View};
 use super::reader::each_line;
 use super::record::EventKind;
+use crate::calendar::Zone;
 
 /// What to group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,12 +78,16 @@ pub fn report(files: &[PathBuf], filter: &Filter, by: GroupBy) -> Result<(Vec<Gr
         {
             return ControlFlow::Continue(());
         }
-        let client;
+        let (client, day);
         let key: &str = match by {
             GroupBy::User => v.user.as_deref().unwrap_or("-"),
             GroupBy::Session => v.session.as_deref().unwrap_or("-"),
             GroupBy::App => v.app.as_deref().unwrap_or("-"),
-            GroupBy::Day => v.ts.get(..10).unwrap_or("-"),
+            GroupBy::Day => {
+                // The day in `policy.timezone`, as the dashboard shows it.
+                day = filter.zone.date_of(&v.ts).map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+                &day
+            }
             GroupBy::Device => match (&v.device, v.client) {
                 (Some(d), _) => d,
                 (None, Some(c)) => {
@@ -128,15 +133,20 @@ pub fn report(files: &[PathBuf], filter: &Filter, by: GroupBy) -> Result<(Vec<Gr
     Ok((groups, skipped))
 }
 
-fn short_time(ts: &str) -> String {
-    ts.get(..19).map(|t| t.replace('T', " ")).unwrap_or_else(|| ts.to_string())
-}
-
-/// Writes a report in `format`.
-pub fn write_report(groups: &[Group], by: GroupBy, format: Format, out: &mut dyn Write) -> std::io::Result<()> {
+/// Writes a report in `format`: the table shows times in `zone`, CSV and
+/// JSON keep the log's UTC times.
+pub fn write_report(
+    groups: &[Group],
+    by: GroupBy,
+    format: Format,
+    zone: &Zone,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let short_time = |ts: &str| zone.wall_clock_of(ts);
     match format {
         Format::Table => {
             let heading = by.name().to_ascii_uppercase();
+            let (first, last) = (format!("FIRST SEEN ({zone})"), format!("LAST SEEN ({zone})"));
             let mut t = Table::new(&[
                 (heading.as_str(), false),
                 ("ATTEMPTS", true),
@@ -144,8 +154,8 @@ pub fn write_report(groups: &[Group], by: GroupBy, format: Format, out: &mut dyn
                 ("EXEMPTED", true),
                 ("APP SIGNATURE", true),
                 ("GATEWAY DENIED", true),
-                ("FIRST SEEN (UTC)", false),
-                ("LAST SEEN (UTC)", false),
+                (first.as_str(), false),
+                (last.as_str(), false),
                 ("HOSTS", true),
             ]);
             for g in groups {

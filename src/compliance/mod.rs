@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::ComplianceConfig;
 use crate::policy::{normalise_host, Host, Subject};
@@ -93,6 +92,10 @@ struct DeviceLink {
 const MAX_DEVICES: usize = 100_000;
 /// Subject keys remembered per device cookie (oldest dropped first).
 const MAX_KEYS_PER_DEVICE: usize = 16;
+/// What the attestation form's token is for (see [`crate::tokens`]).
+const ATTEST_TOKEN_CONTEXT: &str = "attest";
+/// What a device cookie's signature is for (see [`crate::tokens`]).
+const DEVICE_TOKEN_CONTEXT: &str = "device";
 /// Devices linked to one flagged key at most: a flagged laptop minting
 /// cookies cannot grow the state.
 const MAX_DEVICES_PER_FLAG: usize = 8;
@@ -299,7 +302,7 @@ impl Compliance {
         let mut bytes = [0u8; 16];
         let _ = getrandom::fill(&mut bytes);
         let id = hex::encode(bytes);
-        let value = format!("{id}.{}", self.device_mac(&id));
+        let value = format!("{id}.{}", crate::tokens::token(&self.secret, DEVICE_TOKEN_CONTEXT, &id));
         (id, value)
     }
 
@@ -309,19 +312,7 @@ impl Compliance {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        constant_time_eq(mac.as_bytes(), self.device_mac(id).as_bytes()).then(|| id.to_ascii_lowercase())
-    }
-
-    fn device_mac(&self, id: &str) -> String {
-        self.mac(b"device\0", id)
-    }
-
-    fn mac(&self, purpose: &[u8], value: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.secret);
-        h.update(purpose);
-        h.update(value.as_bytes());
-        hex::encode(&h.finalize()[..16])
+        crate::tokens::token_ok(&self.secret, DEVICE_TOKEN_CONTEXT, id, mac).then(|| id.to_ascii_lowercase())
     }
 
     /// Remembers that a device (by its verified cookie id) was seen with
@@ -397,12 +388,12 @@ impl Compliance {
     /// The token the attestation form must carry: bound to the subject
     /// keys, unguessable without the secret.
     pub fn csrf_token(&self, key: &str) -> String {
-        self.mac(b"attest\0", key)
+        crate::tokens::token(&self.secret, ATTEST_TOKEN_CONTEXT, key)
     }
 
     /// Checks an attestation form's token in constant time.
     pub fn csrf_ok(&self, key: &str, token: &str) -> bool {
-        constant_time_eq(self.csrf_token(key).as_bytes(), token.as_bytes())
+        crate::tokens::token_ok(&self.secret, ATTEST_TOKEN_CONTEXT, key, token)
     }
 
     /// Queues the current state for the writer thread (memory work only
@@ -426,10 +417,6 @@ impl Compliance {
             w.flush();
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse_quarantine(s: &str) -> Result<Option<Duration>, ComplianceError> {

@@ -29,7 +29,7 @@ use crate::compliance::{subject_key, Compliance};
 use crate::config::{Config, DnsConfig};
 use crate::decision::{flags_subject, Fetch};
 use crate::identity::{canonical_ip, Identity};
-use crate::policy::{Date, Match, Policy, Subject};
+use crate::policy::{Match, Policy, Subject};
 use message::{Inspection, Plan, Question, Settings};
 use upstream::Transport;
 
@@ -101,7 +101,8 @@ pub async fn handle(state: &DnsState, peer: SocketAddr, packet: &[u8], transport
         Inspection::Question(q) => q,
     };
     let subject = state.identity.devices.subject(client);
-    let plan = message::plan(&q, &state.policy.load(), &state.allow_clients, &subject, Date::today(), state.settings);
+    let policy = state.policy.load();
+    let plan = message::plan(&q, &policy, &state.allow_clients, &subject, policy.today(), state.settings);
     if !matches!(plan, Plan::Refuse(_)) {
         metrics.queries.fetch_add(1, Ordering::Relaxed);
     }

@@ -9,6 +9,7 @@
 //! password is refused here, before the directory is asked: an LDAP server
 //! treats a bind with an empty password as an anonymous bind and says yes.
 
+use rustls::pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -127,7 +128,7 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Direc
         Some(path) => {
             let err = |message: String| DirectoryError::CaFile { path: path.to_path_buf(), message };
             let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
                 roots.add(cert.map_err(|e| err(e.to_string()))?).map_err(|e| err(e.to_string()))?;
             }
             if roots.is_empty() {

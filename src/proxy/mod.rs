@@ -73,9 +73,10 @@ impl ProxyState {
         self.live.load_full()
     }
 
-    /// Today's date for exemptions.
+    /// Today's date for exemptions: the day in `policy.timezone` (the one
+    /// place the proxy turns the clock into the date it decides on).
     pub fn today(&self) -> Date {
-        Date::today()
+        self.policy.load().today()
     }
 
     /// Decides `facts` under the rules in force: `live`'s settings and the

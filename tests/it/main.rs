@@ -28,3 +28,4 @@ mod package;
 mod proxy_http;
 mod proxy_https;
 mod slapd;
+mod timezone;
