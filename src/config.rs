@@ -31,6 +31,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub compliance: Option<ComplianceConfig>,
     pub gateway: Option<GatewayConfig>,
+    /// `[cluster]`: state and audit copy shared through PostgreSQL.
+    pub cluster: Option<ClusterConfig>,
     /// Where the configuration came from (`None`: embedded defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -128,6 +130,10 @@ pub struct AuditConfig {
     /// Also write blocked and exempted attempts as Squid `access.log` lines,
     /// for the report tools municipalities already run.
     pub squid_log: Option<PathBuf>,
+    /// The cluster node name written in every record (set from
+    /// `[cluster] node` at start, not a key of `[audit]`).
+    #[serde(skip)]
+    pub node: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -139,6 +145,7 @@ impl Default for AuditConfig {
             log_paths: false,
             rotate: Rotate::default(),
             squid_log: None,
+            node: None,
         }
     }
 }
@@ -294,6 +301,86 @@ pub struct GatewayRoute {
     pub upstream: String,
 }
 
+/// `[cluster]`: several nodes (proxies, a gateway, the dashboard) share
+/// their state and a copy of every audit record through PostgreSQL. Absent:
+/// one node on its own files, as before.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `postgres://user@host:port/dbname`; when absent, the environment
+    /// variable `WEERWAL_DATABASE_URL`. Never printed (a password in it is
+    /// redacted from every message).
+    pub database: Option<DatabaseUrl>,
+    /// A file holding the database password (first line), so it is in
+    /// neither the configuration nor `ps`.
+    pub password_file: Option<PathBuf>,
+    /// The CA that signed the database server's certificate: TLS with the
+    /// certificate and host name verified (`sslmode=verify-full`).
+    pub ca_file: Option<PathBuf>,
+    /// This node's name in every record (`"node"`) and in `db status`;
+    /// default: the host name.
+    pub node: Option<String>,
+    /// What the gateway does while the database cannot be reached.
+    pub on_unavailable: OnUnavailable,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            database: None,
+            password_file: None,
+            ca_file: None,
+            node: None,
+            on_unavailable: OnUnavailable::LastKnown,
+        }
+    }
+}
+
+/// A database URL. Its `Debug` form hides any password written in it, so
+/// printing a configuration never shows one.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", redact_url(&self.0))
+    }
+}
+
+/// A `postgres://user:password@host/db` URL with its password replaced by
+/// `***` (and any `password=` parameter): safe for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..].find(['/', '?']).map(|i| rest_start + i).unwrap_or(out.len());
+        if let Some(at) = out[rest_start..authority_end].rfind('@').map(|i| rest_start + i) {
+            if let Some(colon) = out[rest_start..at].find(':').map(|i| rest_start + i) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    // key=value forms: `password=…` in a query string or a keyword string.
+    let lower = out.to_ascii_lowercase();
+    if let Some(i) = lower.find("password=") {
+        let start = i + "password=".len();
+        let end = out[start..].find(['&', ' ']).map(|j| start + j).unwrap_or(out.len());
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
+/// `cluster.on_unavailable`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnavailable {
+    /// Keep using the flags known when the database was last reached.
+    LastKnown,
+    /// Refuse every protected host until the database is back.
+    Deny,
+}
+
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -392,6 +479,18 @@ impl Config {
                 });
             }
         }
+        if let Some(c) = &self.cluster {
+            if c.node.as_deref().is_some_and(|n| n.trim().is_empty() || n.len() > 128) {
+                return Err(invalid("node", "a node name needs 1 to 128 characters".into()));
+            }
+            if c.database.as_ref().is_some_and(|d| !d.0.starts_with("postgres://") && !d.0.starts_with("postgresql://"))
+            {
+                return Err(invalid(
+                    "database",
+                    "expected a URL like \"postgres://weerwal@db.gemeente.local:5432/weerwal\"".into(),
+                ));
+            }
+        }
         if self.ca.organisation.trim().is_empty() {
             return Err(invalid("organisation", "the CA needs an organisation name".into()));
         }
@@ -440,6 +539,14 @@ impl Config {
         }
         fix(&mut self.ca.dir);
         fix(&mut self.identity.users_file);
+        if let Some(c) = &mut self.cluster {
+            if let Some(p) = &mut c.password_file {
+                fix(p);
+            }
+            if let Some(p) = &mut c.ca_file {
+                fix(p);
+            }
+        }
         if let Some(g) = &mut self.gateway {
             if let Some(c) = &mut g.cert {
                 fix(c);
@@ -549,6 +656,25 @@ upstream = "http://10.0.0.5:80"
         assert_eq!(c.compliance.unwrap().protected.len(), 2);
         assert_eq!(c.gateway.unwrap().route[0].upstream, "http://10.0.0.5:80");
         assert_eq!(c.identity.device[0].name, "raadslaptops");
+    }
+
+    #[test]
+    fn cluster_section_parses_and_hides_a_password() {
+        let text = "[cluster]\ndatabase = \"postgres://weerwal:hunter2@db:5432/weerwal\"\npassword_file = \"db.pw\"\nnode = \"proxy-1\"\non_unavailable = \"deny\"\n";
+        let c = Config::parse(Path::new("w.toml"), text).unwrap().cluster.unwrap();
+        assert_eq!(c.on_unavailable, OnUnavailable::Deny);
+        assert_eq!(c.node.as_deref(), Some("proxy-1"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("weerwal:***@db:5432"), "{shown}");
+        assert_eq!(
+            redact_url("postgres://u@h/d?password=x&sslmode=require"),
+            "postgres://u@h/d?password=***&sslmode=require"
+        );
+        let err = Config::parse(Path::new("w.toml"), "[cluster]\n\ndatabase = \"mysql://x\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.toml:3: database:"), "{err}");
+        let err = Config::parse(Path::new("w.toml"), "[cluster]\non_unavailable = \"maybe\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.toml:2: on_unavailable:"), "{err}");
     }
 
     #[test]

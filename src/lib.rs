@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod audit;
 pub mod ca;
+pub mod cluster;
 pub mod compliance;
 pub mod config;
 pub mod gateway;

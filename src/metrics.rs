@@ -41,7 +41,16 @@ pub struct Metrics {
     pub gateway_denied: AtomicU64,
     pub auth_failed: AtomicU64,
     pub audit_write: Histogram,
+    /// [`CLUSTER_OFF`], [`CLUSTER_OK`] or [`CLUSTER_DEGRADED`].
+    pub cluster: AtomicU64,
 }
+
+/// No `[cluster]` configured.
+pub const CLUSTER_OFF: u64 = 0;
+/// `[cluster]` configured and its database reachable.
+pub const CLUSTER_OK: u64 = 1;
+/// `[cluster]` configured and its database unreachable.
+pub const CLUSTER_DEGRADED: u64 = 2;
 
 /// The process's metrics. One process serves one configuration, so one set.
 pub fn metrics() -> &'static Metrics {
@@ -106,6 +115,10 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP weerwal_live_sessions Sessions currently live.\n# TYPE weerwal_live_sessions gauge\nweerwal_live_sessions {live_sessions}");
         let _ = writeln!(out, "# HELP weerwal_flagged_subjects Subjects refused protected systems until they attest.\n# TYPE weerwal_flagged_subjects gauge\nweerwal_flagged_subjects {flagged}");
+        let cluster = self.cluster.load(Ordering::Relaxed);
+        if cluster != CLUSTER_OFF {
+            let _ = writeln!(out, "# HELP weerwal_cluster_degraded 1 while the cluster database cannot be reached.\n# TYPE weerwal_cluster_degraded gauge\nweerwal_cluster_degraded {}", u64::from(cluster == CLUSTER_DEGRADED));
+        }
         let h = &self.audit_write;
         let _ = writeln!(out, "# HELP weerwal_audit_write_seconds Time from handing a record to the writer until it is written.\n# TYPE weerwal_audit_write_seconds histogram");
         let mut cumulative = 0;

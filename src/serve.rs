@@ -36,6 +36,8 @@ pub enum ServeError {
     Compliance(#[from] ComplianceError),
     #[error("users: {0}")]
     Users(#[from] UsersError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Loads the policy the configuration names. On embedded defaults a
@@ -69,11 +71,26 @@ pub struct Server {
 
 impl Server {
     /// Starts everything the configuration asks for.
-    pub async fn start(config: Config) -> Result<Server, ServeError> {
+    pub async fn start(mut config: Config) -> Result<Server, ServeError> {
         let (policy, warnings) = load_policy(&config)?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        // [cluster]: the database must answer before anything is served,
+        // so a wrong password or host is an error at start, not later.
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let cluster = crate::cluster::Cluster::start(c).await?;
+                crate::cluster::node::beat(&cluster, policy.digest(), true).await?;
+                crate::metrics::metrics()
+                    .cluster
+                    .store(crate::metrics::CLUSTER_OK, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(node = %cluster.node, database = %cluster.settings.target(), "cluster database reached; schema current");
+                config.audit.node = Some(cluster.node.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
         let (audit, writer, resume) = AuditLog::open(&config.audit)?;
         let ca = match config.proxy.https {
             HttpsMode::Intercept => {
@@ -160,6 +177,20 @@ impl Server {
             tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));
         }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
+        if let Some(cluster) = &cluster {
+            tasks.spawn(crate::cluster::node::heartbeat(Arc::clone(cluster), Arc::clone(&policy), shutdown.clone()));
+            let sink = crate::cluster::sink::DatabaseSink::new(Arc::clone(cluster));
+            let health = Arc::clone(cluster);
+            let shipper =
+                crate::audit::ship::Shipper::new(&config.audit.path, Box::new(sink)).on_state(move |failing| {
+                    if failing {
+                        health.health.down("shipping audit records", &"the database did not take a batch");
+                    } else {
+                        health.health.up();
+                    }
+                });
+            tasks.spawn(shipper.run(shutdown.clone(), Duration::from_secs(5)));
+        }
         for l in listeners {
             tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
         }

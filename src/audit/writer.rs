@@ -141,6 +141,7 @@ impl AuditLog {
             retention_days: config.retention_days,
             squid,
             clock,
+            node: config.node.clone(),
         };
         writer.apply_retention(&mut Vec::new());
         let resume = ResumePoint { next_seq: writer.next_seq, prev_hash: writer.prev.clone() };
@@ -244,6 +245,8 @@ struct Writer {
     retention_days: u32,
     squid: Option<SquidLog>,
     clock: Clock,
+    /// `[cluster] node`, stamped on every record.
+    node: Option<String>,
 }
 
 /// The most records written with one system call.
@@ -322,6 +325,7 @@ impl Writer {
             r.seq = self.next_seq;
             r.ts.clone_from(&ts);
             r.prev = std::mem::take(&mut self.prev);
+            r.node.clone_from(&self.node);
             r.hash.clear();
             match r.write_line(buf) {
                 Ok(hash) => {

@@ -5,7 +5,6 @@
 //! the API and CSV, clearing a flag, chain verification, and `/metrics`
 //! parsed by the Prometheus client library's own text-format parser.
 
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};

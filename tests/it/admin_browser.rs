@@ -7,7 +7,6 @@
 //! Chromium and the driver are installed by `scripts/install-test-deps.sh`;
 //! when they are missing this test fails and says so (it never skips).
 
-
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -24,7 +24,6 @@
 //! The test prints the whole table and fails listing every row that did not
 //! behave.
 
-
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;

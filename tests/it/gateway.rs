@@ -2,7 +2,6 @@
 //! refused webmail through the proxy and through the gateway until the
 //! person attests; others are never affected.
 
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! Limits, reload without restart, graceful shutdown and crash recovery,
 //! against the real proxy (in process and as the real binary).
 
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -20,7 +20,6 @@
 //! `firefox-esr`). On a machine that cannot have them, set
 //! `WEERWAL_SKIP_BROWSER_TESTS=1` to skip these tests with a message instead.
 
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};

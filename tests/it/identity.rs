@@ -1,6 +1,5 @@
 //! Users, sessions and exemptions through the real proxy.
 
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -401,7 +400,8 @@ async fn an_exempted_person_is_tunnelled_untouched_and_the_exemption_recorded() 
     assert!(exempted.iter().all(|r| r.user.as_deref() == Some("inspecteur1")));
     assert_eq!(exempted[0].reason.as_deref(), Some("inspectie en toezicht"));
     // jan is not exempted: refused, nothing reaches the origin.
-    let raw = crate::common::raw_exchange(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), Duration::from_secs(3)).await;
+    let raw =
+        crate::common::raw_exchange(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), Duration::from_secs(3)).await;
     assert!(!raw.contains("hello from origin"));
     assert_eq!(origin.requests().len(), 1);
     assert!(proxy.events("blocked").iter().any(|r| r.user.as_deref() == Some("jan")));

@@ -13,7 +13,6 @@
 //! The engine and Chromium are installed by `scripts/install-test-deps.sh`;
 //! when they are missing these tests fail and say so (they never skip).
 
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

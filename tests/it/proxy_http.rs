@@ -1,7 +1,6 @@
 //! The forward proxy over real loopback sockets: forwarding, blocking,
 //! malformed input, never an open proxy, and the audit log.
 
-
 use std::time::Duration;
 
 use crate::common::{raw_exchange, status_of, Origin, TestProxy};

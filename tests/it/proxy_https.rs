@@ -2,7 +2,6 @@
 //! TLS for banned hosts only, SNI checked before tunnelling, allowed
 //! tunnels untouched.
 
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
