@@ -11,6 +11,10 @@
 #                (pac-resolver on QuickJS, pinned by its package-lock.json);
 #                tests/admin_browser.rs: playwright-core in tests/browser/
 #                driving Debian's chromium (no browser download)
+#   postgresql  tests/it/cluster.rs: each test runs its own server (initdb +
+#                postgres in a temporary directory, as the unprivileged
+#                `postgres` user when run as root); the system cluster the
+#                package starts is never used
 #   prometheus_client (PyPI)  tests/admin.rs parses /metrics with its parser
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +28,7 @@ command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # The machine image ships Node.js 20 with npm; Debian's own nodejs is only
 # the fallback for a machine without any.
 command -v node >/dev/null || need+=(nodejs npm)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

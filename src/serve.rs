@@ -67,6 +67,9 @@ pub struct Server {
     tasks: JoinSet<()>,
     audit: Option<AuditLog>,
     writer: AuditWriterHandle,
+    /// Audit shippers (`[cluster]`): stopped last, after the writer.
+    shippers: JoinSet<()>,
+    shippers_stop: CancellationToken,
 }
 
 impl Server {
@@ -177,6 +180,8 @@ impl Server {
             tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));
         }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
+        let mut shippers = JoinSet::new();
+        let shippers_stop = CancellationToken::new();
         if let Some(cluster) = &cluster {
             tasks.spawn(crate::cluster::node::heartbeat(Arc::clone(cluster), Arc::clone(&policy), shutdown.clone()));
             let sink = crate::cluster::sink::DatabaseSink::new(Arc::clone(cluster));
@@ -189,7 +194,9 @@ impl Server {
                         health.health.up();
                     }
                 });
-            tasks.spawn(shipper.run(shutdown.clone(), Duration::from_secs(5)));
+            // Stopped after the audit writer, so the last records of this
+            // run (session ends) are shipped too.
+            shippers.spawn(shipper.run(shippers_stop.clone(), Duration::from_secs(5)));
         }
         for l in listeners {
             tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
@@ -207,6 +214,8 @@ impl Server {
             tasks,
             audit: Some(audit),
             writer,
+            shippers,
+            shippers_stop,
         })
     }
 
@@ -243,6 +252,8 @@ impl Server {
         }
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        self.shippers_stop.cancel();
+        while self.shippers.join_next().await.is_some() {}
         tracing::info!("weerwal stopped");
     }
 }

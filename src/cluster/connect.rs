@@ -113,7 +113,9 @@ impl Settings {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.keepalives_idle(Duration::from_secs(30));
-        config.application_name(&format!("weerwal {}", env!("CARGO_PKG_VERSION")));
+        // The server's NOTICEs ("already exists, skipping") are not news.
+        config.options("-c client_min_messages=warning");
+        config.application_name(format!("weerwal {}", env!("CARGO_PKG_VERSION")));
         let target = describe(&config);
         Ok(Settings { config, tls, target, password_setting })
     }

@@ -95,8 +95,10 @@ impl Shipper {
             }
             Err(_) => None,
         };
-        let next = last.map(|seq| seq + 1).unwrap_or(0);
-        let mut tail = Some(Tail::new(&self.live, next));
+        let mut tail = Some(match last {
+            Some(seq) => Tail::new(&self.live, seq + 1),
+            None => Tail::from_start(&self.live),
+        });
         let mut failing = false;
         let mut backoff = Duration::from_millis(200);
         let mut pending: Vec<Shipped> = Vec::new();

@@ -71,6 +71,13 @@ impl Tail {
         }
     }
 
+    /// A reader of the whole log, from its oldest record kept.
+    pub fn from_start(live: &Path) -> Tail {
+        let mut t = Tail::new(live, 0);
+        t.warned_gap = true;
+        t
+    }
+
     /// The `seq` the next record read should have.
     pub fn next_seq(&self) -> u64 {
         self.next_seq

@@ -84,10 +84,9 @@ impl Postgres {
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let mut pg = Postgres { port: free_port(), dir, bin, child: None };
         pg.spawn().await;
-        pg.psql(&format!(
-            "CREATE ROLE weerwal LOGIN PASSWORD '{PASSWORD}'; CREATE DATABASE weerwal OWNER weerwal; \
-             REVOKE ALL ON DATABASE weerwal FROM PUBLIC;"
-        ));
+        pg.psql(&format!("CREATE ROLE weerwal LOGIN PASSWORD '{PASSWORD}'"));
+        pg.psql("CREATE DATABASE weerwal OWNER weerwal");
+        pg.psql("REVOKE ALL ON DATABASE weerwal FROM PUBLIC");
         pg
     }
 

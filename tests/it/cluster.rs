@@ -1,0 +1,416 @@
+//! Cluster mode end to end: real `weerwal serve` processes (the binary
+//! itself) sharing one real PostgreSQL started by the test
+//! ([`crate::common::postgres`]).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::postgres::{free_port, Postgres, PASSWORD};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One node: a folder with its configuration, and its `serve` while it runs.
+struct Node {
+    name: String,
+    dir: tempfile::TempDir,
+    proxy_port: u16,
+    admin_port: u16,
+    #[allow(dead_code)]
+    gateway_port: Option<u16>,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// What to put into a node's configuration besides the basics.
+#[derive(Default, Clone)]
+struct Extra {
+    /// A `[compliance]`/`[gateway]` or other sections, appended.
+    sections: String,
+    /// The password written to db.pw (default: the right one).
+    password: Option<String>,
+    /// The database URL (default: the test server's).
+    url: Option<String>,
+}
+
+impl Node {
+    fn new(name: &str, pg: &Postgres, extra: Extra) -> Node {
+        let dir = tempfile::Builder::new().prefix(&format!("weerwal-{name}-")).tempdir().unwrap();
+        let proxy_port = free_port();
+        let admin_port = free_port();
+        let gateway_port = extra.sections.contains("[gateway]").then(free_port);
+        std::fs::write(dir.path().join("db.pw"), format!("{}\n", extra.password.as_deref().unwrap_or(PASSWORD)))
+            .unwrap();
+        let mut sections = extra.sections.clone();
+        if let Some(g) = gateway_port {
+            sections = sections.replace("GATEWAY_PORT", &g.to_string());
+        }
+        let config = format!(
+            "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nhttps = \"reject\"\n\
+             [policy]\ndir = \"{policy}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             [cluster]\ndatabase = \"{url}\"\npassword_file = \"db.pw\"\nnode = \"{name}\"\n\
+             {sections}\n",
+            policy = repo().join("policy").display(),
+            url = extra.url.clone().unwrap_or_else(|| pg.url()),
+        );
+        std::fs::write(dir.path().join("weerwal.toml"), config).unwrap();
+        Node {
+            name: name.into(),
+            dir,
+            proxy_port,
+            admin_port,
+            gateway_port,
+            child: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("weerwal.toml")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weerwal"));
+        c.current_dir(self.dir.path())
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("WEERWAL_DATABASE_URL")
+            .arg("--config")
+            .arg(self.config_path());
+        c
+    }
+
+    /// Runs a `weerwal` command with this node's configuration.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Starts `serve` and waits (up to 30 s) until the proxy answers.
+    fn start(&mut self) {
+        let mut child = self.command().arg("serve").stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // A fresh log per run (the lines of an earlier run are not this one's).
+        self.log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&self.log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log_text().contains("weerwal proxy running") {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited with {status}:\n{}", self.name, self.log_text());
+            }
+            assert!(Instant::now() < deadline, "{} did not start:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Stops `serve` with SIGTERM (or SIGKILL) and waits for it.
+    fn stop_with(&mut self, signal: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.wait();
+        }
+    }
+
+    fn proxy_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://127.0.0.1:{}", self.proxy_port)).unwrap())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    async fn healthz(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/healthz", self.admin_port);
+        match reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => format!("unreachable: {e}"),
+        }
+    }
+
+    fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("logs/audit.jsonl")
+    }
+
+    /// `seq` of every record in the local log (all files).
+    fn local_seqs(&self) -> Vec<i64> {
+        let mut seqs = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path().join("logs")).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "jsonl") {
+                for line in std::fs::read_to_string(&p).unwrap().lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    seqs.push(v["seq"].as_i64().unwrap());
+                }
+            }
+        }
+        seqs.sort();
+        seqs
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_with("-KILL");
+    }
+}
+
+/// Polls `f` until it returns true, up to `limit`.
+async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn db_seqs(pg: &Postgres, node: &str) -> Vec<i64> {
+    pg.psql_weerwal(&format!("SELECT seq FROM audit_records WHERE node = '{node}' ORDER BY seq"))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+async fn blocked_request(node: &Node) -> u16 {
+    node.proxy_client().get("http://aliexpress.com/").send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_twice_at_once_then_status_lists_nodes_and_exits_1_when_unreachable() {
+    let mut pg = Postgres::start().await;
+    let a = Node::new("proxy-a", &pg, Extra::default());
+    // Before any migration: schema 0.
+    let out = a.run(&["db", "status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema version: 0"), "{out:?}");
+    // Two migrations at the same moment: the advisory lock lets one do it.
+    let p1 = a.command().args(["db", "migrate"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let p2 = a.command().args(["db", "migrate"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (o1, o2) = (p1.wait_with_output().unwrap(), p2.wait_with_output().unwrap());
+    assert!(o1.status.success() && o2.status.success(), "{o1:?} {o2:?}");
+    let said = format!("{}{}", String::from_utf8_lossy(&o1.stdout), String::from_utf8_lossy(&o2.stdout));
+    assert_eq!(said.matches("migrated from version 0 to 1").count(), 1, "{said}");
+    assert_eq!(said.matches("schema version 1 is current").count(), 1, "{said}");
+    assert_eq!(pg.psql_weerwal("SELECT count(*) FROM weerwal_schema").trim(), "1");
+
+    // A node runs: status shows it with its heartbeat and policy digest.
+    let mut a = a;
+    a.start();
+    let out = a.run(&["db", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("schema version: 1"), "{text}");
+    assert!(text.contains("proxy-a") && text.contains("alive"), "{text}");
+    // Another node with a different policy digest is pointed out.
+    pg.psql_weerwal(
+        "INSERT INTO weerwal_nodes (node, version, policy_digest) VALUES ('proxy-b', '0.1.0', 'ffffffffffffffffffff'), ('proxy-c', '0.1.0', 'ffffffffffffffffffff')",
+    );
+    let text = String::from_utf8_lossy(&a.run(&["db", "status"]).stdout).into_owned();
+    let line_a = text.lines().find(|l| l.starts_with("proxy-a")).unwrap();
+    assert!(line_a.contains("POLICY DIFFERS"), "{text}");
+    assert!(!text.lines().find(|l| l.starts_with("proxy-b")).unwrap().contains("POLICY DIFFERS"), "{text}");
+    a.stop_with("-TERM");
+
+    pg.stop();
+    let out = a.run(&["db", "status"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster.database") && err.contains(&format!("127.0.0.1:{}", pg.port)), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_or_unreachable_host_is_exit_2_naming_the_setting() {
+    let pg = Postgres::start().await;
+    let wrong = Node::new("proxy-a", &pg, Extra { password: Some("not-the-password".into()), ..Extra::default() });
+    let out = wrong.run(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cluster.password_file") && err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+
+    let nobody = free_port();
+    let url = format!("postgres://weerwal:{PASSWORD}@127.0.0.1:{nobody}/weerwal");
+    let unreachable = Node::new("proxy-b", &pg, Extra { url: Some(url), ..Extra::default() });
+    let out = unreachable.run(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cluster.database") && err.contains(&format!("127.0.0.1:{nobody}")), "{err}");
+    assert!(!err.contains(PASSWORD), "the password in the URL is never shown: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_of_node_a_are_queried_on_node_b_and_the_witness_catches_a_rewrite() {
+    let pg = Postgres::start().await;
+    let mut a = Node::new("proxy-a", &pg, Extra::default());
+    let mut b = Node::new("proxy-b", &pg, Extra::default());
+    a.start();
+    b.start();
+    assert_eq!(blocked_request(&a).await, 403);
+    // The record carries the node and reaches the database.
+    let local = std::fs::read_to_string(a.audit_path()).unwrap();
+    let blocked = local.lines().find(|l| l.contains("\"event\":\"blocked\"")).unwrap().to_string();
+    assert!(blocked.contains("\"node\":\"proxy-a\""), "{blocked}");
+    let a_seqs = a.local_seqs();
+    wait_until("A's records in the database", Duration::from_secs(10), || db_seqs(&pg, "proxy-a") == a_seqs).await;
+    // The officer on B sees A's record, with the same filters and output.
+    let out = b.run(&["logs", "query", "--event", "blocked", "--format", "json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains(&blocked), "the line exactly as A wrote it: {text}");
+    let out = b.run(&["logs", "query", "--host", "aliexpress.com"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.contains("aliexpress.com") && table.contains("1 record(s), all nodes"), "{table}");
+    let out = b.run(&["logs", "report", "--by", "app", "--format", "csv"]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(report.lines().any(|l| l.starts_with("AliExpress,1,")), "{report}");
+    // --log still reads local files only: B's own log has no blocked record.
+    let out = b.run(&["logs", "query", "--event", "blocked", "--log", "logs"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 record(s)"), "{out:?}");
+
+    // The witness agrees with an untouched log...
+    a.stop_with("-TERM");
+    let a_seqs = a.local_seqs();
+    wait_until("A's last records shipped", Duration::from_secs(10), || db_seqs(&pg, "proxy-a") == a_seqs).await;
+    let out = a.run(&["logs", "verify", "--witness"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("WITNESS OK: {} record(s) of node proxy-a", a_seqs.len())), "{text}");
+    // ...and catches a chain rewritten on disk (every hash recomputed, so
+    // the local verification alone passes).
+    let rewritten = rechain(&std::fs::read_to_string(a.audit_path()).unwrap(), "aliexpress.com", "example.org");
+    std::fs::write(a.audit_path(), rewritten).unwrap();
+    let out = a.run(&["logs", "verify"]);
+    assert!(out.status.success(), "the rewrite is self-consistent: {out:?}");
+    let out = a.run(&["logs", "verify", "--witness"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let seq = serde_json::from_str::<serde_json::Value>(&blocked).unwrap()["seq"].as_i64().unwrap();
+    assert!(
+        text.contains(&format!("seq {seq} differs from the copy in the database")) && text.contains("audit.jsonl:"),
+        "{text}"
+    );
+    b.stop_with("-TERM");
+}
+
+/// The log with `from` replaced by `to` and every hash and `prev` recomputed.
+fn rechain(log: &str, from: &str, to: &str) -> String {
+    let mut prev = "0".repeat(64);
+    let mut out = String::new();
+    for line in log.lines() {
+        let mut r: weerwal::audit::Record = serde_json::from_str(&line.replace(from, to)).unwrap();
+        if r.seq == 1 {
+            prev = r.prev.clone();
+        }
+        r.prev = prev.clone();
+        r.hash.clear();
+        let mut buf = Vec::new();
+        prev = r.write_line(&mut buf).unwrap();
+        out.push_str(&String::from_utf8(buf).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn database_stopped_mid_burst_then_back_every_record_arrives() {
+    let mut pg = Postgres::start().await;
+    let mut a = Node::new("proxy-a", &pg, Extra::default());
+    a.start();
+    for _ in 0..30 {
+        assert_eq!(blocked_request(&a).await, 403);
+    }
+    pg.stop();
+    // The proxy keeps blocking and writing its local log.
+    for _ in 0..30 {
+        assert_eq!(blocked_request(&a).await, 403);
+    }
+    let mut health = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health.starts_with("degraded") {
+        assert!(Instant::now() < deadline, "/healthz never said degraded: {health}\n{}", a.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        health = a.healthz().await;
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", a.admin_port)).await.unwrap().text().await;
+    assert!(metrics.unwrap().contains("weerwal_cluster_degraded 1"));
+    for _ in 0..30 {
+        assert_eq!(blocked_request(&a).await, 403);
+    }
+    // Said once, not per request.
+    assert_eq!(a.log_text().matches("this node is degraded").count(), 1, "{}", a.log_text());
+    pg.restart().await;
+    for _ in 0..30 {
+        assert_eq!(blocked_request(&a).await, 403);
+    }
+    let local = a.local_seqs();
+    assert!(local.len() >= 120);
+    assert_eq!(local, (1..=local.len() as i64).collect::<Vec<_>>(), "no seq missing locally");
+    wait_until("every record in the database", Duration::from_secs(30), || db_seqs(&pg, "proxy-a") == local).await;
+    wait_until("healthy again", Duration::from_secs(20), || a.log_text().contains("no longer degraded")).await;
+    assert!(a.healthz().await.starts_with("ok"));
+
+    // SIGKILL in the middle of shipping: at the next start every record
+    // arrives (once: the database keys them by node and seq).
+    pg.stop();
+    for _ in 0..20 {
+        assert_eq!(blocked_request(&a).await, 403);
+    }
+    a.stop_with("-KILL");
+    pg.restart().await;
+    a.start();
+    let local = a.local_seqs();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db_seqs(&pg, "proxy-a") != local {
+        assert!(
+            Instant::now() < deadline,
+            "records written before SIGKILL: local {local:?}\ndatabase {:?}\n{}",
+            db_seqs(&pg, "proxy-a"),
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop_with("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_edited_by_hand_is_skipped_with_one_warning() {
+    let pg = Postgres::start().await;
+    let mut a = Node::new("proxy-a", &pg, Extra::default());
+    a.start();
+    for _ in 0..3 {
+        assert_eq!(blocked_request(&a).await, 403);
+    }
+    let local = a.local_seqs();
+    wait_until("records shipped", Duration::from_secs(10), || db_seqs(&pg, "proxy-a") == local).await;
+    pg.psql_weerwal(
+        "UPDATE audit_records SET line = '{\"seq\": broken' WHERE node = 'proxy-a' AND seq = (SELECT min(seq) FROM audit_records WHERE event = 'blocked')",
+    );
+    let out = a.run(&["logs", "query", "--event", "blocked"]);
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    assert!(text.contains("2 record(s), all nodes"), "{text}");
+    assert_eq!(err.matches("warning").count(), 1, "{err}");
+    assert!(err.contains("database:proxy-a:"), "{err}");
+    a.stop_with("-TERM");
+}
