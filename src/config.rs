@@ -526,6 +526,19 @@ impl Config {
         self.source.is_none()
     }
 
+    /// Where the compliance gate keeps its flags on one node: beside the audit log.
+    pub fn compliance_state_path(&self) -> PathBuf {
+        self.audit.path.parent().unwrap_or(Path::new(".")).join("compliance.json")
+    }
+
+    /// The dashboard's and gateway's listen addresses (the dashboard's
+    /// default too): never a destination for a client of the proxy.
+    pub fn own_listeners(&self) -> Vec<std::net::SocketAddr> {
+        let admin =
+            self.admin.as_ref().map(|a| a.listen).unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9090)));
+        std::iter::once(admin).chain(self.gateway.as_ref().map(|g| g.listen)).collect()
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {

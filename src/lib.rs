@@ -2,8 +2,9 @@
 //! banned on government devices (AliExpress, TikTok, WeChat, VKontakte, CapCut)
 //! off municipal devices, and records every attempt for security officers.
 //!
-//! Where a request is decided: [`policy::Policy::decide`]. Everything else is
-//! doing: sockets, files, TLS.
+//! Where a request is decided: [`decision::decide`] (which asks
+//! [`policy::Policy::decide`] about banned apps). Everything else is doing:
+//! sockets, files, TLS. [`plumbing`] is the HTTP toolkit every listener uses.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -12,12 +13,15 @@ pub mod ca;
 pub mod cluster;
 pub mod compliance;
 pub mod config;
+pub mod decision;
+pub mod explain;
 pub mod gateway;
 pub mod history;
 pub mod identity;
 pub mod metrics;
 pub mod pac;
 pub mod pages;
+pub mod plumbing;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

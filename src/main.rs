@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 
 use weerwal::ca::CertificateAuthority;
 use weerwal::config::Config;
-use weerwal::identity::{Devices, Role, Users};
-use weerwal::policy::{self, Date, Target, Verdict};
+use weerwal::identity::{Role, Users};
+use weerwal::policy::{self, Date};
 use weerwal::serve::{self, Server};
 
 #[cfg(not(target_env = "msvc"))]
@@ -125,11 +125,19 @@ enum PolicyCommand {
         /// Policy directory (default: from the configuration).
         dir: Option<PathBuf>,
     },
-    /// Show what the proxy would do with a URL, and why.
+    /// Show what the proxy would do with a request, and why: the same
+    /// decision function the server calls. Exit status 0 when the request
+    /// would get through, 3 when it would be refused, blocked or challenged.
     Explain {
-        /// A URL (http://host/path), or host[:port].
+        /// A URL (http://host/path, https://host/), a host, or host:port with --method CONNECT.
         url: String,
-        /// Decide as this user (for exemptions).
+        /// CONNECT for a tunnel (the target is then host:port).
+        #[arg(long)]
+        method: Option<String>,
+        /// The SNI the TLS ClientHello in the tunnel carries.
+        #[arg(long)]
+        sni: Option<String>,
+        /// Decide as this user (for exemptions and compliance flags).
         #[arg(long)]
         user: Option<String>,
         /// Decide as a request from this client address.
@@ -217,8 +225,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Serve => serve_command(config),
         Command::Ca(cmd) => ca_command(&config, cmd),
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&config, dir.as_deref()),
-        Command::Policy(PolicyCommand::Explain { url, user, client, groups, user_agent }) => {
-            policy_explain(&config, &url, user, client, groups, user_agent.as_deref())
+        Command::Policy(PolicyCommand::Explain { url, method, sni, user, client, groups, user_agent }) => {
+            let question =
+                weerwal::explain::Question { target: url, method, sni, user_agent, user, groups, client: Some(client) };
+            policy_explain(&config, &question)
         }
         Command::Users(cmd) => users_command(&config, cmd),
         Command::Reload => reload_command(&config),
@@ -230,13 +240,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let loaded = if config.policy_dir_is_default() && !config.policy.dir.exists() {
                 policy::load_embedded(Date::today())
             } else {
-                serve::load_policy(&config)
+                policy::load_configured(&config)
             };
             let (policy, _) = loaded.map_err(|e| Failure::Usage(e.into()))?;
             Ok(weerwal::history::cli::run(cmd, &policy))
         }
         Command::Pac => {
-            let (policy, _) = serve::load_policy(&config).map_err(|e| Failure::Usage(e.into()))?;
+            let (policy, _) = policy::load_configured(&config).map_err(|e| Failure::Usage(e.into()))?;
             print!("{}", weerwal::pac::generate(&config, &policy).text);
             Ok(ExitCode::SUCCESS)
         }
@@ -423,7 +433,7 @@ fn load_ca(dir: &Path) -> Result<CertificateAuthority, Failure> {
 fn policy_check(config: &Config, dir: Option<&Path>) -> Result<ExitCode, Failure> {
     let loaded = match dir {
         Some(d) => policy::load_dir(d, Date::today()),
-        None => serve::load_policy(config),
+        None => policy::load_configured(config),
     };
     match loaded {
         Ok((policy, warnings)) => {
@@ -450,56 +460,12 @@ fn policy_check(config: &Config, dir: Option<&Path>) -> Result<ExitCode, Failure
     }
 }
 
-fn policy_explain(
-    config: &Config,
-    url: &str,
-    user: Option<String>,
-    client: IpAddr,
-    groups: Vec<String>,
-    user_agent: Option<&str>,
-) -> Result<ExitCode, Failure> {
-    let (policy, _) = serve::load_policy(config).map_err(|e| Failure::Usage(e.into()))?;
-    let authority = match url.split_once("://") {
-        Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or(""),
-        None => url.split(['/', '?', '#']).next().unwrap_or(""),
-    };
-    let default_port = if url.starts_with("https://") { 443 } else { 80 };
-    let (host, port) = match policy::parse_authority(authority, Some(default_port)) {
-        Ok(hp) => hp,
-        Err(e) => {
-            println!("REFUSED (400): host {authority:?} cannot be normalised: {e}");
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let mut subject = Devices::new(&config.identity.device).subject(client);
-    subject.user = user;
-    subject.groups = groups;
-    let verdict = policy.decide(&subject, &Target { host: &host, user_agent, date: Date::today() });
-    println!("host:    {} (port {port})", host.as_key());
-    match verdict {
-        Verdict::Allow => println!("verdict: ALLOW (no rule matches)"),
-        Verdict::Block(m) => {
-            println!("verdict: BLOCK");
-            print_match(&m);
-        }
-        Verdict::Exempt { matched, exemption } => {
-            println!("verdict: EXEMPT (allowed and logged as exempted)");
-            print_match(&matched);
-            println!("reason:  {} (until {})", exemption.reason, exemption.until);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_match(m: &policy::Match) {
-    let kind = match m.rule {
-        policy::Rule::Domain(_) => "domain",
-        policy::Rule::UserAgent(_) => "user agent signature",
-    };
-    println!("app:     {}", m.app.name);
-    println!("rule:    {} ({kind})", m.rule.as_str());
-    println!("advice:  {}", m.app.advice);
-    println!("source:  {} (since {})", m.app.reference, m.app.since);
+fn policy_explain(config: &Config, question: &weerwal::explain::Question) -> Result<ExitCode, Failure> {
+    let (policy, _) = policy::load_configured(config).map_err(|e| Failure::Usage(e.into()))?;
+    let explained =
+        weerwal::explain::explain(config, &policy, question, Date::today()).map_err(|e| Failure::Usage(e.into()))?;
+    print!("{}", explained.text);
+    Ok(if explained.allowed { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
 fn users_command(config: &Config, cmd: UsersCommand) -> Result<ExitCode, Failure> {

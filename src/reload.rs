@@ -16,7 +16,6 @@ use crate::config::{Config, ConfigError};
 use crate::identity::{Identity, Users, UsersError};
 use crate::policy::{Policy, PolicyErrors};
 use crate::proxy::Live;
-use crate::serve::{load_policy, record_policy_loaded};
 
 /// Why a reload was refused; the running configuration is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +62,7 @@ impl Reloader {
             _ => old.clone(),
         };
         let (applied, needs_restart) = merge(old, config, self.https_ready);
-        let (policy, warnings) = load_policy(&applied)?;
+        let (policy, warnings) = crate::policy::load_configured(&applied)?;
         let users = match &self.identity.auth {
             Some(_) => Some(Users::load(&applied.identity.users_file)?),
             None => None,
@@ -81,7 +80,7 @@ impl Reloader {
         let policy_changed = self.policy.load().digest() != policy.digest();
         let domains = policy.domain_count();
         if policy_changed {
-            record_policy_loaded(&self.audit, &policy).await;
+            crate::audit::record_policy_loaded(&self.audit, &policy).await;
             self.policy.store(Arc::new(policy));
         }
         if !needs_restart.is_empty() {

@@ -9,13 +9,13 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditError, AuditLog, AuditWriterHandle, EventKind, Record, Via};
+use crate::audit::{AuditError, AuditLog, AuditWriterHandle};
 use crate::ca::{CaError, CertificateAuthority, LeafCache};
 use crate::compliance::{Compliance, ComplianceError};
 use crate::config::{Config, HttpsMode};
 use crate::gateway::{self, GatewayError, GatewayState};
 use crate::identity::{Identity, UsersError};
-use crate::policy::{self, Date, Policy, PolicyErrors, Warning};
+use crate::policy::{Policy, PolicyErrors};
 use crate::proxy::{listener, ProxyState};
 use crate::reload::Reloader;
 
@@ -36,20 +36,10 @@ pub enum ServeError {
     Compliance(#[from] ComplianceError),
     #[error("users: {0}")]
     Users(#[from] UsersError),
+    #[error("dashboard: {0}")]
+    Admin(#[from] crate::admin::AdminError),
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
-}
-
-/// Loads the policy the configuration names. On embedded defaults a
-/// missing `policy/` falls back to the policy compiled into the binary.
-pub fn load_policy(config: &Config) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
-    let dir = &config.policy.dir;
-    let today = Date::today();
-    if config.policy_dir_is_default() && !dir.exists() {
-        tracing::warn!(dir = %dir.display(), "policy directory not found; using the policy built into weerwal");
-        return policy::load_embedded(today);
-    }
-    policy::load_dir(dir, today)
 }
 
 /// A running weerwal: its listen addresses and the means to stop it.
@@ -75,7 +65,7 @@ pub struct Server {
 impl Server {
     /// Starts everything the configuration asks for.
     pub async fn start(mut config: Config) -> Result<Server, ServeError> {
-        let (policy, warnings) = load_policy(&config)?;
+        let (policy, warnings) = crate::policy::load_configured(&config)?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -112,21 +102,20 @@ impl Server {
         let identity = Arc::new(Identity::new(&config.identity)?);
         let compliance = match &config.compliance {
             Some(c) => {
-                let state_path =
-                    config.audit.path.parent().unwrap_or(std::path::Path::new(".")).join("compliance.json");
+                let state_path = config.compliance_state_path();
                 let compliance = Compliance::open(c, &state_path)?;
                 tracing::info!(flagged = compliance.flagged().len(), state = %state_path.display(), "compliance gate active");
                 Some(Arc::new(compliance))
             }
             None => None,
         };
-        let listeners = listener::bind_all(&config.proxy.listen).await.map_err(ServeError::Bind)?;
+        let listeners = crate::plumbing::accept::bind_all(&config.proxy.listen).await.map_err(ServeError::Bind)?;
         let proxy_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
         if config.pac.proxy.is_none() && config.proxy.listen.iter().any(|a| a.ip().is_unspecified()) {
             tracing::warn!("proxy listens on a wildcard address and pac.proxy is not set: the PAC file names the proxy as each browser reached it; set pac.proxy to the name laptops use");
         }
-        record_policy_loaded(&audit, &policy).await;
+        crate::audit::record_policy_loaded(&audit, &policy).await;
         tracing::info!(
             listen = ?proxy_addrs,
             apps = policy.apps().len(),
@@ -146,7 +135,7 @@ impl Server {
             audit: audit.clone(),
         });
         let state = Arc::new(ProxyState {
-            local_addrs: proxy_addrs.iter().copied().chain(own_listeners(&config)).collect(),
+            local_addrs: proxy_addrs.iter().copied().chain(config.own_listeners()).collect(),
             live,
             policy: Arc::clone(&policy),
             audit: audit.clone(),
@@ -167,7 +156,7 @@ impl Server {
                 (None, None) => None,
                 _ => return Err(ServeError::Gateway(GatewayError::HalfTls)),
             };
-            let listener = listener::bind_all(&[g.listen]).await.map_err(ServeError::Bind)?.remove(0);
+            let listener = crate::plumbing::accept::bind_all(&[g.listen]).await.map_err(ServeError::Bind)?.remove(0);
             gateway_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
             tracing::info!(listen = ?gateway_addrs, tls = tls.is_some(), "compliance gateway running");
             tasks.spawn(gateway::run(listener, gw, tls, shutdown.clone(), Duration::from_secs(10)));
@@ -198,8 +187,14 @@ impl Server {
             // run (session ends) are shipped too.
             shippers.spawn(shipper.run(shippers_stop.clone(), Duration::from_secs(5)));
         }
+        // One set of caps for all the proxy's listen addresses.
+        let admission = crate::plumbing::accept::Admission::new(
+            config.proxy.max_connections,
+            config.proxy.max_connections_per_client,
+        );
         for l in listeners {
-            tasks.spawn(listener::run(l, Arc::clone(&state), shutdown.clone(), Duration::from_secs(10)));
+            let (state, admission) = (Arc::clone(&state), Arc::clone(&admission));
+            tasks.spawn(listener::run(l, state, admission, shutdown.clone(), Duration::from_secs(10)));
         }
         Ok(Server {
             proxy_addrs,
@@ -258,21 +253,6 @@ impl Server {
     }
 }
 
-pub(crate) async fn record_policy_loaded(audit: &AuditLog, policy: &Policy) {
-    let mut r = Record::new(EventKind::PolicyLoaded);
-    r.via = Some(Via::System);
-    r.detail = Some(serde_json::json!({
-        "digest": policy.digest(),
-        "apps": policy.apps().len(),
-        "domains": policy.domain_count(),
-        "exemptions": policy.exemptions().len(),
-        "files": policy.files().iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-    }));
-    if let Err(e) = audit.record(r).await {
-        tracing::error!(error = %e, "could not record policy_loaded");
-    }
-}
-
 /// Ends idle sessions and writes their `session_end` records.
 async fn sweep_sessions(identity: Arc<Identity>, audit: AuditLog, shutdown: CancellationToken) {
     let every = (identity.sessions.idle() / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
@@ -289,11 +269,4 @@ async fn sweep_sessions(identity: Arc<Identity>, audit: AuditLog, shutdown: Canc
             }
         }
     }
-}
-
-/// The dashboard's and gateway's listen addresses (the dashboard's default
-/// too): never a destination for a client of the proxy.
-fn own_listeners(config: &Config) -> Vec<SocketAddr> {
-    let admin = config.admin.as_ref().map(|a| a.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
-    std::iter::once(admin).chain(config.gateway.as_ref().map(|g| g.listen)).collect()
 }

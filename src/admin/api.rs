@@ -23,7 +23,7 @@ use super::{clear_flag, text, AdminState, Cleared, Req};
 use crate::audit::output::Format;
 use crate::audit::report::write_report;
 use crate::audit::verify::{Outcome, Start};
-use crate::proxy::ProxyBody;
+use crate::plumbing::ProxyBody;
 
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {

@@ -34,9 +34,8 @@ use crate::audit::{AuditLog, EventKind, Record, Via};
 use crate::compliance::Compliance;
 use crate::config::{AdminConfig, Config};
 use crate::identity::{canonical_ip, Identity, Role, Users};
-use crate::proxy::respond;
-use crate::proxy::ProxyBody;
-use crate::serve::ServeError;
+use crate::plumbing::respond;
+use crate::plumbing::ProxyBody;
 use auth::{Officer, OfficerAuth, SessionState};
 
 /// How long a chain verification result is reused.
@@ -73,6 +72,15 @@ pub fn listen_addr(config: &Config, users: &Users) -> Option<SocketAddr> {
     }
 }
 
+/// Why the dashboard could not start (an explicit `[admin]` only).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("users: {0}")]
+    Users(#[from] crate::identity::UsersError),
+    #[error("{0}")]
+    Bind(std::io::Error),
+}
+
 /// Binds the dashboard's listener when it should run. An explicit `[admin]`
 /// that cannot be bound, or whose users file cannot be read, stops
 /// start-up; the implicit default only logs why it is not there.
@@ -81,11 +89,11 @@ pub async fn bind(
     audit: AuditLog,
     identity: Arc<Identity>,
     compliance: Option<Arc<Compliance>>,
-) -> Result<Option<(TcpListener, Arc<AdminState>)>, ServeError> {
+) -> Result<Option<(TcpListener, Arc<AdminState>)>, AdminError> {
     let explicit = config.admin.is_some();
     let users = match Users::load(&config.identity.users_file) {
         Ok(u) => u,
-        Err(e) if explicit => return Err(ServeError::Users(e)),
+        Err(e) if explicit => return Err(AdminError::Users(e)),
         Err(e) => {
             tracing::warn!(error = %e, "officers' dashboard not started: the users file cannot be read");
             return Ok(None);
@@ -101,7 +109,7 @@ pub async fn bind(
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) if explicit => {
-            return Err(ServeError::Bind(std::io::Error::new(
+            return Err(AdminError::Bind(std::io::Error::new(
                 e.kind(),
                 format!("cannot listen on {addr} (admin.listen): {e}"),
             )))

@@ -20,7 +20,7 @@ use super::{clear_flag, form, html, pages, record_login_failure, see_other, set_
 use crate::audit::query::Filter;
 use crate::audit::report::{report, write_report, GroupBy};
 use crate::audit::EventKind;
-use crate::proxy::{BoxError, ProxyBody};
+use crate::plumbing::{BoxError, ProxyBody};
 
 /// Rows a page shows unless asked otherwise, and at most.
 pub const DEFAULT_LIMIT: usize = 200;
@@ -276,7 +276,7 @@ async fn report_csv(state: &AdminState, req: &Req) -> Response<ProxyBody> {
             }
             csv_response(
                 &csv_name(&format!("overzicht-per-{}", pages::group_by_name(by).1)),
-                crate::proxy::respond::full(out),
+                crate::plumbing::respond::full(out),
             )
         }
         Err(e) => bad_request_text(&e),

@@ -10,9 +10,9 @@ use http_body_util::{BodyExt, Limited};
 use super::{Compliance, Flag};
 use crate::audit::{AuditLog, EventKind, Record, Via};
 use crate::pages::{self, RemediationInfo};
+use crate::plumbing::respond;
+use crate::plumbing::ProxyBody;
 use crate::policy::Subject;
-use crate::proxy::respond;
-use crate::proxy::ProxyBody;
 
 /// The path the attestation form posts to on a protected host. Under a
 /// dot-folder no real application uses.

@@ -13,18 +13,17 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditLog, Via};
 use crate::compliance::remediate::Remediation;
 use crate::compliance::Compliance;
 use crate::config::{GatewayConfig, ProxyConfig};
 use crate::identity::{canonical_ip, Identity};
+use crate::plumbing::accept::{self, Accepted, Admission};
+use crate::plumbing::destinations::DeniedDestinations;
+use crate::plumbing::relay::{relay, Upstream};
+use crate::plumbing::{origin_client, respond, OriginClient, ProxyBody};
 use crate::policy::{normalise_host, parse_authority};
-use crate::proxy::destinations::DeniedDestinations;
-use crate::proxy::forward::{relay, Upstream};
-use crate::proxy::listener::accept_next;
-use crate::proxy::{origin_client, respond, OriginClient, ProxyBody};
 
 /// The cookie that keeps a device recognised when its address changes.
 const DEVICE_COOKIE: &str = "weerwal_device";
@@ -144,7 +143,10 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts gateway connections until `shutdown`.
+/// Accepts gateway connections until `shutdown`, through the same
+/// admission caps as the proxy (`proxy.max_connections`, per client
+/// `proxy.max_connections_per_client`): one laptop cannot exhaust the
+/// server's file descriptors through the gateway either.
 pub async fn run(
     listener: TcpListener,
     state: Arc<GatewayState>,
@@ -152,28 +154,37 @@ pub async fn run(
     shutdown: CancellationToken,
     grace: std::time::Duration,
 ) {
-    let tracker = TaskTracker::new();
-    loop {
-        let Some((stream, peer)) = accept_next(&listener, &shutdown).await else { break };
-        let (state, tls, shutdown) = (Arc::clone(&state), tls.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            match tls {
-                Some(acceptor) => {
-                    // A client that opens a connection and says nothing must
-                    // not hold it (and a file descriptor) forever.
-                    let handshake = tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
-                    match handshake {
-                        Ok(Ok(s)) => serve_connection(state, peer, s, shutdown).await,
-                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
-                        Err(_) => tracing::debug!(client = %peer, "gateway TLS handshake timed out"),
+    let admission = Admission::new(state.limits.max_connections, state.limits.max_connections_per_client);
+    // Anyone may reach the gateway: it stands in front of systems people use.
+    accept::run(
+        listener,
+        admission,
+        shutdown,
+        grace,
+        |_| true,
+        move |conn| {
+            let (state, tls) = (Arc::clone(&state), tls.clone());
+            async move {
+                let Accepted { stream, peer, slot, shutdown } = conn;
+                match tls {
+                    Some(acceptor) => {
+                        // A client that opens a connection and says nothing must
+                        // not hold it (and a file descriptor) forever.
+                        let handshake =
+                            tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
+                        match handshake {
+                            Ok(Ok(s)) => serve_connection(state, peer, s, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
+                            Err(_) => tracing::debug!(client = %peer, "gateway TLS handshake timed out"),
+                        }
                     }
+                    None => serve_connection(state, peer, stream, shutdown).await,
                 }
-                None => serve_connection(state, peer, stream, shutdown).await,
+                drop(slot);
             }
-        });
-    }
-    tracker.close();
-    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+        },
+    )
+    .await
 }
 
 async fn serve_connection<S>(state: Arc<GatewayState>, peer: SocketAddr, stream: S, shutdown: CancellationToken)
@@ -181,7 +192,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.limits.header_timeout;
-    let builder = crate::proxy::http1_server(header_timeout, state.limits.max_header_bytes);
+    let builder = crate::plumbing::http1_server(header_timeout, state.limits.max_header_bytes);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = Arc::clone(&state);
         async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }

@@ -500,6 +500,18 @@ pub fn read_dir(dir: &Path) -> Result<PolicyBuilder, PolicyErrors> {
 }
 
 /// Loads and compiles the policy directory.
+/// Loads the policy a configuration names. On embedded defaults a
+/// missing `policy/` falls back to the policy compiled into the binary.
+pub fn load_configured(config: &crate::config::Config) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
+    let dir = &config.policy.dir;
+    let today = Date::today();
+    if config.policy_dir_is_default() && !dir.exists() {
+        tracing::warn!(dir = %dir.display(), "policy directory not found; using the policy built into weerwal");
+        return load_embedded(today);
+    }
+    load_dir(dir, today)
+}
+
 pub fn load_dir(dir: &Path, today: Date) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
     read_dir(dir)?.build(today)
 }

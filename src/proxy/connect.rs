@@ -4,7 +4,9 @@
 //! touching the origin. A TLS ClientHello is decided on both the CONNECT
 //! authority and its SNI; a banned name is intercepted with a leaf from the
 //! local CA (and only then), anything else is replayed to the origin and
-//! spliced byte for byte. Plain HTTP inside a tunnel is decided on its Host.
+//! spliced byte for byte. Plain HTTP inside a tunnel is decided request by
+//! request, like any other request. Every decision is
+//! [`crate::decision::decide`]'s; this module carries them out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,14 +18,18 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::act::{refuse, remediation, unexpected};
 use super::client_hello::{read_client_hello, ClientHelloRead};
-use super::prefixed::Prefixed;
-use super::request::{destination_denied, identify, remediation_for, targets_self, user_agent};
-use super::respond::{self, Attempt};
-use super::{ProxyBody, ProxyState};
-use crate::config::HttpsMode;
-use crate::identity::Identified;
-use crate::policy::{normalise_host, parse_authority, Date, Host, Match, Subject, Target, Verdict};
+use super::identify::{challenge, identify, user_agent, who_of};
+use super::record::{self, Attempt};
+use super::ProxyState;
+use crate::decision::{Action, Exempted, Facts, Stage, Who};
+use crate::identity::{canonical_ip, Identified};
+use crate::plumbing::accept::Admitted;
+use crate::plumbing::prefixed::Prefixed;
+use crate::plumbing::relay::{relay, Upstream};
+use crate::plumbing::{http1_server, respond, ProxyBody};
+use crate::policy::{normalise_host, parse_authority, Host, Match};
 
 /// Answers a CONNECT request.
 pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -34,83 +40,100 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         Ok(hp) => hp,
         Err(e) => return respond::bad_request(&format!("CONNECT {:?}: {e}", authority.as_str())),
     };
+    // One settings snapshot for the whole CONNECT decision.
     let live = state.live();
-    if !live.config.proxy.connect_ports.contains(&port) {
-        return respond::error(
-            StatusCode::FORBIDDEN,
-            &format!("Verbindingen naar poort {port} zijn niet toegestaan."),
-            &format!("Tunnels to port {port} are not allowed."),
-        );
-    }
-    if let Host::Ip(ip) = host {
-        if live.denied.is_denied(ip) {
-            return destination_denied();
-        }
-    }
-    if targets_self(&state, &host, port) {
-        return respond::error(
-            StatusCode::FORBIDDEN,
-            "Een tunnel naar de proxy zelf is geweigerd.",
-            "A tunnel to the proxy itself was refused.",
-        );
-    }
-    let who = match identify(&state, peer, req.headers()).await {
-        Ok(who) => who,
-        Err(challenge) => return challenge,
-    };
     let ua = user_agent(req.headers()).map(str::to_string);
-    let host_key = host.as_key().into_owned();
-    if remediation_for(&state, &who, &host, &host_key).is_some() {
-        return remediate_tunnel(state, who, host_key, req).await;
+    let facts = Facts {
+        stage: Stage::Connect,
+        client: canonical_ip(peer.ip()),
+        host: &host,
+        port,
+        user_agent: ua.as_deref(),
+        who: Who::Unknown,
+        today: state.today(),
+    };
+    match state.decide(&live, &facts) {
+        Action::Identify => {}
+        Action::Refuse(reason) => return refuse(reason),
+        other => return unexpected(&other),
     }
-    let verdict = decide(&state, &who.subject, &host, ua.as_deref());
-    if let Verdict::Block(matched) = &verdict {
-        if live.config.proxy.https == HttpsMode::Reject || state.leaves.is_none() {
-            let key = host.as_key();
-            let attempt = Attempt {
-                subject: &who.subject,
-                session: &who.session,
-                matched,
-                host: &key,
-                port,
-                method: &Method::CONNECT,
-                path: None,
-                user_agent: ua.as_deref(),
-            };
-            return respond::block(&state, &attempt).await;
+    let identified = identify(&state, peer, req.headers()).await;
+    let action = state.decide(&live, &Facts { who: who_of(&identified), ..facts });
+    let Some(who) = identified else { return challenge(&state) };
+    match action {
+        Action::Refuse(reason) => refuse(reason),
+        Action::Challenge => challenge(&state),
+        Action::Remediate { host, .. } => remediate_tunnel(state, who, host.as_key().into_owned(), req).await,
+        Action::Block { host, matched } => {
+            let attempt = connect_attempt(&who, &host, port, &matched, ua.as_deref());
+            record::block(&state, &attempt).await
         }
+        Action::Intercept { .. } | Action::Tunnel { .. } => {
+            let slot = req.extensions_mut().remove::<Arc<Admitted>>();
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                // The tunnel keeps the connection's admission slot until it closes.
+                let _slot = slot;
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        let tunnel = Tunnel { state, who, host, port, user_agent: ua };
+                        tunnel.run(TokioIo::new(upgraded)).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                }
+            });
+            Response::new(respond::empty())
+        }
+        other => unexpected(&other),
     }
-    let slot = req.extensions_mut().remove::<Arc<super::listener::Admitted>>();
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let _slot = slot;
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let tunnel = Tunnel { state, who, host, port, user_agent: ua, first: verdict };
-                tunnel.run(TokioIo::new(upgraded)).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
-        }
-    });
-    Response::new(respond::empty())
 }
 
-fn decide(state: &ProxyState, subject: &Subject, host: &Host, ua: Option<&str>) -> Verdict {
-    state.policy.load().decide(subject, &Target { host, user_agent: ua, date: Date::today() })
+/// The attempt of a CONNECT itself (no request inside it yet).
+fn connect_attempt<'a>(
+    who: &'a Identified,
+    host: &Host,
+    port: u16,
+    matched: &'a Match,
+    user_agent: Option<&str>,
+) -> Attempt<'a> {
+    Attempt {
+        subject: &who.subject,
+        session: &who.session,
+        matched,
+        host: host.as_key().into_owned(),
+        port,
+        method: Method::CONNECT,
+        path: None,
+        user_agent: user_agent.map(str::to_string),
+    }
 }
 
 /// One CONNECT tunnel after the `200`.
 struct Tunnel {
     state: Arc<ProxyState>,
     who: Identified,
+    /// The CONNECT authority.
     host: Host,
     port: u16,
     user_agent: Option<String>,
-    /// The verdict on the CONNECT authority.
-    first: Verdict,
 }
 
 impl Tunnel {
+    /// Decides a stage of this tunnel for its subject.
+    fn decide(&self, stage: Stage<'_>, user_agent: Option<&str>) -> Action {
+        let live = self.state.live();
+        let facts = Facts {
+            stage,
+            client: self.who.subject.client,
+            host: &self.host,
+            port: self.port,
+            user_agent,
+            who: Who::Known(&self.who.subject),
+            today: self.state.today(),
+        };
+        self.state.decide(&live, &facts)
+    }
+
     async fn run(self, mut client: TokioIo<Upgraded>) {
         let timeout = self.state.live().config.proxy.client_hello_timeout;
         let (buffered, hello) = match read_client_hello(&mut client, timeout).await {
@@ -120,103 +143,64 @@ impl Tunnel {
                 return;
             }
         };
-        match hello {
-            ClientHelloRead::Sni(name) => {
-                let sni = match normalise_host(&name) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        // A name we cannot normalise is never let through.
-                        tracing::debug!(sni = %name, error = %e, "refusing tunnel with an invalid SNI");
-                        return;
-                    }
-                };
-                let sni_key = sni.as_key().into_owned();
-                if remediation_for(&self.state, &self.who, &sni, &sni_key).is_some() {
-                    // A flagged person naming a protected system only in the
-                    // SNI (CONNECT to its address): never spliced through.
-                    tracing::debug!(sni = %sni_key, "closing a flagged tunnel to a protected system");
+        let sni = match &hello {
+            ClientHelloRead::Sni(name) => match normalise_host(name) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    // A name we cannot normalise is never let through.
+                    tracing::debug!(sni = %name, error = %e, "refusing tunnel with an invalid SNI");
                     return;
                 }
-                let sni_verdict = decide(&self.state, &self.who.subject, &sni, self.user_agent.as_deref());
-                match (&sni_verdict, &self.first) {
-                    (Verdict::Block(m), _) => self.intercept(client, buffered, sni, m.clone()).await,
-                    (_, Verdict::Block(m)) => {
-                        let m = m.clone();
-                        let host = self.host.clone();
-                        self.intercept(client, buffered, host, m).await
-                    }
-                    _ => {
-                        self.log_exemptions(&[(&self.first, &self.host), (&sni_verdict, &sni)]).await;
-                        self.splice(client, buffered).await
-                    }
-                }
+            },
+            _ => None,
+        };
+        let action = self.decide(Stage::Hello { sni: sni.as_ref() }, self.user_agent.as_deref());
+        match (hello, action) {
+            (ClientHelloRead::NotTls, action) => self.plain(client, buffered, action).await,
+            (ClientHelloRead::Sni(_) | ClientHelloRead::NoSni, Action::Intercept { host, matched }) => {
+                self.intercept(client, buffered, host, matched).await
             }
             // Part of a ClientHello and then a pause: waiting out the timer
             // must not skip the SNI check. Only a client that sent nothing
             // at all (a server-speaks-first protocol) is spliced on timeout.
-            ClientHelloRead::TimedOut if !buffered.is_empty() => {
-                if let Verdict::Block(m) = &self.first {
-                    let (m, host) = (m.clone(), self.host.clone());
-                    self.record_block(&host, &m).await;
-                }
+            (ClientHelloRead::TimedOut, Action::Tunnel { exempted }) if buffered.is_empty() => {
+                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
+                self.splice(client, buffered).await
             }
-            ClientHelloRead::NoSni | ClientHelloRead::TimedOut => match &self.first {
-                Verdict::Block(m) => {
-                    let (m, host) = (m.clone(), self.host.clone());
-                    if hello == ClientHelloRead::TimedOut {
-                        // Nothing to answer to; the CONNECT itself is the attempt.
-                        self.record_block(&host, &m).await;
-                    } else {
-                        self.intercept(client, buffered, host, m).await
-                    }
-                }
-                _ => {
-                    self.log_exemptions(&[(&self.first, &self.host)]).await;
-                    self.splice(client, buffered).await
-                }
-            },
-            ClientHelloRead::NotTls => self.plain(client, buffered).await,
-            ClientHelloRead::Malformed | ClientHelloRead::Closed => {
-                if let Verdict::Block(m) = &self.first {
-                    let (m, host) = (m.clone(), self.host.clone());
-                    self.record_block(&host, &m).await;
-                }
+            (ClientHelloRead::Sni(_) | ClientHelloRead::NoSni, Action::Tunnel { exempted }) => {
+                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
+                self.splice(client, buffered).await
             }
+            // Nothing to answer to (no TLS to intercept, or no way to): the
+            // CONNECT itself is the attempt, and it is recorded.
+            (_, Action::Intercept { host, matched } | Action::Block { host, matched }) => {
+                self.record_block(&host, &matched).await
+            }
+            (_, Action::Remediate { host, .. }) => {
+                // A flagged person naming a protected system only in the
+                // SNI (CONNECT to its address): never spliced through.
+                tracing::debug!(host = %host, "closing a flagged tunnel to a protected system");
+            }
+            (_, _) => {}
         }
     }
 
-    /// Records the first exemption among the verdicts, with the host it
-    /// was decided on (the CONNECT authority or the SNI).
-    async fn log_exemptions(&self, verdicts: &[(&Verdict, &Host)]) {
-        for (v, host) in verdicts {
-            if let Verdict::Exempt { matched, exemption } = v {
-                let key = host.as_key();
-                let attempt = self.attempt(&key, matched);
-                respond::exempted(&self.state, &attempt, &exemption.reason).await;
-                return;
-            }
-        }
-    }
-
-    /// The attempt of the CONNECT itself; requests inside the tunnel
-    /// override method, path and User-Agent.
-    fn attempt<'a>(&'a self, host: &'a str, matched: &'a Match) -> Attempt<'a> {
-        Attempt {
-            subject: &self.who.subject,
-            session: &self.who.session,
-            matched,
-            host,
-            port: self.port,
-            method: &Method::CONNECT,
-            path: None,
-            user_agent: self.user_agent.as_deref(),
+    /// Records an exemption that let this tunnel (or a request in it) through.
+    async fn record_exempted(&self, exempted: Option<&Exempted>, method: &Method, path: Option<String>) {
+        if let Some(e) = exempted {
+            let attempt = Attempt {
+                method: method.clone(),
+                path,
+                ..connect_attempt(&self.who, &e.host, self.port, &e.matched, self.user_agent.as_deref())
+            };
+            record::exempted(&self.state, &attempt, &e.exemption.reason).await;
         }
     }
 
     /// Records a blocked CONNECT that never got as far as a request.
     async fn record_block(&self, host: &Host, matched: &Match) {
-        let key = host.as_key();
-        let _ = respond::block(&self.state, &self.attempt(&key, matched)).await;
+        let attempt = connect_attempt(&self.who, host, self.port, matched, self.user_agent.as_deref());
+        let _ = record::block(&self.state, &attempt).await;
     }
 
     /// Connects to the origin, replays what the client sent, and copies
@@ -249,7 +233,7 @@ impl Tunnel {
         drop(buffered);
         let mut client = client;
         let idle = self.state.live().config.proxy.tunnel_idle_timeout;
-        let _ = super::idle::splice(&mut client, &mut origin, idle).await;
+        let _ = crate::plumbing::idle::splice(&mut client, &mut origin, idle).await;
     }
 
     /// Terminates TLS with a leaf for the banned `name` and answers every
@@ -281,38 +265,40 @@ impl Tunnel {
                 return;
             }
         };
-        self.serve_block_pages(tls, key, matched).await;
+        self.serve_block_pages(tls, name, matched).await;
     }
 
     /// Plain bytes in a tunnel: never tunnelled when the CONNECT host is
-    /// banned; otherwise a plain HTTP request is decided on its `Host`.
-    async fn plain(self, mut client: TokioIo<Upgraded>, mut buffered: Vec<u8>) {
-        if let Verdict::Block(m) = &self.first {
-            let (m, key) = (m.clone(), self.host.as_key().into_owned());
-            return self.serve_block_pages(Prefixed::new(buffered, client), key, m).await;
-        }
+    /// banned; HTTP is decided request by request; anything that looks like
+    /// HTTP but does not parse is refused; other protocols are spliced.
+    async fn plain(self, mut client: TokioIo<Upgraded>, mut buffered: Vec<u8>, action: Action) {
+        let exempted = match action {
+            Action::Intercept { host, matched } | Action::Block { host, matched } => {
+                return self.serve_block_pages(Prefixed::new(buffered, client), host, matched).await;
+            }
+            Action::Tunnel { exempted } => exempted,
+            _ => return,
+        };
         let limit = self.state.live().config.proxy.max_header_bytes;
         let timeout = self.state.live().config.proxy.client_hello_timeout;
         match read_http_head(&mut client, &mut buffered, limit, timeout).await {
-            HttpHead::Complete => {
-                self.log_exemptions(&[(&self.first, &self.host)]).await;
-                // Every request in the tunnel is decided, not just the first:
-                // a second, pipelined request must not ride along unchecked.
-                self.serve_plain_http(Prefixed::new(buffered, client)).await
-            }
+            // Every request in the tunnel is decided, not just the first:
+            // a second, pipelined request must not ride along unchecked.
+            HttpHead::Complete => self.serve_plain_http(Prefixed::new(buffered, client)).await,
             HttpHead::NotHttp => {
-                self.log_exemptions(&[(&self.first, &self.host)]).await;
+                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
                 self.splice(client, buffered).await
             }
-            // Looks like HTTP but never finishes its head (or has two Host
-            // headers): refuse rather than let an undecided request through.
-            HttpHead::Incomplete => {}
+            // Looks like HTTP but never finishes its head, does not parse, or
+            // has two Host headers: refused rather than let an undecided
+            // request through.
+            HttpHead::Refused => {}
         }
     }
 
     /// Plain HTTP inside a tunnel to an allowed host: served like the
     /// forward proxy, each request decided on the host it names (its
-    /// absolute target, else its `Host`) and sent on to the tunnel's target.
+    /// absolute target, else its `Host`), which must be the tunnel's own.
     async fn serve_plain_http<S>(self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -326,7 +312,7 @@ impl Tunnel {
             let tunnel = Arc::clone(&tunnel);
             async move { Ok::<_, std::convert::Infallible>(tunnel.plain_request(req).await) }
         });
-        let result = super::http1_server(header_timeout, max_header_bytes)
+        let result = http1_server(header_timeout, max_header_bytes)
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades()
             .await;
@@ -336,60 +322,62 @@ impl Tunnel {
     }
 
     async fn plain_request(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let mut hosts = req.headers().get_all(http::header::HOST).iter();
-        let (first_host, second_host) = (hosts.next(), hosts.next());
-        if second_host.is_some() {
-            return respond::bad_request("more than one Host header");
-        }
-        let named = match (req.uri().authority(), first_host) {
-            (Some(a), _) => Some(a.as_str().to_string()),
-            // Bytes, not `to_str`: a Unicode Host must be normalised (and
-            // then blocked or refused), never mistaken for no Host at all.
-            (None, Some(v)) => match std::str::from_utf8(v.as_bytes()) {
-                Ok(text) => Some(text.trim().to_string()),
-                Err(_) => return respond::bad_request("the Host header is not text"),
-            },
-            (None, None) => None,
-        };
-        let host = match named {
-            Some(n) => match parse_authority(&n, Some(80)) {
-                Ok((h, _)) => h,
-                Err(e) => return respond::bad_request(&format!("host {n:?}: {e}")),
-            },
-            None => self.host.clone(),
+        let named = match named_host(&req) {
+            Ok(Some(h)) => h,
+            Ok(None) => self.host.clone(),
+            Err(resp) => return *resp,
         };
         let ua = user_agent(req.headers()).map(str::to_string);
-        if let Verdict::Block(m) = decide(&self.state, &self.who.subject, &host, ua.as_deref()) {
-            let key = host.as_key();
-            let path = self.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
-            let attempt = Attempt {
-                method: req.method(),
-                path: path.as_deref(),
-                user_agent: ua.as_deref(),
-                ..self.attempt(&key, &m)
-            };
-            return respond::block(&self.state, &attempt).await;
+        let path = self.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
+        let attempt = |host: &Host, matched| Attempt {
+            method: req.method().clone(),
+            path: path.clone(),
+            user_agent: ua.clone(),
+            ..connect_attempt(&self.who, host, self.port, matched, None)
+        };
+        match self.decide(Stage::InTunnel { named: &named }, ua.as_deref()) {
+            Action::Refuse(reason) => refuse(reason),
+            Action::Block { host, matched } => record::block(&self.state, &attempt(&host, &matched)).await,
+            Action::Remediate { host, key, flag } => {
+                let host = host.as_key().into_owned();
+                match remediation(&self.state, &self.who, &host, key, flag) {
+                    Some(r) => r.respond(req).await,
+                    None => refuse(crate::decision::Reason::FlaggedSubject),
+                }
+            }
+            Action::Forward { exempted } => {
+                if let Some(e) = &exempted {
+                    record::exempted(&self.state, &attempt(&e.host, &e.matched), &e.exemption.reason).await;
+                }
+                self.forward_in_tunnel(req).await
+            }
+            other => unexpected(&other),
         }
-        let target = format!("{}:{}", self.host, self.port);
+    }
+
+    /// Sends a request from inside the tunnel to the tunnel's target, with
+    /// the `Host` it was decided on.
+    async fn forward_in_tunnel(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let authority = if self.port == 80 { self.host.to_string() } else { format!("{}:{}", self.host, self.port) };
         let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-        let Ok(uri) = http::Uri::try_from(format!("http://{target}{path}")) else {
+        let Ok(uri) = http::Uri::try_from(format!("http://{authority}{path}")) else {
             return respond::bad_request("the request target cannot be forwarded");
         };
-        let host_header = first_host.cloned().unwrap_or_else(|| {
-            http::HeaderValue::from_str(&target).unwrap_or(http::HeaderValue::from_static("localhost"))
-        });
+        let Ok(host_header) = http::HeaderValue::from_str(&authority) else {
+            return respond::bad_request("the host cannot be written as a Host header");
+        };
         let live = self.state.live();
-        let upstream = super::forward::Upstream {
+        let upstream = Upstream {
             client: &live.client,
             response_timeout: live.config.proxy.response_timeout,
             tunnel_idle: live.config.proxy.tunnel_idle_timeout,
         };
-        super::forward::relay(&upstream, req, uri, host_header, |_| {}).await
+        relay(&upstream, req, uri, host_header, |_| {}).await
     }
 
     /// Serves HTTP/1.1 on a connection that must never reach its origin:
     /// every request gets the block page and its own audit record.
-    async fn serve_block_pages<S>(self, stream: S, host: String, matched: Match)
+    async fn serve_block_pages<S>(self, stream: S, host: Host, matched: Match)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -397,58 +385,68 @@ impl Tunnel {
             let live = self.state.live();
             (live.config.proxy.header_timeout, live.config.proxy.max_header_bytes)
         };
-        let tunnel = Arc::new(self);
+        let tunnel = Arc::new((self, host, matched));
         let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let svc = hyper::service::service_fn({
-            let (tunnel, answered, host, matched) =
-                (Arc::clone(&tunnel), Arc::clone(&answered), host.clone(), matched.clone());
+            let (tunnel, answered) = (Arc::clone(&tunnel), Arc::clone(&answered));
             move |req: Request<Incoming>| {
                 let tunnel = Arc::clone(&tunnel);
                 answered.store(true, std::sync::atomic::Ordering::Relaxed);
-                // The record names the banned host the request itself names
-                // (its Host) when there is one, else the name intercepted.
-                let (host, matched) = banned_request_host(&tunnel.state, &tunnel.who.subject, &req)
-                    .unwrap_or_else(|| (host.clone(), matched.clone()));
-                async move {
-                    let ua = user_agent(req.headers()).map(str::to_string).or_else(|| tunnel.user_agent.clone());
-                    let path = tunnel.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
-                    let attempt = Attempt {
-                        method: req.method(),
-                        path: path.as_deref(),
-                        user_agent: ua.as_deref(),
-                        ..tunnel.attempt(&host, &matched)
-                    };
-                    Ok::<_, std::convert::Infallible>(respond::block(&tunnel.state, &attempt).await)
-                }
+                async move { Ok::<_, std::convert::Infallible>(tunnel.0.intercepted_request(req, &tunnel.2).await) }
             }
         });
-        let result =
-            super::http1_server(header_timeout, max_header_bytes).serve_connection(TokioIo::new(stream), svc).await;
+        let result = http1_server(header_timeout, max_header_bytes).serve_connection(TokioIo::new(stream), svc).await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "intercepted connection ended");
         }
         // No request came (bytes that are not HTTP, or nothing after the
         // handshake): the CONNECT itself was the attempt, and it is recorded.
         if !answered.load(std::sync::atomic::Ordering::Relaxed) {
-            let _ = respond::block(&tunnel.state, &tunnel.attempt(&host, &matched)).await;
+            let (tunnel, host, matched) = &*tunnel;
+            tunnel.record_block(host, matched).await;
         }
+    }
+
+    /// One request on an intercepted connection: the block page, recorded
+    /// for the banned host the request names (else the intercepted one).
+    async fn intercepted_request(&self, req: Request<Incoming>, intercepted: &Match) -> Response<ProxyBody> {
+        let named = named_host(&req).ok().flatten();
+        let ua = user_agent(req.headers()).map(str::to_string).or_else(|| self.user_agent.clone());
+        let action = self.decide(Stage::Intercepted { named: named.as_ref(), intercepted }, ua.as_deref());
+        let Action::Block { host, matched } = action else { return unexpected(&action) };
+        let path = self.state.live().config.audit.log_paths.then(|| req.uri().path().to_string());
+        let attempt = Attempt {
+            method: req.method().clone(),
+            path,
+            user_agent: ua,
+            ..connect_attempt(&self.who, &host, self.port, &matched, None)
+        };
+        record::block(&self.state, &attempt).await
     }
 }
 
-/// The banned host a request on an intercepted connection names in its
-/// `Host` (or absolute target), with its match; `None` when it names none,
-/// or one that is not banned (then the intercepted name stands).
-fn banned_request_host(state: &ProxyState, subject: &Subject, req: &Request<Incoming>) -> Option<(String, Match)> {
-    let named = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => req.headers().get(http::header::HOST)?.to_str().ok()?.trim().to_string(),
+/// The host a request names: its absolute target, else its `Host`; `None`
+/// when it names none. A request with two `Host` fields or a name that
+/// cannot be normalised gets `400`.
+fn named_host(req: &Request<Incoming>) -> Result<Option<Host>, Box<Response<ProxyBody>>> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let (first_host, second_host) = (hosts.next(), hosts.next());
+    if second_host.is_some() {
+        return Err(Box::new(respond::bad_request("more than one Host header")));
+    }
+    let named = match (req.uri().authority(), first_host) {
+        (Some(a), _) => a.as_str().to_string(),
+        // Bytes, not `to_str`: a Unicode Host must be normalised (and
+        // then blocked or refused), never mistaken for no Host at all.
+        (None, Some(v)) => match std::str::from_utf8(v.as_bytes()) {
+            Ok(text) => text.trim().to_string(),
+            Err(_) => return Err(Box::new(respond::bad_request("the Host header is not text"))),
+        },
+        (None, None) => return Ok(None),
     };
-    let (host, _) = parse_authority(&named, Some(443)).ok()?;
-    // Decided like any request, so a host this person is exempted for is
-    // never recorded (or flagged) as blocked.
-    match decide(state, subject, &host, None) {
-        Verdict::Block(matched) => Some((host.as_key().into_owned(), matched)),
-        _ => None,
+    match parse_authority(&named, Some(80)) {
+        Ok((h, _)) => Ok(Some(h)),
+        Err(e) => Err(Box::new(respond::bad_request(&format!("host {named:?}: {e}")))),
     }
 }
 
@@ -458,8 +456,9 @@ enum HttpHead {
     Complete,
     /// Not HTTP (some other protocol): tunnelled as it is.
     NotHttp,
-    /// HTTP that did not complete within the size or time limit.
-    Incomplete,
+    /// Looks like HTTP but does not parse, does not complete within the
+    /// size or time limit, or has two `Host` fields: refused.
+    Refused,
 }
 
 /// Reads until `buffered` holds a complete HTTP request head, or shows it is
@@ -479,7 +478,7 @@ async fn read_http_head<S: AsyncRead + Unpin>(
                 if req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count() > 1 {
                     // RFC 9112 section 3.2: more than one Host is a bad
                     // request; which one counts would be a guess.
-                    return HttpHead::Incomplete;
+                    return HttpHead::Refused;
                 }
                 return HttpHead::Complete;
             }
@@ -488,27 +487,37 @@ async fn read_http_head<S: AsyncRead + Unpin>(
                 return if buffered.is_empty() {
                     HttpHead::NotHttp
                 } else if looks_like_http(buffered) {
-                    HttpHead::Incomplete
+                    HttpHead::Refused
                 } else {
                     HttpHead::NotHttp
                 }
             }
         }
         if buffered.len() >= limit {
-            return HttpHead::Incomplete;
+            return HttpHead::Refused;
         }
         let mut chunk = [0u8; 4096];
         match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buffered.extend_from_slice(&chunk[..n]),
-            _ => return HttpHead::Incomplete,
+            _ => return HttpHead::Refused,
         }
     }
 }
 
-/// A request line starts with a method token and a space.
+/// Whether bytes that do not parse as HTTP still look like an attempt at
+/// it: a method-like token (after any leading whitespace) followed by
+/// whitespace, or `HTTP/` on the first line. Such bytes are refused, never
+/// spliced: an oddly formatted request line (a leading space, tabs) must not
+/// pass for "another protocol" and reach a banned host unchecked.
 fn looks_like_http(buf: &[u8]) -> bool {
-    let method_len = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    method_len >= 3 && buf.get(method_len) == Some(&b' ')
+    let first_line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    if first_line.windows(5).any(|w| w.eq_ignore_ascii_case(b"HTTP/")) {
+        return true;
+    }
+    let start = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let rest = &buf[start..];
+    let token = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    token >= 3 && rest.get(token).is_some_and(|b| *b == b' ' || *b == b'\t')
 }
 
 /// A flagged subject's CONNECT to a protected system: intercepted for this
@@ -521,14 +530,15 @@ async fn remediate_tunnel(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let Some(leaves) = state.leaves.clone() else {
-        let host_ref = normalise_host(&host).ok();
-        return match host_ref.as_ref().and_then(|h| remediation_for(&state, &who, h, &host)) {
-            Some(r) => r.respond(req).await,
-            None => respond::error(StatusCode::FORBIDDEN, "Geen toegang.", "No access."),
-        };
+        let tunnel = Tunnel { state, who, host: protected_host(&host), port: 443, user_agent: None };
+        return tunnel.remediation_request(req).await;
     };
+    let slot = req.extensions_mut().remove::<Arc<Admitted>>();
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let port = req.uri().port_u16().unwrap_or(443);
     tokio::spawn(async move {
+        // The tunnel keeps the connection's admission slot until it closes.
+        let _slot = slot;
         let Ok(upgraded) = on_upgrade.await else { return };
         let config = match leaves.server_config(&host).await {
             Ok(c) => c,
@@ -537,43 +547,79 @@ async fn remediate_tunnel(
                 return;
             }
         };
-        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(TokioIo::new(upgraded));
-        let Ok(Ok(tls)) = tokio::time::timeout(state.live().config.proxy.header_timeout, handshake).await else {
-            return;
-        };
         let (header_timeout, max_header_bytes) = {
             let live = state.live();
             (live.config.proxy.header_timeout, live.config.proxy.max_header_bytes)
         };
-        let (who, host) = (Arc::new(who), Arc::new(host));
+        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(TokioIo::new(upgraded));
+        let Ok(Ok(tls)) = tokio::time::timeout(header_timeout, handshake).await else {
+            return;
+        };
+        let tunnel = Arc::new(Tunnel { state, who, host: protected_host(&host), port, user_agent: None });
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (state, who, host) = (Arc::clone(&state), Arc::clone(&who), Arc::clone(&host));
-            async move {
-                let resp =
-                    match normalise_host(&host).ok().as_ref().and_then(|h| remediation_for(&state, &who, h, &host)) {
-                        Some(r) => r.respond(req).await,
-                        // No longer flagged (attested on this connection): still
-                        // never forwarded from an intercepted connection; the
-                        // browser reconnects and is tunnelled.
-                        None => {
-                            let mut resp = Response::new(respond::empty());
-                            *resp.status_mut() = StatusCode::SEE_OTHER;
-                            let location = crate::compliance::remediate::safe_return(
-                                req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-                            )
-                            .to_string();
-                            if let Ok(v) = http::HeaderValue::from_str(&location) {
-                                resp.headers_mut().insert(http::header::LOCATION, v);
-                            }
-                            resp.headers_mut()
-                                .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-                            resp
-                        }
-                    };
-                Ok::<_, std::convert::Infallible>(resp)
-            }
+            let tunnel = Arc::clone(&tunnel);
+            async move { Ok::<_, std::convert::Infallible>(tunnel.remediation_request(req).await) }
         });
-        let _ = super::http1_server(header_timeout, max_header_bytes).serve_connection(TokioIo::new(tls), svc).await;
+        let _ = http1_server(header_timeout, max_header_bytes).serve_connection(TokioIo::new(tls), svc).await;
     });
     Response::new(respond::empty())
+}
+
+/// The protected host's key as a [`Host`] again (it came from one).
+fn protected_host(key: &str) -> Host {
+    normalise_host(key).unwrap_or_else(|_| Host::Name(key.to_string()))
+}
+
+impl Tunnel {
+    /// One request on a remediation connection: decided again each time,
+    /// so the page stops once the person has attested.
+    async fn remediation_request(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let ua = user_agent(req.headers()).map(str::to_string);
+        match self.decide(Stage::InTunnel { named: &self.host }, ua.as_deref()) {
+            Action::Remediate { host, key, flag } => {
+                let host = host.as_key().into_owned();
+                match remediation(&self.state, &self.who, &host, key, flag) {
+                    Some(r) => r.respond(req).await,
+                    None => refuse(crate::decision::Reason::FlaggedSubject),
+                }
+            }
+            // No longer flagged (attested on this connection): still never
+            // forwarded from an intercepted connection; the browser
+            // reconnects and is tunnelled.
+            _ => {
+                let mut resp = Response::new(respond::empty());
+                *resp.status_mut() = StatusCode::SEE_OTHER;
+                let location = crate::compliance::remediate::safe_return(
+                    req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                )
+                .to_string();
+                if let Ok(v) = http::HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(http::header::LOCATION, v);
+                }
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                resp
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_http;
+
+    #[test]
+    fn oddly_formatted_request_lines_still_look_like_http() {
+        for http in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b" GET / HTTP/1.1\r\n",
+            b"GET\t/\tHTTP/1.1\r\n",
+            b"\r\nget / x",
+            b"X / HTTP/1.0",
+        ] {
+            assert!(looks_like_http(http), "{:?}", String::from_utf8_lossy(http));
+        }
+        for other in [&b"\x00\x01binary"[..], b"SSH-2.0-OpenSSH_9.2\r\n", b"12345"] {
+            assert!(!looks_like_http(other), "{:?}", String::from_utf8_lossy(other));
+        }
+    }
 }

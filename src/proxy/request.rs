@@ -1,22 +1,24 @@
 //! One request on the proxy listener: what kind it is (CONNECT, a request to
-//! forward, or a request to the proxy itself), which host it really targets,
-//! and what the policy says about it.
+//! forward, or a request to the proxy itself), the facts it carries, and
+//! carrying out what [`crate::decision::decide`] says about it.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::respond::{self, Attempt};
-use super::{connect, forward, headers, ProxyBody, ProxyState};
-use crate::audit::{EventKind, Record, Via};
-use crate::compliance::remediate::Remediation;
-use crate::compliance::subject_key;
-use crate::identity::{canonical_ip, AuthOutcome, Identified};
+use super::act::{refuse, remediation, unexpected};
+use super::identify::{challenge, identify, user_agent, who_of};
+use super::record::{self, Attempt};
+use super::{connect, forward, ProxyState};
+use crate::decision::{Action, Facts, Reason, Stage, Who};
+use crate::identity::canonical_ip;
 use crate::pages;
-use crate::policy::{parse_authority, Date, Host, Target, Verdict};
+use crate::plumbing::headers::has_our_via;
+use crate::plumbing::{respond, ProxyBody};
+use crate::policy::{parse_authority, Host};
 
 /// Entry point for every request the proxy listener parses.
 pub async fn handle(
@@ -26,117 +28,22 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let m = crate::metrics::metrics();
     m.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Checked at accept, and again per request: a reload that narrows
-    // `allow_clients` also ends keep-alive connections it no longer allows.
-    let ip = canonical_ip(peer.ip());
-    if !state.live().config.proxy.allow_clients.iter().any(|net| net.contains(&ip)) {
-        let mut resp = respond::error(
-            StatusCode::FORBIDDEN,
-            "Deze proxy bedient uw netwerk niet.",
-            "This proxy does not serve your network.",
-        );
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(resp);
-    }
     let response = if req.method() == Method::CONNECT {
         m.connect_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         connect::handle(state, peer, req).await
     } else if req.uri().authority().is_some() {
         handle_absolute(state, peer, req).await
     } else {
-        local(&state, &req)
+        // Checked at accept, and again per request: a reload that narrows
+        // `allow_clients` also ends keep-alive connections it no longer allows.
+        let ip = canonical_ip(peer.ip());
+        if state.live().config.proxy.allow_clients.iter().any(|net| net.contains(&ip)) {
+            local(&state, &req)
+        } else {
+            refuse(Reason::ClientNotAllowed)
+        }
     };
     Ok(response)
-}
-
-/// Identifies who sends a proxied request (answering 407 when credentials
-/// are required and missing or wrong) and continues or starts its session.
-pub async fn identify(
-    state: &ProxyState,
-    peer: SocketAddr,
-    headers: &http::HeaderMap,
-) -> Result<Identified, Response<ProxyBody>> {
-    let client = canonical_ip(peer.ip());
-    let ua = user_agent(headers);
-    let user = match &state.identity.auth {
-        None => None,
-        Some(auth) => match auth.check(client, headers.get(header::PROXY_AUTHORIZATION)).await {
-            AuthOutcome::Authenticated(u) => Some(u),
-            AuthOutcome::Missing => return Err(respond::auth_required(&auth.realm)),
-            AuthOutcome::Failed { user } => {
-                crate::metrics::metrics().auth_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut r = Record::new(EventKind::AuthFailed);
-                r.user = user.map(|u| u.chars().take(64).collect());
-                r.client = Some(client);
-                r.device = state.identity.devices.name_of(client).map(str::to_string);
-                r.via = Some(Via::Proxy);
-                r.user_agent = ua.map(|u| u.chars().take(512).collect());
-                if let Err(e) = state.audit.record(r).await {
-                    tracing::error!(error = %e, "could not write auth_failed record");
-                }
-                return Err(respond::auth_required(&auth.realm));
-            }
-        },
-    };
-    let subject = state.identity.subject(client, user.as_deref());
-    let touched = state.identity.sessions.touch(client, subject.user.as_deref(), subject.device.as_deref(), ua);
-    if let Some(ended) = touched.ended {
-        if let Err(e) = state.audit.record(ended).await {
-            tracing::error!(error = %e, "could not write session_end record");
-        }
-    }
-    Ok(Identified { subject, session: touched.id, role: user.map(|u| u.role) })
-}
-
-/// The `User-Agent` as text, if it is text.
-pub fn user_agent(headers: &http::HeaderMap) -> Option<&str> {
-    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
-}
-
-/// The remediation flow, when the host is a protected system and the
-/// subject is flagged.
-pub fn remediation_for<'a>(
-    state: &'a ProxyState,
-    who: &'a Identified,
-    host: &Host,
-    host_key: &'a str,
-) -> Option<Remediation<'a>> {
-    let compliance = state.compliance.as_deref()?;
-    if !compliance.is_protected(host) {
-        return None;
-    }
-    let key = subject_key(&who.subject);
-    let flagged = compliance.flag_of(&key)?;
-    Some(Remediation {
-        compliance,
-        audit: &state.audit,
-        subject: &who.subject,
-        session: Some(&who.session),
-        keys: vec![key.clone()],
-        flagged: (key, flagged),
-        host: host_key,
-        via: Via::Proxy,
-    })
-}
-
-/// `403` for a destination the proxy never connects to for clients.
-pub fn destination_denied() -> Response<ProxyBody> {
-    respond::error(
-        StatusCode::FORBIDDEN,
-        "Dit adres is via de proxy niet bereikbaar.",
-        "This address cannot be reached through the proxy.",
-    )
-}
-
-/// Whether the target is this proxy itself, by address or by `localhost`.
-pub fn targets_self(state: &ProxyState, host: &Host, port: u16) -> bool {
-    match host {
-        Host::Ip(ip) => state.is_self(*ip, port),
-        Host::Name(n) if n == "localhost" || n.ends_with(".localhost") => {
-            state.is_self(IpAddr::from([127, 0, 0, 1]), port)
-        }
-        Host::Name(_) => false,
-    }
 }
 
 /// An absolute-form request (`GET http://host/path`): decided on the
@@ -154,60 +61,58 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         Ok(hp) => hp,
         Err(e) => return respond::bad_request(&format!("host {:?}: {e}", authority.as_str())),
     };
-    if let Host::Ip(ip) = host {
-        if state.live().denied.is_denied(ip) {
-            return destination_denied();
-        }
-    }
-    if targets_self(&state, &host, port) || headers::has_our_via(req.headers()) {
-        return respond::error(
-            StatusCode::FORBIDDEN,
-            "Dit verzoek zou bij de proxy zelf uitkomen (een lus) en is geweigerd.",
-            "This request would loop back to the proxy itself and was refused.",
-        );
-    }
-    let who = match identify(&state, peer, req.headers()).await {
-        Ok(who) => who,
-        Err(challenge) => return challenge,
-    };
-    let subject = &who.subject;
-    let host_key = host.as_key();
-    if let Some(remediation) = remediation_for(&state, &who, &host, &host_key) {
-        return remediation.respond(req).await;
-    }
+    let live = state.live();
     let ua = user_agent(req.headers());
-    let policy = state.policy.load();
-    let verdict = policy.decide(subject, &Target { host: &host, user_agent: ua, date: Date::today() });
-    drop(policy);
-    let path = state.live().config.audit.log_paths.then(|| uri.path());
-    let matched = match &verdict {
-        Verdict::Block(m) | Verdict::Exempt { matched: m, .. } => Some(m),
-        Verdict::Allow => None,
+    let facts = Facts {
+        stage: Stage::Request { https: !scheme_is_http, looped: has_our_via(req.headers()) },
+        client: canonical_ip(peer.ip()),
+        host: &host,
+        port,
+        user_agent: ua,
+        who: Who::Unknown,
+        today: state.today(),
     };
-    if let Some(matched) = matched {
-        let attempt = Attempt {
-            subject,
-            session: &who.session,
-            matched,
-            host: &host_key,
-            port,
-            method: req.method(),
-            path,
-            user_agent: ua,
-        };
-        match &verdict {
-            Verdict::Exempt { exemption, .. } => respond::exempted(&state, &attempt, &exemption.reason).await,
-            _ => return respond::block(&state, &attempt).await,
+    match state.decide(&live, &facts) {
+        Action::Identify => {}
+        Action::Refuse(reason) => return refuse(reason),
+        other => return unexpected(&other),
+    }
+    let identified = identify(&state, peer, req.headers()).await;
+    let action = state.decide(&live, &Facts { who: who_of(&identified), ..facts });
+    let path = live.config.audit.log_paths.then(|| uri.path());
+    let attempt = |who, host: &Host, matched| Attempt {
+        host: host.as_key().into_owned(),
+        port,
+        method: req.method().clone(),
+        path: path.map(str::to_string),
+        user_agent: ua.map(str::to_string),
+        ..Attempt::of(who, matched)
+    };
+    match (action, &identified) {
+        (Action::Refuse(reason), _) => refuse(reason),
+        (Action::Challenge, _) | (_, None) => challenge(&state),
+        (Action::Block { host, matched }, Some(who)) => record::block(&state, &attempt(who, &host, &matched)).await,
+        (Action::Remediate { host, key, flag }, Some(who)) => {
+            let host = host.as_key().into_owned();
+            match remediation(&state, who, &host, key, flag) {
+                Some(r) => r.respond(req).await,
+                None => refuse(Reason::FlaggedSubject),
+            }
         }
+        // RFC 9112 section 3.2: a request with more than one Host is a bad
+        // request; never forwarded (a banned target above is still blocked
+        // and recorded).
+        (Action::Forward { .. }, Some(_)) if req.headers().get_all(header::HOST).iter().nth(1).is_some() => {
+            respond::bad_request("more than one Host header")
+        }
+        (Action::Forward { exempted }, Some(who)) => {
+            if let Some(e) = &exempted {
+                record::exempted(&state, &attempt(who, &e.host, &e.matched), &e.exemption.reason).await;
+            }
+            forward::forward(&state, req, &host, port).await
+        }
+        (other, _) => unexpected(&other),
     }
-    if !scheme_is_http {
-        return respond::error(
-            StatusCode::BAD_REQUEST,
-            "Alleen http:// kan zo worden opgevraagd; voor https:// gebruikt de browser CONNECT.",
-            "Only http:// URLs can be requested this way; browsers use CONNECT for https://.",
-        );
-    }
-    forward::forward(&state, req, &host, port).await
 }
 
 /// A request to the proxy itself (origin-form): the status page, and the PAC

@@ -729,7 +729,7 @@ fn report_streams_a_log_far_larger_than_its_memory() {
     assert_eq!(files.len(), 4);
     let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
     assert!(bytes > 60 << 20, "the log is big enough to tell streaming from reading it whole: {bytes} bytes");
-    let name = "report_streams_a_log_far_larger_than_its_memory";
+    let name = "audit_logs::report_streams_a_log_far_larger_than_its_memory";
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, &live)

@@ -69,15 +69,30 @@ fn policy_check_names_file_line_and_key() {
 fn policy_explain_uses_the_proxy_decision() {
     let out = weerwal(repo()).args(["policy", "explain", "http://M.AliExpress.COM./cart"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
-    assert!(text.contains("verdict: BLOCK"), "{text}");
+    assert_eq!(out.status.code(), Some(3), "blocked: exit 3\n{text}");
+    assert!(text.contains("action:  BLOCK"), "{text}");
+    assert!(text.contains("reason:  banned_domain"), "{text}");
     assert!(text.contains("app:     AliExpress"));
     assert!(text.contains("rule:    aliexpress.com"));
     assert!(text.contains("advice:"));
     let out = weerwal(repo()).args(["policy", "explain", "notaliexpress.com"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("verdict: ALLOW"));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("action:  FORWARD"));
     let out = weerwal(repo()).args(["policy", "explain", "http://2130706433/"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSED (400)"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSE (400)"));
+    // A port outside proxy.connect_ports is explained as the proxy acts on it.
+    let out = weerwal(repo()).args(["policy", "explain", "example.org:8443", "--method", "CONNECT"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reason:  port_not_allowed"));
+    // A banned name in the SNI of a tunnel to an address is intercepted.
+    let out = weerwal(repo())
+        .args(["policy", "explain", "192.0.2.1:443", "--method", "CONNECT", "--sni", "www.tiktok.com"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("action:  INTERCEPT"), "{text}");
 }
 
 #[test]

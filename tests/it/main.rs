@@ -10,6 +10,7 @@ mod audit_logs;
 mod bypass;
 mod cli;
 mod cluster;
+mod explain;
 mod fuzz_regressions;
 mod gateway;
 mod hardening;

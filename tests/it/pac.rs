@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use crate::common::{raw_exchange, test_config, Origin, TestProxy};
 use serde::Deserialize;
 use weerwal::config::{ComplianceConfig, Config, PacRoute};
-use weerwal::serve::{load_policy, Server};
+use weerwal::policy::load_configured as load_policy;
+use weerwal::serve::Server;
 
 const INSTALL: &str = "run `bash scripts/install-test-deps.sh` (as root) first: it installs what the PAC tests need";
 const PROXY_LINE: &str = "PROXY proxy.gemeente.test:3128";

@@ -1,68 +1,44 @@
-//! Building our own responses (block page, error pages) and writing the
-//! audit record that a block or exemption requires before answering.
+//! Writing the audit record a blocked or exempted attempt requires, before
+//! the answer is sent: the block page's reference number is the record's
+//! sequence number, so the record must exist first.
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Response, StatusCode};
 
-use super::{ProxyBody, ProxyState};
+use super::ProxyState;
 use crate::audit::{EventKind, Record, Via};
 use crate::compliance::subject_key;
 use crate::pages::{self, BlockInfo};
+use crate::plumbing::respond::html;
+use crate::plumbing::ProxyBody;
 use crate::policy::{Match, Subject};
-
-/// A complete body of our own.
-pub fn full(body: impl Into<Bytes>) -> ProxyBody {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
-}
-
-/// An empty body (e.g. `200` to CONNECT).
-pub fn empty() -> ProxyBody {
-    full(Bytes::new())
-}
-
-/// An HTML response that is never cached: a block is a decision of now.
-pub fn html(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
-    );
-    resp
-}
-
-/// A short bilingual error page.
-pub fn error(status: StatusCode, nl: &str, en: &str) -> Response<ProxyBody> {
-    html(status, pages::error_page(status.as_u16(), nl, en))
-}
-
-/// `400` for a request whose target cannot be understood; never forwarded.
-pub fn bad_request(why: &str) -> Response<ProxyBody> {
-    error(
-        StatusCode::BAD_REQUEST,
-        &format!("Dit verzoek kan niet worden verwerkt: {why}"),
-        &format!("This request cannot be handled: {why}"),
-    )
-}
 
 /// What a blocked or exempted attempt was, for its audit record.
 pub struct Attempt<'a> {
     pub subject: &'a Subject,
     pub session: &'a str,
     pub matched: &'a Match,
-    pub host: &'a str,
+    pub host: String,
     pub port: u16,
-    pub method: &'a Method,
-    pub path: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
+    pub method: Method,
+    pub path: Option<String>,
+    pub user_agent: Option<String>,
 }
 
-impl Attempt<'_> {
+impl<'a> Attempt<'a> {
+    /// An attempt by `who`, matched by `matched`; the caller fills in where to.
+    pub fn of(who: &'a crate::identity::Identified, matched: &'a Match) -> Attempt<'a> {
+        Attempt {
+            subject: &who.subject,
+            session: &who.session,
+            matched,
+            host: String::new(),
+            port: 0,
+            method: Method::GET,
+            path: None,
+            user_agent: None,
+        }
+    }
+
     /// The audit record of this attempt.
     pub fn record(&self, event: EventKind) -> Record {
         let mut r = Record::new(event);
@@ -75,9 +51,9 @@ impl Attempt<'_> {
         r.host = Some(self.host.to_string());
         r.port = Some(self.port);
         r.method = Some(self.method.as_str().to_string());
-        r.path = self.path.map(str::to_string);
+        r.path.clone_from(&self.path);
         r.via = Some(Via::Proxy);
-        r.user_agent = self.user_agent.map(|ua| ua.chars().take(512).collect());
+        r.user_agent = self.user_agent.as_deref().map(|ua| ua.chars().take(512).collect());
         r
     }
 }
@@ -94,11 +70,11 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
     let seq = match written {
         Ok(seq) => Some(seq),
         Err(e) => {
-            tracing::error!(error = %e, host = attempt.host, "could not write audit record; blocking anyway");
+            tracing::error!(error = %e, host = %attempt.host, "could not write audit record; blocking anyway");
             None
         }
     };
-    if let Some(ua) = attempt.user_agent {
+    if let Some(ua) = attempt.user_agent.as_deref() {
         if let Some(detected) = state.policy.load().detect_app(ua) {
             let mut r = attempt.record(EventKind::AppDetected);
             r.app = Some(detected.app.name.clone());
@@ -112,14 +88,14 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
     if let Some(compliance) = &state.compliance {
         // The municipal rule: a device used to reach a banned site may not
         // reach webmail and iBabs until the person has remediated.
-        compliance.flag(&subject_key(attempt.subject), &app.name, attempt.host, seq);
+        compliance.flag(&subject_key(attempt.subject), &app.name, &attempt.host, seq);
     }
     let since = app.since.to_string();
     html(
         StatusCode::FORBIDDEN,
         pages::block_page(&BlockInfo {
             app: &app.name,
-            host: attempt.host,
+            host: &attempt.host,
             advice: &app.advice,
             reference: &app.reference,
             since: &since,
@@ -146,25 +122,11 @@ async fn start_session_record(state: &ProxyState, attempt: &Attempt<'_>) {
         attempt.subject.client,
         attempt.subject.user.as_deref(),
         &attempt.matched.app.name,
-        attempt.host,
+        &attempt.host,
     );
     if let Some(start) = start {
         if let Err(e) = state.audit.record(start).await {
             tracing::error!(error = %e, "could not write session_start record");
         }
     }
-}
-
-/// `407` asking the browser for proxy credentials.
-pub fn auth_required(realm: &str) -> Response<ProxyBody> {
-    let mut resp = error(
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        "Log in met uw gebruikersnaam en wachtwoord om deze proxy te gebruiken.",
-        "Log in with your user name and password to use this proxy.",
-    );
-    let challenge = format!("Basic realm=\"{}\", charset=\"UTF-8\"", realm.replace(['"', '\\'], ""));
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        resp.headers_mut().insert(header::PROXY_AUTHENTICATE, v);
-    }
-    resp
 }
