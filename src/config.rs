@@ -232,8 +232,11 @@ pub struct DeviceRange {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PacConfig {
-    /// `host:port` laptops use; defaults to the first proxy listen address.
-    pub proxy: Option<String>,
+    /// `host:port` laptops use, or a list of them (several proxy nodes:
+    /// `PROXY a:3128; PROXY b:3128`, browsers fail over in order); defaults
+    /// to the first proxy listen address.
+    #[serde(deserialize_with = "proxy_list")]
+    pub proxy: Option<Vec<String>>,
     pub route: PacRoute,
     pub direct: Vec<String>,
     pub fallback_direct: bool,
@@ -394,6 +397,32 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Er
         Ok(OneOrMany::Many(_)) => Err(serde::de::Error::custom("at least one address is needed")),
         Err(_) => Err(serde::de::Error::custom("expected an address like \"127.0.0.1:3128\" or a list of them")),
     }
+}
+
+fn proxy_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match OneOrMany::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected \"host:port\" or a list like [\"a:3128\", \"b:3128\"]"))?
+    {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    };
+    if list.is_empty() {
+        return Err(serde::de::Error::custom("at least one proxy is needed"));
+    }
+    for p in &list {
+        let ok = p.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0))
+            && !p.contains([';', ' ', '"', '\'', '\\']);
+        if !ok {
+            return Err(serde::de::Error::custom(format!("{p:?} is not host:port (like \"proxy.gemeente.nl:3128\")")));
+        }
+    }
+    Ok(Some(list))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -688,6 +717,18 @@ upstream = "http://10.0.0.5:80"
         assert!(err.to_string().starts_with("w.toml:3: database:"), "{err}");
         let err = Config::parse(Path::new("w.toml"), "[cluster]\non_unavailable = \"maybe\"\n").unwrap_err();
         assert!(err.to_string().starts_with("w.toml:2: on_unavailable:"), "{err}");
+    }
+
+    #[test]
+    fn pac_proxy_is_one_or_a_list() {
+        let c = Config::parse(Path::new("w.toml"), "[pac]\nproxy = \"a.gemeente.nl:3128\"\n").unwrap();
+        assert_eq!(c.pac.proxy, Some(vec!["a.gemeente.nl:3128".to_string()]));
+        let c = Config::parse(Path::new("w.toml"), "[pac]\nproxy = [\"a:3128\", \"b:3128\"]\n").unwrap();
+        assert_eq!(c.pac.proxy, Some(vec!["a:3128".to_string(), "b:3128".to_string()]));
+        for bad in ["[]", "[\"a\"]", "\"a:3128; DIRECT\"", "3"] {
+            let err = Config::parse(Path::new("w.toml"), &format!("[pac]\n\nproxy = {bad}\n")).unwrap_err();
+            assert!(err.to_string().starts_with("w.toml:3: proxy:"), "{bad}: {err}");
+        }
     }
 
     #[test]

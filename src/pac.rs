@@ -36,11 +36,11 @@ fn js(s: &str) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
-/// The `host:port` laptops use to reach the proxy.
-pub fn proxy_address(config: &Config) -> String {
+/// The `host:port`s laptops use to reach the proxy, in failover order.
+pub fn proxy_addresses(config: &Config) -> Vec<String> {
     match &config.pac.proxy {
-        Some(p) => p.clone(),
-        None => config.proxy.listen.first().map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:3128".into()),
+        Some(p) if !p.is_empty() => p.clone(),
+        _ => vec![config.proxy.listen.first().map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:3128".into())],
     }
 }
 
@@ -104,13 +104,18 @@ fn ascii_pattern(p: &str) -> String {
 
 /// Generates the PAC file for this configuration and policy.
 pub fn generate(config: &Config, policy: &Policy) -> Pac {
-    generate_with_proxy(config, policy, &proxy_address(config))
+    generate_with_proxies(config, policy, &proxy_addresses(config))
 }
 
 /// Generates the PAC file naming `proxy` (`host:port`) as the proxy.
 pub fn generate_with_proxy(config: &Config, policy: &Policy, proxy: &str) -> Pac {
+    generate_with_proxies(config, policy, &[proxy.to_string()])
+}
+
+/// Generates the PAC file naming `proxies` (`host:port`s), tried in order.
+pub fn generate_with_proxies(config: &Config, policy: &Policy, proxies: &[String]) -> Pac {
     let pac = &config.pac;
-    let mut proxy = format!("PROXY {proxy}");
+    let mut proxy = proxies.iter().map(|p| format!("PROXY {p}")).collect::<Vec<_>>().join("; ");
     if pac.fallback_direct {
         proxy.push_str("; DIRECT");
     }
