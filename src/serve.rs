@@ -171,6 +171,15 @@ impl Server {
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
         let mut shippers = JoinSet::new();
         let shippers_stop = CancellationToken::new();
+        if let (Some(cluster), Some(compliance), Some(c)) = (&cluster, &compliance, &config.cluster) {
+            crate::cluster::state::start(
+                Arc::clone(cluster),
+                Arc::clone(compliance),
+                c.on_unavailable,
+                &mut tasks,
+                shutdown.clone(),
+            );
+        }
         if let Some(cluster) = &cluster {
             tasks.spawn(crate::cluster::node::heartbeat(Arc::clone(cluster), Arc::clone(&policy), shutdown.clone()));
             let sink = crate::cluster::sink::DatabaseSink::new(Arc::clone(cluster));

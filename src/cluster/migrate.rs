@@ -16,11 +16,10 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Never edit one that has shipped: add another.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "nodes and audit records",
-    sql: include_str!("migrations/0001_nodes_and_audit.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "nodes and audit records", sql: include_str!("migrations/0001_nodes_and_audit.sql") },
+    Migration { version: 2, name: "compliance state", sql: include_str!("migrations/0002_compliance_state.sql") },
+];
 
 /// The schema version this weerwal expects.
 pub fn latest() -> i32 {

@@ -6,6 +6,7 @@
 //! - [`migrate`]: the embedded, versioned schema;
 //! - [`node`]: this node's name, its heartbeat and `weerwal db status`;
 //! - [`sink`]: the database as a sink of the audit shipper;
+//! - [`state`]: flags, clears and device links shared by every node;
 //! - [`logs`]: `weerwal logs query|report` over every node's records, and
 //!   `logs verify --witness`.
 //!
@@ -18,6 +19,7 @@ pub mod logs;
 pub mod migrate;
 pub mod node;
 pub mod sink;
+pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -8,7 +8,8 @@ pub mod remediate;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -41,6 +42,17 @@ pub struct Flag {
     pub since_unix: u64,
     /// The audit record that flagged it: the reference number people quote.
     pub seq: Option<u64>,
+}
+
+/// A change to the compliance state, as the other nodes of a cluster need
+/// it (`[cluster]`): published by the node where it happened, applied by
+/// the others without being published again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    Flagged { key: String, flag: Flag },
+    Cleared { keys: Vec<String> },
+    Linked { cookie: String, keys: Vec<String> },
 }
 
 /// Who a compliance decision is about: the user when authenticated, else
@@ -91,6 +103,22 @@ pub struct Compliance {
     state_path: PathBuf,
     secret: [u8; 32],
     persist_lock: Mutex<()>,
+    /// Where changes made on this node are published (`[cluster]`).
+    changes: OnceLock<tokio::sync::mpsc::UnboundedSender<Change>>,
+    /// `on_unavailable = "deny"` while the cluster database is unreachable:
+    /// every subject counts as flagged for protected hosts.
+    deny_all: AtomicBool,
+}
+
+/// The flag every subject has while `deny_all` is set.
+fn unavailable_flag() -> Flag {
+    Flag {
+        app: "(compliance state unavailable)".into(),
+        host: "-".into(),
+        since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        since_unix: now_unix(),
+        seq: None,
+    }
 }
 
 fn now_unix() -> u64 {
@@ -125,6 +153,8 @@ impl Compliance {
             state_path: state_path.to_path_buf(),
             secret,
             persist_lock: Mutex::new(()),
+            changes: OnceLock::new(),
+            deny_all: AtomicBool::new(false),
         })
     }
 
@@ -159,21 +189,23 @@ impl Compliance {
             return;
         }
         let now = SystemTime::now();
-        self.flags.insert(
-            key.to_string(),
-            Flag {
-                app: app.to_string(),
-                host: host.to_string(),
-                since: humantime::format_rfc3339_millis(now).to_string(),
-                since_unix: now_unix(),
-                seq,
-            },
-        );
+        let flag = Flag {
+            app: app.to_string(),
+            host: host.to_string(),
+            since: humantime::format_rfc3339_millis(now).to_string(),
+            since_unix: now_unix(),
+            seq,
+        };
+        self.flags.insert(key.to_string(), flag.clone());
         self.persist();
+        self.publish(Change::Flagged { key: key.to_string(), flag });
     }
 
     /// The subject's flag, unless the quarantine period has passed.
     pub fn flag_of(&self, key: &str) -> Option<Flag> {
+        if self.deny_all.load(Ordering::Relaxed) {
+            return Some(self.flags.get(key).map(|f| f.clone()).unwrap_or_else(unavailable_flag));
+        }
         let flag = self.flags.get(key)?.clone();
         if let Some(q) = self.quarantine {
             if now_unix().saturating_sub(flag.since_unix) > q.as_secs() {
@@ -193,6 +225,7 @@ impl Compliance {
         let cleared: Vec<(String, Flag)> = keys.into_iter().filter_map(|k| self.flags.remove(k)).collect();
         if !cleared.is_empty() {
             self.persist();
+            self.publish(Change::Cleared { keys: cleared.iter().map(|(k, _)| k.clone()).collect() });
         }
         cleared
     }
@@ -236,8 +269,76 @@ impl Compliance {
         };
         if added && self.flag_of_any(all.iter().map(String::as_str)).is_some() {
             self.persist();
+            self.publish(Change::Linked { cookie: cookie.to_string(), keys: all.clone() });
         }
         all
+    }
+
+    /// Publishes this node's changes to `to` from now on (`[cluster]`).
+    pub fn publish_to(&self, to: tokio::sync::mpsc::UnboundedSender<Change>) {
+        let _ = self.changes.set(to);
+    }
+
+    fn publish(&self, change: Change) {
+        if let Some(tx) = self.changes.get() {
+            let _ = tx.send(change);
+        }
+    }
+
+    /// Applies a change made on another node (not published again). Of two
+    /// flags for one subject the older is kept, as on one node.
+    pub fn apply(&self, change: Change) {
+        let changed = match change {
+            Change::Flagged { key, flag } => match self.flags.get(&key).map(|f| f.since_unix) {
+                Some(since) if since <= flag.since_unix => false,
+                _ => {
+                    self.flags.insert(key, flag);
+                    true
+                }
+            },
+            Change::Cleared { keys } => keys.iter().filter(|k| self.flags.remove(k.as_str()).is_some()).count() > 0,
+            Change::Linked { cookie, keys } => {
+                let mut entry = self.devices.entry(cookie).or_default();
+                entry.last_seen_unix = now_unix();
+                entry.returned = true;
+                for k in keys {
+                    if !entry.keys.contains(&k) {
+                        if entry.keys.len() >= MAX_KEYS_PER_DEVICE {
+                            entry.keys.remove(0);
+                        }
+                        entry.keys.push(k);
+                    }
+                }
+                true
+            }
+        };
+        if changed {
+            self.persist();
+        }
+    }
+
+    /// Replaces every flag with the cluster's (after a reconnect, when
+    /// notifications may have been missed), then applies `pending`: this
+    /// node's changes the database has not taken yet.
+    pub fn replace_all(&self, flags: Vec<(String, Flag)>, devices: Vec<(String, Vec<String>)>, pending: &[Change]) {
+        let fresh: std::collections::HashMap<String, Flag> = flags.into_iter().collect();
+        self.flags.retain(|k, _| fresh.contains_key(k));
+        for (k, f) in fresh {
+            self.flags.insert(k, f);
+        }
+        for (cookie, keys) in devices {
+            self.apply(Change::Linked { cookie, keys });
+        }
+        for c in pending {
+            self.apply(c.clone());
+        }
+        self.persist();
+    }
+
+    /// `on_unavailable = "deny"`: while set, every subject is refused the
+    /// protected hosts (the database that knows the flags is unreachable).
+    pub fn set_deny_all(&self, deny: bool) {
+        self.deny_all.store(deny, Ordering::Relaxed);
     }
 
     /// Whether a device link must be kept: a real device (it returned its

@@ -20,7 +20,6 @@ struct Node {
     dir: tempfile::TempDir,
     proxy_port: u16,
     admin_port: u16,
-    #[allow(dead_code)]
     gateway_port: Option<u16>,
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
@@ -210,9 +209,9 @@ async fn migrate_twice_at_once_then_status_lists_nodes_and_exits_1_when_unreacha
     let (o1, o2) = (p1.wait_with_output().unwrap(), p2.wait_with_output().unwrap());
     assert!(o1.status.success() && o2.status.success(), "{o1:?} {o2:?}");
     let said = format!("{}{}", String::from_utf8_lossy(&o1.stdout), String::from_utf8_lossy(&o2.stdout));
-    assert_eq!(said.matches("migrated from version 0 to 1").count(), 1, "{said}");
-    assert_eq!(said.matches("schema version 1 is current").count(), 1, "{said}");
-    assert_eq!(pg.psql_weerwal("SELECT count(*) FROM weerwal_schema").trim(), "1");
+    assert_eq!(said.matches("migrated from version 0 to 2").count(), 1, "{said}");
+    assert_eq!(said.matches("schema version 2 is current").count(), 1, "{said}");
+    assert_eq!(pg.psql_weerwal("SELECT count(*) FROM weerwal_schema").trim(), "2");
 
     // A node runs: status shows it with its heartbeat and policy digest.
     let mut a = a;
@@ -220,7 +219,7 @@ async fn migrate_twice_at_once_then_status_lists_nodes_and_exits_1_when_unreacha
     let out = a.run(&["db", "status"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("schema version: 1"), "{text}");
+    assert!(text.contains("schema version: 2 (this weerwal: 2)"), "{text}");
     assert!(text.contains("proxy-a") && text.contains("alive"), "{text}");
     // Another node with a different policy digest is pointed out.
     pg.psql_weerwal(
@@ -413,4 +412,145 @@ async fn a_row_edited_by_hand_is_skipped_with_one_warning() {
     assert_eq!(err.matches("warning").count(), 1, "{err}");
     assert!(err.contains("database:proxy-a:"), "{err}");
     a.stop_with("-TERM");
+}
+
+const WEBMAIL: &str = "webmail.gemeente.test";
+
+/// `[compliance]` and a `[gateway]` in front of `upstream`.
+fn gateway_sections(upstream: std::net::SocketAddr) -> String {
+    format!(
+        "[compliance]\nprotected = [\"{WEBMAIL}\"]\n\
+         [gateway]\nlisten = \"127.0.0.1:GATEWAY_PORT\"\n\
+         [[gateway.route]]\nhost = \"{WEBMAIL}\"\nupstream = \"http://{upstream}\"\n"
+    )
+}
+
+/// A person on their own loopback address (127.0.0.N).
+fn person(n: u8) -> std::net::IpAddr {
+    format!("127.0.0.{n}").parse().unwrap()
+}
+
+fn client_from(ip: std::net::IpAddr, proxy: Option<&Node>) -> reqwest::Client {
+    let b = reqwest::Client::builder()
+        .local_address(ip)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20));
+    let b = match proxy {
+        Some(n) => b.proxy(reqwest::Proxy::all(format!("http://127.0.0.1:{}", n.proxy_port)).unwrap()),
+        None => b.no_proxy(),
+    };
+    b.build().unwrap()
+}
+
+/// GET webmail through `node`'s gateway from `ip`: status and page.
+async fn via_gateway(node: &Node, ip: std::net::IpAddr, path: &str) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{}{path}", node.gateway_port.unwrap());
+    let resp = client_from(ip, None).get(url).header("host", WEBMAIL).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Polls `node`'s gateway for `ip` until it answers `status` (up to `limit`);
+/// returns how long that took and the last page.
+async fn gateway_until(node: &Node, ip: std::net::IpAddr, status: u16, limit: Duration) -> (Duration, String) {
+    let started = Instant::now();
+    loop {
+        let (s, html) = via_gateway(node, ip, "/poll").await;
+        if s == status {
+            return (started.elapsed(), html);
+        }
+        assert!(started.elapsed() < limit, "gateway of {} still answers {s} for {ip}, not {status}", node.name);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_on_a_is_refused_at_b_and_an_attestation_on_b_lifts_it_on_a() {
+    let upstream = crate::common::Origin::start().await;
+    let mut pg = Postgres::start().await;
+    let extra = Extra { sections: gateway_sections(upstream.addr), ..Extra::default() };
+    let mut a = Node::new("proxy-a", &pg, extra.clone());
+    let mut b = Node::new("gateway-b", &pg, extra);
+    a.start();
+    b.start();
+    let (p, q) = (person(2), person(3));
+    // Nobody is flagged yet: both pass B's gateway.
+    assert_eq!(via_gateway(&b, p, "/before").await.0, 200);
+
+    // p tries AliExpress through A...
+    let blocked = client_from(p, Some(&a)).get("http://aliexpress.com/").send().await.unwrap();
+    assert_eq!(blocked.status(), 403);
+    // ...and B's gateway refuses p with the remediation page; q passes.
+    let (took, html) = gateway_until(&b, p, 403, Duration::from_secs(10)).await;
+    assert!(html.contains("Geen toegang tot webmail.gemeente.test") && html.contains("AliExpress"), "{html}");
+    eprintln!("flag on A in force on B after {took:?}");
+    let before = upstream.requests().len();
+    assert_eq!(via_gateway(&b, p, "/refused").await.0, 403);
+    assert_eq!(via_gateway(&b, q, "/q").await.0, 200);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), before + 1, "the upstream saw only q");
+    assert_eq!(seen[before].uri, "/q");
+    assert_eq!(seen[before].headers.get("x-forwarded-for").unwrap(), "127.0.0.3");
+    // A's own gateway refuses p too.
+    assert_eq!(via_gateway(&a, p, "/a").await.0, 403);
+
+    // p attests on B: lifted on B at once and on A soon after.
+    let at = html.find("name=\"token\" value=\"").expect("attestation form") + 20;
+    let token = &html[at..at + 32];
+    let resp = client_from(p, None)
+        .post(format!("http://127.0.0.1:{}/.weerwal/attest", b.gateway_port.unwrap()))
+        .header("host", WEBMAIL)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}&return=%2Finbox&confirm=yes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(via_gateway(&b, p, "/after").await.0, 200);
+    gateway_until(&a, p, 200, Duration::from_secs(10)).await;
+
+    // The database down: a flag raised on A meanwhile is kept and sent later.
+    pg.stop();
+    let r = person(4);
+    assert_eq!(client_from(r, Some(&a)).get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    assert_eq!(via_gateway(&a, r, "/local").await.0, 403, "A itself knows at once");
+    assert_eq!(via_gateway(&b, r, "/stale").await.0, 200, "last-known on B: not yet");
+    pg.restart().await;
+    gateway_until(&b, r, 403, Duration::from_secs(30)).await;
+
+    // A row edited by hand into nonsense: skipped with one log line at the
+    // next (re)load, the rest of the state still loaded.
+    pg.psql_weerwal(
+        "INSERT INTO compliance_flags (key, data, node) VALUES ('client:127.0.0.9', '{\"app\": 42', 'hand')",
+    );
+    b.stop_with("-TERM");
+    b.start();
+    wait_until("B reloaded", Duration::from_secs(10), || b.log_text().contains("compliance state loaded")).await;
+    assert_eq!(b.log_text().matches("database row does not parse; skipped").count(), 1, "{}", b.log_text());
+    assert_eq!(via_gateway(&b, r, "/still").await.0, 403);
+    assert_eq!(via_gateway(&b, person(9), "/nine").await.0, 200);
+    a.stop_with("-TERM");
+    b.stop_with("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_unavailable_deny_refuses_protected_hosts_while_the_database_is_down() {
+    let upstream = crate::common::Origin::start().await;
+    let mut pg = Postgres::start().await;
+    let sections = format!("{}\n", gateway_sections(upstream.addr));
+    let mut g = Node::new("gateway-d", &pg, Extra { sections, ..Extra::default() });
+    std::fs::write(
+        g.config_path(),
+        std::fs::read_to_string(g.config_path())
+            .unwrap()
+            .replace("node = \"gateway-d\"", "node = \"gateway-d\"\non_unavailable = \"deny\""),
+    )
+    .unwrap();
+    g.start();
+    wait_until("state loaded", Duration::from_secs(10), || g.log_text().contains("compliance state loaded")).await;
+    assert_eq!(via_gateway(&g, person(2), "/up").await.0, 200);
+    pg.stop();
+    gateway_until(&g, person(2), 403, Duration::from_secs(10)).await;
+    pg.restart().await;
+    gateway_until(&g, person(2), 200, Duration::from_secs(30)).await;
+    g.stop_with("-TERM");
 }
