@@ -177,6 +177,7 @@ impl Settings {
             Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
                 self.password_setting
             }
+            _ if self.tls.is_some() && error_text(e).contains("certificate") => "cluster.ca_file",
             _ => "cluster.database",
         };
         ClusterError::Connect { setting, target: self.target.clone(), message: error_text(e) }

@@ -554,3 +554,51 @@ async fn on_unavailable_deny_refuses_protected_hosts_while_the_database_is_down(
     gateway_until(&g, person(2), 200, Duration::from_secs(30)).await;
     g.stop_with("-TERM");
 }
+
+/// A CA and a certificate it signed for `localhost`: (CA PEM, cert PEM, key PEM).
+fn test_pki() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "weerwal test database CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ca_file_means_tls_with_the_certificate_and_host_name_verified() {
+    let mut pg = Postgres::start().await;
+    let (ca, cert, key) = test_pki();
+    pg.enable_tls(&cert, &key).await;
+    let url = format!("postgres://weerwal@localhost:{}/weerwal", pg.port);
+    let with_ca = |name: &str, url: &str, ca_pem: &str| {
+        let n = Node::new(name, &pg, Extra { url: Some(url.to_string()), ..Extra::default() });
+        std::fs::write(n.dir.path().join("db-ca.pem"), ca_pem).unwrap();
+        let text = std::fs::read_to_string(n.config_path()).unwrap();
+        std::fs::write(n.config_path(), text.replace("[cluster]\n", "[cluster]\nca_file = \"db-ca.pem\"\n")).unwrap();
+        n
+    };
+    // The right CA and name: the node runs over TLS.
+    let mut a = with_ca("proxy-a", &url, &ca);
+    a.start();
+    let ssl = pg.psql_weerwal(
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'weerwal%'",
+    );
+    assert_eq!(ssl.trim(), "t", "every weerwal connection uses TLS");
+    a.stop_with("-TERM");
+    // Another CA: refused at start, naming ca_file.
+    let (other_ca, _, _) = test_pki();
+    let out = with_ca("proxy-b", &url, &other_ca).run(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cluster.ca_file"), "{err}");
+    // The right CA but a name the certificate does not carry (verify-full).
+    let by_ip = format!("postgres://weerwal@127.0.0.1:{}/weerwal", pg.port);
+    let out = with_ca("proxy-c", &by_ip, &ca).run(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cluster.ca_file") && err.contains("certificate"), "{err}");
+}

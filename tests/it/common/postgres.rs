@@ -197,6 +197,23 @@ impl Postgres {
         }
     }
 
+    /// Turns TLS on with this certificate and key (PEM), and restarts.
+    pub async fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) {
+        let data = self.data_dir();
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        let status = Command::new("chmod").arg("600").arg(data.join("server.key")).status().unwrap();
+        assert!(status.success());
+        if is_root() {
+            chown_postgres(&data.join("server.crt"));
+            chown_postgres(&data.join("server.key"));
+        }
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        self.restart().await;
+    }
+
     /// Starts the stopped server again on the same port and data.
     pub async fn restart(&mut self) {
         self.stop();
