@@ -602,3 +602,38 @@ async fn ca_file_means_tls_with_the_certificate_and_host_name_verified() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cluster.ca_file") && err.contains("certificate"), "{err}");
 }
+
+/// The least privileges docs/cluster.md gives a node's role, once the
+/// schema's owner has migrated: enough to run, ship and share flags.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_runs_with_the_least_privileges_the_docs_give() {
+    let upstream = crate::common::Origin::start().await;
+    let pg = Postgres::start().await;
+    let owner = Node::new("owner", &pg, Extra::default());
+    let out = owner.run(&["db", "migrate"]);
+    assert!(out.status.success(), "{out:?}");
+    let docs = std::fs::read_to_string(repo().join("docs/cluster.md")).unwrap();
+    let grants: Vec<&str> = docs.lines().filter(|l| l.starts_with("GRANT ")).collect();
+    assert!(grants.len() >= 5, "{grants:?}");
+    pg.psql(&format!("CREATE ROLE weerwal_node LOGIN PASSWORD '{PASSWORD}'"));
+    for g in &grants {
+        pg.psql_weerwal(g.split("--").next().unwrap());
+    }
+    let url = format!("postgres://weerwal_node@127.0.0.1:{}/weerwal", pg.port);
+    let extra = Extra { url: Some(url), sections: gateway_sections(upstream.addr), ..Extra::default() };
+    let mut n = Node::new("proxy-least", &pg, extra);
+    n.start();
+    assert_eq!(client_from(person(2), Some(&n)).get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    let local = n.local_seqs();
+    wait_until("records shipped", Duration::from_secs(10), || db_seqs(&pg, "proxy-least") == local).await;
+    wait_until("flag shared", Duration::from_secs(10), || {
+        pg.psql_weerwal("SELECT count(*) FROM compliance_flags").trim() == "1"
+    })
+    .await;
+    // The copy is a witness: this role cannot change it.
+    assert!(pg.psql_weerwal("SELECT has_table_privilege('weerwal_node', 'audit_records', 'UPDATE')").trim() == "f");
+    let status = n.run(&["db", "status"]);
+    assert!(status.status.success(), "{status:?}");
+    assert!(!n.log_text().contains("ERROR"), "{}", n.log_text());
+    n.stop_with("-TERM");
+}
