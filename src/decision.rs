@@ -479,5 +479,56 @@ fn hello(rules: &Rules<'_>, facts: &Facts<'_>, subject: &Subject, sni: Option<&H
     Action::Tunnel { exempted }
 }
 
+/// How a request says it was made, from its `Sec-Fetch-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// A top-level navigation: the person opened the site.
+    Navigation,
+    /// A sub-resource or a frame: content another page embeds.
+    Embedded,
+    /// The request does not say (an app, an old browser, a CONNECT alone).
+    Unknown,
+}
+
+impl Fetch {
+    /// From `Sec-Fetch-Dest` (a top-level navigation is `document`) or,
+    /// without it, `Sec-Fetch-Mode` (`navigate`).
+    pub fn from_headers(headers: &http::HeaderMap) -> Fetch {
+        let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        match (value("sec-fetch-dest"), value("sec-fetch-mode")) {
+            (Some(dest), _) if dest.eq_ignore_ascii_case("document") => Fetch::Navigation,
+            (Some(_), _) => Fetch::Embedded,
+            (None, Some(mode)) if mode.eq_ignore_ascii_case("navigate") => Fetch::Navigation,
+            (None, Some(_)) => Fetch::Embedded,
+            (None, None) => Fetch::Unknown,
+        }
+    }
+
+    /// For the record's `navigation` field.
+    pub fn navigation(self) -> Option<bool> {
+        match self {
+            Fetch::Navigation => Some(true),
+            Fetch::Embedded => Some(false),
+            Fetch::Unknown => None,
+        }
+    }
+}
+
+/// Whether a blocked attempt flags its subject for the compliance gate: the
+/// municipal rule is about devices *with which the site was consulted* or
+/// on which the app is installed. So: the app's own traffic (its signature)
+/// always flags; a host the ban marks `embedded` (a pixel, an image CDN)
+/// never does; a request that says it is a sub-resource or a frame does
+/// not; a top-level navigation does, and so does a request that does not
+/// say (the app's API hosts, old browsers).
+pub fn flags_subject(matched: &Match, fetch: Fetch) -> bool {
+    match (&matched.rule, fetch) {
+        (Rule::UserAgent(_), _) => true,
+        _ if matched.embedded => false,
+        (_, Fetch::Embedded) => false,
+        (_, Fetch::Navigation | Fetch::Unknown) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests;

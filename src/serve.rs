@@ -150,7 +150,14 @@ impl Server {
             let Some(compliance) = compliance.clone() else {
                 return Err(ServeError::Gateway(GatewayError::NeedsCompliance));
             };
-            let gw = Arc::new(GatewayState::new(g, &config.proxy, compliance, Arc::clone(&identity), audit.clone())?);
+            let gw = Arc::new(GatewayState::new(
+                g,
+                &config.proxy,
+                compliance,
+                Arc::clone(&identity),
+                audit.clone(),
+                Arc::clone(&policy),
+            )?);
             let tls = match (&g.cert, &g.key) {
                 (Some(cert), Some(key)) => Some(gateway::tls_acceptor(cert, key)?),
                 (None, None) => None,

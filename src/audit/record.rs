@@ -69,6 +69,14 @@ pub struct Record {
     pub via: Option<Via>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// Whether the attempt was a top-level navigation (`Sec-Fetch-Mode:
+    /// navigate`) rather than an embedded sub-resource; absent when the
+    /// request did not say (an app, an old browser, a CONNECT alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub navigation: Option<bool>,
+    /// Whether this attempt flagged its subject for the compliance gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<bool>,
     /// Why: the exemption's reason, or what an officer wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -104,6 +112,8 @@ impl Record {
             path: None,
             via: None,
             user_agent: None,
+            navigation: None,
+            flagged: None,
             reason: None,
             detail: None,
             node: None,

@@ -190,6 +190,28 @@ fn the_decision_table() {
             decide_as(&w, Stage::InTunnel { named: &host("tiktok.com") }, "tiktok.com", 80, "10.1.2.3", None),
             "BLOCK banned_domain",
         ),
+        (
+            "gateway, flagged device cookie link",
+            decide_as(
+                &w,
+                Stage::Gateway { routed: true, keys: &["client:10.0.0.66".to_string()] },
+                "webmail.gemeente.nl",
+                443,
+                "10.9.9.9",
+                None,
+            ),
+            "REMEDIATE flagged_subject",
+        ),
+        (
+            "gateway, clean",
+            decide_as(&w, Stage::Gateway { routed: true, keys: &[] }, "webmail.gemeente.nl", 443, "10.9.9.9", None),
+            "FORWARD no_rule_matches",
+        ),
+        (
+            "gateway, no route",
+            decide_as(&w, Stage::Gateway { routed: false, keys: &[] }, "intranet.gemeente.nl", 443, "10.9.9.9", None),
+            "REFUSE unknown_system",
+        ),
     ];
     let wrong: Vec<String> = rows
         .iter()
@@ -262,4 +284,81 @@ until = "2026-12-03"
     // The day after `until` (in the policy's time zone) it blocks.
     let tomorrow = Date::parse("2026-12-04").unwrap();
     assert_eq!(label(&decide(&w.rules(), &Facts { today: tomorrow, ..facts })), "BLOCK banned_domain");
+}
+
+/// The host-level rows of the bypass table (tests/it/bypass.rs), as the
+/// pure path sees them: the authority as written, normalised
+/// (`parse_authority`), then decided. `None`: cannot be normalised (400).
+#[test]
+fn bypass_hosts_decided_without_sockets() {
+    let w = world();
+    let get = Stage::Request { https: false, looped: false };
+    let rows: &[(&str, Option<&str>)] = &[
+        ("ALIEXPRESS.COM", Some("BLOCK")),
+        ("M.AliExpress.Com", Some("BLOCK")),
+        ("aliexpress.com.", Some("BLOCK")),
+        ("aliexpress.com..", None),
+        (".aliexpress.com", None),
+        ("m..aliexpress.com", None),
+        ("_x.aliexpress.com", Some("BLOCK")),
+        ("xn--aliexpress-.com", None),
+        ("XN--aliexpress-.com", None),
+        ("user@aliexpress.com", None),
+        ("user:pass@aliexpress.com", None),
+        ("ali%65xpress.com", None),
+        ("aliexpress%2Ecom", None),
+        ("aliexpress.com\\@example.org", None),
+        ("aliexpress com", None),
+        ("aliexpress.com:8080", Some("BLOCK")),
+        ("aliexpress.com:0", None),
+        ("aliexpress.com:99999", None),
+        ("aliexpress.com:", None),
+        ("aliexpress.com:+80", None),
+        ("aliexpress.com:80:80", None),
+        ("notaliexpress.com", Some("FORWARD")),
+        ("aliexpress.com.evil.net", Some("FORWARD")),
+        ("aliexpress.co", Some("FORWARD")),
+        ("www.tiktok.com", Some("BLOCK")),
+        ("v\u{212a}.com", Some("BLOCK")),
+        ("ａｌｉｅｘｐｒｅｓｓ.com", Some("BLOCK")),
+        // Non-canonical IPv4 forms are refused; the canonical ones are the
+        // server's loopback, denied to LAN clients.
+        ("2130706433", None),
+        ("0x7f000001", None),
+        ("127.1", None),
+        ("127.0.0.1.", Some("REFUSE")),
+        ("[::ffff:127.0.0.1]", Some("REFUSE")),
+        ("192.0.2.80", Some("FORWARD")),
+        ("[fe80::1%25lo]", None),
+        ("[::1", None),
+        ("[aliexpress.com]", None),
+        ("169.254.169.254", Some("REFUSE")),
+        ("[::ffff:169.254.169.254]", Some("REFUSE")),
+        ("10.0.0.1:3128", Some("REFUSE")),
+        ("[::ffff:10.0.0.1]:3128", Some("REFUSE")),
+    ];
+    let mut wrong = Vec::new();
+    for (authority, want) in rows {
+        let got = match crate::policy::parse_authority(authority, Some(80)) {
+            Err(_) => None,
+            Ok((h, port)) => {
+                let client: IpAddr = "10.1.2.3".parse().unwrap();
+                let subject = Subject::anonymous(client);
+                let facts = Facts {
+                    stage: get,
+                    client,
+                    host: &h,
+                    port,
+                    user_agent: None,
+                    who: Who::Known(&subject),
+                    today: today(),
+                };
+                Some(decide(&w.rules(), &facts).label())
+            }
+        };
+        if got != *want {
+            wrong.push(format!("{authority:?}: got {got:?}, want {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

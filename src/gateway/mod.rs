@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
@@ -18,6 +18,7 @@ use crate::audit::{AuditLog, Via};
 use crate::compliance::remediate::Remediation;
 use crate::compliance::Compliance;
 use crate::config::{GatewayConfig, ProxyConfig};
+use crate::decision::{decide, Action, ComplianceView, Facts, Rules, Stage, Who};
 use crate::identity::{canonical_ip, Identity};
 use crate::plumbing::accept::{self, Accepted, Admission};
 use crate::plumbing::destinations::DeniedDestinations;
@@ -53,6 +54,9 @@ pub struct GatewayState {
     audit: AuditLog,
     client: OriginClient,
     limits: ProxyConfig,
+    /// The policy in force (the gateway's decisions read only the
+    /// compliance gate, but decide under the same rules as the proxy).
+    policy: Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
 }
 
 impl GatewayState {
@@ -62,6 +66,7 @@ impl GatewayState {
         compliance: Arc<Compliance>,
         identity: Arc<Identity>,
         audit: AuditLog,
+        policy: Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
     ) -> Result<GatewayState, GatewayError> {
         let mut routes = HashMap::new();
         for r in &config.route {
@@ -82,6 +87,7 @@ impl GatewayState {
             // Upstreams are the administrator's own choice: none denied.
             client: origin_client(limits.connect_timeout, DeniedDestinations::default()),
             limits: limits.clone(),
+            policy,
         })
     }
 
@@ -211,6 +217,27 @@ where
     }
 }
 
+impl GatewayState {
+    /// Decides a gateway request (see [`crate::decision`]): anyone may
+    /// reach the gateway; only the compliance gate and the routes matter.
+    fn decide(&self, facts: &Facts<'_>) -> Action {
+        // 0.0.0.0/0 and ::/0.
+        let everyone = [IpNet::V4(ipnet::Ipv4Net::default()), IpNet::V6(ipnet::Ipv6Net::default())];
+        let policy = self.policy.load();
+        let rules = Rules {
+            policy: &policy,
+            allow_clients: &everyone,
+            connect_ports: &[],
+            https: crate::config::HttpsMode::Reject,
+            can_intercept: false,
+            denied: &DeniedDestinations::default(),
+            own_addrs: &[],
+            compliance: Some(&*self.compliance as &dyn ComplianceView),
+        };
+        decide(&rules, facts)
+    }
+}
+
 /// One request at the gateway: which system, who, flagged or not.
 pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
     let host_header = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -222,9 +249,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         return respond::bad_request("the Host header is not a host name");
     };
     let host_key = host.as_key().into_owned();
-    let Some(upstream) = state.routes.get(&host_key) else {
-        return respond::error(StatusCode::NOT_FOUND, "Onbekend systeem.", "Unknown system.");
-    };
+    let upstream = state.routes.get(&host_key);
 
     let client = state.client_ip(peer.ip(), req.headers());
     let mut subject = state.identity.devices.subject(client);
@@ -239,23 +264,36 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         None => (new_device_id(), true),
     };
     let keys = state.compliance.link_device(&cookie, &keys, !new_cookie);
-    let mut response = match state.compliance.flag_of_any(keys.iter().map(String::as_str)) {
-        Some(flagged) => {
+    let action = state.decide(&Facts {
+        stage: Stage::Gateway { routed: upstream.is_some(), keys: &keys },
+        client,
+        host: &host,
+        port: default_port,
+        user_agent: None,
+        who: Who::Known(&subject),
+        today: crate::policy::Date::today(),
+    });
+    let mut response = match (action, upstream) {
+        (Action::Remediate { key, flag, .. }, _) => {
             let remediation = Remediation {
                 compliance: &state.compliance,
                 audit: &state.audit,
                 subject: &subject,
                 session: session.as_deref(),
                 keys: keys.clone(),
-                flagged,
+                flagged: (key, flag),
                 host: &host_key,
                 via: Via::Gateway,
             };
             remediation.respond(req).await
         }
-        None => {
+        (Action::Forward { .. }, Some(upstream)) => {
             let peer_trusted = state.trusted_proxies.iter().any(|n| n.contains(&canonical_ip(peer.ip())));
             forward(state, req, upstream, &host_header, client, peer_trusted).await
+        }
+        (action, _) => {
+            let (nl, en) = action.reason().texts();
+            return respond::error(action.reason().status(), &nl, &en);
         }
     };
     if new_cookie {

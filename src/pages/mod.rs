@@ -32,6 +32,28 @@ pub struct BlockInfo<'a> {
     /// The audit record's number, for the service desk; `None` when the
     /// record could not be written.
     pub incident: Option<u64>,
+    /// Whether this attempt flagged the device for the compliance gate:
+    /// `Some(false)` for content other sites embed (a pixel, an image);
+    /// `None` when no gate is configured.
+    pub flagged: Option<bool>,
+}
+
+/// The block page's sentence about webmail and iBabs, Dutch and English.
+fn gate_sentences(flagged: Option<bool>) -> (&'static str, &'static str) {
+    match flagged {
+        Some(true) => (
+            "Dit apparaat kan daarom niet bij webmail en iBabs totdat u de stappen hierboven hebt gedaan en dat bevestigt.",
+            "This device is therefore refused webmail and iBabs until you have taken the steps above and confirmed so.",
+        ),
+        Some(false) => (
+            "Dit was inhoud die een andere website insluit (bijvoorbeeld een afbeelding of meetpixel): de poging is vastgelegd, maar uw toegang tot webmail en iBabs blijft zoals die was.",
+            "This was content another website embeds (an image or tracking pixel, for example): the attempt is recorded, but your access to webmail and iBabs is unchanged.",
+        ),
+        None => (
+            "Zolang u dat niet hebt gedaan, kunt u met dit apparaat mogelijk niet bij webmail en iBabs.",
+            "Until you have done so, this device may be refused access to webmail and iBabs.",
+        ),
+    }
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#1b1b1b}\
@@ -97,9 +119,10 @@ pub fn block_page(info: &BlockInfo<'_>) -> String {
 <li>Wis de browsegeschiedenis als u de website ooit hebt bezocht:</li>\n</ol>\n"
     );
     b.push_str(&STEPS_NL);
+    let (gate_nl, gate_en) = gate_sentences(info.flagged);
     let _ = write!(
         b,
-        "<p>Zolang u dat niet hebt gedaan, kunt u met dit apparaat mogelijk niet bij webmail en iBabs.</p>\n</main>\n<hr>\n\
+        "<p>{gate_nl}</p>\n</main>\n<hr>\n\
 <section lang=\"en\">\n<h1>Blocked: {app}</h1>\n\
 <p><strong>{host}</strong> belongs to <strong>{app}</strong>. This app and website are not allowed on devices used for municipal work, on the advice of <strong>{advice}</strong> (since {since}; source: {reference}). Apps from countries with an offensive cyber programme against the Netherlands can expose your data and the municipality's.</p>\n\
 <p class=\"ref\">Reference number: <strong>{incident}</strong> — quote it when you contact the service desk. This attempt has been recorded.</p>\n\
@@ -109,7 +132,7 @@ pub fn block_page(info: &BlockInfo<'_>) -> String {
 <li>Clear your browser history if you ever visited the website:</li>\n</ol>\n"
     );
     b.push_str(&STEPS_EN);
-    b.push_str("<p>Until you have done so, this device may be refused access to webmail and iBabs.</p>\n</section>\n");
+    let _ = write!(b, "<p>{gate_en}</p>\n</section>\n");
     page(&format!("Geblokkeerd / Blocked: {}", info.app), &b)
 }
 
@@ -202,6 +225,7 @@ mod tests {
             reference: "x'y",
             since: "2023-07-20",
             incident: Some(42),
+            flagged: Some(true),
         });
         assert!(!html.contains("<script>alert"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -220,6 +244,7 @@ mod tests {
             reference: "Kamerbrief",
             since: "2023-03-09",
             incident: None,
+            flagged: None,
         });
         let nl = html.find("Wat moet u nu doen").unwrap();
         let en = html.find("What to do now").unwrap();

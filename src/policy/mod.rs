@@ -96,6 +96,10 @@ impl Rule {
 pub struct Match {
     pub app: Arc<App>,
     pub rule: Rule,
+    /// The matched domain is one the ban lists as `embedded`: a host other
+    /// sites embed (an analytics pixel, an image CDN). Blocked and
+    /// recorded like any other, but never a reason to flag a device.
+    pub embedded: bool,
 }
 
 /// The outcome of [`Policy::decide`]. It says *why*, so the block page, the
@@ -119,6 +123,8 @@ pub struct Policy {
     /// only the signatures, however many apps have none.
     user_agents: Vec<(String, u32)>,
     exemptions: Vec<Arc<Exemption>>,
+    /// Domain suffixes listed under a ban's `embedded`.
+    embedded: std::collections::HashSet<Box<str>>,
     digest: String,
     files: Vec<PathBuf>,
 }
@@ -146,6 +152,7 @@ impl Policy {
                 return Some(Match {
                     app: Arc::clone(&self.apps[idx as usize]),
                     rule: Rule::Domain(suffix.to_string()),
+                    embedded: self.embedded.contains(suffix),
                 });
             }
             if matches!(host, Host::Ip(_)) {
@@ -168,7 +175,11 @@ impl Policy {
         self.user_agents
             .iter()
             .find(|(sig, _)| user_agent.contains(sig.as_str()))
-            .map(|(sig, idx)| Match { app: Arc::clone(&self.apps[*idx as usize]), rule: Rule::UserAgent(sig.clone()) })
+            .map(|(sig, idx)| Match {
+                app: Arc::clone(&self.apps[*idx as usize]),
+                rule: Rule::UserAgent(sig.clone()),
+                embedded: false,
+            })
     }
 
     fn exemption_for(&self, subject: &Subject, app: &App, today: Date) -> Option<Arc<Exemption>> {
@@ -240,6 +251,7 @@ pub struct PolicyBuilder {
     domains: HashMap<Box<str>, u32>,
     domain_origin: HashMap<Box<str>, (u32, u32)>,
     exemptions: Vec<(Exemption, PathBuf, usize)>,
+    embedded: std::collections::HashSet<Box<str>>,
     errors: Vec<PolicyError>,
     hasher: Sha256,
     files: Vec<PathBuf>,
@@ -331,38 +343,53 @@ impl PolicyBuilder {
             user_agents,
         }));
         for domain in ban.domains.into_inner() {
-            let line = src.line_of(domain.span().start);
-            let host = match normalise_host(domain.get_ref()) {
-                Ok(h) => h,
-                Err(e) => {
-                    self.errors.push(src.error(
-                        domain.span(),
-                        "domains",
-                        format!("{:?} is not a host name: {e}", domain.get_ref()),
-                    ));
-                    continue;
-                }
-            };
-            let key: Box<str> = host.as_key().into();
-            match self.domains.entry(key.clone()) {
-                Entry::Vacant(v) => {
-                    v.insert(idx);
-                    // Index into `files` and line: a million domains need no path copies.
-                    let file = (self.files.len() - 1) as u32;
-                    self.domain_origin.insert(key, (file, line as u32));
-                }
-                // The same domain twice for one app is harmless: deduplicate.
-                Entry::Occupied(o) if *o.get() == idx => {}
-                Entry::Occupied(o) => {
-                    let other = &self.apps[*o.get() as usize].name;
-                    let (file, l) = self.domain_origin[&key];
-                    let file = self.files[file as usize].display();
-                    self.errors.push(src.error(
-                        domain.span(),
-                        "domains",
-                        format!("{key} is already listed for {other} at {file}:{l}"),
-                    ));
-                }
+            self.add_domain(src, &domain, idx, "domains");
+        }
+        for domain in &ban.embedded {
+            if let Some(key) = self.add_domain(src, domain, idx, "embedded") {
+                self.embedded.insert(key);
+            }
+        }
+    }
+
+    /// Adds one of a ban's domains (`domains` or `embedded`); the key it
+    /// was added under, or `None` with the error recorded.
+    fn add_domain(
+        &mut self,
+        src: &SourceText<'_>,
+        domain: &toml::Spanned<String>,
+        idx: u32,
+        field: &str,
+    ) -> Option<Box<str>> {
+        let line = src.line_of(domain.span().start);
+        let host = match normalise_host(domain.get_ref()) {
+            Ok(h) => h,
+            Err(e) => {
+                self.errors.push(src.error(domain.span(), field, format!("{:?} is not a host name: {e}", domain.get_ref())));
+                return None;
+            }
+        };
+        let key: Box<str> = host.as_key().into();
+        match self.domains.entry(key.clone()) {
+            Entry::Vacant(v) => {
+                v.insert(idx);
+                // Index into `files` and line: a million domains need no path copies.
+                let file = (self.files.len() - 1) as u32;
+                self.domain_origin.insert(key.clone(), (file, line as u32));
+                Some(key)
+            }
+            // The same domain twice for one app is harmless: deduplicate.
+            Entry::Occupied(o) if *o.get() == idx => Some(key),
+            Entry::Occupied(o) => {
+                let other = &self.apps[*o.get() as usize].name;
+                let (file, l) = self.domain_origin[&key];
+                let file = self.files[file as usize].display();
+                self.errors.push(src.error(
+                    domain.span(),
+                    field,
+                    format!("{key} is already listed for {other} at {file}:{l}"),
+                ));
+                None
             }
         }
     }
@@ -452,6 +479,7 @@ impl PolicyBuilder {
                 domains,
                 user_agents,
                 exemptions: self.exemptions.into_iter().map(|(e, _, _)| Arc::new(e)).collect(),
+                embedded: self.embedded,
                 digest: hex::encode(self.hasher.finalize()),
                 files: self.files,
             },

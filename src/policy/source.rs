@@ -16,6 +16,10 @@ pub(crate) struct BanEntry {
     pub domains: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub user_agents: Vec<Spanned<String>>,
+    /// Hosts other sites embed (pixels, image CDNs): blocked and recorded,
+    /// never a reason to flag a device.
+    #[serde(default)]
+    pub embedded: Vec<Spanned<String>>,
     pub advice: Spanned<String>,
     pub reference: String,
     pub since: Spanned<String>,

@@ -23,7 +23,7 @@ use super::client_hello::{read_client_hello, ClientHelloRead};
 use super::identify::{challenge, identify, user_agent, who_of};
 use super::record::{self, Attempt};
 use super::ProxyState;
-use crate::decision::{Action, Exempted, Facts, Stage, Who};
+use crate::decision::{Action, Exempted, Facts, Fetch, Stage, Who};
 use crate::identity::{canonical_ip, Identified};
 use crate::plumbing::accept::Admitted;
 use crate::plumbing::prefixed::Prefixed;
@@ -105,6 +105,7 @@ fn connect_attempt<'a>(
         method: Method::CONNECT,
         path: None,
         user_agent: user_agent.map(str::to_string),
+        fetch: Fetch::Unknown,
     }
 }
 
@@ -333,6 +334,7 @@ impl Tunnel {
             method: req.method().clone(),
             path: path.clone(),
             user_agent: ua.clone(),
+            fetch: Fetch::from_headers(req.headers()),
             ..connect_attempt(&self.who, host, self.port, matched, None)
         };
         match self.decide(Stage::InTunnel { named: &named }, ua.as_deref()) {
@@ -419,6 +421,7 @@ impl Tunnel {
             method: req.method().clone(),
             path,
             user_agent: ua,
+            fetch: Fetch::from_headers(req.headers()),
             ..connect_attempt(&self.who, &host, self.port, &matched, None)
         };
         record::block(&self.state, &attempt).await

@@ -7,6 +7,7 @@ use http::{Method, Response, StatusCode};
 use super::ProxyState;
 use crate::audit::{EventKind, Record, Via};
 use crate::compliance::subject_key;
+use crate::decision::{flags_subject, Fetch};
 use crate::pages::{self, BlockInfo};
 use crate::plumbing::respond::html;
 use crate::plumbing::ProxyBody;
@@ -22,6 +23,8 @@ pub struct Attempt<'a> {
     pub method: Method,
     pub path: Option<String>,
     pub user_agent: Option<String>,
+    /// Navigation or embedded content, from the request's `Sec-Fetch-*`.
+    pub fetch: Fetch,
 }
 
 impl<'a> Attempt<'a> {
@@ -36,6 +39,7 @@ impl<'a> Attempt<'a> {
             method: Method::GET,
             path: None,
             user_agent: None,
+            fetch: Fetch::Unknown,
         }
     }
 
@@ -54,6 +58,7 @@ impl<'a> Attempt<'a> {
         r.path.clone_from(&self.path);
         r.via = Some(Via::Proxy);
         r.user_agent = self.user_agent.as_deref().map(|ua| ua.chars().take(512).collect());
+        r.navigation = self.fetch.navigation();
         r
     }
 }
@@ -66,7 +71,11 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
     start_session_record(state, attempt).await;
     let metrics = crate::metrics::metrics();
     metrics.blocked(&attempt.matched.app.name);
-    let written = state.audit.record(attempt.record(EventKind::Blocked)).await;
+    // The rule decides whether this attempt flags; the record says so.
+    let flags = state.compliance.is_some().then(|| flags_subject(attempt.matched, attempt.fetch));
+    let mut record = attempt.record(EventKind::Blocked);
+    record.flagged = flags;
+    let written = state.audit.record(record).await;
     let seq = match written {
         Ok(seq) => Some(seq),
         Err(e) => {
@@ -85,10 +94,17 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
         }
     }
     let app = &attempt.matched.app;
-    if let Some(compliance) = &state.compliance {
+    if let (Some(compliance), Some(true)) = (&state.compliance, flags) {
         // The municipal rule: a device used to reach a banned site may not
-        // reach webmail and iBabs until the person has remediated.
-        compliance.flag(&subject_key(attempt.subject), &app.name, &attempt.host, seq);
+        // reach webmail and iBabs until the person has remediated. The
+        // user (when known) and the device's address are both flagged, so
+        // the gateway refuses the device also when no proxy session names
+        // its user any more.
+        let subject = attempt.subject;
+        compliance.flag(&subject_key(subject), &app.name, &attempt.host, seq);
+        if subject.user.is_some() {
+            compliance.flag(&format!("client:{}", subject.client), &app.name, &attempt.host, seq);
+        }
     }
     let since = app.since.to_string();
     html(
@@ -100,6 +116,7 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
             reference: &app.reference,
             since: &since,
             incident: seq,
+            flagged: flags,
         }),
     )
 }

@@ -13,7 +13,7 @@ use super::act::{refuse, remediation, unexpected};
 use super::identify::{challenge, identify, user_agent, who_of};
 use super::record::{self, Attempt};
 use super::{connect, forward, ProxyState};
-use crate::decision::{Action, Facts, Reason, Stage, Who};
+use crate::decision::{Action, Facts, Fetch, Reason, Stage, Who};
 use crate::identity::canonical_ip;
 use crate::pages;
 use crate::plumbing::headers::has_our_via;
@@ -86,6 +86,7 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         method: req.method().clone(),
         path: path.map(str::to_string),
         user_agent: ua.map(str::to_string),
+        fetch: Fetch::from_headers(req.headers()),
         ..Attempt::of(who, matched)
     };
     match (action, &identified) {
