@@ -43,7 +43,9 @@ impl Node {
         let (proxy, gateway) = (free_port(), free_port());
         std::fs::write(dir.path().join("db.pw"), format!("{PASSWORD}\n")).unwrap();
         let cluster = match pg {
-            Some(pg) => format!("[cluster]\ndatabase = \"{}\"\npassword_file = \"db.pw\"\nnode = \"{name}\"\n", pg.url()),
+            Some(pg) => {
+                format!("[cluster]\ndatabase = \"{}\"\npassword_file = \"db.pw\"\nnode = \"{name}\"\n", pg.url())
+            }
             None => String::new(),
         };
         let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy");
@@ -226,10 +228,7 @@ async fn main() {
     let blocked_on = throughput(a.proxy, "http://aliexpress.com/", 403, secs).await;
     let allowed_off = throughput(off.proxy, &allowed, 200, secs).await;
     let allowed_on = throughput(a.proxy, &allowed, 200, secs).await;
-    println!(
-        "blocked req/s: cluster off {blocked_off:.0}, on {blocked_on:.0}, ratio {:.2}",
-        blocked_on / blocked_off
-    );
+    println!("blocked req/s: cluster off {blocked_off:.0}, on {blocked_on:.0}, ratio {:.2}", blocked_on / blocked_off);
     println!(
         "allowed GET req/s: cluster off {allowed_off:.0}, on {allowed_on:.0}, ratio {:.2}",
         allowed_on / allowed_off

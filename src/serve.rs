@@ -182,6 +182,7 @@ impl Server {
             crate::cluster::state::start(
                 Arc::clone(cluster),
                 Arc::clone(compliance),
+                Arc::clone(&identity),
                 c.on_unavailable,
                 &mut tasks,
                 shutdown.clone(),

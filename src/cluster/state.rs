@@ -12,6 +12,7 @@
 //! are refused until the state is known again.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,21 +24,34 @@ use tokio_util::sync::CancellationToken;
 use super::{Cluster, ClusterError};
 use crate::compliance::{Change, Compliance, Flag};
 use crate::config::OnUnavailable;
+use crate::identity::Identity;
 
 /// The channel all nodes listen on.
 const CHANNEL: &str = "weerwal_state";
 
-/// A notification: who made the change, and the change.
+/// A notification: who made the change, and the change (or the user seen
+/// at an address on a proxy).
 #[derive(Serialize, Deserialize)]
 struct Notice {
     node: String,
-    change: Change,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<Change>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seen: Option<Seen>,
+}
+
+/// A user seen at an address on a proxy node (live sessions).
+#[derive(Serialize, Deserialize)]
+struct Seen {
+    client: IpAddr,
+    user: String,
 }
 
 /// Connects one node's compliance state with the cluster's.
 pub struct StateSync {
     cluster: Arc<Cluster>,
     compliance: Arc<Compliance>,
+    identity: Arc<Identity>,
     on_unavailable: OnUnavailable,
     /// This node's changes the database has not taken yet, oldest first.
     outbox: Mutex<VecDeque<Change>>,
@@ -47,14 +61,19 @@ pub struct StateSync {
 pub fn start(
     cluster: Arc<Cluster>,
     compliance: Arc<Compliance>,
+    identity: Arc<Identity>,
     on_unavailable: OnUnavailable,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: CancellationToken,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     compliance.publish_to(tx);
-    let sync = Arc::new(StateSync { cluster, compliance, on_unavailable, outbox: Mutex::new(VecDeque::new()) });
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    identity.sessions.publish_to(seen_tx);
+    let sync =
+        Arc::new(StateSync { cluster, compliance, identity, on_unavailable, outbox: Mutex::new(VecDeque::new()) });
     tasks.spawn(Arc::clone(&sync).send_changes(rx, shutdown.clone()));
+    tasks.spawn(Arc::clone(&sync).send_sessions(seen_rx, shutdown.clone()));
     tasks.spawn(sync.follow(shutdown));
 }
 
@@ -134,10 +153,52 @@ impl StateSync {
                     .map_err(q)?;
             }
         }
-        let payload = serde_json::to_string(&Notice { node: node.clone(), change: change.clone() })
+        let payload = serde_json::to_string(&Notice { node: node.clone(), change: Some(change.clone()), seen: None })
             .unwrap_or_else(|_| String::from("{}"));
         client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(q)?;
         Ok(())
+    }
+
+    /// Tells the other nodes which user a proxy saw at an address. Not kept
+    /// while the database is down: the proxy says it again within a quarter
+    /// of the session idle time.
+    async fn send_sessions(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<(IpAddr, String)>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let (client, user) = tokio::select! {
+                s = rx.recv() => match s {
+                    Some(s) => s,
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let node = &self.cluster.node;
+            let sent = async {
+                let c = self.cluster.client().await?;
+                let q = |e: tokio_postgres::Error| self.cluster.settings.query_error(&e);
+                c.execute(
+                    "INSERT INTO live_sessions (address, username, node) VALUES ($1, $2, $3)
+                     ON CONFLICT (address, username) DO UPDATE SET node = $3, seen_at = now()",
+                    &[&client.to_string(), &user, node],
+                )
+                .await
+                .map_err(q)?;
+                let payload = serde_json::to_string(&Notice {
+                    node: node.clone(),
+                    change: None,
+                    seen: Some(Seen { client, user: user.clone() }),
+                })
+                .unwrap_or_else(|_| String::from("{}"));
+                c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(q)?;
+                Ok::<_, ClusterError>(())
+            };
+            if let Err(e) = sent.await {
+                self.cluster.health.down("sharing live sessions", &e);
+            }
+        }
     }
 
     /// Listens for the other nodes' changes; after each (re)connect reads
@@ -207,8 +268,13 @@ impl StateSync {
         if notice.node == self.cluster.node {
             return;
         }
-        let compliance = Arc::clone(&self.compliance);
-        let _ = tokio::task::spawn_blocking(move || compliance.apply(notice.change)).await;
+        if let Some(seen) = notice.seen {
+            self.identity.sessions.seen_elsewhere(seen.client, &seen.user, Duration::ZERO);
+        }
+        if let Some(change) = notice.change {
+            let compliance = Arc::clone(&self.compliance);
+            let _ = tokio::task::spawn_blocking(move || compliance.apply(change)).await;
+        }
     }
 
     /// Reads every flag and device link; rows that do not parse are skipped
@@ -233,6 +299,22 @@ impl StateSync {
             match serde_json::from_str::<Vec<String>>(&keys) {
                 Ok(k) => devices.push((cookie, k)),
                 Err(e) => tracing::warn!(table = "device_links", error = %e, "database row does not parse; skipped"),
+            }
+        }
+        let idle = self.identity.sessions.idle().as_secs_f64();
+        client
+            .execute("DELETE FROM live_sessions WHERE seen_at < now() - make_interval(secs => $1)", &[&idle])
+            .await
+            .map_err(q)?;
+        for row in client
+            .query("SELECT address, username, extract(epoch FROM now() - seen_at)::float8 FROM live_sessions", &[])
+            .await
+            .map_err(q)?
+        {
+            let (address, user, age): (String, String, f64) = (row.get(0), row.get(1), row.get(2));
+            match address.parse::<IpAddr>() {
+                Ok(ip) => self.identity.sessions.seen_elsewhere(ip, &user, Duration::from_secs_f64(age.max(0.0))),
+                Err(e) => tracing::warn!(table = "live_sessions", error = %e, "database row does not parse; skipped"),
             }
         }
         let pending: Vec<Change> = self.outbox().iter().cloned().collect();

@@ -172,14 +172,11 @@ impl Policy {
         // using `str::contains` is several times faster than comparing
         // case-insensitively at every offset for every signature.
         let user_agent = user_agent.to_ascii_lowercase();
-        self.user_agents
-            .iter()
-            .find(|(sig, _)| user_agent.contains(sig.as_str()))
-            .map(|(sig, idx)| Match {
-                app: Arc::clone(&self.apps[*idx as usize]),
-                rule: Rule::UserAgent(sig.clone()),
-                embedded: false,
-            })
+        self.user_agents.iter().find(|(sig, _)| user_agent.contains(sig.as_str())).map(|(sig, idx)| Match {
+            app: Arc::clone(&self.apps[*idx as usize]),
+            rule: Rule::UserAgent(sig.clone()),
+            embedded: false,
+        })
     }
 
     fn exemption_for(&self, subject: &Subject, app: &App, today: Date) -> Option<Arc<Exemption>> {
@@ -365,7 +362,11 @@ impl PolicyBuilder {
         let host = match normalise_host(domain.get_ref()) {
             Ok(h) => h,
             Err(e) => {
-                self.errors.push(src.error(domain.span(), field, format!("{:?} is not a host name: {e}", domain.get_ref())));
+                self.errors.push(src.error(
+                    domain.span(),
+                    field,
+                    format!("{:?} is not a host name: {e}", domain.get_ref()),
+                ));
                 return None;
             }
         };

@@ -637,3 +637,51 @@ async fn a_node_runs_with_the_least_privileges_the_docs_give() {
     assert!(!n.log_text().contains("ERROR"), "{}", n.log_text());
     n.stop_with("-TERM");
 }
+
+/// A gateway names the user of a proxy session on another node: jan logs
+/// in on A's proxy from one address and is blocked from another; B's
+/// gateway refuses jan's first address too (it knows who is there).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_names_the_user_of_a_session_on_another_node() {
+    let upstream = crate::common::Origin::start().await;
+    let pg = Postgres::start().await;
+    let sections = gateway_sections(upstream.addr);
+    let proxy_sections = format!("{sections}[identity]\nauth = \"basic\"\nusers_file = \"users.toml\"\n");
+    let mut a = Node::new("proxy-a", &pg, Extra { sections: proxy_sections, ..Extra::default() });
+    let mut b = Node::new("gateway-b", &pg, Extra { sections, ..Extra::default() });
+    let mut add = a.command();
+    add.args(["users", "add", "jan"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"jans-wachtwoord\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    a.start();
+    b.start();
+    wait_until("B follows the state", Duration::from_secs(10), || b.log_text().contains("compliance state loaded"))
+        .await;
+    let jan_from = |ip: std::net::IpAddr| {
+        reqwest::Client::builder()
+            .local_address(ip)
+            .proxy(
+                reqwest::Proxy::all(format!("http://127.0.0.1:{}", a.proxy_port))
+                    .unwrap()
+                    .basic_auth("jan", "jans-wachtwoord"),
+            )
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    };
+    let (desk, laptop) = (person(5), person(6));
+    // jan browses from the desk (allowed, not flagged)...
+    let ok = jan_from(desk).get(format!("http://localhost:{}/desk", upstream.addr.port())).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(via_gateway(&b, desk, "/desk-before").await.0, 200);
+    // ...and tries AliExpress from the laptop: jan is flagged.
+    assert_eq!(jan_from(laptop).get("http://aliexpress.com/").send().await.unwrap().status(), 403);
+    // B's gateway refuses the desk too: it knows jan is there.
+    let (_, html) = gateway_until(&b, desk, 403, Duration::from_secs(10)).await;
+    assert!(html.contains("AliExpress"), "{html}");
+    // Somebody else's address is not affected.
+    assert_eq!(via_gateway(&b, person(7), "/other").await.0, 200);
+    a.stop_with("-TERM");
+    b.stop_with("-TERM");
+}

@@ -14,3 +14,13 @@ CREATE TABLE device_links (
     node        text NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Who was last seen at an address on a proxy (authenticated users only),
+-- so a gateway on another node can name the user of that session.
+CREATE TABLE live_sessions (
+    address     text NOT NULL,
+    username    text NOT NULL,
+    node        text NOT NULL,
+    seen_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (address, username)
+);
