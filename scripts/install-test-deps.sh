@@ -4,9 +4,10 @@
 # runs once, only when a Debian package is missing.
 #
 #   curl         used by tests and the README's examples
-#   chromium     tests/pac.rs (headless Chromium with --proxy-pac-url) and
-#                tests/history_browsers.rs (Chromium writes its own History)
-#   firefox-esr  tests/history_browsers.rs (Firefox writes its own places.sqlite)
+#   iproute2     tests/it/own_host.rs (a network namespace with a second address)
+#   chromium     tests/it/pac.rs (headless Chromium with --proxy-pac-url) and
+#                tests/it/history_browsers.rs (Chromium writes its own History)
+#   firefox-esr  tests/it/history_browsers.rs (Firefox writes its own places.sqlite)
 #   node + npm   tests/pac.rs: the real PAC engine in tests/pac_engine/
 #                (pac-resolver on QuickJS, pinned by its package-lock.json);
 #                tests/admin_browser.rs: playwright-core in tests/browser/
@@ -23,6 +24,7 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 
 need=()
 command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # The machine image ships Node.js 20 with npm; Debian's own nodejs is only

@@ -88,7 +88,7 @@ impl Default for ProxyConfig {
             tunnel_idle_timeout: Duration::from_secs(600),
             client_hello_timeout: Duration::from_secs(5),
             max_connections: 10_000,
-            max_connections_per_client: 256,
+            max_connections_per_client: 2_000,
         }
     }
 }

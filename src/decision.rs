@@ -361,7 +361,9 @@ pub fn decide(rules: &Rules<'_>, facts: &Facts<'_>) -> Action {
             // attempt (recorded), whatever the tunnel's host; any other
             // name must be the tunnel's own, or the request would reach
             // one host under another's name.
-            if let Some(r) = remediation(rules, subject, named, &[]) {
+            if let Some(r) =
+                remediation(rules, subject, named, &[]).or_else(|| flagged_to_address(rules, subject, named))
+            {
                 return r;
             }
             match verdict(rules, subject, named, facts.user_agent, facts.today) {
@@ -435,6 +437,19 @@ fn remediation(rules: &Rules<'_>, subject: &Subject, host: &Host, extra_keys: &[
     })
 }
 
+/// A flagged person reaching an address without naming a host (a tunnel
+/// without SNI, a request naming only an address): it may be webmail's
+/// address, and TLS hides the `Host` inside. Treated as the protected
+/// system, so the gate cannot be walked around by IP.
+fn flagged_to_address(rules: &Rules<'_>, subject: &Subject, host: &Host) -> Option<Action> {
+    let compliance = rules.compliance?;
+    if !matches!(host, Host::Ip(_)) {
+        return None;
+    }
+    let key = subject_key(subject);
+    compliance.flag_of(&key).map(|flag| Action::Remediate { host: host.clone(), key, flag })
+}
+
 fn verdict(rules: &Rules<'_>, subject: &Subject, host: &Host, user_agent: Option<&str>, today: Date) -> Verdict {
     rules.policy.decide(subject, &Target { host, user_agent, date: today })
 }
@@ -454,6 +469,11 @@ fn hello(rules: &Rules<'_>, facts: &Facts<'_>, subject: &Subject, sni: Option<&H
         // A flagged person naming a protected system only in the SNI
         // (CONNECT to its address) is never spliced through.
         if let Some(r) = remediation(rules, subject, name, &[]) {
+            return r;
+        }
+    }
+    if sni.is_none() {
+        if let Some(r) = flagged_to_address(rules, subject, facts.host) {
             return r;
         }
     }

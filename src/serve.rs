@@ -145,6 +145,12 @@ impl Server {
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        // One set of caps for every listener of the proxy and the gateway,
+        // kept below the descriptor limit.
+        let admission = crate::plumbing::accept::Admission::new(
+            connection_cap(config.proxy.max_connections),
+            config.proxy.max_connections_per_client,
+        );
         let mut gateway_addrs = Vec::new();
         if let Some(g) = &config.gateway {
             let Some(compliance) = compliance.clone() else {
@@ -166,7 +172,8 @@ impl Server {
             let listener = crate::plumbing::accept::bind_all(&[g.listen]).await.map_err(ServeError::Bind)?.remove(0);
             gateway_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
             tracing::info!(listen = ?gateway_addrs, tls = tls.is_some(), "compliance gateway running");
-            tasks.spawn(gateway::run(listener, gw, tls, shutdown.clone(), Duration::from_secs(10)));
+            let admission = Arc::clone(&admission);
+            tasks.spawn(gateway::run(listener, gw, tls, admission, shutdown.clone(), Duration::from_secs(10)));
         }
         let mut admin_addrs = Vec::new();
         if let Some((listener, admin)) =
@@ -209,6 +216,9 @@ impl Server {
             config.proxy.max_connections,
             config.proxy.max_connections_per_client,
         );
+        if let Some(c) = &compliance {
+            tasks.spawn(expire_flags(Arc::clone(c), audit.clone(), shutdown.clone()));
+        }
         for l in listeners {
             let (state, admission) = (Arc::clone(&state), Arc::clone(&admission));
             tasks.spawn(listener::run(l, state, admission, shutdown.clone(), Duration::from_secs(10)));
@@ -262,6 +272,10 @@ impl Server {
             }
             audit.close().await;
         }
+        if let Some(c) = self.compliance.clone() {
+            // Every flag decided so far is on disk before weerwal exits.
+            let _ = tokio::task::spawn_blocking(move || c.flush()).await;
+        }
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         self.shippers_stop.cancel();
@@ -286,4 +300,56 @@ async fn sweep_sessions(identity: Arc<Identity>, audit: AuditLog, shutdown: Canc
             }
         }
     }
+}
+
+/// Removes flags whose quarantine has ended, each with a `flag_cleared`
+/// record saying so (a flag is not kept longer than the rule needs).
+async fn expire_flags(compliance: Arc<Compliance>, audit: AuditLog, shutdown: CancellationToken) {
+    let every = compliance.quarantine().map_or(Duration::from_secs(60), |q| q / 4);
+    let mut tick = tokio::time::interval(every.clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for (key, flag) in compliance.expire() {
+            let mut r = crate::audit::Record::new(crate::audit::EventKind::FlagCleared);
+            r.via = Some(crate::audit::Via::System);
+            r.app = Some(flag.app);
+            r.host = Some(flag.host);
+            r.reason = Some("quarantine ended (compliance.quarantine)".to_string());
+            r.detail = Some(serde_json::json!({ "flagged": key, "flag_seq": flag.seq }));
+            if let Err(e) = audit.record(r).await {
+                tracing::error!(error = %e, "could not write flag_cleared record");
+            }
+        }
+    }
+}
+
+/// The connection cap in force: `proxy.max_connections`, lowered (with a
+/// warning) to what the descriptor limit allows. The soft limit is raised
+/// to the hard one first; each proxied connection may hold two descriptors
+/// (client and origin), and a reserve stays for the log, listeners and
+/// state files.
+fn connection_cap(configured: usize) -> usize {
+    const RESERVE: u64 = 128;
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the descriptor limit; keeping proxy.max_connections as configured");
+            return configured;
+        }
+    };
+    let fits = usize::try_from(limit.saturating_sub(RESERVE) / 2).unwrap_or(usize::MAX).max(1);
+    if fits < configured {
+        tracing::warn!(
+            configured,
+            cap = fits,
+            descriptor_limit = limit,
+            "proxy.max_connections lowered to fit the descriptor limit; raise LimitNOFILE (systemd) or ulimit -n"
+        );
+        return fits;
+    }
+    configured
 }

@@ -141,7 +141,7 @@ impl StateSync {
             Change::Cleared { keys } => {
                 client.execute("DELETE FROM compliance_flags WHERE key = ANY($1)", &[keys]).await.map_err(q)?;
             }
-            Change::Linked { cookie, keys } => {
+            Change::Linked { id: cookie, keys } => {
                 let data = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
                 client
                     .execute(

@@ -1,15 +1,16 @@
 //! Compliance state: who tried to reach a banned site and may therefore not
 //! use webmail or iBabs until they have removed the app and cleared their
 //! history (the municipal rule). One state for the proxy and the gateway;
-//! it survives restarts through a small state file written atomically.
+//! it survives restarts through a small state file written atomically, off
+//! the request path, by one writer thread.
 
 pub mod remediate;
+pub mod writer;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ComplianceConfig;
 use crate::policy::{normalise_host, Host, Subject};
+use writer::StateWriter;
 
 /// Why compliance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +52,18 @@ pub struct Flag {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
-    Flagged { key: String, flag: Flag },
-    Cleared { keys: Vec<String> },
-    Linked { cookie: String, keys: Vec<String> },
+    Flagged {
+        key: String,
+        flag: Flag,
+    },
+    Cleared {
+        keys: Vec<String>,
+    },
+    /// Subject keys seen with a device (its verified cookie id).
+    Linked {
+        id: String,
+        keys: Vec<String>,
+    },
 }
 
 /// Who a compliance decision is about: the user when authenticated, else
@@ -65,6 +76,12 @@ pub fn subject_key(subject: &Subject) -> String {
     }
 }
 
+/// The key of a gateway device cookie: a flag under it follows the device
+/// whatever its address or user.
+pub fn device_key(id: &str) -> String {
+    format!("device:{id}")
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StateFile {
     flags: BTreeMap<String, Flag>,
@@ -72,12 +89,19 @@ struct StateFile {
     /// so a quarantined laptop that changed address stays recognised.
     #[serde(default)]
     devices: BTreeMap<String, DeviceLink>,
+    /// The key that signs device cookies and attestation forms (hex): kept
+    /// so a flagged device's cookie still counts after a restart.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    secret: String,
 }
 
-/// The subject keys seen with one gateway device cookie.
+/// The subject keys seen with one gateway device cookie, each with when it
+/// was last seen with it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct DeviceLink {
-    keys: Vec<String>,
+    /// Key → last seen together (unix seconds).
+    #[serde(default)]
+    linked: BTreeMap<String, u64>,
     last_seen_unix: u64,
     /// Whether the device has sent the cookie back: only then does it
     /// stand for a device (a client that drops cookies gets a fresh one on
@@ -91,18 +115,27 @@ struct DeviceLink {
 const MAX_DEVICES: usize = 100_000;
 /// Subject keys remembered per device cookie (oldest dropped first).
 const MAX_KEYS_PER_DEVICE: usize = 16;
+/// Devices linked to one flagged key at most: a flagged laptop minting
+/// cookies cannot grow the state.
+const MAX_DEVICES_PER_FLAG: usize = 8;
+/// How long an address stays linked to a device after they were last seen
+/// together: addresses move (DHCP), and a stale link would refuse one
+/// person for another's flag, or let one attest for another.
+const CLIENT_LINK_TTL: u64 = 3600;
+/// How long a user stays linked to a device after they were last seen together.
+const USER_LINK_TTL: u64 = 30 * 24 * 3600;
 
 /// Flags, protected hosts and the means to check attestation forms.
 pub struct Compliance {
     protected: HashSet<String>,
     quarantine: Option<Duration>,
     flags: DashMap<String, Flag>,
-    /// Gateway device cookie → subject keys seen with it, so a device is
+    /// Gateway device cookie id → subject keys seen with it, so a device is
     /// still recognised when its address changes.
     devices: DashMap<String, DeviceLink>,
-    state_path: PathBuf,
     secret: [u8; 32],
-    persist_lock: Mutex<()>,
+    /// Writes the state file off the request path; `None` read-only.
+    writer: Option<StateWriter>,
     /// Where changes made on this node are published (`[cluster]`).
     changes: OnceLock<tokio::sync::mpsc::UnboundedSender<Change>>,
     /// `on_unavailable = "deny"` while the cluster database is unreachable:
@@ -125,9 +158,27 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+fn link_ttl(key: &str) -> u64 {
+    if key.starts_with("client:") {
+        CLIENT_LINK_TTL
+    } else {
+        USER_LINK_TTL
+    }
+}
+
 impl Compliance {
     /// Opens the state file (missing: no flags) and checks the configuration.
     pub fn open(config: &ComplianceConfig, state_path: &Path) -> Result<Compliance, ComplianceError> {
+        let mut c = Self::open_read_only(config, state_path)?;
+        let writer = StateWriter::spawn(state_path.to_path_buf())
+            .map_err(|source| ComplianceError::Io { path: state_path.to_path_buf(), source })?;
+        c.writer = Some(writer);
+        Ok(c)
+    }
+
+    /// Opens the state for reading only (`policy explain`): nothing is
+    /// ever written.
+    pub fn open_read_only(config: &ComplianceConfig, state_path: &Path) -> Result<Compliance, ComplianceError> {
         let mut protected = HashSet::new();
         for h in &config.protected {
             let host = normalise_host(h).map_err(|_| ComplianceError::BadHost(h.clone()))?;
@@ -141,18 +192,20 @@ impl Compliance {
             Err(source) => return Err(ComplianceError::Io { path: state_path.to_path_buf(), source }),
         };
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| ComplianceError::Io {
-            path: state_path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        match hex::decode(&state.secret).ok().filter(|s| s.len() == 32) {
+            Some(saved) => secret.copy_from_slice(&saved),
+            None => getrandom::fill(&mut secret).map_err(|e| ComplianceError::Io {
+                path: state_path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?,
+        }
         Ok(Compliance {
             protected,
             quarantine,
             flags: state.flags.into_iter().collect(),
             devices: state.devices.into_iter().collect(),
-            state_path: state_path.to_path_buf(),
             secret,
-            persist_lock: Mutex::new(()),
+            writer: None,
             changes: OnceLock::new(),
             deny_all: AtomicBool::new(false),
         })
@@ -176,29 +229,64 @@ impl Compliance {
         }
     }
 
-    /// The protected hosts, for the PAC file.
+    /// `compliance.quarantine`: `None` until attested.
+    pub fn quarantine(&self) -> Option<Duration> {
+        self.quarantine
+    }
+
+    /// The protected hosts, for the dashboard and the PAC file.
     pub fn protected(&self) -> impl Iterator<Item = &str> {
         self.protected.iter().map(String::as_str)
     }
 
-    /// Flags a subject after a `blocked` or `app_detected` record. The
-    /// first flag is kept (its date and reference are what the person is
-    /// told); the state file is written only when something changed.
-    pub fn flag(&self, key: &str, app: &str, host: &str, seq: Option<u64>) {
-        if self.flag_of(key).is_some() {
-            return;
-        }
+    /// Flags a subject after a `blocked` attempt that flags. The first flag
+    /// in force is kept (its date and reference are what the person is
+    /// told), also when two attempts race; the state file is written only
+    /// when something changed. Returns whether this call flagged.
+    pub fn flag(&self, key: &str, app: &str, host: &str, seq: Option<u64>) -> bool {
         let now = SystemTime::now();
-        let flag = Flag {
+        let new = Flag {
             app: app.to_string(),
             host: host.to_string(),
             since: humantime::format_rfc3339_millis(now).to_string(),
             since_unix: now_unix(),
             seq,
         };
-        self.flags.insert(key.to_string(), flag.clone());
-        self.persist();
-        self.publish(Change::Flagged { key: key.to_string(), flag });
+        self.flag_with(key, new)
+    }
+
+    /// Flags `key` with `flag` unless a flag in force is there.
+    fn flag_with(&self, key: &str, flag: Flag) -> bool {
+        let flag_copy = flag.clone();
+        let flagged = match self.flags.entry(key.to_string()) {
+            dashmap::Entry::Occupied(o) if self.in_force(o.get()) => false,
+            dashmap::Entry::Occupied(mut o) => {
+                o.insert(flag);
+                true
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(flag);
+                true
+            }
+        };
+        if flagged {
+            self.persist();
+            self.publish(Change::Flagged { key: key.to_string(), flag: flag_copy });
+        }
+        flagged
+    }
+
+    /// Flags a device cookie with the flag found among its keys, so the
+    /// device stays refused when its address or user links age out.
+    pub fn flag_device(&self, id: &str, flag: &Flag) {
+        self.flag_with(&device_key(id), flag.clone());
+    }
+
+    fn in_force(&self, flag: &Flag) -> bool {
+        match self.quarantine {
+            Some(q) => now_unix().saturating_sub(flag.since_unix) <= q.as_secs(),
+            None => true,
+        }
     }
 
     /// The subject's flag, unless the quarantine period has passed.
@@ -207,12 +295,7 @@ impl Compliance {
             return Some(self.flags.get(key).map(|f| f.clone()).unwrap_or_else(unavailable_flag));
         }
         let flag = self.flags.get(key)?.clone();
-        if let Some(q) = self.quarantine {
-            if now_unix().saturating_sub(flag.since_unix) > q.as_secs() {
-                return None;
-            }
-        }
-        Some(flag)
+        self.in_force(&flag).then_some(flag)
     }
 
     /// The first flag among several keys that may name the same person.
@@ -230,46 +313,108 @@ impl Compliance {
         cleared
     }
 
+    /// Removes the flags whose quarantine has ended (privacy by design:
+    /// nothing about a person is kept longer than the rule needs); returns
+    /// them, for the `flag_cleared` records.
+    pub fn expire(&self) -> Vec<(String, Flag)> {
+        let ended: Vec<String> =
+            self.flags.iter().filter(|e| !self.in_force(e.value())).map(|e| e.key().clone()).collect();
+        let removed: Vec<(String, Flag)> =
+            ended.iter().filter_map(|k| self.flags.remove_if(k, |_, f| !self.in_force(f))).collect();
+        if !removed.is_empty() {
+            self.persist();
+            self.publish(Change::Cleared { keys: removed.iter().map(|(k, _)| k.clone()).collect() });
+        }
+        removed
+    }
+
     /// All current flags, oldest first (for officers).
     pub fn flagged(&self) -> Vec<(String, Flag)> {
         let mut all: Vec<(String, Flag)> = self
             .flags
             .iter()
-            .filter(|e| self.flag_of(e.key()).is_some())
+            .filter(|e| self.in_force(e.value()))
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
         all.sort_by_key(|(_, f)| f.since_unix);
         all
     }
 
-    /// Remembers that a device cookie was seen with these subject keys and
-    /// returns every key known for the device. `returned` says the client
-    /// sent the cookie (rather than being given a fresh one now). A
-    /// returned cookie that gains a key while linked to a flag is saved at
-    /// once, so the link survives a restart.
-    pub fn link_device(&self, cookie: &str, keys: &[String], returned: bool) -> Vec<String> {
-        if self.devices.len() >= MAX_DEVICES && !self.devices.contains_key(cookie) {
+    /// A new device cookie value, signed so that only cookies weerwal
+    /// issued are ever linked: `(id, value)`.
+    pub fn issue_device(&self) -> (String, String) {
+        let mut bytes = [0u8; 16];
+        let _ = getrandom::fill(&mut bytes);
+        let id = hex::encode(bytes);
+        let value = format!("{id}.{}", self.device_mac(&id));
+        (id, value)
+    }
+
+    /// The device id of a cookie value weerwal issued; `None` for anything else.
+    pub fn verify_device(&self, value: &str) -> Option<String> {
+        let (id, mac) = value.split_once('.')?;
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        constant_time_eq(mac.as_bytes(), self.device_mac(id).as_bytes()).then(|| id.to_ascii_lowercase())
+    }
+
+    fn device_mac(&self, id: &str) -> String {
+        self.mac(b"device\0", id)
+    }
+
+    fn mac(&self, purpose: &[u8], value: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        h.update(purpose);
+        h.update(value.as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// Remembers that a device (by its verified cookie id) was seen with
+    /// these subject keys now, and returns the keys that name it: the keys
+    /// given and those seen with it recently (an address for an hour, a
+    /// user for 30 days), then its own `device:` key. `returned` says the client
+    /// sent the cookie (rather than being given a fresh one now).
+    pub fn link_device(&self, id: &str, keys: &[String], returned: bool) -> Vec<String> {
+        if self.devices.len() >= MAX_DEVICES && !self.devices.contains_key(id) {
             self.forget_devices();
         }
+        let now = now_unix();
+        let own = device_key(id);
+        // A flagged key already linked to many devices gains no more.
+        let crowded = |k: &String| {
+            self.flag_of(k).is_some()
+                && self.devices.iter().filter(|d| d.key() != id && d.linked.contains_key(k)).count()
+                    >= MAX_DEVICES_PER_FLAG
+        };
+        let admitted: Vec<&String> = keys.iter().filter(|k| **k != own && !crowded(k)).collect();
         let (all, added) = {
-            let mut entry = self.devices.entry(cookie.to_string()).or_default();
-            entry.last_seen_unix = now_unix();
+            let mut entry = self.devices.entry(id.to_string()).or_default();
+            entry.last_seen_unix = now;
             entry.returned |= returned;
+            entry.linked.retain(|k, seen| now.saturating_sub(*seen) <= link_ttl(k));
             let mut added = false;
-            for k in keys {
-                if !entry.keys.contains(k) {
-                    if entry.keys.len() >= MAX_KEYS_PER_DEVICE {
-                        entry.keys.remove(0);
-                    }
-                    entry.keys.push(k.clone());
-                    added = true;
-                }
+            for k in admitted {
+                added |= entry.linked.insert(k.clone(), now).is_none();
             }
-            (entry.keys.clone(), added && entry.returned)
+            while entry.linked.len() > MAX_KEYS_PER_DEVICE {
+                let oldest = entry.linked.iter().min_by_key(|(_, seen)| **seen).map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => entry.linked.remove(&k),
+                    None => break,
+                };
+            }
+            // The device's own key last: a flag found through a link keeps
+            // naming the key it was raised under (and the form's token).
+            let mut all: Vec<String> = entry.linked.keys().cloned().collect();
+            all.push(own);
+            (all, added && entry.returned)
         };
         if added && self.flag_of_any(all.iter().map(String::as_str)).is_some() {
             self.persist();
-            self.publish(Change::Linked { cookie: cookie.to_string(), keys: all.clone() });
+            let linked: Vec<String> = all.iter().filter(|k| **k != device_key(id)).cloned().collect();
+            self.publish(Change::Linked { id: id.to_string(), keys: linked });
         }
         all
     }
@@ -285,29 +430,44 @@ impl Compliance {
         }
     }
 
-    /// Applies a change made on another node (not published again). Of two
-    /// flags for one subject the older is kept, as on one node.
+    /// Applies a change made on another node (not published again). A flag
+    /// in force is kept over a newer one for the same key, as on one node;
+    /// a flag whose quarantine has ended is not taken.
     pub fn apply(&self, change: Change) {
         let changed = match change {
-            Change::Flagged { key, flag } => match self.flags.get(&key).map(|f| f.since_unix) {
-                Some(since) if since <= flag.since_unix => false,
-                _ => {
-                    self.flags.insert(key, flag);
-                    true
+            Change::Flagged { key, flag } => {
+                if !self.in_force(&flag) {
+                    return;
                 }
-            },
+                match self.flags.entry(key) {
+                    dashmap::Entry::Occupied(o) if self.in_force(o.get()) && o.get().since_unix <= flag.since_unix => {
+                        false
+                    }
+                    dashmap::Entry::Occupied(mut o) => {
+                        o.insert(flag);
+                        true
+                    }
+                    dashmap::Entry::Vacant(v) => {
+                        v.insert(flag);
+                        true
+                    }
+                }
+            }
             Change::Cleared { keys } => keys.iter().filter(|k| self.flags.remove(k.as_str()).is_some()).count() > 0,
-            Change::Linked { cookie, keys } => {
-                let mut entry = self.devices.entry(cookie).or_default();
-                entry.last_seen_unix = now_unix();
+            Change::Linked { id, keys } => {
+                let now = now_unix();
+                let mut entry = self.devices.entry(id).or_default();
+                entry.last_seen_unix = now;
                 entry.returned = true;
                 for k in keys {
-                    if !entry.keys.contains(&k) {
-                        if entry.keys.len() >= MAX_KEYS_PER_DEVICE {
-                            entry.keys.remove(0);
-                        }
-                        entry.keys.push(k);
-                    }
+                    entry.linked.insert(k, now);
+                }
+                while entry.linked.len() > MAX_KEYS_PER_DEVICE {
+                    let oldest = entry.linked.iter().min_by_key(|(_, seen)| **seen).map(|(k, _)| k.clone());
+                    match oldest {
+                        Some(k) => entry.linked.remove(&k),
+                        None => break,
+                    };
                 }
                 true
             }
@@ -321,13 +481,14 @@ impl Compliance {
     /// notifications may have been missed), then applies `pending`: this
     /// node's changes the database has not taken yet.
     pub fn replace_all(&self, flags: Vec<(String, Flag)>, devices: Vec<(String, Vec<String>)>, pending: &[Change]) {
-        let fresh: std::collections::HashMap<String, Flag> = flags.into_iter().collect();
+        let fresh: std::collections::HashMap<String, Flag> =
+            flags.into_iter().filter(|(_, f)| self.in_force(f)).collect();
         self.flags.retain(|k, _| fresh.contains_key(k));
         for (k, f) in fresh {
             self.flags.insert(k, f);
         }
-        for (cookie, keys) in devices {
-            self.apply(Change::Linked { cookie, keys });
+        for (id, keys) in devices {
+            self.apply(Change::Linked { id, keys });
         }
         for c in pending {
             self.apply(c.clone());
@@ -343,8 +504,10 @@ impl Compliance {
 
     /// Whether a device link must be kept: a real device (it returned its
     /// cookie) linked to a flag in force.
-    fn keeps(&self, link: &DeviceLink) -> bool {
-        link.returned && self.flag_of_any(link.keys.iter().map(String::as_str)).is_some()
+    fn keeps(&self, id: &str, link: &DeviceLink) -> bool {
+        link.returned
+            && (self.flag_of(&device_key(id)).is_some()
+                || self.flag_of_any(link.linked.keys().map(String::as_str)).is_some())
     }
 
     /// Makes room for new device cookies (a flood of fresh ones must not
@@ -354,45 +517,51 @@ impl Compliance {
         let mut candidates: Vec<(u64, String)> = self
             .devices
             .iter()
-            .filter(|e| !self.keeps(e.value()))
+            .filter(|e| !self.keeps(e.key(), e.value()))
             .map(|e| (e.last_seen_unix, e.key().clone()))
             .collect();
         candidates.sort_unstable();
-        for (_, cookie) in candidates.into_iter().take(MAX_DEVICES / 10) {
-            self.devices.remove_if(&cookie, |_, link| !self.keeps(link));
+        for (_, id) in candidates.into_iter().take(MAX_DEVICES / 10) {
+            self.devices.remove_if(&id, |id, link| !self.keeps(id, link));
         }
     }
 
     /// The token the attestation form must carry: bound to the subject
-    /// keys, unguessable without the process secret.
+    /// keys, unguessable without the secret.
     pub fn csrf_token(&self, key: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.secret);
-        h.update(b"attest\0");
-        h.update(key.as_bytes());
-        hex::encode(&h.finalize()[..16])
+        self.mac(b"attest\0", key)
     }
 
     /// Checks an attestation form's token in constant time.
     pub fn csrf_ok(&self, key: &str, token: &str) -> bool {
-        let expected = self.csrf_token(key);
-        expected.len() == token.len() && expected.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        constant_time_eq(self.csrf_token(key).as_bytes(), token.as_bytes())
     }
 
+    /// Queues the current state for the writer thread (memory work only
+    /// here; the file is written off the request path).
     fn persist(&self) {
-        let _guard = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(writer) = &self.writer else { return };
         let flags: BTreeMap<String, Flag> = self.flags.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
         let devices = self
             .devices
             .iter()
-            .filter(|e| self.keeps(e.value()))
+            .filter(|e| self.keeps(e.key(), e.value()))
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
-        let state = StateFile { flags, devices };
-        if let Err(e) = write_atomically(&self.state_path, &state) {
-            tracing::error!(path = %self.state_path.display(), error = %e, "cannot save compliance state; flags hold until restart");
+        writer.save(&StateFile { flags, devices, secret: hex::encode(self.secret) });
+    }
+
+    /// Waits until every change so far is on disk (shutdown, tests). Blocks:
+    /// call it from `spawn_blocking` on the runtime.
+    pub fn flush(&self) {
+        if let Some(w) = &self.writer {
+            w.flush();
         }
     }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse_quarantine(s: &str) -> Result<Option<Duration>, ComplianceError> {
@@ -400,26 +569,6 @@ fn parse_quarantine(s: &str) -> Result<Option<Duration>, ComplianceError> {
         return Ok(None);
     }
     humantime::parse_duration(s).map(Some).map_err(|_| ComplianceError::BadQuarantine(s.to_string()))
-}
-
-fn write_atomically(path: &Path, state: &StateFile) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".compliance.json.tmp");
-    // Created anew: a mode given at open applies only to a file it creates.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    // Names and addresses of flagged people: readable by weerwal only.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -438,12 +587,14 @@ mod tests {
         assert!(c.is_protected(&normalise_host("webmail.gemeente.nl").unwrap()));
         assert!(c.is_protected(&normalise_host("x.webmail.gemeente.nl").unwrap()));
         assert!(!c.is_protected(&normalise_host("gemeente.nl").unwrap()));
-        c.flag("client:10.0.0.1", "AliExpress", "aliexpress.com", Some(42));
-        c.flag("client:10.0.0.1", "TikTok", "tiktok.com", Some(43));
+        assert!(c.flag("client:10.0.0.1", "AliExpress", "aliexpress.com", Some(42)));
+        assert!(!c.flag("client:10.0.0.1", "TikTok", "tiktok.com", Some(43)));
         assert_eq!(c.flag_of("client:10.0.0.1").unwrap().seq, Some(42), "the first flag is kept");
+        c.flush();
         let reopened = Compliance::open(&config("until-attested"), &path).unwrap();
         assert_eq!(reopened.flag_of("client:10.0.0.1").unwrap().app, "AliExpress");
         assert_eq!(reopened.clear(["client:10.0.0.1"]).len(), 1);
+        reopened.flush();
         let again = Compliance::open(&config("until-attested"), &path).unwrap();
         assert!(again.flag_of("client:10.0.0.1").is_none());
     }
@@ -453,24 +604,105 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("compliance.json");
         let c = Compliance::open(&config("until-attested"), &path).unwrap();
-        c.link_device("cookie-a", &["client:10.0.0.1".into()], false);
-        c.link_device("cookie-a", &["client:10.0.0.1".into()], true);
-        c.link_device("cookie-b", &["client:10.0.0.2".into()], true);
+        let (a, _) = c.issue_device();
+        let (b, _) = c.issue_device();
+        let (fresh, _) = c.issue_device();
+        c.link_device(&a, &["client:10.0.0.1".into()], false);
+        c.link_device(&a, &["client:10.0.0.1".into()], true);
+        c.link_device(&b, &["client:10.0.0.2".into()], true);
         // A client that never returns its cookie: linked, never saved.
-        c.link_device("cookie-fresh", &["client:10.0.0.1".into()], false);
+        c.link_device(&fresh, &["client:10.0.0.1".into()], false);
         c.flag("client:10.0.0.1", "AliExpress", "aliexpress.com", Some(1));
+        c.flush();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("cookie-a") && !text.contains("cookie-fresh") && !text.contains("cookie-b"), "{text}");
+        assert!(text.contains(&a) && !text.contains(&fresh) && !text.contains(&b), "{text}");
         let reopened = Compliance::open(&config("until-attested"), &path).unwrap();
         // From a new address, the flagged device's cookie still names it.
-        let keys = reopened.link_device("cookie-a", &["client:10.0.0.9".into()], true);
-        assert_eq!(keys, ["client:10.0.0.1", "client:10.0.0.9"]);
+        let keys = reopened.link_device(&a, &["client:10.0.0.9".into()], true);
+        assert_eq!(keys, ["client:10.0.0.1".into(), "client:10.0.0.9".into(), device_key(&a)]);
         assert!(reopened.flag_of_any(keys.iter().map(String::as_str)).is_some());
         // An unflagged device's link was not written to disk.
-        assert_eq!(reopened.link_device("cookie-b", &[], true), Vec::<String>::new());
+        assert_eq!(reopened.link_device(&b, &[], true), [device_key(&b)]);
         reopened.clear(["client:10.0.0.1"]);
+        reopened.flush();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains("cookie-a"), "{text}");
+        assert!(!text.contains(&a), "{text}");
+    }
+
+    #[test]
+    fn only_cookies_weerwal_signed_are_devices_and_they_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compliance.json");
+        let c = Compliance::open(&config("until-attested"), &path).unwrap();
+        let (id, value) = c.issue_device();
+        assert_eq!(c.verify_device(&value).as_deref(), Some(id.as_str()));
+        for forged in [id.clone(), format!("{id}.00000000000000000000000000000000"), "x.y".into(), String::new()] {
+            assert_eq!(c.verify_device(&forged), None, "{forged:?}");
+        }
+        c.flag("client:10.0.0.1", "TikTok", "tiktok.com", None);
+        c.flush();
+        let reopened = Compliance::open(&config("until-attested"), &path).unwrap();
+        assert_eq!(reopened.verify_device(&value).as_deref(), Some(id.as_str()), "the signing key is kept");
+    }
+
+    #[test]
+    fn a_stale_address_link_neither_refuses_nor_attests_for_another_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Compliance::open(&config("until-attested"), &dir.path().join("c.json")).unwrap();
+        let (laptop, _) = c.issue_device();
+        // The laptop had 10.0.0.5 two hours ago.
+        c.devices.insert(
+            laptop.clone(),
+            DeviceLink {
+                linked: [("client:10.0.0.5".to_string(), now_unix() - 7200)].into(),
+                last_seen_unix: now_unix() - 7200,
+                returned: true,
+            },
+        );
+        // A phone now holds 10.0.0.5 and is flagged there.
+        c.flag("client:10.0.0.5", "TikTok", "tiktok.com", Some(9));
+        let keys = c.link_device(&laptop, &["client:10.0.0.8".into()], true);
+        assert!(!keys.contains(&"client:10.0.0.5".to_string()), "{keys:?}");
+        assert!(c.flag_of_any(keys.iter().map(String::as_str)).is_none(), "the laptop is not refused");
+    }
+
+    #[test]
+    fn a_flagged_key_links_to_a_bounded_number_of_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Compliance::open(&config("until-attested"), &dir.path().join("c.json")).unwrap();
+        c.flag("client:10.0.0.1", "TikTok", "tiktok.com", None);
+        let linked = (0..40)
+            .filter(|_| {
+                let (id, _) = c.issue_device();
+                c.link_device(&id, &["client:10.0.0.1".into()], true).contains(&"client:10.0.0.1".to_string())
+            })
+            .count();
+        assert_eq!(linked, MAX_DEVICES_PER_FLAG);
+    }
+
+    #[test]
+    fn racing_flags_keep_the_first_and_expired_flags_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = std::sync::Arc::new(Compliance::open(&config("14d"), &dir.path().join("c.json")).unwrap());
+        let won: usize = (0..8u64)
+            .map(|i| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || c.flag("user:jan", "TikTok", "tiktok.com", Some(i)) as usize)
+            })
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(won, 1, "exactly one flag wins");
+        let seq = c.flag_of("user:jan").unwrap().seq;
+        assert!(!c.flag("user:jan", "AliExpress", "aliexpress.com", Some(99)));
+        assert_eq!(c.flag_of("user:jan").unwrap().seq, seq);
+        c.flags.insert(
+            "client:10.0.0.3".into(),
+            Flag { app: "TikTok".into(), host: "tiktok.com".into(), since: String::new(), since_unix: 0, seq: None },
+        );
+        let expired = c.expire();
+        assert_eq!(expired.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["client:10.0.0.3"]);
+        assert!(c.flags.get("client:10.0.0.3").is_none());
+        assert!(c.flag_of("user:jan").is_some());
     }
 
     #[test]
@@ -492,8 +724,9 @@ mod tests {
             ]
             .into(),
             devices: BTreeMap::new(),
+            secret: String::new(),
         };
-        write_atomically(&path, &state).unwrap();
+        writer::write_atomically(&path, &serde_json::to_vec(&state).unwrap()).unwrap();
         let c = Compliance::open(&config("14d"), &path).unwrap();
         assert!(c.flag_of("client:10.0.0.1").is_none(), "15 days is past a 14-day quarantine");
         assert!(c.flag_of("client:10.0.0.2").is_some());
@@ -511,6 +744,7 @@ mod tests {
         std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
         let c = Compliance::open(&config("until-attested"), &path).unwrap();
         c.flag("client:10.0.0.1", "TikTok", "tiktok.com", None);
+        c.flush();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 

@@ -48,6 +48,17 @@ impl Remediation<'_> {
         r
     }
 
+    /// Records a tunnel to the protected host that was closed for the
+    /// flagged person (TLS without a name to intercept under).
+    pub async fn record_closed_tunnel(&self, user_agent: Option<&str>) {
+        crate::metrics::metrics().gateway_denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut r = self.record(EventKind::GatewayDenied, user_agent);
+        r.reason = Some("tunnel closed: a flagged device reaching a protected system".to_string());
+        if let Err(e) = self.audit.record(r).await {
+            tracing::error!(error = %e, "could not write gateway_denied record");
+        }
+    }
+
     /// Answers one request of the flagged person to the protected host.
     pub async fn respond<B>(&self, req: Request<B>) -> Response<ProxyBody>
     where

@@ -20,7 +20,7 @@ use crate::compliance::Compliance;
 use crate::config::{GatewayConfig, ProxyConfig};
 use crate::decision::{decide, Action, ComplianceView, Facts, Rules, Stage, Who};
 use crate::identity::{canonical_ip, Identity};
-use crate::plumbing::accept::{self, Accepted, Admission};
+use crate::plumbing::accept::{self, Accepted, Admission, Admitted};
 use crate::plumbing::destinations::DeniedDestinations;
 use crate::plumbing::relay::{relay, Upstream};
 use crate::plumbing::{origin_client, respond, OriginClient, ProxyBody};
@@ -149,18 +149,18 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts gateway connections until `shutdown`, through the same
-/// admission caps as the proxy (`proxy.max_connections`, per client
+/// Accepts gateway connections until `shutdown`, through the admission the
+/// proxy's listeners share (`proxy.max_connections` in all, per client
 /// `proxy.max_connections_per_client`): one laptop cannot exhaust the
 /// server's file descriptors through the gateway either.
 pub async fn run(
     listener: TcpListener,
     state: Arc<GatewayState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
     grace: std::time::Duration,
 ) {
-    let admission = Admission::new(state.limits.max_connections, state.limits.max_connections_per_client);
     // Anyone may reach the gateway: it stands in front of systems people use.
     accept::run(
         listener,
@@ -179,12 +179,12 @@ pub async fn run(
                         let handshake =
                             tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
                         match handshake {
-                            Ok(Ok(s)) => serve_connection(state, peer, s, shutdown).await,
+                            Ok(Ok(s)) => serve_connection(state, peer, s, Arc::clone(&slot), shutdown).await,
                             Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
                             Err(_) => tracing::debug!(client = %peer, "gateway TLS handshake timed out"),
                         }
                     }
-                    None => serve_connection(state, peer, stream, shutdown).await,
+                    None => serve_connection(state, peer, stream, Arc::clone(&slot), shutdown).await,
                 }
                 drop(slot);
             }
@@ -193,14 +193,21 @@ pub async fn run(
     .await
 }
 
-async fn serve_connection<S>(state: Arc<GatewayState>, peer: SocketAddr, stream: S, shutdown: CancellationToken)
-where
+async fn serve_connection<S>(
+    state: Arc<GatewayState>,
+    peer: SocketAddr,
+    stream: S,
+    slot: Arc<Admitted>,
+    shutdown: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.limits.header_timeout;
     let builder = crate::plumbing::http1_server(header_timeout, state.limits.max_header_bytes);
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let state = Arc::clone(&state);
+        // An upgraded WebSocket takes the connection's slot with it.
+        req.extensions_mut().insert(Arc::clone(&slot));
         async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
@@ -259,11 +266,15 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
     if let Some(u) = &subject.user {
         keys.push(format!("user:{u}"));
     }
-    let (cookie, new_cookie) = match device_cookie(req.headers()) {
-        Some(c) => (c, false),
-        None => (new_device_id(), true),
+    // Only a cookie weerwal issued (signed) stands for a device.
+    let (device, new_cookie) = match device_cookie(req.headers()).and_then(|v| state.compliance.verify_device(&v)) {
+        Some(id) => (id, None),
+        None => {
+            let (id, value) = state.compliance.issue_device();
+            (id, Some(value))
+        }
     };
-    let keys = state.compliance.link_device(&cookie, &keys, !new_cookie);
+    let keys = state.compliance.link_device(&device, &keys, new_cookie.is_none());
     let action = state.decide(&Facts {
         stage: Stage::Gateway { routed: upstream.is_some(), keys: &keys },
         client,
@@ -275,6 +286,11 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
     });
     let mut response = match (action, upstream) {
         (Action::Remediate { key, flag, .. }, _) => {
+            if new_cookie.is_none() {
+                // The device itself is flagged too: it stays refused after
+                // its address or user link ages out.
+                state.compliance.flag_device(&device, &flag);
+            }
             let remediation = Remediation {
                 compliance: &state.compliance,
                 audit: &state.audit,
@@ -296,7 +312,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
             return respond::error(action.reason().status(), &nl, &en);
         }
     };
-    if new_cookie {
+    if let Some(cookie) = new_cookie {
         let secure = if state.tls { "; Secure" } else { "" };
         let value = format!("{DEVICE_COOKIE}={cookie}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -346,7 +362,7 @@ async fn forward(
     .await
 }
 
-/// The device id from the `Cookie` header, when well-formed.
+/// The device cookie's value from the `Cookie` header (verified by the caller).
 fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -356,13 +372,7 @@ fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == DEVICE_COOKIE)
         .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn new_device_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
+        .filter(|v| v.len() <= 128)
 }
 
 #[cfg(test)]

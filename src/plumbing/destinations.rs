@@ -35,6 +35,12 @@ impl DeniedDestinations {
                     nets.push(net);
                 }
             }
+            // Like Squid's `to_localhost`, for every address of this
+            // server: a laptop must not reach the dashboard, the gateway or
+            // any other service here through the proxy, whatever name or
+            // notation it uses (names are checked after DNS, IPv4-mapped
+            // IPv6 is canonicalised).
+            nets.extend(local_addresses().into_iter().map(IpNet::from));
         }
         DeniedDestinations { nets: Arc::new(nets) }
     }
@@ -57,6 +63,18 @@ impl DeniedDestinations {
     pub async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         let addrs = tokio::net::lookup_host((host, port)).await?;
         self.filter(addrs)
+    }
+}
+
+/// Every address of this server's interfaces (read at start and at each
+/// reload); none when they cannot be read, which is logged.
+fn local_addresses() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(ifs) => ifs.into_iter().map(|i| canonical_ip(i.ip())).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list this server's addresses; only loopback is denied as a destination");
+            Vec::new()
+        }
     }
 }
 

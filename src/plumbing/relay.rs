@@ -32,6 +32,9 @@ pub async fn relay(
 ) -> Response<ProxyBody> {
     let upgrading = headers::is_upgrade(req.headers());
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    // An upgraded connection (WebSocket) outlives its HTTP connection: it
+    // keeps the connection's admission slot until it closes.
+    let slot = req.extensions().get::<std::sync::Arc<super::accept::Admitted>>().cloned();
     let (mut parts, body) = req.into_parts();
     let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
     parts.uri = uri;
@@ -58,6 +61,7 @@ pub async fn relay(
             let origin_upgrade = hyper::upgrade::on(&mut resp);
             let idle = upstream.tunnel_idle;
             tokio::spawn(async move {
+                let _slot = slot;
                 match tokio::try_join!(client_upgrade, origin_upgrade) {
                     Ok((client, origin)) => {
                         let mut client = hyper_util::rt::TokioIo::new(client);

@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use super::ProxyState;
 use crate::audit::Via;
 use crate::compliance::remediate::Remediation;
-use crate::compliance::Flag;
+use crate::compliance::{subject_key, Flag};
 use crate::decision::{Action, Reason};
 use crate::identity::Identified;
 use crate::plumbing::{respond, ProxyBody};
@@ -38,7 +38,12 @@ pub fn remediation<'a>(
         audit: &state.audit,
         subject: &who.subject,
         session: Some(&who.session),
-        keys: vec![key.clone()],
+        // Attesting lifts the flags of the person who attests: their user
+        // and their device's address, never anyone else's.
+        keys: [Some(key.clone()), Some(subject_key(&who.subject)), Some(format!("client:{}", who.subject.client))]
+            .into_iter()
+            .flatten()
+            .collect(),
         flagged: (key, flag),
         host,
         via: Via::Proxy,

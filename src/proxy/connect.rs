@@ -177,10 +177,14 @@ impl Tunnel {
             (_, Action::Intercept { host, matched } | Action::Block { host, matched }) => {
                 self.record_block(&host, &matched).await
             }
-            (_, Action::Remediate { host, .. }) => {
+            (_, Action::Remediate { host, key, flag }) => {
                 // A flagged person naming a protected system only in the
-                // SNI (CONNECT to its address): never spliced through.
-                tracing::debug!(host = %host, "closing a flagged tunnel to a protected system");
+                // SNI, or tunnelling to an address without any name: never
+                // spliced through, and recorded.
+                let host = host.as_key().into_owned();
+                if let Some(r) = remediation(&self.state, &self.who, &host, key, flag) {
+                    r.record_closed_tunnel(self.user_agent.as_deref()).await;
+                }
             }
             (_, _) => {}
         }
@@ -273,11 +277,14 @@ impl Tunnel {
     /// banned; HTTP is decided request by request; anything that looks like
     /// HTTP but does not parse is refused; other protocols are spliced.
     async fn plain(self, mut client: TokioIo<Upgraded>, mut buffered: Vec<u8>, action: Action) {
-        let exempted = match action {
+        let (exempted, may_splice) = match action {
             Action::Intercept { host, matched } | Action::Block { host, matched } => {
                 return self.serve_block_pages(Prefixed::new(buffered, client), host, matched).await;
             }
-            Action::Tunnel { exempted } => exempted,
+            Action::Tunnel { exempted } => (exempted, true),
+            // A flagged person's tunnel to an address: each request in it
+            // is decided, and gets the remediation page; nothing else passes.
+            Action::Remediate { .. } => (None, false),
             _ => return,
         };
         let limit = self.state.live().config.proxy.max_header_bytes;
@@ -286,6 +293,7 @@ impl Tunnel {
             // Every request in the tunnel is decided, not just the first:
             // a second, pipelined request must not ride along unchecked.
             HttpHead::Complete => self.serve_plain_http(Prefixed::new(buffered, client)).await,
+            HttpHead::NotHttp if !may_splice => {}
             HttpHead::NotHttp => {
                 self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
                 self.splice(client, buffered).await

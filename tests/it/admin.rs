@@ -438,6 +438,7 @@ async fn posts_without_the_csrf_token_get_403_and_an_officer_clears_a_flag() {
     assert_eq!(d.get("/api/flags").await.json()["flags"].as_array().unwrap().len(), 0);
 
     // The state file says so too (a restart keeps it cleared).
+    compliance.flush();
     let state = std::fs::read_to_string(proxy.audit_path().parent().unwrap().join("compliance.json")).unwrap();
     assert!(!state.contains("127.0.0.2") && !state.contains("127.0.0.3"), "{state}");
     proxy.stop().await;

@@ -694,6 +694,30 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "CONNECT <origin>, plain HTTP inside, a leading space before the request line, Host aliexpress.com",
+            plan: |o| {
+                tunnel(
+                    &o.to_string(),
+                    Inner::Raw(b" GET / HTTP/1.1\r\nHost: aliexpress.com\r\n\r\n".to_vec()),
+                    Expect::Denied("AliExpress"),
+                )
+            },
+        },
+        Case {
+            name: "CONNECT <origin>, plain HTTP inside, tabs in the request line, Host aliexpress.com",
+            plan: |o| {
+                tunnel(
+                    &o.to_string(),
+                    Inner::Raw(b"GET\t/\tHTTP/1.1\r\nHost: aliexpress.com\r\n\r\n".to_vec()),
+                    Expect::Denied("AliExpress"),
+                )
+            },
+        },
+        Case {
+            name: "CONNECT <origin>, plain HTTP inside naming another allowed host (forwarded under another name)",
+            plan: |o| tunnel(&o.to_string(), Inner::Raw(get("/", "Host: example.org\r\n")), Expect::Refused),
+        },
+        Case {
             name: "CONNECT <origin>, plain HTTP inside, Host ali%65xpress.com",
             plan: |o| tunnel(&o.to_string(), Inner::Raw(get("/", "Host: ali%65xpress.com\r\n")), Expect::Refused),
         },

@@ -12,12 +12,14 @@ mod cli;
 mod cluster;
 mod explain;
 mod fuzz_regressions;
+mod gate;
 mod gateway;
 mod hardening;
 mod history;
 #[cfg(unix)]
 mod history_browsers;
 mod identity;
+mod own_host;
 mod pac;
 mod proxy_http;
 mod proxy_https;
