@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::{free_port, Postgres, PASSWORD};
+use postgres::{Postgres, PASSWORD};
 
 const WEBMAIL: &str = "webmail.gemeente.test";
 
@@ -40,7 +40,7 @@ struct Node {
 impl Node {
     fn new(name: &str, pg: Option<&Postgres>, upstream: SocketAddr) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let (proxy, gateway) = (free_port(), free_port());
+        let [proxy, gateway] = postgres::free_ports::<2>();
         std::fs::write(dir.path().join("db.pw"), format!("{PASSWORD}\n")).unwrap();
         let cluster = match pg {
             Some(pg) => {

@@ -39,9 +39,8 @@ struct Extra {
 impl Node {
     fn new(name: &str, pg: &Postgres, extra: Extra) -> Node {
         let dir = tempfile::Builder::new().prefix(&format!("weerwal-{name}-")).tempdir().unwrap();
-        let proxy_port = free_port();
-        let admin_port = free_port();
-        let gateway_port = extra.sections.contains("[gateway]").then(free_port);
+        let [proxy_port, admin_port, gateway] = crate::common::postgres::free_ports::<3>();
+        let gateway_port = extra.sections.contains("[gateway]").then_some(gateway);
         std::fs::write(dir.path().join("db.pw"), format!("{}\n", extra.password.as_deref().unwrap_or(PASSWORD)))
             .unwrap();
         let mut sections = extra.sections.clone();

@@ -61,6 +61,13 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `N` different loopback ports nobody listens on right now (held open
+/// together while chosen, so no two are the same).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 impl Postgres {
     /// Creates a new cluster in a temporary directory and starts it; the
     /// database `weerwal` is owned by the role `weerwal` (password
