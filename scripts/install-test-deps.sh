@@ -17,6 +17,14 @@
 #                `postgres` user when run as root); the system cluster the
 #                package starts is never used
 #   prometheus_client (PyPI)  tests/admin.rs parses /metrics with its parser
+#   systemd      tests/package.rs: systemd-analyze verify/security on the unit
+#                (only the tool: no running systemd is needed or started)
+#   adduser      the .deb's postinst creates the `weerwal` system user with it
+#   cargo-deb    tests/package.rs builds the .deb (crates.io, pinned version)
+#   certutil (libnss3-tools)  tests/it/hardening2.rs: Chromium trusts a test CA
+#                through its NSS database
+#   script (bsdutils), strace  tests/it/hardening2.rs: `users add` on a real
+#                terminal; the dashboard's file accesses while it serves
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +39,12 @@ command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # the fallback for a machine without any.
 command -v node >/dev/null || need+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+# The Debian package test (tests/it/package.rs).
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v adduser >/dev/null || need+=(adduser)
+command -v certutil >/dev/null || need+=(libnss3-tools)
+command -v script >/dev/null || need+=(bsdutils)
+command -v strace >/dev/null || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -58,4 +72,11 @@ if ! python3 -c 'import prometheus_client.parser' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'prometheus_client==0.26.0' \
     || { $SUDO apt-get update -qq \
          && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-prometheus-client; }
+fi
+
+# The Debian package test builds the .deb with cargo-deb (from the binary
+# `cargo test` builds anyway: no release build). Pinned: newer versions
+# may refuse the dev profile the test packages.
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install cargo-deb --locked --version 3.8.0
 fi

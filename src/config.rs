@@ -134,6 +134,19 @@ pub struct AuditConfig {
     /// `[cluster] node` at start, not a key of `[audit]`).
     #[serde(skip)]
     pub node: Option<String>,
+    /// Identical attempts (same subject, event, app and host) written one by
+    /// one per window before the rest are only counted (0: every attempt is
+    /// written). One looping client cannot fill the audit volume.
+    pub coalesce_after: u32,
+    /// The window of `coalesce_after`; when it closes, one record carries the count.
+    #[serde(deserialize_with = "duration")]
+    pub coalesce_window: Duration,
+    /// Below this much free space on the audit volume: a loud log line and
+    /// the `weerwal_audit_free_bytes` metric to alert on (0: no warning).
+    pub free_space_warn_mb: u64,
+    /// Below this much free space, attempts are refused (never served
+    /// unrecorded) until space is made (0: write until the disk is full).
+    pub free_space_refuse_mb: u64,
 }
 
 impl Default for AuditConfig {
@@ -146,6 +159,10 @@ impl Default for AuditConfig {
             rotate: Rotate::default(),
             squid_log: None,
             node: None,
+            coalesce_after: 10,
+            coalesce_window: Duration::from_secs(60),
+            free_space_warn_mb: 1024,
+            free_space_refuse_mb: 64,
         }
     }
 }
@@ -182,11 +199,15 @@ pub enum SyncMode {
 pub struct CaConfig {
     pub dir: PathBuf,
     pub organisation: String,
+    /// Create the CA with X.509 name constraints permitting only the banned
+    /// and protected domains, so a stolen `ca.key` cannot impersonate any
+    /// other site (`weerwal ca init --force` when the policy gains a domain).
+    pub name_constraints: bool,
 }
 
 impl Default for CaConfig {
     fn default() -> Self {
-        CaConfig { dir: PathBuf::from("certs"), organisation: "Gemeente".to_string() }
+        CaConfig { dir: PathBuf::from("certs"), organisation: "Gemeente".to_string(), name_constraints: false }
     }
 }
 
@@ -275,11 +296,14 @@ impl Default for AdminConfig {
 pub struct ComplianceConfig {
     pub protected: Vec<String>,
     pub quarantine: String,
+    /// Where flags and device links are kept (`compliance.json`); default:
+    /// beside the audit log. A package puts it under `/var/lib/weerwal`.
+    pub state: Option<PathBuf>,
 }
 
 impl Default for ComplianceConfig {
     fn default() -> Self {
-        ComplianceConfig { protected: Vec::new(), quarantine: "until-attested".to_string() }
+        ComplianceConfig { protected: Vec::new(), quarantine: "until-attested".to_string(), state: None }
     }
 }
 
@@ -548,16 +572,20 @@ impl Config {
         }
     }
 
+    /// Where the compliance gate keeps its flags on one node:
+    /// `compliance.state`, else `compliance.json` beside the audit log.
+    pub fn compliance_state_path(&self) -> PathBuf {
+        match self.compliance.as_ref().and_then(|c| c.state.clone()) {
+            Some(p) => p,
+            None => self.audit.path.parent().unwrap_or(Path::new(".")).join("compliance.json"),
+        }
+    }
+
     /// Whether the policy directory is the default one of the embedded
     /// configuration (then a missing `policy/` falls back to the policy
     /// compiled into the binary).
     pub fn policy_dir_is_default(&self) -> bool {
         self.source.is_none()
-    }
-
-    /// Where the compliance gate keeps its flags on one node: beside the audit log.
-    pub fn compliance_state_path(&self) -> PathBuf {
-        self.audit.path.parent().unwrap_or(Path::new(".")).join("compliance.json")
     }
 
     /// The dashboard's and gateway's listen addresses (the dashboard's
@@ -588,6 +616,9 @@ impl Config {
             if let Some(p) = &mut c.ca_file {
                 fix(p);
             }
+        }
+        if let Some(p) = self.compliance.as_mut().and_then(|c| c.state.as_mut()) {
+            fix(p);
         }
         if let Some(g) = &mut self.gateway {
             if let Some(c) = &mut g.cert {
@@ -729,6 +760,36 @@ upstream = "http://10.0.0.5:80"
             let err = Config::parse(Path::new("w.toml"), &format!("[pac]\n\nproxy = {bad}\n")).unwrap_err();
             assert!(err.to_string().starts_with("w.toml:3: proxy:"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn compliance_state_defaults_beside_the_audit_log_and_may_be_set() {
+        let c = Config::parse(Path::new("w.toml"), "[audit]\npath = \"/var/log/w/a.jsonl\"\n[compliance]\n").unwrap();
+        assert_eq!(c.compliance_state_path(), Path::new("/var/log/w/compliance.json"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.toml");
+        std::fs::write(&file, "[compliance]\nstate = \"flags.json\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.compliance_state_path(), dir.path().join("flags.json"), "relative to the config file");
+    }
+
+    /// The configuration the Debian package installs as
+    /// /etc/weerwal/weerwal.toml: valid, and every path where the
+    /// file-system hierarchy (and the unit's ProtectSystem=strict) wants it.
+    #[test]
+    fn packaged_production_config_is_accepted_with_fhs_paths() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/weerwal.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::parse(Path::new("/etc/weerwal/weerwal.toml"), &text).unwrap();
+        assert_eq!(c.policy.dir, Path::new("/etc/weerwal/policy"));
+        assert_eq!(c.audit.path, Path::new("/var/log/weerwal/audit.jsonl"));
+        assert_eq!(c.ca.dir, Path::new("/var/lib/weerwal/certs"));
+        assert_eq!(c.identity.users_file, Path::new("/var/lib/weerwal/users.toml"));
+        assert!(c.compliance.is_none(), "the gate is opt-in");
+        // What the commented [compliance] section would use once enabled.
+        let enabled = text.replace("# [compliance]\n", "[compliance]\n").replace("# state = ", "state = ");
+        let c = Config::parse(Path::new("/etc/weerwal/weerwal.toml"), &enabled).unwrap();
+        assert_eq!(c.compliance_state_path(), Path::new("/var/lib/weerwal/compliance.json"));
     }
 
     #[test]

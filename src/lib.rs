@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod history;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod pac;
 pub mod pages;
 pub mod plumbing;

@@ -212,7 +212,17 @@ fn names_history(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // No colour codes where stderr is not a terminal (the journal under systemd, a file).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A log stream that went away (a closed pipe) must not panic the task
+    // that logs: by default a failed write is reported with eprintln!, which
+    // panics, and a SIGTERM handler that panics never stops the server.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .log_internal_errors(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn config(global: &Global) -> Result<Config, Failure> {
@@ -259,20 +269,29 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
     runtime.block_on(async {
         let server = match Server::start(config).await {
             Ok(s) => s,
-            Err(e @ (serve::ServeError::Policy(_) | serve::ServeError::Ca(_) | serve::ServeError::Cluster(_))) => {
-                return Err(Failure::Usage(e.into()))
-            }
+            Err(
+                e @ (serve::ServeError::Policy(_)
+                | serve::ServeError::Ca(_)
+                | serve::ServeError::Cluster(_)
+                | serve::ServeError::Audit(weerwal::audit::AuditError::Locked { .. })),
+            ) => return Err(Failure::Usage(e.into())),
             Err(e) => return Err(Failure::Runtime(e.into())),
         };
         let token = server.shutdown_token();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: finishing requests in flight and flushing the audit log");
+            weerwal::notify::stopping();
             token.cancel();
         });
         #[cfg(unix)]
         spawn_reload_on_sighup(server.reloader());
         let _pid = PidFile::write(&pid_path);
+        // Every listener is bound, the policy loaded, the signal handlers in
+        // place (a `systemctl reload` right after start is not lost).
+        let listening: Vec<_> =
+            server.proxy_addrs.iter().chain(&server.gateway_addrs).chain(&server.admin_addrs).copied().collect();
+        weerwal::notify::ready(&listening);
         server.run_until_shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -326,24 +345,58 @@ fn spawn_reload_on_sighup(reloader: std::sync::Arc<weerwal::reload::Reloader>) {
 
 fn reload_command(config: &Config) -> Result<ExitCode, Failure> {
     let path = pid_file_path(config);
-    let pid = std::fs::read_to_string(&path)
-        .with_context(|| {
-            format!(
-                "{}: no running weerwal found (is `weerwal serve` running with this configuration?)",
-                path.display()
-            )
-        })
-        .map_err(Failure::Runtime)?;
-    let pid = pid.trim();
-    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Failure::Runtime(anyhow::anyhow!("{}: not a process id: {pid:?}", path.display())));
-    }
-    let status = std::process::Command::new("kill").args(["-HUP", pid]).status()?;
+    let pid = running_serve(config, &path).map_err(|why| {
+        Failure::Runtime(anyhow::anyhow!(
+            "no weerwal is running with this configuration ({why}); nothing was signalled. Start it with `weerwal serve`"
+        ))
+    })?;
+    let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status()?;
     if !status.success() {
-        return Err(Failure::Runtime(anyhow::anyhow!("could not signal process {pid} (stale {}?)", path.display())));
+        return Err(Failure::Runtime(anyhow::anyhow!("could not signal weerwal (pid {pid})")));
     }
     println!("asked weerwal (pid {pid}) to reload; its log says whether the new policy was accepted");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pid of the `weerwal serve` of this configuration, or why there is
+/// none. A pid file alone is not trusted (it may be stale and name any
+/// process): the audit log must be locked by a running writer, and the
+/// process must be a weerwal running `serve` (its `/proc` entry says so).
+fn running_serve(config: &Config, pid_path: &Path) -> Result<u32, String> {
+    if !weerwal::audit::writer::is_locked(&config.audit.path) {
+        return Err(format!("nothing holds the lock of the audit log {}", config.audit.path.display()));
+    }
+    let text = std::fs::read_to_string(pid_path).map_err(|e| format!("{}: {e}", pid_path.display()))?;
+    let pid: u32 =
+        text.trim().parse().map_err(|_| format!("{}: not a process id: {:?}", pid_path.display(), text.trim()))?;
+    if !is_weerwal_serve(pid) {
+        return Err(format!("{} names process {pid}, which is not a `weerwal serve`", pid_path.display()));
+    }
+    Ok(pid)
+}
+
+/// Whether process `pid` is a weerwal running `serve`: its executable is
+/// named weerwal (also when replaced by an upgrade since) and `serve` is
+/// among its arguments.
+#[cfg(target_os = "linux")]
+fn is_weerwal_serve(pid: u32) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else { return false };
+    let serves = cmdline.split(|&b| b == 0).skip(1).any(|a| a == b"serve");
+    // `exe` is readable only for one's own processes (or as root); `comm`
+    // (the name, cut at 15 bytes) for everyone.
+    let name = match std::fs::read_link(proc.join("exe")) {
+        Ok(exe) => exe.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string()),
+        Err(_) => std::fs::read_to_string(proc.join("comm")).ok().map(|c| c.trim_end().to_string()),
+    };
+    let named = name.is_some_and(|n| n == "weerwal" || n.starts_with("weerwal-"));
+    serves && named
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_weerwal_serve(_pid: u32) -> bool {
+    // Without /proc the lock held on the audit log is the evidence.
+    true
 }
 
 async fn wait_for_signal() {
@@ -401,7 +454,15 @@ fn ca_command(config: &Config, cmd: CaCommand) -> Result<ExitCode, Failure> {
     let dir = &config.ca.dir;
     match cmd {
         CaCommand::Init { force } => {
-            let ca = CertificateAuthority::init(dir, &config.ca.organisation, force)
+            // With ca.name_constraints the CA may sign only what the policy
+            // names: read it first, so a broken policy makes no CA.
+            let permitted = if config.ca.name_constraints {
+                let (policy, _) = weerwal::policy::load_configured(config).map_err(|e| Failure::Usage(e.into()))?;
+                Some(weerwal::ca::constraint_names(serve::ca_domains(config, &policy)))
+            } else {
+                None
+            };
+            let ca = CertificateAuthority::init_constrained(dir, &config.ca.organisation, force, permitted.as_deref())
                 .map_err(|e| Failure::Usage(e.into()))?;
             println!("created {}", ca.cert_path().display());
             println!("{}", ca.summary());
@@ -498,11 +559,20 @@ fn users_command(config: &Config, cmd: UsersCommand) -> Result<ExitCode, Failure
 
 /// The password from standard input: one line, so scripts can pipe it in
 /// (`printf '%s\n' "$PW" | weerwal users add jan`) and it never shows in `ps`.
+/// On a terminal it is asked for twice, and never shown while typed.
 fn read_password() -> Result<String, Failure> {
     use std::io::{BufRead, IsTerminal};
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprint!("Password (then Enter): ");
+        let first = prompt_hidden("Password (not shown; then Enter): ")?;
+        if first.is_empty() {
+            return Err(Failure::Usage(anyhow::anyhow!("no password given")));
+        }
+        let again = prompt_hidden("The same password again: ")?;
+        if again != first {
+            return Err(Failure::Usage(anyhow::anyhow!("the two passwords differ; nothing was saved")));
+        }
+        return Ok(first);
     }
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
@@ -511,6 +581,60 @@ fn read_password() -> Result<String, Failure> {
         return Err(Failure::Usage(anyhow::anyhow!("no password on standard input")));
     }
     Ok(password)
+}
+
+/// Asks on stderr and reads one line from the terminal with echo off,
+/// restoring the terminal's settings afterwards.
+fn prompt_hidden(prompt: &str) -> Result<String, Failure> {
+    use std::io::BufRead;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let stdin = std::io::stdin();
+    let _quiet = EchoOff::new(&stdin)?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    drop(_quiet);
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// The terminal with echo off, for as long as it lives.
+#[cfg(unix)]
+struct EchoOff {
+    saved: rustix::termios::Termios,
+}
+
+#[cfg(unix)]
+impl EchoOff {
+    fn new(stdin: &std::io::Stdin) -> Result<EchoOff, Failure> {
+        use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+        let saved =
+            tcgetattr(stdin).map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot read terminal settings: {e}")))?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        tcsetattr(stdin, OptionalActions::Now, &quiet)
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot turn terminal echo off: {e}")))?;
+        Ok(EchoOff { saved })
+    }
+}
+
+#[cfg(unix)]
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, &self.saved);
+    }
+}
+
+#[cfg(not(unix))]
+struct EchoOff;
+
+#[cfg(not(unix))]
+impl EchoOff {
+    fn new(_stdin: &std::io::Stdin) -> Result<EchoOff, Failure> {
+        Err(Failure::Usage(anyhow::anyhow!("on this system pipe the password in: a typed one would be shown")))
+    }
 }
 
 /// An error and its causes, each said once: the library's errors already

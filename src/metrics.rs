@@ -43,6 +43,10 @@ pub struct Metrics {
     pub audit_write: Histogram,
     /// [`CLUSTER_OFF`], [`CLUSTER_OK`] or [`CLUSTER_DEGRADED`].
     pub cluster: AtomicU64,
+    /// Free bytes on the audit volume, as last looked at by the writer.
+    pub audit_free_bytes: AtomicU64,
+    /// Repeated attempts counted instead of written one by one.
+    pub audit_coalesced: AtomicU64,
 }
 
 /// No `[cluster]` configured.
@@ -112,6 +116,13 @@ impl Metrics {
             "weerwal_auth_failed_total",
             "Failed proxy logins.",
             self.auth_failed.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP weerwal_audit_free_bytes Free space on the audit log's volume (alert well before it reaches audit.free_space_refuse_mb).\n# TYPE weerwal_audit_free_bytes gauge\nweerwal_audit_free_bytes {}", self.audit_free_bytes.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "weerwal_audit_coalesced_total",
+            "Repeated identical attempts counted instead of written one by one.",
+            self.audit_coalesced.load(Ordering::Relaxed),
         );
         let _ = writeln!(out, "# HELP weerwal_live_sessions Sessions currently live.\n# TYPE weerwal_live_sessions gauge\nweerwal_live_sessions {live_sessions}");
         let _ = writeln!(out, "# HELP weerwal_flagged_subjects Subjects refused protected systems until they attest.\n# TYPE weerwal_flagged_subjects gauge\nweerwal_flagged_subjects {flagged}");

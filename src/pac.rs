@@ -102,6 +102,53 @@ fn ascii_pattern(p: &str) -> String {
         .join(".")
 }
 
+/// The PAC files served for one configuration, kept per policy digest and
+/// the proxy address they name, so `/proxy.pac` (304s included) does not
+/// collect, sort and hash every domain per request. One lives in each
+/// running configuration (a new configuration starts a new cache); a new
+/// policy replaces the entries of the old one.
+#[derive(Default)]
+pub struct PacCache {
+    entries: std::sync::Mutex<Vec<CachedPac>>,
+}
+
+/// A PAC body as served: cheap to clone.
+#[derive(Clone)]
+pub struct CachedPac {
+    digest: String,
+    proxy: String,
+    pub body: bytes::Bytes,
+    pub etag: String,
+}
+
+/// Entries kept per configuration (different `Host`s on a wildcard listener).
+const PAC_CACHE_MAX: usize = 16;
+
+impl PacCache {
+    /// The PAC file for `config` and `policy`, naming `proxy` (`host:port`)
+    /// or else the configured address; generated once per policy.
+    pub fn get(&self, config: &Config, policy: &Policy, proxy: Option<&str>) -> CachedPac {
+        let proxies: Vec<String> = proxy.map(|p| vec![p.to_string()]).unwrap_or_else(|| proxy_addresses(config));
+        let proxy = proxies.join("; ");
+        let digest = policy.digest();
+        {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = entries.iter().find(|e| e.digest == digest && e.proxy == proxy) {
+                return hit.clone();
+            }
+        }
+        let pac = generate_with_proxies(config, policy, &proxies);
+        let cached = CachedPac { digest: digest.to_string(), proxy, body: pac.text.into(), etag: pac.etag };
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|e| e.digest == digest);
+        if entries.len() >= PAC_CACHE_MAX {
+            entries.remove(0);
+        }
+        entries.push(cached.clone());
+        cached
+    }
+}
+
 /// Generates the PAC file for this configuration and policy.
 pub fn generate(config: &Config, policy: &Policy) -> Pac {
     generate_with_proxies(config, policy, &proxy_addresses(config))

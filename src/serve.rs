@@ -42,6 +42,42 @@ pub enum ServeError {
     Cluster(#[from] crate::cluster::ClusterError),
 }
 
+/// The domains a name-constrained CA must permit (`ca.name_constraints`):
+/// the banned ones, and the protected hosts, where flagged subjects are
+/// intercepted for the remediation page.
+pub fn ca_domains(config: &Config, policy: &Policy) -> Vec<String> {
+    let mut domains: Vec<String> = policy.domains().map(|(d, _)| d.to_string()).collect();
+    if let Some(c) = &config.compliance {
+        domains.extend(
+            c.protected
+                .iter()
+                .filter_map(|h| crate::policy::normalise_host(h.trim()).ok())
+                .map(|h| h.as_key().into_owned()),
+        );
+    }
+    domains
+}
+
+/// Warns when the CA may not sign a domain the policy names (the browser
+/// would refuse the block page there), or when name constraints are asked
+/// for and the CA has none.
+pub fn warn_about_ca_constraints(ca: &CertificateAuthority, config: &Config, policy: &Policy) {
+    if config.ca.name_constraints && ca.permitted_names().is_none() {
+        tracing::warn!(path = %ca.cert_path().display(), "ca.name_constraints = true, but this CA has no name constraints and may sign any name; make a constrained one with `weerwal ca init --force` and distribute the new ca.pem");
+    }
+    let domains = ca_domains(config, policy);
+    let missing = ca.unsignable(domains.iter().map(String::as_str));
+    if !missing.is_empty() {
+        let examples: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
+        tracing::warn!(
+            path = %ca.cert_path().display(),
+            count = missing.len(),
+            examples = %examples.join(", "),
+            "the CA's name constraints do not permit domains the policy names: browsers will refuse the block page there; run `weerwal ca init --force` and distribute the new ca.pem"
+        );
+    }
+}
+
 /// A running weerwal: its listen addresses and the means to stop it.
 pub struct Server {
     pub proxy_addrs: Vec<SocketAddr>,
@@ -87,7 +123,14 @@ impl Server {
         let (audit, writer, resume) = AuditLog::open(&config.audit)?;
         let ca = match config.proxy.https {
             HttpsMode::Intercept => {
-                let (ca, created) = CertificateAuthority::load_or_create(&config.ca.dir, &config.ca.organisation)?;
+                let permitted =
+                    config.ca.name_constraints.then(|| crate::ca::constraint_names(ca_domains(&config, &policy)));
+                let (ca, created) = CertificateAuthority::load_or_create_constrained(
+                    &config.ca.dir,
+                    &config.ca.organisation,
+                    permitted.as_deref(),
+                )?;
+                warn_about_ca_constraints(&ca, &config, &policy);
                 let verb = if created { "created" } else { "loaded" };
                 tracing::info!(
                     path = %ca.cert_path().display(),

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -62,10 +63,16 @@ pub enum SessionState {
 pub enum Login {
     /// A new session: the cookie value and the officer.
     Officer { token: String, officer: Officer },
-    /// Right password, but not an officer.
-    NotOfficer,
-    /// Unknown user or wrong password.
-    Failed,
+    /// Refused: an unknown user, a wrong password, or a right password of
+    /// someone who is not an officer. All three are answered alike, so the
+    /// form tells nobody whether a proxy user's password is right.
+    Failed {
+        /// The name tried, only when such a user exists: a password typed
+        /// into the name field must never reach the permanent log.
+        user: Option<String>,
+        /// For the audit record only (never shown): why it was refused.
+        reason: &'static str,
+    },
 }
 
 struct Session {
@@ -75,16 +82,16 @@ struct Session {
     last_seen: Instant,
 }
 
-/// The users file as last read, re-read when it changes on disk so an
-/// officer removed or demoted loses the dashboard at once.
-struct UsersCache {
-    stamp: Option<(SystemTime, u64)>,
-    users: Arc<Users>,
-}
-
+/// Checks officer logins and holds the dashboard's sessions.
+///
+/// The users file is watched, not read per request: [`OfficerAuth::refresh`]
+/// runs once a second off the runtime's threads (a `stat`, and a parse only
+/// when the file changed), so an officer removed or demoted loses the
+/// dashboard within a second, and a page view costs no file access.
 pub struct OfficerAuth {
     users_file: PathBuf,
-    users: Mutex<UsersCache>,
+    users: ArcSwap<Users>,
+    stamp: Mutex<Option<(SystemTime, u64)>>,
     /// Keyed by the SHA-256 of the cookie value, so the token itself is not
     /// kept and lookups do not compare secrets byte by byte.
     sessions: DashMap<[u8; 32], Session>,
@@ -137,7 +144,8 @@ impl OfficerAuth {
         getrandom::fill(&mut secret).expect("the operating system's random source works");
         OfficerAuth {
             users_file: users_file.to_path_buf(),
-            users: Mutex::new(UsersCache { stamp: stamp(users_file), users: Arc::new(users) }),
+            users: ArcSwap::from_pointee(users),
+            stamp: Mutex::new(stamp(users_file)),
             sessions: DashMap::new(),
             failures: DashMap::new(),
             checks: Semaphore::new(PARALLEL_CHECKS),
@@ -145,21 +153,27 @@ impl OfficerAuth {
         }
     }
 
-    /// The users, re-read when the file changed (a broken file keeps the
-    /// last good users and says so in the log).
+    /// The users as last read.
     fn users(&self) -> Arc<Users> {
+        self.users.load_full()
+    }
+
+    /// Re-reads the users file when it changed on disk (a broken file keeps
+    /// the last good users and says so in the log). Blocking: call it off
+    /// the async runtime (the dashboard's watcher does, once a second).
+    pub fn refresh(&self) {
         let now = stamp(&self.users_file);
-        let mut cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if now != cache.stamp {
-            match Users::load(&self.users_file) {
-                Ok(users) => cache.users = Arc::new(users),
-                Err(e) => {
-                    tracing::error!(error = %e, "dashboard: users file not re-read; keeping the users read before")
-                }
-            }
-            cache.stamp = now;
+        let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if now == *last {
+            return;
         }
-        Arc::clone(&cache.users)
+        match Users::load(&self.users_file) {
+            Ok(users) => self.users.store(Arc::new(users)),
+            Err(e) => {
+                tracing::error!(error = %e, "dashboard: users file not re-read; keeping the users read before")
+            }
+        }
+        *last = now;
     }
 
     fn is_officer(&self, name: &str) -> bool {
@@ -243,7 +257,9 @@ impl OfficerAuth {
             tokio::time::sleep(delay).await;
         }
         let users = self.users();
-        let Ok(_permit) = self.checks.acquire().await else { return Login::Failed };
+        let known = users.get(name).is_some().then(|| name.to_string());
+        let refused = Login::Failed { user: known.clone(), reason: "wrong user name or password" };
+        let Ok(_permit) = self.checks.acquire().await else { return refused };
         let (n, p) = (name.to_string(), password.to_string());
         let role = tokio::task::spawn_blocking(move || {
             if users.get(&n).is_some() {
@@ -264,11 +280,11 @@ impl OfficerAuth {
             }
             Some(_) => {
                 self.note_failure(client);
-                Login::NotOfficer
+                Login::Failed { user: known, reason: "not an officer" }
             }
             None => {
                 self.note_failure(client);
-                Login::Failed
+                refused
             }
         }
     }

@@ -137,10 +137,27 @@ pub async fn bind(
     Ok(Some((listener, state)))
 }
 
+/// How often the dashboard looks whether the users file changed.
+const USERS_WATCH: Duration = Duration::from_secs(1);
+
 /// Serves the dashboard until `shutdown`, then lets requests in flight
 /// finish (up to `grace`).
 pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken, grace: Duration) {
     let tracker = TaskTracker::new();
+    // The users file is looked at once a second, off the runtime's threads.
+    {
+        let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(USERS_WATCH) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let s = Arc::clone(&state);
+                let _ = tokio::task::spawn_blocking(move || s.auth.refresh()).await;
+            }
+        });
+    }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {

@@ -82,21 +82,10 @@ pub async fn login(state: &AdminState, req: &Req) -> Response<ProxyBody> {
             set_cookie(&mut resp, auth::set_cookie(auth::LOGIN_COOKIE, "", Some(Duration::ZERO), secure));
             resp
         }
-        Login::NotOfficer => {
-            record_login_failure(state, req, name, "not an officer").await;
-            html(
-                StatusCode::FORBIDDEN,
-                pages::message_page(
-                    None,
-                    "Geen toegang",
-                    "Forbidden",
-                    "Alleen beveiligingsfunctionarissen (rol officer) hebben toegang tot dit overzicht.",
-                    "Only security officers (role officer) may use this dashboard.",
-                ),
-            )
-        }
-        Login::Failed => {
-            record_login_failure(state, req, name, "wrong user name or password").await;
+        Login::Failed { user, reason } => {
+            // A non-officer's right password gets exactly the page of a
+            // wrong one; the record names only a user that exists.
+            record_login_failure(state, req, user.as_deref().unwrap_or(""), reason).await;
             login_form(
                 state,
                 req,

@@ -4,6 +4,7 @@
 //! querying and reporting (`weerwal logs`).
 
 pub mod cli;
+pub mod coalesce;
 pub mod files;
 pub mod output;
 pub mod query;

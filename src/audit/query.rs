@@ -51,6 +51,23 @@ pub struct View<'a> {
     pub app: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub host: Option<Cow<'a, str>>,
+    /// Only what reports need of `detail`: a coalesced record's count.
+    #[serde(default)]
+    pub detail: Option<ViewDetail>,
+}
+
+/// `detail.coalesced` of a record that stands for repeated attempts.
+#[derive(Debug, Default, Deserialize)]
+pub struct ViewDetail {
+    #[serde(default)]
+    pub coalesced: Option<u64>,
+}
+
+impl View<'_> {
+    /// How many attempts this record stands for (see [`super::coalesce`]).
+    pub fn attempts(&self) -> u64 {
+        self.detail.as_ref().and_then(|d| d.coalesced).unwrap_or(1)
+    }
 }
 
 /// An event name as written in the log (`blocked`, `session_start`, …).

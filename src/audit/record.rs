@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// What happened. Only policy-relevant events exist: ordinary browsing is
 /// never recorded (data minimisation, AVG/GDPR).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Blocked,

@@ -105,14 +105,16 @@ pub fn report_lines(
             groups.insert(key.to_string(), Group { key: key.to_string(), ..Group::default() });
         }
         let g = groups.get_mut(key).expect("inserted above");
+        // A coalesced record stands for its count of attempts.
+        let n = v.attempts();
         match v.event {
-            EventKind::Blocked => g.blocked += 1,
-            EventKind::Exempted => g.exempted += 1,
-            EventKind::AppDetected => g.app_detected += 1,
-            _ => g.gateway_denied += 1,
+            EventKind::Blocked => g.blocked += n,
+            EventKind::Exempted => g.exempted += n,
+            EventKind::AppDetected => g.app_detected += n,
+            _ => g.gateway_denied += n,
         }
         if v.event != EventKind::AppDetected {
-            g.attempts += 1;
+            g.attempts += n;
         }
         if g.first_seen.is_empty() || *v.ts < *g.first_seen {
             g.first_seen = v.ts.to_string();

@@ -576,7 +576,7 @@ mod tests {
     use super::*;
 
     fn config(q: &str) -> ComplianceConfig {
-        ComplianceConfig { protected: vec!["Webmail.Gemeente.nl".into()], quarantine: q.into() }
+        ComplianceConfig { protected: vec!["Webmail.Gemeente.nl".into()], quarantine: q.into(), state: None }
     }
 
     #[test]

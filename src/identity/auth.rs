@@ -49,7 +49,13 @@ pub struct Authenticator {
     /// argon2id takes ~19 MiB and real CPU per check: a few at a time, so a
     /// flood of wrong passwords cannot exhaust memory.
     hashing: tokio::sync::Semaphore,
-    remembered: DashMap<[u8; 32], (Arc<AuthedUser>, Instant)>,
+    /// Remembered checks, each with the users generation it was made on:
+    /// only those of the current generation count.
+    remembered: DashMap<[u8; 32], (Arc<AuthedUser>, Instant, u64)>,
+    /// Bumped by every [`Authenticator::replace_users`], so a check that
+    /// started on the old users can never be remembered (or let through)
+    /// after a reload removed the user: removed means removed at once.
+    generation: std::sync::atomic::AtomicU64,
     failures: DashMap<IpAddr, (u32, Instant)>,
     pub realm: String,
 }
@@ -60,6 +66,7 @@ impl Authenticator {
             users: ArcSwap::from_pointee(users),
             hashing: tokio::sync::Semaphore::new(4),
             remembered: DashMap::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
             failures: DashMap::new(),
             realm: realm.to_string(),
         }
@@ -69,6 +76,7 @@ impl Authenticator {
     /// removed user or changed password takes effect at once.
     pub fn replace_users(&self, users: Users) {
         self.users.store(Arc::new(users));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.remembered.clear();
     }
 
@@ -80,7 +88,7 @@ impl Authenticator {
         };
         let key: [u8; 32] = Sha256::digest(header.as_bytes()).into();
         if let Some(hit) = self.remembered.get(&key) {
-            if hit.1.elapsed() < REMEMBER {
+            if hit.1.elapsed() < REMEMBER && hit.2 == self.generation.load(std::sync::atomic::Ordering::SeqCst) {
                 return AuthOutcome::Authenticated(Arc::clone(&hit.0));
             }
         }
@@ -96,21 +104,36 @@ impl Authenticator {
         let Ok(_permit) = self.hashing.acquire().await else {
             return AuthOutcome::Failed { user: None };
         };
-        let users = self.users.load_full();
-        let (n, p) = (name.clone(), password);
-        let verified = tokio::task::spawn_blocking(move || {
-            users.verify(&n, &p).map(|u| AuthedUser { name: u.name.clone(), role: u.role, groups: u.groups.clone() })
-        })
-        .await
-        .ok()
-        .flatten();
+        // A reload during the check (argon2 takes a while) means the check
+        // was made on users that are gone: check again on the new ones.
+        let mut verified = None;
+        let mut generation = 0;
+        for _ in 0..3 {
+            generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+            let users = self.users.load_full();
+            let (n, p) = (name.clone(), password.clone());
+            verified = tokio::task::spawn_blocking(move || {
+                users.verify(&n, &p).map(|u| AuthedUser {
+                    name: u.name.clone(),
+                    role: u.role,
+                    groups: u.groups.clone(),
+                })
+            })
+            .await
+            .ok()
+            .flatten();
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                break;
+            }
+            verified = None;
+        }
         match verified {
             Some(user) => {
                 let user = Arc::new(user);
                 if self.remembered.len() >= REMEMBER_MAX {
                     self.remembered.clear();
                 }
-                self.remembered.insert(key, (Arc::clone(&user), Instant::now()));
+                self.remembered.insert(key, (Arc::clone(&user), Instant::now(), generation));
                 self.failures.remove(&client);
                 AuthOutcome::Authenticated(user)
             }

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 
 use http::{header, Response};
 
-use super::ProxyState;
+use super::act::{refuse, unexpected};
+use super::{Live, ProxyState};
 use crate::audit::{EventKind, Record, Via};
-use crate::decision::Who;
+use crate::decision::{Action, Facts, Who};
 use crate::identity::{canonical_ip, AuthOutcome, Identified};
 use crate::plumbing::{respond, ProxyBody};
 
@@ -66,4 +67,29 @@ pub fn challenge(state: &ProxyState) -> Response<ProxyBody> {
 /// The `User-Agent` as text, if it is text.
 pub fn user_agent(headers: &http::HeaderMap) -> Option<&str> {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+}
+
+/// Decides `facts` (with `Who::Unknown`), identifying the person only when
+/// the decision gets that far: no password is checked for a request that
+/// is refused anyway. `Err` is the answer already due (a refusal, or `407`
+/// when credentials are missing or wrong); `Ok` the action for who asked.
+pub async fn decide_identified(
+    state: &ProxyState,
+    live: &Live,
+    facts: Facts<'_>,
+    peer: SocketAddr,
+    headers: &http::HeaderMap,
+) -> Result<(Action, Identified), Response<ProxyBody>> {
+    match state.decide(live, &facts) {
+        Action::Identify => {}
+        Action::Refuse(reason) => return Err(refuse(reason)),
+        other => return Err(unexpected(&other)),
+    }
+    let identified = identify(state, peer, headers).await;
+    let action = state.decide(live, &Facts { who: who_of(&identified), ..facts });
+    match (action, identified) {
+        (Action::Refuse(reason), _) => Err(refuse(reason)),
+        (Action::Challenge, _) | (_, None) => Err(challenge(state)),
+        (action, Some(who)) => Ok((action, who)),
+    }
 }

@@ -55,13 +55,15 @@ pub struct Live {
     /// A fresh pool whenever `denied` or the connect timeout change, so no
     /// pooled connection outlives the rules it was opened under.
     pub client: OriginClient,
+    /// `/proxy.pac` as generated for this configuration, per policy.
+    pub pac: crate::pac::PacCache,
 }
 
 impl Live {
     pub fn new(config: Config) -> Live {
         let denied = DeniedDestinations::from_config(&config.proxy);
         let client = origin_client(config.proxy.connect_timeout, denied.clone());
-        Live { config, denied, client }
+        Live { config, denied, client, pac: crate::pac::PacCache::default() }
     }
 }
 

@@ -51,6 +51,8 @@ fn audit_config(dir: &Path) -> AuditConfig {
         retention_days: 365,
         rotate: weerwal::config::Rotate { daily: true, max_bytes: 6 * 1024 },
         squid_log: Some(dir.join("logs/access.log")),
+        // The model counts one record per attempt (coalescing: hardening2.rs).
+        coalesce_after: 0,
         ..AuditConfig::default()
     }
 }

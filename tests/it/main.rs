@@ -15,11 +15,14 @@ mod fuzz_regressions;
 mod gate;
 mod gateway;
 mod hardening;
+mod hardening2;
 mod history;
 #[cfg(unix)]
 mod history_browsers;
 mod identity;
 mod own_host;
 mod pac;
+#[cfg(target_os = "linux")]
+mod package;
 mod proxy_http;
 mod proxy_https;
