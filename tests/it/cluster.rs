@@ -50,6 +50,7 @@ impl Node {
         let config = format!(
             "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nhttps = \"reject\"\n\
              [policy]\ndir = \"{policy}\"\n\
+             [audit]\ncoalesce_after = 0\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
              [cluster]\ndatabase = \"{url}\"\npassword_file = \"db.pw\"\nnode = \"{name}\"\n\
              {sections}\n",
