@@ -17,6 +17,12 @@
 #                `postgres` user when run as root); the system cluster the
 #                package starts is never used
 #   prometheus_client (PyPI)  tests/admin.rs parses /metrics with its parser
+#   unbound, bind9-utils (named-checkzone), bind9-dnsutils (dig), dnsmasq-base,
+#   squid        tests/it/dns.rs: the exported policy checked by the programs
+#                that consume it, a real Unbound as upstream and RPZ resolver
+#   slapd + ldap-utils  tests/it/directory.rs starts its own OpenLDAP slapd
+#                (own slapd.conf, temp dir, loopback ports; the package's own
+#                instance is never used) and loads it with ldapadd/ldapmodify
 #   systemd      tests/package.rs: systemd-analyze verify/security on the unit
 #                (only the tool: no running systemd is needed or started)
 #   adduser      the .deb's postinst creates the `weerwal` system user with it
@@ -39,6 +45,13 @@ command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # the fallback for a machine without any.
 command -v node >/dev/null || need+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v unbound >/dev/null || need+=(unbound)
+command -v named-checkzone >/dev/null || need+=(bind9-utils)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+command -v squid >/dev/null || [ -x /usr/sbin/squid ] || need+=(squid)
+[ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapadd >/dev/null || need+=(ldap-utils)
 # The Debian package test (tests/it/package.rs).
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v adduser >/dev/null || need+=(adduser)
@@ -47,7 +60,18 @@ command -v script >/dev/null || need+=(bsdutils)
 command -v strace >/dev/null || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
+  # unbound and squid are services in Debian: the tests start their own
+  # instances, so the system ones are not started by the install (a system
+  # Squid would take port 3128, weerwal's default). policy-rc.d is Debian's
+  # switch for that; one already present is left alone.
+  added_policy_rc=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    added_policy_rc=yes
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  [ -z "$added_policy_rc" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 # The PAC engine: installed exactly as locked, into tests/pac_engine/node_modules

@@ -33,6 +33,7 @@ pub struct Config {
     pub gateway: Option<GatewayConfig>,
     /// `[cluster]`: state and audit copy shared through PostgreSQL.
     pub cluster: Option<ClusterConfig>,
+    pub dns: Option<DnsConfig>,
     /// Where the configuration came from (`None`: embedded defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -220,6 +221,8 @@ pub struct IdentityConfig {
     #[serde(deserialize_with = "duration")]
     pub session_idle: Duration,
     pub device: Vec<DeviceRange>,
+    /// `[identity.ldap]`: the directory, for `auth = "ldap"` (and directory officers).
+    pub ldap: Option<LdapConfig>,
 }
 
 impl Default for IdentityConfig {
@@ -229,6 +232,7 @@ impl Default for IdentityConfig {
             users_file: PathBuf::from("users.toml"),
             session_idle: Duration::from_secs(30 * 60),
             device: Vec::new(),
+            ldap: None,
         }
     }
 }
@@ -239,6 +243,80 @@ impl Default for IdentityConfig {
 pub enum AuthMode {
     None,
     Basic,
+    /// Basic credentials checked with a bind against `[identity.ldap]`.
+    Ldap,
+}
+
+/// `[identity.ldap]`: Active Directory or OpenLDAP as the source of users,
+/// groups and officers (see docs/directory.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapConfig {
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `starttls`.
+    pub url: String,
+    pub starttls: bool,
+    /// Plain `ldap://` without StartTLS: passwords cross the network readable.
+    pub allow_plaintext: bool,
+    /// The CA that signed the directory's certificate (default: system roots).
+    pub ca_file: Option<PathBuf>,
+    /// The read-only service account that looks users up.
+    pub bind_dn: String,
+    /// File holding that account's password (never the password itself in here).
+    pub bind_password_file: PathBuf,
+    pub base_dn: String,
+    /// `{user}` is replaced by the name typed, escaped per RFC 4515.
+    pub user_filter: String,
+    /// The attribute listing a user's groups as DNs; a group is named by its CN.
+    pub group_attribute: String,
+    /// Members of this group may log in to the dashboard.
+    pub officer_group: Option<String>,
+    /// How long a successful check and its groups are remembered.
+    #[serde(deserialize_with = "duration")]
+    pub cache_ttl: Duration,
+    /// Connect and operation time limit for one directory request.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Directory connections kept open (and password checks at once).
+    pub pool_size: usize,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            url: String::new(),
+            starttls: false,
+            allow_plaintext: false,
+            ca_file: None,
+            bind_dn: String::new(),
+            bind_password_file: PathBuf::from("ldap.pw"),
+            base_dn: String::new(),
+            user_filter: "(&(objectClass=user)(sAMAccountName={user}))".to_string(),
+            group_attribute: "memberOf".to_string(),
+            officer_group: None,
+            cache_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(5),
+            pool_size: 8,
+        }
+    }
+}
+
+impl LdapConfig {
+    /// The attribute `user_filter` matches `{user}` against (`sAMAccountName`
+    /// in `(&(objectClass=user)(sAMAccountName={user}))`): its value names
+    /// the user in records.
+    pub fn account_attribute(&self) -> Option<String> {
+        let filter = &self.user_filter;
+        let at = filter.find("={user})")?;
+        let start = filter[..at].rfind('(')? + 1;
+        let attr = &filter[start..at];
+        (!attr.is_empty() && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.'))
+            .then(|| attr.to_string())
+    }
+
+    /// Whether the connection to the directory is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.url.to_ascii_lowercase().starts_with("ldaps://") || self.starttls
+    }
 }
 
 /// `[[identity.device]]`: a named address range (e.g. the council laptops).
@@ -282,11 +360,16 @@ pub enum PacRoute {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// PEM certificate chain: with `key`, the dashboard speaks HTTPS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Serve the dashboard without TLS on a non-loopback address anyway.
+    pub allow_plaintext: bool,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), cert: None, key: None, allow_plaintext: false }
     }
 }
 
@@ -363,6 +446,45 @@ impl Default for ClusterConfig {
     }
 }
 
+/// `[dns]`: the DNS listener for devices that do not use the proxy
+/// (phones, private devices on the municipal Wi-Fi).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// UDP and TCP, on each address.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// The municipality's resolvers, tried in order (port 53 when omitted).
+    #[serde(deserialize_with = "dns_servers")]
+    pub upstream: Vec<SocketAddr>,
+    /// What a banned name is answered with: NXDOMAIN or an address of
+    /// weerwal's block page.
+    #[serde(deserialize_with = "block_answer")]
+    pub block_answer: crate::policy::export::Answer,
+    /// Never an open resolver: only these networks are answered (REFUSED
+    /// otherwise). Default: `proxy.allow_clients`.
+    pub allow_clients: Option<Vec<IpNet>>,
+    /// Answer Firefox's DNS-over-HTTPS canary (`use-application-dns.net`)
+    /// NXDOMAIN, so Firefox keeps asking this resolver.
+    pub doh_canary: bool,
+    /// How long one upstream may take before the next is tried.
+    #[serde(deserialize_with = "duration")]
+    pub upstream_timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            upstream: Vec::new(),
+            block_answer: crate::policy::export::Answer::Nxdomain,
+            allow_clients: None,
+            doh_canary: true,
+            upstream_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// A database URL. Its `Debug` form hides any password written in it, so
 /// printing a configuration never shows one.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -406,6 +528,27 @@ pub enum OnUnavailable {
     LastKnown,
     /// Refuse every protected host until the database is back.
     Deny,
+}
+
+fn dns_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let v = Vec::<String>::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a list of resolver addresses like [\"10.0.0.53\"]"))?;
+    v.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{s:?} is not an address like \"10.0.0.53\" or \"10.0.0.53:53\""))
+                })
+        })
+        .collect()
+}
+
+fn block_answer<'de, D: Deserializer<'de>>(d: D) -> Result<crate::policy::export::Answer, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::policy::export::Answer::parse(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!("{s:?}: write \"nxdomain\" or an IP address of weerwal's block page"))
+    })
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
@@ -544,8 +687,76 @@ impl Config {
                 ));
             }
         }
+        if let Some(dns) = &self.dns {
+            if dns.upstream.is_empty() {
+                let line = text.lines().position(|l| l.trim() == "[dns]").map(|i| i + 1).unwrap_or(1);
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    key: "dns.upstream".into(),
+                    message: "name the resolver allowed queries go to, e.g. upstream = [\"10.0.0.53\"]".into(),
+                });
+            }
+        }
+        self.validate_directory(path, text)?;
         if self.ca.organisation.trim().is_empty() {
             return Err(invalid("organisation", "the CA needs an organisation name".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_directory(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of_key(text, key),
+            key: key.to_string(),
+            message,
+        };
+        if let Some(admin) = &self.admin {
+            if admin.cert.is_some() != admin.key.is_some() {
+                let k = if admin.cert.is_some() { "key" } else { "cert" };
+                return Err(invalid(k, "the dashboard's TLS needs both admin.cert and admin.key".into()));
+            }
+        }
+        let Some(l) = &self.identity.ldap else {
+            if self.identity.auth == AuthMode::Ldap {
+                return Err(invalid("auth", "auth = \"ldap\" needs an [identity.ldap] section".into()));
+            }
+            return Ok(());
+        };
+        let url = l.url.to_ascii_lowercase();
+        if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) {
+            return Err(invalid("url", format!("{:?}: write ldaps://host or ldap://host (with starttls)", l.url)));
+        }
+        if url.starts_with("ldaps://") && l.starttls {
+            return Err(invalid("starttls", "ldaps:// is TLS already; StartTLS is for ldap://".into()));
+        }
+        if !l.encrypted() && !l.allow_plaintext {
+            return Err(invalid(
+                "url",
+                "plain ldap:// sends passwords readable over the network: use ldaps://, starttls = true, or set allow_plaintext = true".into(),
+            ));
+        }
+        if l.bind_dn.trim().is_empty() {
+            return Err(invalid("bind_dn", "the service account's DN is needed to look users up".into()));
+        }
+        if l.base_dn.trim().is_empty() {
+            return Err(invalid("base_dn", "where to look for users, e.g. \"DC=gemeente,DC=local\"".into()));
+        }
+        if !l.user_filter.contains("{user}") || !l.user_filter.starts_with('(') {
+            return Err(invalid(
+                "user_filter",
+                "a filter with {user}, e.g. \"(&(objectClass=user)(sAMAccountName={user}))\"".into(),
+            ));
+        }
+        if l.account_attribute().is_none() {
+            return Err(invalid("user_filter", "{user} must be the value of one attribute, as in (uid={user})".into()));
+        }
+        if l.group_attribute.trim().is_empty() {
+            return Err(invalid("group_attribute", "e.g. \"memberOf\"".into()));
+        }
+        if l.pool_size == 0 {
+            return Err(invalid("pool_size", "must be at least 1".into()));
         }
         Ok(())
     }
@@ -615,6 +826,20 @@ impl Config {
             }
             if let Some(p) = &mut c.ca_file {
                 fix(p);
+            }
+        }
+        if let Some(l) = &mut self.identity.ldap {
+            fix(&mut l.bind_password_file);
+            if let Some(c) = &mut l.ca_file {
+                fix(c);
+            }
+        }
+        if let Some(a) = &mut self.admin {
+            if let Some(c) = &mut a.cert {
+                fix(c);
+            }
+            if let Some(k) = &mut a.key {
+                fix(k);
             }
         }
         if let Some(p) = self.compliance.as_mut().and_then(|c| c.state.as_mut()) {
@@ -698,6 +923,23 @@ mod tests {
         assert!(err.to_string().starts_with("w.toml:2: allow_clients:"), "{err}");
         let err = Config::parse(Path::new("w.toml"), "[proxy]\n\nconnect_ports = []\n").unwrap_err();
         assert!(err.to_string().starts_with("w.toml:3: connect_ports:"), "{err}");
+    }
+
+    #[test]
+    fn dns_section_parses_with_defaults_and_located_errors() {
+        let text = "[dns]\nlisten = \"127.0.0.1:5353\"\nupstream = [\"10.0.0.53\", \"[2001:db8::53]:5300\"]\nblock_answer = \"10.0.0.9\"\n";
+        let d = Config::parse(Path::new("w.toml"), text).unwrap().dns.unwrap();
+        assert_eq!(d.upstream, vec!["10.0.0.53:53".parse().unwrap(), "[2001:db8::53]:5300".parse().unwrap()]);
+        assert_eq!(d.block_answer, crate::policy::export::Answer::Address("10.0.0.9".parse().unwrap()));
+        assert!(d.allow_clients.is_none() && d.doh_canary);
+        let e = Config::parse(Path::new("w.toml"), "[dns]\nupstream = [\"10.0.0.53\"]\nblock_answer = \"sinkhole\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("w.toml:3: block_answer:") && e.contains("nxdomain"), "{e}");
+        let e = Config::parse(Path::new("w.toml"), "\n[dns]\n").unwrap_err().to_string();
+        assert!(e.starts_with("w.toml:2: dns.upstream:"), "{e}");
+        let e = Config::parse(Path::new("w.toml"), "[dns]\nupstream = [\"resolver\"]\n").unwrap_err().to_string();
+        assert!(e.starts_with("w.toml:2: upstream:"), "{e}");
     }
 
     #[test]

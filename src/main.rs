@@ -98,6 +98,10 @@ enum UsersCommand {
     List,
     /// Remove a user.
     Remove { name: String },
+    /// Check a name and password (from standard input) against the directory
+    /// (`[identity.ldap]`, else the users file) and show the groups it sees.
+    /// Exit 0 accepted, 3 refused, 1 directory unreachable.
+    Test { name: String },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +153,25 @@ enum PolicyCommand {
         /// A User-Agent to check for app signatures.
         #[arg(long)]
         user_agent: Option<String>,
+    },
+    /// Print the policy for the resolvers and proxies you already run: each
+    /// banned domain and all its subdomains, loadable as is.
+    Export {
+        /// rpz (BIND/Unbound response policy zone), unbound, dnsmasq, hosts,
+        /// adguard (AdGuard Home, Pi-hole) or squid (dstdomain ACL file).
+        #[arg(long, value_parser = ["rpz", "unbound", "dnsmasq", "hosts", "adguard", "squid"])]
+        format: String,
+        /// The RPZ zone's name.
+        #[arg(long, default_value = policy::export::DEFAULT_RPZ_ZONE)]
+        zone: String,
+        /// What a banned name resolves to: nxdomain, or an address of
+        /// weerwal's block page.
+        #[arg(long, default_value = "nxdomain")]
+        answer: String,
+        /// Also answer Firefox's DNS-over-HTTPS canary (use-application-dns.net)
+        /// NXDOMAIN, so Firefox keeps using this resolver.
+        #[arg(long)]
+        doh_canary: bool,
     },
 }
 
@@ -240,6 +263,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 weerwal::explain::Question { target: url, method, sni, user_agent, user, groups, client: Some(client) };
             policy_explain(&config, &question)
         }
+        Command::Policy(PolicyCommand::Export { format, zone, answer, doh_canary }) => {
+            policy_export(&config, &format, &zone, &answer, doh_canary)
+        }
         Command::Users(cmd) => users_command(&config, cmd),
         Command::Reload => reload_command(&config),
         Command::Logs(cmd) => Ok(weerwal::cluster::logs::run(cmd, &config)),
@@ -263,10 +289,37 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
+fn policy_export(
+    config: &Config,
+    format: &str,
+    zone: &str,
+    answer: &str,
+    doh_canary: bool,
+) -> Result<ExitCode, Failure> {
+    use policy::export::{export, Answer, ExportOptions, Format};
+    let format =
+        Format::parse(format).ok_or_else(|| Failure::Usage(anyhow::anyhow!("--format {format:?}: unknown")))?;
+    let answer = Answer::parse(answer).ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!("--answer {answer:?}: write nxdomain or an IP address of weerwal's block page"))
+    })?;
+    let zone = zone.trim_end_matches('.');
+    if policy::normalise_host(zone).map(|h| !matches!(h, policy::Host::Name(_))).unwrap_or(true) {
+        return Err(Failure::Usage(anyhow::anyhow!("--zone {zone:?}: not a DNS name")));
+    }
+    let (policy, _) = policy::load_configured(config).map_err(|e| Failure::Usage(e.into()))?;
+    let text = export(&policy, &ExportOptions { format, zone: zone.to_string(), answer, doh_canary });
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing the export to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn serve_command(config: Config) -> Result<ExitCode, Failure> {
     let pid_path = pid_file_path(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
+        // Registered before any listener accepts: a SIGTERM or Ctrl-C that
+        // comes right after the first answer still shuts down cleanly.
+        let signalled = shutdown_signal();
         let server = match Server::start(config).await {
             Ok(s) => s,
             Err(
@@ -279,7 +332,7 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
         };
         let token = server.shutdown_token();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signalled.await;
             tracing::info!("shutting down: finishing requests in flight and flushing the audit log");
             weerwal::notify::stopping();
             token.cancel();
@@ -399,25 +452,29 @@ fn is_weerwal_serve(_pid: u32) -> bool {
     true
 }
 
-async fn wait_for_signal() {
+/// Registers SIGTERM and SIGINT (Ctrl-C) now and returns a future that
+/// ends when either arrives.
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => Box::pin(async move {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
-            }
-            Err(_) => {
+            }),
+            _ => Box::pin(async {
                 let _ = tokio::signal::ctrl_c().await;
-            }
+            }),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -530,6 +587,9 @@ fn policy_explain(config: &Config, question: &weerwal::explain::Question) -> Res
 }
 
 fn users_command(config: &Config, cmd: UsersCommand) -> Result<ExitCode, Failure> {
+    if let UsersCommand::Test { name } = &cmd {
+        return users_test(config, name);
+    }
     let path = &config.identity.users_file;
     let mut users = Users::load(path).map_err(|e| Failure::Usage(e.into()))?;
     match cmd {
@@ -553,8 +613,64 @@ fn users_command(config: &Config, cmd: UsersCommand) -> Result<ExitCode, Failure
             users.save(path)?;
             println!("removed user {name}");
         }
+        UsersCommand::Test { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `weerwal users test NAME`: what the directory (or the users file) says
+/// about a name and password, for the administrator setting this up.
+fn users_test(config: &Config, name: &str) -> Result<ExitCode, Failure> {
+    use std::io::{BufRead, IsTerminal};
+    use weerwal::identity::ldap::{Directory, Verdict};
+    // Asked once, not shown, at a terminal; one line from a pipe otherwise.
+    let password = if std::io::stdin().is_terminal() {
+        prompt_hidden("Password (not shown; then Enter): ")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    let Some(ldap) = &config.identity.ldap else {
+        let users = Users::load(&config.identity.users_file).map_err(|e| Failure::Usage(e.into()))?;
+        println!("source:   users file {}", config.identity.users_file.display());
+        return Ok(match users.verify(name, &password) {
+            Some(u) => {
+                println!("accepted: {}", u.name);
+                println!("groups:   {}", u.groups.join(", "));
+                println!("officer:  {}", if u.role == Role::Officer { "yes" } else { "no" });
+                ExitCode::SUCCESS
+            }
+            None => {
+                println!("refused:  unknown name or wrong password");
+                ExitCode::from(3)
+            }
+        });
+    };
+    let directory = Directory::new(ldap).map_err(|e| Failure::Usage(e.into()))?;
+    println!("source:   directory {}{}", ldap.url, if ldap.starttls { " (StartTLS)" } else { "" });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let verdict = runtime.block_on(directory.check(name, &password))?;
+    Ok(match verdict {
+        Verdict::Accepted(u) => {
+            println!("accepted: {}", u.name);
+            println!("groups:   {}", u.groups.join(", "));
+            match directory.officer_group() {
+                Some(g) if u.groups.iter().any(|x| x == g) => println!("officer:  yes (member of {g})"),
+                Some(g) => println!("officer:  no (not a member of {g})"),
+                None => println!("officer:  no (no officer_group configured)"),
+            }
+            ExitCode::SUCCESS
+        }
+        Verdict::WrongPassword { name } => {
+            println!("refused:  {name} exists, but the directory refused the password");
+            ExitCode::from(3)
+        }
+        Verdict::Unknown => {
+            println!("refused:  no single entry matches the user_filter under base_dn (or an empty password)");
+            ExitCode::from(3)
+        }
+    })
 }
 
 /// The password from standard input: one line, so scripts can pipe it in

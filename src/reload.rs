@@ -62,7 +62,8 @@ impl Reloader {
         let old = &current.config;
         // Reading the files and building the policy (over a second for a
         // million domains) happens off the runtime's threads.
-        let (https_ready, with_users, previous) = (self.https_ready, self.identity.auth.is_some(), old.clone());
+        let (https_ready, with_users, previous) =
+            (self.https_ready, self.identity.auth.as_ref().is_some_and(|a| !a.uses_directory()), old.clone());
         let built = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
             let config = match &previous.source {
                 Some(path) if path.is_file() => Config::load(path)?,
@@ -128,9 +129,11 @@ pub fn merge(old: &Config, new: Config, https_ready: bool) -> (Config, Vec<&'sta
     keep!("identity.session_idle", identity.session_idle);
     // The dashboard's officer logins read the file named at start.
     keep!("identity.users_file", identity.users_file);
+    keep!("[identity.ldap]", identity.ldap);
     keep!("[admin]", admin);
     keep!("[compliance]", compliance);
     keep!("[gateway]", gateway);
+    keep!("[dns]", dns);
     keep!("policy.dir", policy.dir);
     // The gateway took the proxy's timeouts and header limit at start.
     let gateway_limits = |c: &Config| {

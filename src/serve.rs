@@ -36,6 +36,8 @@ pub enum ServeError {
     Compliance(#[from] ComplianceError),
     #[error("users: {0}")]
     Users(#[from] UsersError),
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("dashboard: {0}")]
     Admin(#[from] crate::admin::AdminError),
     #[error("cluster: {0}")]
@@ -84,6 +86,8 @@ pub struct Server {
     pub gateway_addrs: Vec<SocketAddr>,
     /// The officers' dashboard, when it runs (`[admin]`, or officers exist).
     pub admin_addrs: Vec<SocketAddr>,
+    /// The DNS listener's addresses (UDP and TCP), when `[dns]` is set.
+    pub dns_addrs: Vec<SocketAddr>,
     pub compliance: Option<Arc<Compliance>>,
     pub ca: Option<Arc<CertificateAuthority>>,
     pub policy: Arc<ArcSwap<Policy>>,
@@ -225,6 +229,22 @@ impl Server {
             admin_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
             tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));
         }
+        let mut dns_addrs = Vec::new();
+        if let Some(d) = &config.dns {
+            let shared = crate::dns::Shared {
+                policy: Arc::clone(&policy),
+                audit: audit.clone(),
+                identity: Arc::clone(&identity),
+                compliance: compliance.clone(),
+            };
+            let dns =
+                Arc::new(crate::dns::DnsState::new(&config, d, shared, &shutdown).await.map_err(ServeError::Bind)?);
+            for l in crate::dns::server::bind_all(&d.listen).await.map_err(ServeError::Bind)? {
+                dns_addrs.push(l.local_addr().map_err(ServeError::Bind)?);
+                tasks.spawn(crate::dns::server::run(l, Arc::clone(&dns), shutdown.clone()));
+            }
+            tracing::info!(listen = ?dns_addrs, upstream = ?d.upstream, "DNS listener running");
+        }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
         let mut shippers = JoinSet::new();
         let shippers_stop = CancellationToken::new();
@@ -270,6 +290,7 @@ impl Server {
             proxy_addrs,
             gateway_addrs,
             admin_addrs,
+            dns_addrs,
             compliance,
             ca,
             policy,

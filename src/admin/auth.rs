@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::form::{cookie, same};
+use crate::identity::ldap::{Directory, Verdict};
 use crate::identity::{Role, Users};
 
 /// The session cookie.
@@ -54,8 +55,12 @@ pub enum SessionState {
     Officer(Officer),
     /// No cookie, an unknown or expired one.
     None,
-    /// A session whose user is no longer an officer (users file changed).
+    /// A session whose user is no longer an officer (users file changed,
+    /// or removed from the directory's officer group).
     NotOfficer(String),
+    /// A directory officer's session whose membership cannot be checked now
+    /// (the directory is down): this request is refused, the session kept.
+    Unverifiable(String),
 }
 
 /// The outcome of a login form.
@@ -73,9 +78,14 @@ pub enum Login {
         /// For the audit record only (never shown): why it was refused.
         reason: &'static str,
     },
+    /// The name is not in the users file and the directory cannot be reached.
+    DirectoryDown,
 }
 
 struct Session {
+    /// Logged in with the directory password: membership of the officer
+    /// group is checked again at every request.
+    from_directory: bool,
     officer: String,
     csrf: String,
     created: Instant,
@@ -98,6 +108,8 @@ pub struct OfficerAuth {
     failures: DashMap<IpAddr, (u32, Instant)>,
     checks: Semaphore,
     secret: [u8; 32],
+    /// Officers from the directory's `officer_group`, beside the users file.
+    directory: Option<Arc<Directory>>,
 }
 
 fn random_hex(n: usize) -> String {
@@ -150,6 +162,70 @@ impl OfficerAuth {
             failures: DashMap::new(),
             checks: Semaphore::new(PARALLEL_CHECKS),
             secret,
+            directory: None,
+        }
+    }
+
+    /// Also lets members of the directory's officer group log in (when the
+    /// directory names one); the users file keeps working beside it.
+    pub fn with_directory(mut self, directory: Option<Arc<Directory>>) -> OfficerAuth {
+        self.directory = directory.filter(|d| d.officer_group().is_some());
+        self
+    }
+
+    /// The session a request's cookie names, with a directory officer's
+    /// membership of the officer group checked again (removed from the
+    /// group: the session ends at this click). An unreachable directory
+    /// refuses the request but keeps the session.
+    pub async fn session_checked(&self, headers: &HeaderMap) -> SessionState {
+        let state = self.session(headers);
+        let SessionState::Officer(officer) = &state else { return state };
+        let Some(key) = cookie(headers, SESSION_COOKIE).map(key_of) else { return SessionState::None };
+        let from_directory = self.sessions.get(&key).is_some_and(|s| s.from_directory);
+        let Some(directory) = self.directory.as_ref().filter(|_| from_directory) else { return state };
+        match directory.lookup(&officer.name).await {
+            Ok(Some(u)) if directory.officer_group().is_some_and(|g| u.groups.iter().any(|x| x == g)) => state,
+            Ok(_) => {
+                self.sessions.remove(&key);
+                SessionState::NotOfficer(officer.name.clone())
+            }
+            Err(e) => {
+                crate::metrics::metrics().directory_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(officer = %officer.name, error = %e, "dashboard: officer group membership cannot be checked");
+                SessionState::Unverifiable(officer.name.clone())
+            }
+        }
+    }
+
+    /// A login for a name that is not in the users file: the directory
+    /// checks the password and the officer group.
+    async fn directory_login(&self, directory: &Directory, client: IpAddr, name: &str, password: &str) -> Login {
+        let group = directory.officer_group().unwrap_or_default();
+        match directory.check(name, password).await {
+            Ok(Verdict::Accepted(u)) if u.groups.iter().any(|g| g == group) => {
+                self.failures.remove(&client);
+                let (token, officer) = self.create_session(&u.name, true);
+                Login::Officer { token, officer }
+            }
+            // A directory user outside the officer group is answered like a
+            // wrong password (the form tells nobody whose password is right).
+            Ok(Verdict::Accepted(u)) => {
+                self.note_failure(client);
+                Login::Failed { user: Some(u.name), reason: "not an officer" }
+            }
+            Ok(Verdict::WrongPassword { name }) => {
+                self.note_failure(client);
+                Login::Failed { user: Some(name), reason: "wrong user name or password" }
+            }
+            Ok(Verdict::Unknown) => {
+                self.note_failure(client);
+                Login::Failed { user: None, reason: "wrong user name or password" }
+            }
+            Err(e) => {
+                crate::metrics::metrics().directory_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(error = %e, "dashboard login: the directory cannot be reached");
+                Login::DirectoryDown
+            }
         }
     }
 
@@ -210,9 +286,9 @@ impl OfficerAuth {
                 return SessionState::None;
             }
             s.last_seen = now;
-            (s.officer.clone(), s.csrf.clone())
+            (s.officer.clone(), s.csrf.clone(), s.from_directory)
         };
-        if !self.is_officer(&name.0) {
+        if !name.2 && !self.is_officer(&name.0) {
             self.sessions.remove(&key);
             return SessionState::NotOfficer(name.0);
         }
@@ -257,6 +333,11 @@ impl OfficerAuth {
             tokio::time::sleep(delay).await;
         }
         let users = self.users();
+        if users.get(name).is_none() {
+            if let Some(directory) = &self.directory {
+                return self.directory_login(directory, client, name, password).await;
+            }
+        }
         let known = users.get(name).is_some().then(|| name.to_string());
         let refused = Login::Failed { user: known.clone(), reason: "wrong user name or password" };
         let Ok(_permit) = self.checks.acquire().await else { return refused };
@@ -291,6 +372,10 @@ impl OfficerAuth {
 
     /// A new session for an officer whose password was checked.
     fn create(&self, name: &str) -> (String, Officer) {
+        self.create_session(name, false)
+    }
+
+    fn create_session(&self, name: &str, from_directory: bool) -> (String, Officer) {
         let now = Instant::now();
         self.sessions.retain(|_, s| {
             now.duration_since(s.created) <= SESSION_MAX && now.duration_since(s.last_seen) <= SESSION_IDLE
@@ -306,7 +391,7 @@ impl OfficerAuth {
         let csrf = random_hex(16);
         self.sessions.insert(
             key_of(&token),
-            Session { officer: name.to_string(), csrf: csrf.clone(), created: now, last_seen: now },
+            Session { from_directory, officer: name.to_string(), csrf: csrf.clone(), created: now, last_seen: now },
         );
         (token, Officer { name: name.to_string(), csrf })
     }

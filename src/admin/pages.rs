@@ -49,10 +49,11 @@ button,.button{font:inherit;padding:.4rem .9rem;border-radius:3px;border:1px sol
 .actions{display:flex;flex-wrap:wrap;gap:.6rem;align-items:center;margin:.6rem 0}";
 
 /// The pages of the navigation: path, Dutch, English.
-const NAV: [(&str, &str, &str); 5] = [
+const NAV: [(&str, &str, &str); 6] = [
     ("/attempts", "Pogingen", "Attempts"),
     ("/sessions", "Sessies", "Sessions"),
     ("/report", "Per gebruiker", "Per user"),
+    ("/charts", "Grafieken", "Charts"),
     ("/flags", "Gemarkeerd", "Flagged"),
     ("/verify", "Logboekcontrole", "Log verification"),
 ];
@@ -173,7 +174,7 @@ pub fn filter_query(pairs: &[(String, String)], extra: &[(&str, &str)]) -> Strin
 
 /// The filter form of `logs query` (a GET form to `action`): the fields
 /// named in `show`, then `extra` (more fields of the page).
-fn filter_form(action: &str, pairs: &[(String, String)], show: &[&str], extra: &str) -> String {
+pub(super) fn filter_form(action: &str, pairs: &[(String, String)], show: &[&str], extra: &str) -> String {
     let field = |b: &mut String, key: &str, nl: &str, en: &str, hint: Option<&str>| {
         if !show.contains(&key) {
             return;

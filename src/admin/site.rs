@@ -82,6 +82,16 @@ pub async fn login(state: &AdminState, req: &Req) -> Response<ProxyBody> {
             set_cookie(&mut resp, auth::set_cookie(auth::LOGIN_COOKIE, "", Some(Duration::ZERO), secure));
             resp
         }
+        Login::DirectoryDown => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::message_page(
+                None,
+                "Directory onbereikbaar",
+                "Directory unreachable",
+                "De gebruikersdirectory (Active Directory) is nu niet bereikbaar; uw aanmelding kan niet worden gecontroleerd. Een officer uit het gebruikersbestand kan wel inloggen.",
+                "The user directory (Active Directory) cannot be reached, so your login cannot be checked. An officer from the users file can still log in.",
+            ),
+        ),
         Login::Failed { user, reason } => {
             // A non-officer's right password gets exactly the page of a
             // wrong one; the record names only a user that exists.
@@ -105,6 +115,7 @@ pub async fn route(state: &Arc<AdminState>, officer: &Officer, req: &Req) -> Res
         (&Method::GET, "/sessions") => sessions(state, officer, req).await,
         (&Method::GET, "/report") => report_page(state, officer, req).await,
         (&Method::GET, "/report.csv") => report_csv(state, req).await,
+        (&Method::GET, "/charts") => charts(state, officer, req).await,
         (&Method::GET, "/flags") => flags(state, officer, None),
         (&Method::POST, "/flags/clear") => clear(state, officer, req).await,
         (&Method::GET, "/verify") => verify(state, officer, false).await,
@@ -209,6 +220,16 @@ async fn report_page(state: &AdminState, officer: &Officer, req: &Req) -> Respon
     };
     let status = if result.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     html(status, pages::report_page(officer, &req.query, by.unwrap_or(GroupBy::User), &result))
+}
+
+/// `GET /charts`: the attempts as SVG charts, each followed by its table.
+async fn charts(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
+    let result = match filter_of(req) {
+        Ok(filter) => with_files(state, move |files| super::charts::gather(files, &filter)).await,
+        Err(e) => Err(e),
+    };
+    let status = if result.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    html(status, super::charts::charts_page(officer, &req.query, &result))
 }
 
 fn csv_name(what: &str) -> String {

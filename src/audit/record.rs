@@ -32,6 +32,8 @@ pub enum Via {
     Gateway,
     Admin,
     System,
+    /// The DNS listener (`[dns]`).
+    Dns,
 }
 
 /// One audit record. Callers fill in what they know; the writer assigns

@@ -5,6 +5,7 @@
 //! the proxy, the gateway, the CLI and the history scanner alike.
 
 pub mod date;
+pub mod export;
 pub mod host;
 mod source;
 

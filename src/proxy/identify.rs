@@ -38,6 +38,8 @@ pub async fn identify(state: &ProxyState, peer: SocketAddr, headers: &http::Head
                 }
                 return None;
             }
+            // Not checked: the directory is down; `challenge` answers 503.
+            AuthOutcome::Unavailable => return None,
         },
     };
     let subject = state.identity.subject(client, user.as_deref());
@@ -58,8 +60,17 @@ pub fn who_of(identified: &Option<Identified>) -> Who<'_> {
     }
 }
 
-/// `407` asking for proxy credentials, with this proxy's realm.
+/// `407` asking for proxy credentials, with this proxy's realm; `503`
+/// saying so while the directory cannot be reached (asking again would
+/// only loop: the credentials cannot be checked).
 pub fn challenge(state: &ProxyState) -> Response<ProxyBody> {
+    if state.identity.auth.as_ref().is_some_and(|a| a.directory_down()) {
+        return respond::error(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "De gebruikersdirectory (Active Directory) is nu niet bereikbaar; uw aanmelding kan niet worden gecontroleerd. Probeer het over een paar minuten opnieuw.",
+            "The user directory (Active Directory) cannot be reached right now, so your login cannot be checked. Please try again in a few minutes.",
+        );
+    }
     let realm = state.identity.auth.as_ref().map(|a| a.realm.as_str()).unwrap_or("weerwal");
     respond::auth_required(realm)
 }

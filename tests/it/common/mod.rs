@@ -329,5 +329,5 @@ pub fn with_dashboard(c: &mut Config, users: &[(&str, &str, weerwal::identity::R
     }
     file.save(&path).unwrap();
     c.identity.users_file = path;
-    c.admin = Some(weerwal::config::AdminConfig { listen: "127.0.0.1:0".parse().unwrap() });
+    c.admin = Some(weerwal::config::AdminConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() });
 }
