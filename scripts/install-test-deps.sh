@@ -12,6 +12,10 @@
 #                (pac-resolver on QuickJS, pinned by its package-lock.json);
 #                tests/admin_browser.rs: playwright-core in tests/browser/
 #                driving Debian's chromium (no browser download)
+#   postgresql  tests/it/cluster.rs: each test runs its own server (initdb +
+#                postgres in a temporary directory, as the unprivileged
+#                `postgres` user when run as root); the system cluster the
+#                package starts is never used
 #   prometheus_client (PyPI)  tests/admin.rs parses /metrics with its parser
 #   unbound, bind9-utils (named-checkzone), bind9-dnsutils (dig), dnsmasq-base,
 #   squid        tests/it/dns.rs: the exported policy checked by the programs
@@ -40,6 +44,7 @@ command -v firefox-esr >/dev/null || need+=(firefox-esr)
 # The machine image ships Node.js 20 with npm; Debian's own nodejs is only
 # the fallback for a machine without any.
 command -v node >/dev/null || need+=(nodejs npm)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v unbound >/dev/null || need+=(unbound)
 command -v named-checkzone >/dev/null || need+=(bind9-utils)
 command -v dig >/dev/null || need+=(bind9-dnsutils)

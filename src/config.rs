@@ -31,6 +31,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub compliance: Option<ComplianceConfig>,
     pub gateway: Option<GatewayConfig>,
+    /// `[cluster]`: state and audit copy shared through PostgreSQL.
+    pub cluster: Option<ClusterConfig>,
     pub dns: Option<DnsConfig>,
     /// Where the configuration came from (`None`: embedded defaults).
     #[serde(skip)]
@@ -133,6 +135,10 @@ pub struct AuditConfig {
     /// Also write blocked and exempted attempts as Squid `access.log` lines,
     /// for the report tools municipalities already run.
     pub squid_log: Option<PathBuf>,
+    /// The cluster node name written in every record (set from
+    /// `[cluster] node` at start, not a key of `[audit]`).
+    #[serde(skip)]
+    pub node: Option<String>,
     /// Identical attempts (same subject, event, app and host) written one by
     /// one per window before the rest are only counted (0: every attempt is
     /// written). One looping client cannot fill the audit volume.
@@ -157,6 +163,7 @@ impl Default for AuditConfig {
             log_paths: false,
             rotate: Rotate::default(),
             squid_log: None,
+            node: None,
             coalesce_after: 10,
             coalesce_window: Duration::from_secs(60),
             free_space_warn_mb: 1024,
@@ -328,8 +335,11 @@ pub struct DeviceRange {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PacConfig {
-    /// `host:port` laptops use; defaults to the first proxy listen address.
-    pub proxy: Option<String>,
+    /// `host:port` laptops use, or a list of them (several proxy nodes:
+    /// `PROXY a:3128; PROXY b:3128`, browsers fail over in order); defaults
+    /// to the first proxy listen address.
+    #[serde(deserialize_with = "proxy_list")]
+    pub proxy: Option<Vec<String>>,
     pub route: PacRoute,
     pub direct: Vec<String>,
     pub fallback_direct: bool,
@@ -405,6 +415,41 @@ pub struct GatewayRoute {
     pub upstream: String,
 }
 
+/// `[cluster]`: several nodes (proxies, a gateway, the dashboard) share
+/// their state and a copy of every audit record through PostgreSQL. Absent:
+/// one node on its own files, as before.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `postgres://user@host:port/dbname`; when absent, the environment
+    /// variable `WEERWAL_DATABASE_URL`. Never printed (a password in it is
+    /// redacted from every message).
+    pub database: Option<DatabaseUrl>,
+    /// A file holding the database password (first line), so it is in
+    /// neither the configuration nor `ps`.
+    pub password_file: Option<PathBuf>,
+    /// The CA that signed the database server's certificate: TLS with the
+    /// certificate and host name verified (`sslmode=verify-full`).
+    pub ca_file: Option<PathBuf>,
+    /// This node's name in every record (`"node"`) and in `db status`;
+    /// default: the host name.
+    pub node: Option<String>,
+    /// What the gateway does while the database cannot be reached.
+    pub on_unavailable: OnUnavailable,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            database: None,
+            password_file: None,
+            ca_file: None,
+            node: None,
+            on_unavailable: OnUnavailable::LastKnown,
+        }
+    }
+}
+
 /// `[dns]`: the DNS listener for devices that do not use the proxy
 /// (phones, private devices on the municipal Wi-Fi).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -444,6 +489,51 @@ impl Default for DnsConfig {
     }
 }
 
+/// A database URL. Its `Debug` form hides any password written in it, so
+/// printing a configuration never shows one.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", redact_url(&self.0))
+    }
+}
+
+/// A `postgres://user:password@host/db` URL with its password replaced by
+/// `***` (and any `password=` parameter): safe for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..].find(['/', '?']).map(|i| rest_start + i).unwrap_or(out.len());
+        if let Some(at) = out[rest_start..authority_end].rfind('@').map(|i| rest_start + i) {
+            if let Some(colon) = out[rest_start..at].find(':').map(|i| rest_start + i) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    // key=value forms: `password=…` in a query string or a keyword string.
+    let lower = out.to_ascii_lowercase();
+    if let Some(i) = lower.find("password=") {
+        let start = i + "password=".len();
+        let end = out[start..].find(['&', ' ']).map(|j| start + j).unwrap_or(out.len());
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
+/// `cluster.on_unavailable`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnavailable {
+    /// Keep using the flags known when the database was last reached.
+    LastKnown,
+    /// Refuse every protected host until the database is back.
+    Deny,
+}
+
 fn dns_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
     let v = Vec::<String>::deserialize(d)
         .map_err(|_| serde::de::Error::custom("expected a list of resolver addresses like [\"10.0.0.53\"]"))?;
@@ -478,6 +568,32 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Er
         Ok(OneOrMany::Many(_)) => Err(serde::de::Error::custom("at least one address is needed")),
         Err(_) => Err(serde::de::Error::custom("expected an address like \"127.0.0.1:3128\" or a list of them")),
     }
+}
+
+fn proxy_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match OneOrMany::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected \"host:port\" or a list like [\"a:3128\", \"b:3128\"]"))?
+    {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    };
+    if list.is_empty() {
+        return Err(serde::de::Error::custom("at least one proxy is needed"));
+    }
+    for p in &list {
+        let ok = p.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0))
+            && !p.contains([';', ' ', '"', '\'', '\\']);
+        if !ok {
+            return Err(serde::de::Error::custom(format!("{p:?} is not host:port (like \"proxy.gemeente.nl:3128\")")));
+        }
+    }
+    Ok(Some(list))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -561,6 +677,18 @@ impl Config {
                         admin.listen
                     ),
                 });
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if c.node.as_deref().is_some_and(|n| n.trim().is_empty() || n.len() > 128) {
+                return Err(invalid("node", "a node name needs 1 to 128 characters".into()));
+            }
+            if c.database.as_ref().is_some_and(|d| !d.0.starts_with("postgres://") && !d.0.starts_with("postgresql://"))
+            {
+                return Err(invalid(
+                    "database",
+                    "expected a URL like \"postgres://weerwal@db.gemeente.local:5432/weerwal\"".into(),
+                ));
             }
         }
         if let Some(dns) = &self.dns {
@@ -696,6 +824,14 @@ impl Config {
         }
         fix(&mut self.ca.dir);
         fix(&mut self.identity.users_file);
+        if let Some(c) = &mut self.cluster {
+            if let Some(p) = &mut c.password_file {
+                fix(p);
+            }
+            if let Some(p) = &mut c.ca_file {
+                fix(p);
+            }
+        }
         if let Some(l) = &mut self.identity.ldap {
             fix(&mut l.bind_password_file);
             if let Some(c) = &mut l.ca_file {
@@ -839,6 +975,37 @@ upstream = "http://10.0.0.5:80"
         assert_eq!(c.compliance.unwrap().protected.len(), 2);
         assert_eq!(c.gateway.unwrap().route[0].upstream, "http://10.0.0.5:80");
         assert_eq!(c.identity.device[0].name, "raadslaptops");
+    }
+
+    #[test]
+    fn cluster_section_parses_and_hides_a_password() {
+        let text = "[cluster]\ndatabase = \"postgres://weerwal:hunter2@db:5432/weerwal\"\npassword_file = \"db.pw\"\nnode = \"proxy-1\"\non_unavailable = \"deny\"\n";
+        let c = Config::parse(Path::new("w.toml"), text).unwrap().cluster.unwrap();
+        assert_eq!(c.on_unavailable, OnUnavailable::Deny);
+        assert_eq!(c.node.as_deref(), Some("proxy-1"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("weerwal:***@db:5432"), "{shown}");
+        assert_eq!(
+            redact_url("postgres://u@h/d?password=x&sslmode=require"),
+            "postgres://u@h/d?password=***&sslmode=require"
+        );
+        let err = Config::parse(Path::new("w.toml"), "[cluster]\n\ndatabase = \"mysql://x\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.toml:3: database:"), "{err}");
+        let err = Config::parse(Path::new("w.toml"), "[cluster]\non_unavailable = \"maybe\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.toml:2: on_unavailable:"), "{err}");
+    }
+
+    #[test]
+    fn pac_proxy_is_one_or_a_list() {
+        let c = Config::parse(Path::new("w.toml"), "[pac]\nproxy = \"a.gemeente.nl:3128\"\n").unwrap();
+        assert_eq!(c.pac.proxy, Some(vec!["a.gemeente.nl:3128".to_string()]));
+        let c = Config::parse(Path::new("w.toml"), "[pac]\nproxy = [\"a:3128\", \"b:3128\"]\n").unwrap();
+        assert_eq!(c.pac.proxy, Some(vec!["a:3128".to_string(), "b:3128".to_string()]));
+        for bad in ["[]", "[\"a\"]", "\"a:3128; DIRECT\"", "3"] {
+            let err = Config::parse(Path::new("w.toml"), &format!("[pac]\n\nproxy = {bad}\n")).unwrap_err();
+            assert!(err.to_string().starts_with("w.toml:3: proxy:"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod atomic_file;
 pub mod audit;
 pub mod ca;
 pub mod calendar;
+pub mod cluster;
 pub mod compliance;
 pub mod config;
 pub mod cookies;

@@ -67,6 +67,19 @@ enum Command {
     /// Manage the users file (for `identity.auth = "basic"` and officers).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// The cluster database (`[cluster]`): schema and nodes.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create or upgrade the database schema (serve does this at start too).
+    Migrate,
+    /// Print the schema version, the nodes with their last heartbeat and
+    /// policy digest (a node whose policy differs is marked). Exit status 1
+    /// when the database cannot be reached.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -255,7 +268,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Users(cmd) => users_command(&config, cmd),
         Command::Reload => reload_command(&config),
-        Command::Logs(cmd) => Ok(weerwal::audit::cli::run(cmd, &config)),
+        Command::Logs(cmd) => Ok(weerwal::cluster::logs::run(cmd, &config)),
+        Command::Db(cmd) => db_command(&config, cmd),
         Command::History(cmd) => {
             // On a council laptop there is no policy/ folder: the built-in
             // policy is the expected one, not worth a warning.
@@ -311,6 +325,7 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
             Err(
                 e @ (serve::ServeError::Policy(_)
                 | serve::ServeError::Ca(_)
+                | serve::ServeError::Cluster(_)
                 | serve::ServeError::Audit(weerwal::audit::AuditError::Locked { .. })),
             ) => return Err(Failure::Usage(e.into())),
             Err(e) => return Err(Failure::Runtime(e.into())),
@@ -461,6 +476,35 @@ fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> +
             let _ = tokio::signal::ctrl_c().await;
         })
     }
+}
+
+fn db_command(config: &Config, cmd: DbCommand) -> Result<ExitCode, Failure> {
+    use weerwal::cluster::{migrate, node, Cluster};
+    let Some(cluster) = &config.cluster else {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "no [cluster] in the configuration: `weerwal db` needs the database's settings"
+        )));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let c = Cluster::connect_only(cluster).await?;
+        match cmd {
+            DbCommand::Migrate => {
+                let client = c.client().await?;
+                let m = migrate::migrate(&client, &c.settings).await?;
+                if m.from == m.to {
+                    println!("schema version {} is current ({})", m.to, c.settings.target());
+                } else {
+                    println!("schema migrated from version {} to {} ({})", m.from, m.to, c.settings.target());
+                }
+            }
+            DbCommand::Status => {
+                let s = node::status(&c).await?;
+                node::print_status(&s, &mut std::io::stdout().lock())?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn ca_command(config: &Config, cmd: CaCommand) -> Result<ExitCode, Failure> {

@@ -43,6 +43,8 @@ pub struct Metrics {
     /// Directory requests that failed (unreachable, TLS, service account refused).
     pub directory_errors: AtomicU64,
     pub audit_write: Histogram,
+    /// [`CLUSTER_OFF`], [`CLUSTER_OK`] or [`CLUSTER_DEGRADED`].
+    pub cluster: AtomicU64,
     /// Free bytes on the audit volume, as last looked at by the writer.
     pub audit_free_bytes: AtomicU64,
     /// Repeated attempts counted instead of written one by one.
@@ -80,6 +82,13 @@ fn count_app(map: &DashMap<String, AtomicU64>, app: &str) {
     }
     map.entry(app.to_string()).or_default().fetch_add(1, Ordering::Relaxed);
 }
+
+/// No `[cluster]` configured.
+pub const CLUSTER_OFF: u64 = 0;
+/// `[cluster]` configured and its database reachable.
+pub const CLUSTER_OK: u64 = 1;
+/// `[cluster]` configured and its database unreachable.
+pub const CLUSTER_DEGRADED: u64 = 2;
 
 /// The process's metrics. One process serves one configuration, so one set.
 pub fn metrics() -> &'static Metrics {
@@ -153,6 +162,10 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP weerwal_live_sessions Sessions currently live.\n# TYPE weerwal_live_sessions gauge\nweerwal_live_sessions {live_sessions}");
         let _ = writeln!(out, "# HELP weerwal_flagged_subjects Subjects refused protected systems until they attest.\n# TYPE weerwal_flagged_subjects gauge\nweerwal_flagged_subjects {flagged}");
+        let cluster = self.cluster.load(Ordering::Relaxed);
+        if cluster != CLUSTER_OFF {
+            let _ = writeln!(out, "# HELP weerwal_cluster_degraded 1 while the cluster database cannot be reached.\n# TYPE weerwal_cluster_degraded gauge\nweerwal_cluster_degraded {}", u64::from(cluster == CLUSTER_DEGRADED));
+        }
         histogram(
             &mut out,
             "weerwal_audit_write_seconds",

@@ -40,6 +40,8 @@ pub enum ServeError {
     Identity(#[from] crate::identity::IdentityError),
     #[error("dashboard: {0}")]
     Admin(#[from] crate::admin::AdminError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// The domains a name-constrained CA must permit (`ca.name_constraints`):
@@ -95,15 +97,33 @@ pub struct Server {
     tasks: JoinSet<()>,
     audit: Option<AuditLog>,
     writer: AuditWriterHandle,
+    /// Audit shippers (`[cluster]`): stopped last, after the writer.
+    shippers: JoinSet<()>,
+    shippers_stop: CancellationToken,
 }
 
 impl Server {
     /// Starts everything the configuration asks for.
-    pub async fn start(config: Config) -> Result<Server, ServeError> {
+    pub async fn start(mut config: Config) -> Result<Server, ServeError> {
         let (policy, warnings) = crate::policy::load_configured(&config)?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        // [cluster]: the database must answer before anything is served,
+        // so a wrong password or host is an error at start, not later.
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let cluster = crate::cluster::Cluster::start(c).await?;
+                crate::cluster::node::beat(&cluster, policy.digest(), true).await?;
+                crate::metrics::metrics()
+                    .cluster
+                    .store(crate::metrics::CLUSTER_OK, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(node = %cluster.node, database = %cluster.settings.target(), "cluster database reached; schema current");
+                config.audit.node = Some(cluster.node.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
         let (audit, writer, resume) = AuditLog::open(&config.audit)?;
         let ca = match config.proxy.https {
             HttpsMode::Intercept => {
@@ -226,6 +246,39 @@ impl Server {
             tracing::info!(listen = ?dns_addrs, upstream = ?d.upstream, "DNS listener running");
         }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
+        let mut shippers = JoinSet::new();
+        let shippers_stop = CancellationToken::new();
+        if let (Some(cluster), Some(compliance), Some(c)) = (&cluster, &compliance, &config.cluster) {
+            crate::cluster::state::start(
+                Arc::clone(cluster),
+                Arc::clone(compliance),
+                Arc::clone(&identity),
+                c.on_unavailable,
+                &mut tasks,
+                shutdown.clone(),
+            );
+        }
+        if let Some(cluster) = &cluster {
+            tasks.spawn(crate::cluster::node::heartbeat(Arc::clone(cluster), Arc::clone(&policy), shutdown.clone()));
+            let sink = crate::cluster::sink::DatabaseSink::new(Arc::clone(cluster));
+            let health = Arc::clone(cluster);
+            let shipper =
+                crate::audit::ship::Shipper::new(&config.audit.path, Box::new(sink)).on_state(move |failing| {
+                    if failing {
+                        health.health.down("shipping audit records", &"the database did not take a batch");
+                    } else {
+                        health.health.up();
+                    }
+                });
+            // Stopped after the audit writer, so the last records of this
+            // run (session ends) are shipped too.
+            shippers.spawn(shipper.run(shippers_stop.clone(), Duration::from_secs(5)));
+        }
+        // One set of caps for all the proxy's listen addresses.
+        let admission = crate::plumbing::accept::Admission::new(
+            config.proxy.max_connections,
+            config.proxy.max_connections_per_client,
+        );
         if let Some(c) = &compliance {
             tasks.spawn(expire_flags(Arc::clone(c), audit.clone(), shutdown.clone()));
         }
@@ -247,6 +300,8 @@ impl Server {
             tasks,
             audit: Some(audit),
             writer,
+            shippers,
+            shippers_stop,
         })
     }
 
@@ -287,6 +342,8 @@ impl Server {
         }
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        self.shippers_stop.cancel();
+        while self.shippers.join_next().await.is_some() {}
         tracing::info!("weerwal stopped");
     }
 }

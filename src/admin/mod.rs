@@ -308,7 +308,10 @@ async fn route(state: &Arc<AdminState>, req: Req) -> Response<ProxyBody> {
     let m = &req.method;
     match req.path.as_str() {
         "/healthz" if *m == Method::GET || *m == Method::HEAD => {
-            return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+            let degraded = crate::metrics::metrics().cluster.load(std::sync::atomic::Ordering::Relaxed)
+                == crate::metrics::CLUSTER_DEGRADED;
+            let body = if degraded { "degraded: cluster database unreachable\n" } else { "ok\n" };
+            return text(StatusCode::OK, "text/plain; charset=utf-8", body);
         }
         "/metrics" if *m == Method::GET => return metrics(state),
         "/login" if *m == Method::GET => return site::login_form(state, &req, None, StatusCode::OK),

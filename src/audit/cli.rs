@@ -26,6 +26,11 @@ pub enum LogsCommand {
         /// rotated files).
         #[arg(value_name = "DIR|FILE")]
         paths: Vec<PathBuf>,
+        /// Also compare every record with its copy in the cluster database
+        /// (`[cluster]`) and name the first that differs: a chain rewritten
+        /// on disk after it was shipped is caught.
+        #[arg(long)]
+        witness: bool,
     },
     /// List the records that match every filter given, across rotated files.
     Query {
@@ -160,7 +165,10 @@ fn execute(
 ) -> Result<u8, Fail> {
     let live = &config.audit.path;
     match cmd {
-        LogsCommand::Verify { paths } => {
+        LogsCommand::Verify { witness: true, .. } => Err(Fail::Usage(
+            "--witness compares the log with its copy in the cluster database: configure [cluster] first".into(),
+        )),
+        LogsCommand::Verify { paths, .. } => {
             let selection = select(&paths, live).map_err(Fail::Runtime)?;
             match verify(&selection).map_err(|e| Fail::Runtime(e.to_string()))? {
                 Outcome::Intact(summary) => {
@@ -197,7 +205,8 @@ fn execute(
     }
 }
 
-fn warn_skipped(err: &mut dyn Write, skipped: &Skipped) {
+/// Warns about lines left out of a query or report.
+pub fn warn_skipped(err: &mut dyn Write, skipped: &Skipped) {
     if let Some(first) = &skipped.first {
         let _ = writeln!(
             err,

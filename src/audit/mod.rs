@@ -11,6 +11,7 @@ pub mod query;
 pub mod reader;
 pub mod record;
 pub mod report;
+pub mod ship;
 pub mod squid;
 pub mod time;
 pub mod verify;

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::output::{csv_row, Format, Table};
-use super::reader::{each_line, ReadError};
+use super::reader::{each_line, LineVisitor, ReadError};
 use super::record::{EventKind, Record};
 use super::time::{parse_rfc3339, TimeRange};
 use crate::calendar::Zone;
@@ -265,6 +265,16 @@ pub fn query(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(u64, Skipped), RunError> {
+    query_lines(|visit| each_line(files, visit), filter, format, out)
+}
+
+/// [`query`] over any source of lines (the cluster database's copy).
+pub fn query_lines(
+    source: impl FnOnce(LineVisitor<'_>) -> Result<(), ReadError>,
+    filter: &Filter,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(u64, Skipped), RunError> {
     let mut matched = 0u64;
     let mut skipped = Skipped::default();
     let mut table = table(&filter.zone);
@@ -275,7 +285,7 @@ pub fn query(
     if format == Format::Json {
         out.write_all(b"[")?;
     }
-    each_line(files, |line| {
+    source(&mut |line| {
         let Some(text) = line.text().filter(|_| line.complete) else {
             skipped.note(line.file, line.number);
             return ControlFlow::Continue(());

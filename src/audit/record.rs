@@ -85,6 +85,10 @@ pub struct Record {
     /// Event-specific facts (policy digest and counts, session summary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+    /// The cluster node that wrote the record (`[cluster] node`); absent
+    /// on a node without `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(default)]
     pub prev: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -114,6 +118,7 @@ impl Record {
             flagged: None,
             reason: None,
             detail: None,
+            node: None,
             prev: String::new(),
             hash: String::new(),
         }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use super::output::{csv_row, Format, Table};
 use super::query::{Filter, RunError, Skipped, View};
-use super::reader::each_line;
+use super::reader::{each_line, LineVisitor, ReadError};
 use super::record::EventKind;
 use crate::calendar::Zone;
 
@@ -60,9 +60,18 @@ pub struct Group {
 /// events (sessions, policy loads, retention) are not attempts and are left
 /// out. Groups come sorted: days in order, anything else by attempts, most first.
 pub fn report(files: &[PathBuf], filter: &Filter, by: GroupBy) -> Result<(Vec<Group>, Skipped), RunError> {
+    report_lines(|visit| each_line(files, visit), filter, by)
+}
+
+/// [`report`] over any source of lines (the cluster database's copy).
+pub fn report_lines(
+    source: impl FnOnce(LineVisitor<'_>) -> Result<(), ReadError>,
+    filter: &Filter,
+    by: GroupBy,
+) -> Result<(Vec<Group>, Skipped), RunError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut skipped = Skipped::default();
-    each_line(files, |line| {
+    source(&mut |line| {
         let Some(text) = line.text().filter(|_| line.complete) else {
             skipped.note(line.file, line.number);
             return ControlFlow::Continue(());

@@ -205,6 +205,7 @@ impl AuditLog {
             retention_days: config.retention_days,
             squid,
             clock,
+            node: config.node.clone(),
             coalescer: Coalescer::new(config.coalesce_after, config.coalesce_window),
             space: SpaceGuard::new(path, config.free_space_warn_mb, config.free_space_refuse_mb),
             _lock: lock,
@@ -322,6 +323,8 @@ struct Writer {
     retention_days: u32,
     squid: Option<SquidLog>,
     clock: Clock,
+    /// `[cluster] node`, stamped on every record.
+    node: Option<String>,
     coalescer: Coalescer,
     space: SpaceGuard,
     /// Held (open) for as long as the writer runs.
@@ -601,6 +604,7 @@ impl Writer {
             r.seq = self.next_seq;
             r.ts.clone_from(&ts);
             r.prev = std::mem::take(&mut self.prev);
+            r.node.clone_from(&self.node);
             r.hash.clear();
             match r.write_line(buf) {
                 Ok(hash) => {

@@ -9,6 +9,7 @@ mod admin_browser;
 mod audit_logs;
 mod bypass;
 mod cli;
+mod cluster;
 mod directory;
 mod dns;
 mod explain;

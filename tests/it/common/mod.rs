@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod history_fixtures;
+pub mod postgres;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
