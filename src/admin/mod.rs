@@ -27,14 +27,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditLog, EventKind, Record, Via};
 use crate::compliance::Compliance;
 use crate::config::{AdminConfig, Config};
 use crate::identity::{canonical_ip, Identity, Role, Users};
+use crate::plumbing::accept::{self, Accepted, Admission};
 use crate::plumbing::respond;
 use crate::plumbing::ProxyBody;
 use auth::{Officer, OfficerAuth, SessionState};
@@ -170,7 +169,6 @@ const USERS_WATCH: Duration = Duration::from_secs(1);
 /// Serves the dashboard until `shutdown`, then lets requests in flight
 /// finish (up to `grace`).
 pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken, grace: Duration) {
-    let tracker = TaskTracker::new();
     // The users file is looked at once a second, off the runtime's threads.
     {
         let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
@@ -185,43 +183,35 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
             }
         });
     }
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(client = %peer, "dashboard: too many connections");
-            continue;
-        };
-        let state = Arc::clone(&state);
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            match state.tls.clone() {
-                Some(tls) => {
-                    let handshake = tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await;
-                    match handshake {
-                        Ok(Ok(stream)) => serve_connection(stream, state, peer, shutdown).await,
-                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "dashboard TLS handshake failed"),
-                        Err(_) => tracing::debug!(client = %peer, "dashboard TLS handshake timed out"),
+    // The accept loop every listener shares: a cap in all and per address
+    // (officers are few; a flood from one machine cannot exhaust the server).
+    let admission = Admission::new(MAX_CONNECTIONS, MAX_CONNECTIONS / 4);
+    accept::run(
+        listener,
+        admission,
+        shutdown,
+        grace,
+        |_| true,
+        move |conn| {
+            let state = Arc::clone(&state);
+            async move {
+                let Accepted { stream, peer, slot, shutdown } = conn;
+                match state.tls.clone() {
+                    Some(tls) => {
+                        let handshake = tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await;
+                        match handshake {
+                            Ok(Ok(stream)) => serve_connection(stream, state, peer, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "dashboard TLS handshake failed"),
+                            Err(_) => tracing::debug!(client = %peer, "dashboard TLS handshake timed out"),
+                        }
                     }
+                    None => serve_connection(stream, state, peer, shutdown).await,
                 }
-                None => serve_connection(stream, state, peer, shutdown).await,
+                drop(slot);
             }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    tracker.close();
-    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+        },
+    )
+    .await
 }
 
 /// Serves one dashboard connection (plain or TLS) until it ends or `shutdown`.

@@ -327,7 +327,7 @@ fn attempt_row(b: &mut String, r: &Record, zone: &Zone) {
         r.seq,
         time(&r.ts, zone),
         event_label(r.event),
-        escape(&event_name(r.event)),
+        escape(&format!("{}{}", event_name(r.event), flag_note(r))),
         opt(&r.user),
         r.client.map(|c| escape(&c.to_string())).unwrap_or_else(|| "–".into()),
         opt(&r.device),
@@ -337,6 +337,18 @@ fn attempt_row(b: &mut String, r: &Record, zone: &Zone) {
         escape(&via),
         session_cell(&r.session),
     );
+}
+
+/// Whether a blocked attempt flagged its subject for the compliance gate,
+/// as the record says (officers see why someone was, or was not, refused
+/// webmail).
+fn flag_note(r: &Record) -> &'static str {
+    match (r.flagged, r.navigation) {
+        (Some(true), _) => " · markeert apparaat / flags device",
+        (Some(false), Some(false)) => " · ingesloten inhoud, markeert niet / embedded, does not flag",
+        (Some(false), _) => " · markeert niet / does not flag",
+        (None, _) => "",
+    }
 }
 
 fn duration(d: Duration) -> String {

@@ -609,3 +609,21 @@ async fn the_dashboard_never_takes_the_proxy_port_and_runs_by_default_only_for_o
     assert!(proxy.server.as_ref().unwrap().admin_addrs.is_empty());
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_attempts_page_says_whether_an_attempt_flagged_its_device() {
+    let proxy = TestProxy::start_with(with_compliance).await;
+    let client = proxy.client();
+    let opened = client.get("http://www.tiktok.com/").header("sec-fetch-dest", "document").send().await.unwrap();
+    assert_eq!(opened.status(), 403);
+    let pixel =
+        client.get("http://analytics.tiktok.com/pixel.js").header("sec-fetch-dest", "script").send().await.unwrap();
+    assert_eq!(pixel.status(), 403);
+    let mut d = Dash::new(admin_addr(&proxy));
+    d.login_officer().await;
+    let page = d.get("/attempts").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("markeert apparaat / flags device"), "{}", page.body);
+    assert!(page.body.contains("ingesloten inhoud, markeert niet / embedded, does not flag"), "{}", page.body);
+    proxy.stop().await;
+}
