@@ -89,8 +89,36 @@ impl Node {
         self.command().args(args).stdin(Stdio::null()).output().unwrap()
     }
 
-    /// Starts `serve` and waits (up to 30 s) until the proxy answers.
+    /// Starts `serve` and waits (up to 30 s) until the proxy answers. A
+    /// port that another test took between choosing and binding it is
+    /// chosen again (up to three times).
     fn start(&mut self) {
+        for _ in 0..3 {
+            match self.try_start() {
+                Ok(()) => return,
+                Err(log) if log.contains("Address already in use") => self.choose_ports_again(),
+                Err(log) => panic!("{} exited:\n{log}", self.name),
+            }
+        }
+        panic!("{}: its ports were taken three times", self.name);
+    }
+
+    /// New free ports for this node, written into its configuration.
+    fn choose_ports_again(&mut self) {
+        let [proxy, admin, gateway] = crate::common::postgres::free_ports::<3>();
+        let path = self.config_path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text = text.replace(&format!("127.0.0.1:{}\"", self.proxy_port), &format!("127.0.0.1:{proxy}\""));
+        text = text.replace(&format!("127.0.0.1:{}\"", self.admin_port), &format!("127.0.0.1:{admin}\""));
+        if let Some(g) = self.gateway_port {
+            text = text.replace(&format!(":{g}\""), &format!(":{gateway}\""));
+            self.gateway_port = Some(gateway);
+        }
+        std::fs::write(&path, text).unwrap();
+        (self.proxy_port, self.admin_port) = (proxy, admin);
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
         let mut child = self.command().arg("serve").stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         // A fresh log per run (the lines of an earlier run are not this one's).
@@ -105,11 +133,15 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.log_text().contains("weerwal proxy running") {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("{} exited with {status}:\n{}", self.name, self.log_text());
+                self.child = None;
+                // The stderr reader may still be collecting the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return Err(format!("{status}:\n{}", self.log_text()));
             }
             assert!(Instant::now() < deadline, "{} did not start:\n{}", self.name, self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     fn log_text(&self) -> String {
