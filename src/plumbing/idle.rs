@@ -145,7 +145,12 @@ mod kernel {
         /// side's reading ends, the other side's writing is shut down; done
         /// when both directions are done, or at the first error. `moved` is
         /// called whenever bytes moved. Returns the bytes copied a→b, b→a.
-        pub(super) async fn copy(self, a: &mut TcpStream, b: &mut TcpStream, moved: impl Fn()) -> io::Result<(u64, u64)> {
+        pub(super) async fn copy(
+            self,
+            a: &mut TcpStream,
+            b: &mut TcpStream,
+            moved: impl Fn(),
+        ) -> io::Result<(u64, u64)> {
             let mut a_to_b = pin!(self.a_to_b);
             let mut b_to_a = pin!(self.b_to_a);
             let (mut a_done, mut b_done) = (false, false);

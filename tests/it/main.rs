@@ -22,3 +22,4 @@ mod own_host;
 mod pac;
 mod proxy_http;
 mod proxy_https;
+mod tunnel_splice;
