@@ -43,14 +43,16 @@ pub struct Admitted {
 }
 
 /// Leave for one tunnel to hold its kernel-copy pipes, until dropped.
-pub struct PipeLeave(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct PipeLeave {
+    _pairs: OwnedSemaphorePermit,
+}
 
 impl Admitted {
     /// Leave for this connection's tunnel to copy in the kernel (two pipes,
     /// four descriptors), or `None` when the descriptors are spoken for:
     /// the tunnel is then copied through user space.
     pub fn pipes(&self) -> Option<PipeLeave> {
-        Arc::clone(&self.admission.fd_pairs).try_acquire_many_owned(2).ok().map(PipeLeave)
+        Arc::clone(&self.admission.fd_pairs).try_acquire_many_owned(2).ok().map(|p| PipeLeave { _pairs: p })
     }
 }
 
