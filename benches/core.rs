@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use weerwal::audit::record::GENESIS;
 use weerwal::audit::{EventKind, Record, Via};
 use weerwal::ca::{CertificateAuthority, LeafCache};
-use weerwal::policy::{self, normalise_host, Date, Policy, PolicyBuilder, Subject, Target};
+use weerwal::policy::{self, normalise_host, Date, Policy, PolicyBuilder, Subject, Target, Zone};
 
 #[path = "../bench/synthetic.rs"]
 mod synthetic;
@@ -45,7 +45,7 @@ fn synthetic_policy(n: usize, per_app: usize) -> Policy {
     for (name, text) in policy::EMBEDDED {
         b.add_source(Path::new(name), text);
     }
-    b.build(Date::today()).expect("synthetic policy builds").0
+    b.build(Zone::default().today()).expect("synthetic policy builds").0
 }
 
 fn config() -> Criterion {
@@ -64,9 +64,9 @@ fn decide_once(policy: &Policy, subject: &Subject, raw: &str, ua: Option<&str>, 
 }
 
 fn policy_benches(c: &mut Criterion) {
-    let today = Date::today();
+    let today = Zone::default().today();
     let subject = Subject::anonymous(IpAddr::from([10, 1, 2, 3]));
-    let shipped = policy::load_embedded(today).expect("shipped policy").0;
+    let shipped = policy::load_embedded(&Zone::default()).expect("shipped policy").0;
     let t = Instant::now();
     let per_app = std::env::var("WEERWAL_BENCH_PER_APP").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
     let million = synthetic_policy(MILLION, per_app);

@@ -35,7 +35,7 @@ const COMMANDS: [&str; 3] =
 
 fn command(i: usize) -> LogsCommand {
     match i {
-        0 => LogsCommand::Verify { paths: Vec::new() },
+        0 => LogsCommand::Verify { paths: Vec::new(), witness: false },
         1 => LogsCommand::Report { filter: FilterArgs::default(), by: GroupBy::User, format: Format::Table },
         _ => LogsCommand::Query {
             filter: FilterArgs { user: Some("jdevries".into()), ..FilterArgs::default() },

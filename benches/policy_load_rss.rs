@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use weerwal::policy::{self, Date};
+use weerwal::policy::{self, Zone};
 
 #[path = "../bench/synthetic.rs"]
 mod synthetic;
@@ -50,7 +50,7 @@ fn load(dir: &std::path::Path) {
     let bytes: u64 = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     let before = status_kib("VmRSS:");
     let t = Instant::now();
-    let (policy, _warnings) = policy::load_dir(dir, Date::today()).expect("policy loads");
+    let (policy, _warnings) = policy::load_dir(dir, &Zone::default()).expect("policy loads");
     let secs = t.elapsed().as_secs_f64();
     let after = status_kib("VmRSS:");
     let peak = status_kib("VmHWM:");

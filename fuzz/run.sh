@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds=${FUZZ_SECONDS:-60}
-all_targets=(client_hello host_decide policy_parse)
+all_targets=(client_hello host_decide policy_parse dns_query)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 seeds_for() {
@@ -35,6 +35,7 @@ options_for() {
   case $1 in
     host_decide) echo "-dict=dicts/host.dict" ;;
     policy_parse) echo "-dict=dicts/policy.dict -max_len=16384" ;;
+    dns_query) echo "-max_len=1024" ;;
     *) echo "" ;;
   esac
 }

@@ -6,6 +6,13 @@
 //! terminate TLS for a **banned** host, and only for a banned host, and show
 //! the block page. Nothing else is ever intercepted.
 //!
+//! With `ca.name_constraints = true` the CA carries X.509 name constraints
+//! permitting only the banned and protected domains (and no IP address), so
+//! a stolen `ca.key` cannot impersonate the municipality's bank: browsers
+//! and rustls refuse any other leaf it signs. Protected hosts are among
+//! them because flagged subjects are intercepted there for the remediation
+//! page.
+//!
 //! The CA lives in a directory (`certs/` by default) as `ca.pem` (public,
 //! distributed to laptops) and `ca.key` (private, mode 0600, never leaves the
 //! server). Leaves are minted on demand by [`LeafCache`].
@@ -17,16 +24,17 @@ mod tests;
 pub use leaf::{LeafCache, DEFAULT_MAX_HOSTS};
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, DnValue, GeneralSubtree, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints, SerialNumber,
 };
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
@@ -172,6 +180,8 @@ pub struct CertificateAuthority {
     not_before: SystemTime,
     not_after: SystemTime,
     fingerprint: String,
+    /// The DNS names its name constraints permit (`None`: unconstrained).
+    permitted: Option<Vec<String>>,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -195,6 +205,18 @@ impl CertificateAuthority {
     /// after), and both files are written atomically through a temporary file
     /// in `dir`.
     pub fn init(dir: &Path, organisation: &str, force: bool) -> Result<Self, CaError> {
+        Self::init_constrained(dir, organisation, force, None)
+    }
+
+    /// [`Self::init`], with name constraints permitting only `permitted`
+    /// (DNS names, each with its subdomains; see [`constraint_names`]) when
+    /// given: `ca.name_constraints = true`.
+    pub fn init_constrained(
+        dir: &Path,
+        organisation: &str,
+        force: bool,
+        permitted: Option<&[String]>,
+    ) -> Result<Self, CaError> {
         let (cert_path, key_path) = paths(dir);
         if !force {
             for path in [&cert_path, &key_path] {
@@ -204,7 +226,7 @@ impl CertificateAuthority {
             }
         }
         let create = |reason: String| CaError::Create { dir: dir.to_path_buf(), reason };
-        let (cert_pem, key_pem) = generate_ca(organisation).map_err(create)?;
+        let (cert_pem, key_pem) = generate_ca(organisation, permitted).map_err(create)?;
         fs::create_dir_all(dir).map_err(|source| CaError::Io { path: dir.to_path_buf(), source })?;
         // Key first: a crash in between leaves a key without a certificate,
         // which `load` reports, rather than a certificate nobody can sign for.
@@ -254,10 +276,20 @@ impl CertificateAuthority {
     /// the CA on first start. Half a CA (one file without the other) is an
     /// error, never silently replaced.
     pub fn load_or_create(dir: &Path, organisation: &str) -> Result<(Self, bool), CaError> {
+        Self::load_or_create_constrained(dir, organisation, None)
+    }
+
+    /// [`Self::load_or_create`]; a CA created here carries name constraints
+    /// permitting only `permitted` when given.
+    pub fn load_or_create_constrained(
+        dir: &Path,
+        organisation: &str,
+        permitted: Option<&[String]>,
+    ) -> Result<(Self, bool), CaError> {
         let (cert_path, key_path) = paths(dir);
         match (exists(&cert_path)?, exists(&key_path)?) {
             (true, true) => Ok((Self::load(dir)?, false)),
-            (false, false) => Ok((Self::init(dir, organisation, false)?, true)),
+            (false, false) => Ok((Self::init_constrained(dir, organisation, false, permitted)?, true)),
             (true, false) => Err(CaError::Incomplete { present: cert_path, missing: key_path }),
             (false, true) => Err(CaError::Incomplete { present: key_path, missing: cert_path }),
         }
@@ -290,7 +322,31 @@ impl CertificateAuthority {
             not_before: self.not_before,
             not_after: self.not_after,
             fingerprint_sha256: self.fingerprint.clone(),
+            permitted: self.permitted.clone(),
         }
+    }
+
+    /// The DNS names the CA's name constraints permit (each with its
+    /// subdomains); `None` when it may sign any name.
+    pub fn permitted_names(&self) -> Option<&[String]> {
+        self.permitted.as_deref()
+    }
+
+    /// Whether a leaf this CA signs for `host` is valid: always for an
+    /// unconstrained CA, else only when a permitted name covers the host.
+    pub fn may_sign(&self, host: &str) -> bool {
+        match &self.permitted {
+            None => true,
+            Some(names) => {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                host.parse::<std::net::IpAddr>().is_err() && names.iter().any(|n| covers(n, &host))
+            }
+        }
+    }
+
+    /// Of `domains`, the ones this CA may not sign (for `serve`'s warning).
+    pub fn unsignable<'a>(&self, domains: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        domains.into_iter().filter(|d| !self.may_sign(d)).map(str::to_string).collect()
     }
 
     /// Where `ca.pem` is, for messages and `weerwal ca show`.
@@ -316,10 +372,13 @@ impl CertificateAuthority {
     /// Builds the CA from the two PEM texts, checking that they belong
     /// together and that leaves signed with them will chain to `ca.pem`.
     fn from_pem(cert_path: PathBuf, key_path: PathBuf, cert_pem: String, key_pem: &str) -> Result<Self, CaError> {
-        let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .next()
-            .ok_or_else(|| CaError::BadCert { path: cert_path.clone(), reason: "no CERTIFICATE block".into() })?
-            .map_err(|e| CaError::BadCert { path: cert_path.clone(), reason: format!("unreadable PEM: {e}") })?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
+            let reason = match e {
+                pem::Error::NoItemsFound => "no CERTIFICATE block".into(),
+                e => format!("unreadable PEM: {e}"),
+            };
+            CaError::BadCert { path: cert_path.clone(), reason }
+        })?;
         let key = KeyPair::from_pem(key_pem)
             .map_err(|e| CaError::BadKey { path: key_path.clone(), reason: e.to_string() })?;
         Self::from_der(cert_path, key_path, cert_pem, cert_der, key)
@@ -370,6 +429,19 @@ impl CertificateAuthority {
             ));
         }
 
+        let permitted = match cert.name_constraints() {
+            Ok(Some(nc)) => nc.value.permitted_subtrees.as_ref().map(|subtrees| {
+                subtrees
+                    .iter()
+                    .filter_map(|t| match t.base {
+                        x509_parser::extensions::GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            }),
+            Ok(None) => None,
+            Err(e) => return Err(bad_cert(format!("unreadable nameConstraints: {e}"))),
+        };
         let subject = display_name(cert.subject());
         let not_before = system_time(&cert.validity().not_before);
         let not_after = system_time(&cert.validity().not_after);
@@ -383,8 +455,54 @@ impl CertificateAuthority {
             cert_pem,
             cert_der,
             issuer,
+            permitted,
         })
     }
+}
+
+/// Whether the name constraint `name` (RFC 5280: the name and every name
+/// with labels added on the left) covers `host`.
+fn covers(name: &str, host: &str) -> bool {
+    let name = name.trim_start_matches('.');
+    host == name || host.strip_suffix(name).is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// The DNS names a constrained CA permits, from the policy's banned
+/// domains and the protected hosts: lower-cased, without a leading `*.` or
+/// `.`, IP addresses left out, and a name dropped when a shorter one already
+/// covers it (`tiktok.com` covers `www.tiktok.com`). Sorted.
+pub fn constraint_names<I, S>(domains: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut names: Vec<String> = domains
+        .into_iter()
+        .map(|d| {
+            d.as_ref()
+                .trim()
+                .trim_end_matches('.')
+                .trim_start_matches("*.")
+                .trim_start_matches('.')
+                .to_ascii_lowercase()
+        })
+        .filter(|d| !d.is_empty() && d.parse::<std::net::IpAddr>().is_err() && !d.contains(['*', ' ', '/', ':']))
+        .collect();
+    // Shorter names first, so a parent is kept before its subdomains.
+    names.sort_by(|a, b| a.split('.').count().cmp(&b.split('.').count()).then_with(|| a.cmp(b)));
+    names.dedup();
+    let mut kept: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for n in names {
+        let labels: Vec<&str> = n.split('.').collect();
+        let covered = (1..labels.len()).any(|i| kept.contains(&labels[i..].join(".")));
+        if !covered {
+            kept.insert(n.clone());
+            out.push(n);
+        }
+    }
+    out.sort();
+    out
 }
 
 /// What `weerwal ca show` prints, and what `serve` logs on start.
@@ -400,6 +518,8 @@ pub struct CaSummary {
     pub not_after: SystemTime,
     /// SHA-256 fingerprint, `AB:CD:...`.
     pub fingerprint_sha256: String,
+    /// The names its name constraints permit; `None`: any name.
+    pub permitted: Option<Vec<String>>,
 }
 
 impl fmt::Display for CaSummary {
@@ -411,7 +531,17 @@ impl fmt::Display for CaSummary {
         if self.not_after <= SystemTime::now() {
             write!(f, " (EXPIRED)")?;
         }
-        write!(f, "\nSHA-256:     {}", self.fingerprint_sha256)
+        write!(f, "\nSHA-256:     {}", self.fingerprint_sha256)?;
+        match &self.permitted {
+            None => write!(f, "\nmay sign:    any name (no name constraints)"),
+            Some(names) if names.len() > 20 => write!(
+                f,
+                "\nmay sign:    only {} names (name constraints, with subdomains): {}, …",
+                names.len(),
+                names[..20].join(", ")
+            ),
+            Some(names) => write!(f, "\nmay sign:    only {} (name constraints, with subdomains)", names.join(", ")),
+        }
     }
 }
 
@@ -439,31 +569,7 @@ fn read_to_string(path: &Path) -> Result<String, CaError> {
 /// `mode` (so a key is never readable by others, not even for a moment), and
 /// renames it over `path`: readers see the old file or the new one, never half.
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let io_error = |source| CaError::Io { path: path.to_path_buf(), source };
-    let suffix = random_bytes::<8>().map_err(|e| io_error(io::Error::other(e.to_string())))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(source) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_error(source));
-    }
-    // Make the rename itself durable. Best effort: not every filesystem
-    // lets a directory be opened for sync.
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    crate::atomic_file::write(path, contents, mode).map_err(|source| CaError::Io { path: path.to_path_buf(), source })
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], getrandom::Error> {
@@ -486,7 +592,7 @@ pub(crate) fn since_epoch(t: SystemTime) -> Duration {
 }
 
 /// Returns the PEM of a new CA certificate and of its PKCS#8 key.
-fn generate_ca(organisation: &str) -> Result<(String, String), String> {
+fn generate_ca(organisation: &str, permitted: Option<&[String]>) -> Result<(String, String), String> {
     let organisation = organisation.trim();
     if organisation.is_empty() {
         return Err("the organisation name is empty (set [ca] organisation)".into());
@@ -514,6 +620,19 @@ fn generate_ca(organisation: &str) -> Result<(String, String), String> {
     params.serial_number = Some(random_serial().map_err(|e| e.to_string())?);
     params.not_before = now - BACKDATE;
     params.not_after = now + CA_VALIDITY;
+    if let Some(names) = permitted {
+        if names.is_empty() {
+            return Err("ca.name_constraints = true but the policy names no domain to permit".into());
+        }
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: names.iter().map(|n| GeneralSubtree::DnsName(n.clone())).collect(),
+            // No IP address at all: banned and protected hosts are names.
+            excluded_subtrees: vec![
+                GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+                GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+            ],
+        });
+    }
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     Ok((cert.pem(), key.serialize_pem()))
 }

@@ -95,6 +95,10 @@ pub enum Stage<'a> {
     /// `routed` when the gateway has an upstream for it; `keys` every key
     /// that may name this person (address, user, linked device cookie).
     Gateway { routed: bool, keys: &'a [String] },
+    /// A DNS question for the host (the `[dns]` listener): no port, no
+    /// connection and no compliance gate (the gateway applies that when the
+    /// device connects); the policy alone decides block or forward.
+    Dns,
 }
 
 /// The facts of one request.
@@ -387,6 +391,10 @@ pub fn decide(rules: &Rules<'_>, facts: &Facts<'_>) -> Action {
         Stage::Gateway { keys, .. } => {
             remediation(rules, subject, facts.host, keys).unwrap_or(Action::Forward { exempted: None })
         }
+        Stage::Dns => match verdict(rules, subject, facts.host, None, facts.today) {
+            Verdict::Block(matched) => Action::Block { host: facts.host.clone(), matched },
+            v => Action::Forward { exempted: exempted(v, facts.host) },
+        },
     }
 }
 

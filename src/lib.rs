@@ -8,16 +8,22 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod atomic_file;
 pub mod audit;
 pub mod ca;
+pub mod calendar;
+pub mod cluster;
 pub mod compliance;
 pub mod config;
+pub mod cookies;
 pub mod decision;
+pub mod dns;
 pub mod explain;
 pub mod gateway;
 pub mod history;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod pac;
 pub mod pages;
 pub mod plumbing;
@@ -25,3 +31,5 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod serve;
+pub mod tls;
+pub mod tokens;

@@ -40,8 +40,55 @@ pub struct Metrics {
     pub exempted: AtomicU64,
     pub gateway_denied: AtomicU64,
     pub auth_failed: AtomicU64,
+    /// Directory requests that failed (unreachable, TLS, service account refused).
+    pub directory_errors: AtomicU64,
     pub audit_write: Histogram,
+    /// [`CLUSTER_OFF`], [`CLUSTER_OK`] or [`CLUSTER_DEGRADED`].
+    pub cluster: AtomicU64,
+    /// Free bytes on the audit volume, as last looked at by the writer.
+    pub audit_free_bytes: AtomicU64,
+    /// Repeated attempts counted instead of written one by one.
+    pub audit_coalesced: AtomicU64,
+    pub dns: DnsMetrics,
 }
+
+/// The DNS listener's counters (`[dns]`).
+#[derive(Default)]
+pub struct DnsMetrics {
+    /// Well-formed questions from allowed clients.
+    pub queries: AtomicU64,
+    pub blocked: DashMap<String, AtomicU64>,
+    pub forwarded: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    /// Clients outside `allow_clients`.
+    pub refused: AtomicU64,
+    /// Packets answered FORMERR/NOTIMP/REFUSED before any policy question.
+    pub malformed: AtomicU64,
+    /// UDP queries dropped because too many were in flight.
+    pub dropped: AtomicU64,
+    pub upstream_latency: Histogram,
+}
+
+impl DnsMetrics {
+    pub fn blocked(&self, app: &str) {
+        count_app(&self.blocked, app);
+    }
+}
+
+fn count_app(map: &DashMap<String, AtomicU64>, app: &str) {
+    if let Some(c) = map.get(app) {
+        c.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    map.entry(app.to_string()).or_default().fetch_add(1, Ordering::Relaxed);
+}
+
+/// No `[cluster]` configured.
+pub const CLUSTER_OFF: u64 = 0;
+/// `[cluster]` configured and its database reachable.
+pub const CLUSTER_OK: u64 = 1;
+/// `[cluster]` configured and its database unreachable.
+pub const CLUSTER_DEGRADED: u64 = 2;
 
 /// The process's metrics. One process serves one configuration, so one set.
 pub fn metrics() -> &'static Metrics {
@@ -51,11 +98,7 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     pub fn blocked(&self, app: &str) {
-        if let Some(c) = self.blocked.get(app) {
-            c.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.blocked.entry(app.to_string()).or_default().fetch_add(1, Ordering::Relaxed);
+        count_app(&self.blocked, app);
     }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
@@ -104,21 +147,99 @@ impl Metrics {
             "Failed proxy logins.",
             self.auth_failed.load(Ordering::Relaxed),
         );
+        counter(
+            &mut out,
+            "weerwal_directory_errors_total",
+            "Directory (LDAP) requests that failed: unreachable, TLS refused, service account refused.",
+            self.directory_errors.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP weerwal_audit_free_bytes Free space on the audit log's volume (alert well before it reaches audit.free_space_refuse_mb).\n# TYPE weerwal_audit_free_bytes gauge\nweerwal_audit_free_bytes {}", self.audit_free_bytes.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "weerwal_audit_coalesced_total",
+            "Repeated identical attempts counted instead of written one by one.",
+            self.audit_coalesced.load(Ordering::Relaxed),
+        );
         let _ = writeln!(out, "# HELP weerwal_live_sessions Sessions currently live.\n# TYPE weerwal_live_sessions gauge\nweerwal_live_sessions {live_sessions}");
         let _ = writeln!(out, "# HELP weerwal_flagged_subjects Subjects refused protected systems until they attest.\n# TYPE weerwal_flagged_subjects gauge\nweerwal_flagged_subjects {flagged}");
-        let h = &self.audit_write;
-        let _ = writeln!(out, "# HELP weerwal_audit_write_seconds Time from handing a record to the writer until it is written.\n# TYPE weerwal_audit_write_seconds histogram");
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += h.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "weerwal_audit_write_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+        let cluster = self.cluster.load(Ordering::Relaxed);
+        if cluster != CLUSTER_OFF {
+            let _ = writeln!(out, "# HELP weerwal_cluster_degraded 1 while the cluster database cannot be reached.\n# TYPE weerwal_cluster_degraded gauge\nweerwal_cluster_degraded {}", u64::from(cluster == CLUSTER_DEGRADED));
         }
-        let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "weerwal_audit_write_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "weerwal_audit_write_seconds_sum {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "weerwal_audit_write_seconds_count {count}");
+        histogram(
+            &mut out,
+            "weerwal_audit_write_seconds",
+            "Time from handing a record to the writer until it is written.",
+            &self.audit_write,
+        );
+        let dns = &self.dns;
+        counter(
+            &mut out,
+            "weerwal_dns_queries_total",
+            "DNS questions from allowed clients.",
+            dns.queries.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weerwal_dns_blocked_total DNS questions for banned names, by app.\n# TYPE weerwal_dns_blocked_total counter"
+        );
+        let mut apps: Vec<(String, u64)> =
+            dns.blocked.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
+        apps.sort();
+        for (app, n) in apps {
+            let _ = writeln!(out, "weerwal_dns_blocked_total{{app=\"{}\"}} {n}", label(&app));
+        }
+        counter(
+            &mut out,
+            "weerwal_dns_forwarded_total",
+            "DNS questions answered by the upstream resolver.",
+            dns.forwarded.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_dns_upstream_errors_total",
+            "Upstream resolvers that failed or timed out on a question.",
+            dns.upstream_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_dns_refused_total",
+            "DNS questions refused: the client is outside allow_clients.",
+            dns.refused.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_dns_malformed_total",
+            "DNS packets answered with an error before any policy question.",
+            dns.malformed.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "weerwal_dns_dropped_total",
+            "DNS queries dropped: too many in flight.",
+            dns.dropped.load(Ordering::Relaxed),
+        );
+        histogram(
+            &mut out,
+            "weerwal_dns_upstream_seconds",
+            "Time the upstream resolver took to answer.",
+            &dns.upstream_latency,
+        );
         out
     }
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+        cumulative += h.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let count = h.count.load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 /// Escapes a Prometheus label value.
@@ -145,5 +266,11 @@ mod tests {
         assert!(text.contains("weerwal_audit_write_seconds_bucket{le=\"0.005\"} 2"));
         assert!(text.contains("weerwal_audit_write_seconds_count 2"));
         assert!(text.contains("weerwal_live_sessions 2"));
+        m.dns.blocked("TikTok");
+        m.dns.upstream_latency.observe(Duration::from_millis(2));
+        let text = m.render(0, 0);
+        assert!(text.contains("weerwal_dns_blocked_total{app=\"TikTok\"} 1"));
+        assert!(text.contains("weerwal_dns_upstream_seconds_bucket{le=\"0.0025\"} 1"));
+        assert!(text.contains("# TYPE weerwal_dns_forwarded_total counter\nweerwal_dns_forwarded_total 0"));
     }
 }

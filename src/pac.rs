@@ -36,11 +36,11 @@ fn js(s: &str) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
-/// The `host:port` laptops use to reach the proxy.
-pub fn proxy_address(config: &Config) -> String {
+/// The `host:port`s laptops use to reach the proxy, in failover order.
+pub fn proxy_addresses(config: &Config) -> Vec<String> {
     match &config.pac.proxy {
-        Some(p) => p.clone(),
-        None => config.proxy.listen.first().map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:3128".into()),
+        Some(p) if !p.is_empty() => p.clone(),
+        _ => vec![config.proxy.listen.first().map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:3128".into())],
     }
 }
 
@@ -102,15 +102,67 @@ fn ascii_pattern(p: &str) -> String {
         .join(".")
 }
 
+/// The PAC files served for one configuration, kept per policy digest and
+/// the proxy address they name, so `/proxy.pac` (304s included) does not
+/// collect, sort and hash every domain per request. One lives in each
+/// running configuration (a new configuration starts a new cache); a new
+/// policy replaces the entries of the old one.
+#[derive(Default)]
+pub struct PacCache {
+    entries: std::sync::Mutex<Vec<CachedPac>>,
+}
+
+/// A PAC body as served: cheap to clone.
+#[derive(Clone)]
+pub struct CachedPac {
+    digest: String,
+    proxy: String,
+    pub body: bytes::Bytes,
+    pub etag: String,
+}
+
+/// Entries kept per configuration (different `Host`s on a wildcard listener).
+const PAC_CACHE_MAX: usize = 16;
+
+impl PacCache {
+    /// The PAC file for `config` and `policy`, naming `proxy` (`host:port`)
+    /// or else the configured address; generated once per policy.
+    pub fn get(&self, config: &Config, policy: &Policy, proxy: Option<&str>) -> CachedPac {
+        let proxies: Vec<String> = proxy.map(|p| vec![p.to_string()]).unwrap_or_else(|| proxy_addresses(config));
+        let proxy = proxies.join("; ");
+        let digest = policy.digest();
+        {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = entries.iter().find(|e| e.digest == digest && e.proxy == proxy) {
+                return hit.clone();
+            }
+        }
+        let pac = generate_with_proxies(config, policy, &proxies);
+        let cached = CachedPac { digest: digest.to_string(), proxy, body: pac.text.into(), etag: pac.etag };
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|e| e.digest == digest);
+        if entries.len() >= PAC_CACHE_MAX {
+            entries.remove(0);
+        }
+        entries.push(cached.clone());
+        cached
+    }
+}
+
 /// Generates the PAC file for this configuration and policy.
 pub fn generate(config: &Config, policy: &Policy) -> Pac {
-    generate_with_proxy(config, policy, &proxy_address(config))
+    generate_with_proxies(config, policy, &proxy_addresses(config))
 }
 
 /// Generates the PAC file naming `proxy` (`host:port`) as the proxy.
 pub fn generate_with_proxy(config: &Config, policy: &Policy, proxy: &str) -> Pac {
+    generate_with_proxies(config, policy, &[proxy.to_string()])
+}
+
+/// Generates the PAC file naming `proxies` (`host:port`s), tried in order.
+pub fn generate_with_proxies(config: &Config, policy: &Policy, proxies: &[String]) -> Pac {
     let pac = &config.pac;
-    let mut proxy = format!("PROXY {proxy}");
+    let mut proxy = proxies.iter().map(|p| format!("PROXY {p}")).collect::<Vec<_>>().join("; ");
     if pac.fallback_direct {
         proxy.push_str("; DIRECT");
     }

@@ -26,6 +26,9 @@ pub enum ReloadError {
     Policy(#[from] PolicyErrors),
     #[error("users: {0}")]
     Users(#[from] UsersError),
+    /// The blocking task that reads and builds everything did not finish.
+    #[error("the reload task failed: {0}")]
+    Task(String),
 }
 
 /// What a successful reload did.
@@ -57,16 +60,23 @@ impl Reloader {
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let current = self.live.load_full();
         let old = &current.config;
-        let config = match &old.source {
-            Some(path) if path.is_file() => Config::load(path)?,
-            _ => old.clone(),
-        };
-        let (applied, needs_restart) = merge(old, config, self.https_ready);
-        let (policy, warnings) = crate::policy::load_configured(&applied)?;
-        let users = match &self.identity.auth {
-            Some(_) => Some(Users::load(&applied.identity.users_file)?),
-            None => None,
-        };
+        // Reading the files and building the policy (over a second for a
+        // million domains) happens off the runtime's threads.
+        let (https_ready, with_users, previous) =
+            (self.https_ready, self.identity.auth.as_ref().is_some_and(|a| !a.uses_directory()), old.clone());
+        let built = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
+            let config = match &previous.source {
+                Some(path) if path.is_file() => Config::load(path)?,
+                _ => previous.clone(),
+            };
+            let (applied, needs_restart) = merge(&previous, config, https_ready);
+            let (policy, warnings) = crate::policy::load_configured(&applied)?;
+            let users = if with_users { Some(Users::load(&applied.identity.users_file)?) } else { None };
+            Ok((applied, needs_restart, policy, warnings, users))
+        })
+        .await
+        .map_err(|e| ReloadError::Task(e.to_string()))?;
+        let (applied, needs_restart, policy, warnings, users) = built?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -81,7 +91,9 @@ impl Reloader {
         let domains = policy.domain_count();
         if policy_changed {
             crate::audit::record_policy_loaded(&self.audit, &policy).await;
-            self.policy.store(Arc::new(policy));
+            let previous = self.policy.swap(Arc::new(policy));
+            // Freeing a large policy takes a while too.
+            tokio::task::spawn_blocking(move || drop(previous));
         }
         if !needs_restart.is_empty() {
             tracing::warn!(settings = ?needs_restart, "these settings changed but take effect only after a restart");
@@ -117,9 +129,11 @@ pub fn merge(old: &Config, new: Config, https_ready: bool) -> (Config, Vec<&'sta
     keep!("identity.session_idle", identity.session_idle);
     // The dashboard's officer logins read the file named at start.
     keep!("identity.users_file", identity.users_file);
+    keep!("[identity.ldap]", identity.ldap);
     keep!("[admin]", admin);
     keep!("[compliance]", compliance);
     keep!("[gateway]", gateway);
+    keep!("[dns]", dns);
     keep!("policy.dir", policy.dir);
     // The gateway took the proxy's timeouts and header limit at start.
     let gateway_limits = |c: &Config| {

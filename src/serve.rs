@@ -36,8 +36,48 @@ pub enum ServeError {
     Compliance(#[from] ComplianceError),
     #[error("users: {0}")]
     Users(#[from] UsersError),
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("dashboard: {0}")]
     Admin(#[from] crate::admin::AdminError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
+}
+
+/// The domains a name-constrained CA must permit (`ca.name_constraints`):
+/// the banned ones, and the protected hosts, where flagged subjects are
+/// intercepted for the remediation page.
+pub fn ca_domains(config: &Config, policy: &Policy) -> Vec<String> {
+    let mut domains: Vec<String> = policy.domains().map(|(d, _)| d.to_string()).collect();
+    if let Some(c) = &config.compliance {
+        domains.extend(
+            c.protected
+                .iter()
+                .filter_map(|h| crate::policy::normalise_host(h.trim()).ok())
+                .map(|h| h.as_key().into_owned()),
+        );
+    }
+    domains
+}
+
+/// Warns when the CA may not sign a domain the policy names (the browser
+/// would refuse the block page there), or when name constraints are asked
+/// for and the CA has none.
+pub fn warn_about_ca_constraints(ca: &CertificateAuthority, config: &Config, policy: &Policy) {
+    if config.ca.name_constraints && ca.permitted_names().is_none() {
+        tracing::warn!(path = %ca.cert_path().display(), "ca.name_constraints = true, but this CA has no name constraints and may sign any name; make a constrained one with `weerwal ca init --force` and distribute the new ca.pem");
+    }
+    let domains = ca_domains(config, policy);
+    let missing = ca.unsignable(domains.iter().map(String::as_str));
+    if !missing.is_empty() {
+        let examples: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
+        tracing::warn!(
+            path = %ca.cert_path().display(),
+            count = missing.len(),
+            examples = %examples.join(", "),
+            "the CA's name constraints do not permit domains the policy names: browsers will refuse the block page there; run `weerwal ca init --force` and distribute the new ca.pem"
+        );
+    }
 }
 
 /// A running weerwal: its listen addresses and the means to stop it.
@@ -46,6 +86,8 @@ pub struct Server {
     pub gateway_addrs: Vec<SocketAddr>,
     /// The officers' dashboard, when it runs (`[admin]`, or officers exist).
     pub admin_addrs: Vec<SocketAddr>,
+    /// The DNS listener's addresses (UDP and TCP), when `[dns]` is set.
+    pub dns_addrs: Vec<SocketAddr>,
     pub compliance: Option<Arc<Compliance>>,
     pub ca: Option<Arc<CertificateAuthority>>,
     pub policy: Arc<ArcSwap<Policy>>,
@@ -55,19 +97,44 @@ pub struct Server {
     tasks: JoinSet<()>,
     audit: Option<AuditLog>,
     writer: AuditWriterHandle,
+    /// Audit shippers (`[cluster]`): stopped last, after the writer.
+    shippers: JoinSet<()>,
+    shippers_stop: CancellationToken,
 }
 
 impl Server {
     /// Starts everything the configuration asks for.
-    pub async fn start(config: Config) -> Result<Server, ServeError> {
+    pub async fn start(mut config: Config) -> Result<Server, ServeError> {
         let (policy, warnings) = crate::policy::load_configured(&config)?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        // [cluster]: the database must answer before anything is served,
+        // so a wrong password or host is an error at start, not later.
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let cluster = crate::cluster::Cluster::start(c).await?;
+                crate::cluster::node::beat(&cluster, policy.digest(), true).await?;
+                crate::metrics::metrics()
+                    .cluster
+                    .store(crate::metrics::CLUSTER_OK, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(node = %cluster.node, database = %cluster.settings.target(), "cluster database reached; schema current");
+                config.audit.node = Some(cluster.node.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
         let (audit, writer, resume) = AuditLog::open(&config.audit)?;
         let ca = match config.proxy.https {
             HttpsMode::Intercept => {
-                let (ca, created) = CertificateAuthority::load_or_create(&config.ca.dir, &config.ca.organisation)?;
+                let permitted =
+                    config.ca.name_constraints.then(|| crate::ca::constraint_names(ca_domains(&config, &policy)));
+                let (ca, created) = CertificateAuthority::load_or_create_constrained(
+                    &config.ca.dir,
+                    &config.ca.organisation,
+                    permitted.as_deref(),
+                )?;
+                warn_about_ca_constraints(&ca, &config, &policy);
                 let verb = if created { "created" } else { "loaded" };
                 tracing::info!(
                     path = %ca.cert_path().display(),
@@ -161,7 +228,56 @@ impl Server {
             admin_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
             tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));
         }
+        let mut dns_addrs = Vec::new();
+        if let Some(d) = &config.dns {
+            let shared = crate::dns::Shared {
+                policy: Arc::clone(&policy),
+                audit: audit.clone(),
+                identity: Arc::clone(&identity),
+                compliance: compliance.clone(),
+            };
+            let dns =
+                Arc::new(crate::dns::DnsState::new(&config, d, shared, &shutdown).await.map_err(ServeError::Bind)?);
+            for l in crate::dns::server::bind_all(&d.listen).await.map_err(ServeError::Bind)? {
+                dns_addrs.push(l.local_addr().map_err(ServeError::Bind)?);
+                tasks.spawn(crate::dns::server::run(l, Arc::clone(&dns), shutdown.clone()));
+            }
+            tracing::info!(listen = ?dns_addrs, upstream = ?d.upstream, "DNS listener running");
+        }
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
+        let mut shippers = JoinSet::new();
+        let shippers_stop = CancellationToken::new();
+        if let (Some(cluster), Some(compliance), Some(c)) = (&cluster, &compliance, &config.cluster) {
+            crate::cluster::state::start(
+                Arc::clone(cluster),
+                Arc::clone(compliance),
+                Arc::clone(&identity),
+                c.on_unavailable,
+                &mut tasks,
+                shutdown.clone(),
+            );
+        }
+        if let Some(cluster) = &cluster {
+            tasks.spawn(crate::cluster::node::heartbeat(Arc::clone(cluster), Arc::clone(&policy), shutdown.clone()));
+            let sink = crate::cluster::sink::DatabaseSink::new(Arc::clone(cluster));
+            let health = Arc::clone(cluster);
+            let shipper =
+                crate::audit::ship::Shipper::new(&config.audit.path, Box::new(sink)).on_state(move |failing| {
+                    if failing {
+                        health.health.down("shipping audit records", &"the database did not take a batch");
+                    } else {
+                        health.health.up();
+                    }
+                });
+            // Stopped after the audit writer, so the last records of this
+            // run (session ends) are shipped too.
+            shippers.spawn(shipper.run(shippers_stop.clone(), Duration::from_secs(5)));
+        }
+        // One set of caps for all the proxy's listen addresses.
+        let admission = crate::plumbing::accept::Admission::new(
+            config.proxy.max_connections,
+            config.proxy.max_connections_per_client,
+        );
         if let Some(c) = &compliance {
             tasks.spawn(expire_flags(Arc::clone(c), audit.clone(), shutdown.clone()));
         }
@@ -173,6 +289,7 @@ impl Server {
             proxy_addrs,
             gateway_addrs,
             admin_addrs,
+            dns_addrs,
             compliance,
             ca,
             policy,
@@ -182,6 +299,8 @@ impl Server {
             tasks,
             audit: Some(audit),
             writer,
+            shippers,
+            shippers_stop,
         })
     }
 
@@ -222,6 +341,8 @@ impl Server {
         }
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        self.shippers_stop.cancel();
+        while self.shippers.join_next().await.is_some() {}
         tracing::info!("weerwal stopped");
     }
 }

@@ -12,15 +12,15 @@ use std::sync::OnceLock;
 
 use weerwal::policy::{
     load_embedded, normalise_host, parse_authority, Date, Host, Policy, PolicyBuilder, PolicyError, Rule, Subject,
-    Target, Verdict, EMBEDDED,
+    Target, Verdict, Zone, EMBEDDED,
 };
 use weerwal::proxy::client_hello::{parse_client_hello, ClientHello, MAX_CLIENT_HELLO_BYTES};
 
 fn policy() -> &'static (Policy, Date) {
     static POLICY: OnceLock<(Policy, Date)> = OnceLock::new();
     POLICY.get_or_init(|| {
-        let today = Date::today();
-        let (policy, _warnings) = load_embedded(today).expect("the embedded policy loads");
+        let (policy, _warnings) = load_embedded(&Zone::default()).expect("the embedded policy loads");
+        let today = policy.today();
         (policy, today)
     })
 }

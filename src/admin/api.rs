@@ -74,7 +74,8 @@ fn limit(req: &Req) -> usize {
 }
 
 async fn attempts(state: &AdminState, req: &Req) -> Response<ProxyBody> {
-    let filter = super::review::filter_args(&req.query).to_filter(std::time::SystemTime::now());
+    let filter =
+        super::review::filter_args(&req.query).to_filter(std::time::SystemTime::now(), &state.config.policy.timezone);
     let filter = match filter {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.replace("--", "")),
@@ -102,7 +103,7 @@ async fn report(state: &AdminState, req: &Req) -> Response<ProxyBody> {
         Ok(groups) => {
             // Exactly `weerwal logs report --format json`.
             let mut out = Vec::new();
-            match write_report(&groups, by, Format::Json, &mut out) {
+            match write_report(&groups, by, Format::Json, &state.config.policy.timezone, &mut out) {
                 Ok(()) => text(StatusCode::OK, "application/json", out),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }

@@ -15,19 +15,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::form::{cookie, same};
+use crate::cookies;
+use crate::identity::ldap::{Directory, Verdict};
 use crate::identity::{Role, Users};
+use crate::tokens;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "weerwal_admin";
 /// The pre-session cookie the login form's token is bound to.
 pub const LOGIN_COOKIE: &str = "weerwal_admin_login";
+/// What the login form's token is for (see [`tokens`]).
+const LOGIN_TOKEN_CONTEXT: &str = "weerwal admin login";
 /// A session ends this long after login, whatever happens.
 pub const SESSION_MAX: Duration = Duration::from_secs(8 * 3600);
 /// A session ends after this long without a request.
@@ -53,8 +58,12 @@ pub enum SessionState {
     Officer(Officer),
     /// No cookie, an unknown or expired one.
     None,
-    /// A session whose user is no longer an officer (users file changed).
+    /// A session whose user is no longer an officer (users file changed,
+    /// or removed from the directory's officer group).
     NotOfficer(String),
+    /// A directory officer's session whose membership cannot be checked now
+    /// (the directory is down): this request is refused, the session kept.
+    Unverifiable(String),
 }
 
 /// The outcome of a login form.
@@ -62,35 +71,48 @@ pub enum SessionState {
 pub enum Login {
     /// A new session: the cookie value and the officer.
     Officer { token: String, officer: Officer },
-    /// Right password, but not an officer.
-    NotOfficer,
-    /// Unknown user or wrong password.
-    Failed,
+    /// Refused: an unknown user, a wrong password, or a right password of
+    /// someone who is not an officer. All three are answered alike, so the
+    /// form tells nobody whether a proxy user's password is right.
+    Failed {
+        /// The name tried, only when such a user exists: a password typed
+        /// into the name field must never reach the permanent log.
+        user: Option<String>,
+        /// For the audit record only (never shown): why it was refused.
+        reason: &'static str,
+    },
+    /// The name is not in the users file and the directory cannot be reached.
+    DirectoryDown,
 }
 
 struct Session {
+    /// Logged in with the directory password: membership of the officer
+    /// group is checked again at every request.
+    from_directory: bool,
     officer: String,
     csrf: String,
     created: Instant,
     last_seen: Instant,
 }
 
-/// The users file as last read, re-read when it changes on disk so an
-/// officer removed or demoted loses the dashboard at once.
-struct UsersCache {
-    stamp: Option<(SystemTime, u64)>,
-    users: Arc<Users>,
-}
-
+/// Checks officer logins and holds the dashboard's sessions.
+///
+/// The users file is watched, not read per request: [`OfficerAuth::refresh`]
+/// runs once a second off the runtime's threads (a `stat`, and a parse only
+/// when the file changed), so an officer removed or demoted loses the
+/// dashboard within a second, and a page view costs no file access.
 pub struct OfficerAuth {
     users_file: PathBuf,
-    users: Mutex<UsersCache>,
+    users: ArcSwap<Users>,
+    stamp: Mutex<Option<(SystemTime, u64)>>,
     /// Keyed by the SHA-256 of the cookie value, so the token itself is not
     /// kept and lookups do not compare secrets byte by byte.
     sessions: DashMap<[u8; 32], Session>,
     failures: DashMap<IpAddr, (u32, Instant)>,
     checks: Semaphore,
     secret: [u8; 32],
+    /// Officers from the directory's `officer_group`, beside the users file.
+    directory: Option<Arc<Directory>>,
 }
 
 fn random_hex(n: usize) -> String {
@@ -102,17 +124,6 @@ fn random_hex(n: usize) -> String {
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
-}
-
-/// HMAC-SHA-256 (RFC 2104) with a 32-byte key.
-fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
-    }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
 }
 
 fn key_of(token: &str) -> [u8; 32] {
@@ -137,29 +148,100 @@ impl OfficerAuth {
         getrandom::fill(&mut secret).expect("the operating system's random source works");
         OfficerAuth {
             users_file: users_file.to_path_buf(),
-            users: Mutex::new(UsersCache { stamp: stamp(users_file), users: Arc::new(users) }),
+            users: ArcSwap::from_pointee(users),
+            stamp: Mutex::new(stamp(users_file)),
             sessions: DashMap::new(),
             failures: DashMap::new(),
             checks: Semaphore::new(PARALLEL_CHECKS),
             secret,
+            directory: None,
         }
     }
 
-    /// The users, re-read when the file changed (a broken file keeps the
-    /// last good users and says so in the log).
-    fn users(&self) -> Arc<Users> {
-        let now = stamp(&self.users_file);
-        let mut cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if now != cache.stamp {
-            match Users::load(&self.users_file) {
-                Ok(users) => cache.users = Arc::new(users),
-                Err(e) => {
-                    tracing::error!(error = %e, "dashboard: users file not re-read; keeping the users read before")
-                }
+    /// Also lets members of the directory's officer group log in (when the
+    /// directory names one); the users file keeps working beside it.
+    pub fn with_directory(mut self, directory: Option<Arc<Directory>>) -> OfficerAuth {
+        self.directory = directory.filter(|d| d.officer_group().is_some());
+        self
+    }
+
+    /// The session a request's cookie names, with a directory officer's
+    /// membership of the officer group checked again (removed from the
+    /// group: the session ends at this click). An unreachable directory
+    /// refuses the request but keeps the session.
+    pub async fn session_checked(&self, headers: &HeaderMap) -> SessionState {
+        let state = self.session(headers);
+        let SessionState::Officer(officer) = &state else { return state };
+        let Some(key) = cookies::get(headers, SESSION_COOKIE).map(|t| key_of(&t)) else { return SessionState::None };
+        let from_directory = self.sessions.get(&key).is_some_and(|s| s.from_directory);
+        let Some(directory) = self.directory.as_ref().filter(|_| from_directory) else { return state };
+        match directory.lookup(&officer.name).await {
+            Ok(Some(u)) if directory.officer_group().is_some_and(|g| u.groups.iter().any(|x| x == g)) => state,
+            Ok(_) => {
+                self.sessions.remove(&key);
+                SessionState::NotOfficer(officer.name.clone())
             }
-            cache.stamp = now;
+            Err(e) => {
+                crate::metrics::metrics().directory_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(officer = %officer.name, error = %e, "dashboard: officer group membership cannot be checked");
+                SessionState::Unverifiable(officer.name.clone())
+            }
         }
-        Arc::clone(&cache.users)
+    }
+
+    /// A login for a name that is not in the users file: the directory
+    /// checks the password and the officer group.
+    async fn directory_login(&self, directory: &Directory, client: IpAddr, name: &str, password: &str) -> Login {
+        let group = directory.officer_group().unwrap_or_default();
+        match directory.check(name, password).await {
+            Ok(Verdict::Accepted(u)) if u.groups.iter().any(|g| g == group) => {
+                self.failures.remove(&client);
+                let (token, officer) = self.create_session(&u.name, true);
+                Login::Officer { token, officer }
+            }
+            // A directory user outside the officer group is answered like a
+            // wrong password (the form tells nobody whose password is right).
+            Ok(Verdict::Accepted(u)) => {
+                self.note_failure(client);
+                Login::Failed { user: Some(u.name), reason: "not an officer" }
+            }
+            Ok(Verdict::WrongPassword { name }) => {
+                self.note_failure(client);
+                Login::Failed { user: Some(name), reason: "wrong user name or password" }
+            }
+            Ok(Verdict::Unknown) => {
+                self.note_failure(client);
+                Login::Failed { user: None, reason: "wrong user name or password" }
+            }
+            Err(e) => {
+                crate::metrics::metrics().directory_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(error = %e, "dashboard login: the directory cannot be reached");
+                Login::DirectoryDown
+            }
+        }
+    }
+
+    /// The users as last read.
+    fn users(&self) -> Arc<Users> {
+        self.users.load_full()
+    }
+
+    /// Re-reads the users file when it changed on disk (a broken file keeps
+    /// the last good users and says so in the log). Blocking: call it off
+    /// the async runtime (the dashboard's watcher does, once a second).
+    pub fn refresh(&self) {
+        let now = stamp(&self.users_file);
+        let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if now == *last {
+            return;
+        }
+        match Users::load(&self.users_file) {
+            Ok(users) => self.users.store(Arc::new(users)),
+            Err(e) => {
+                tracing::error!(error = %e, "dashboard: users file not re-read; keeping the users read before")
+            }
+        }
+        *last = now;
     }
 
     fn is_officer(&self, name: &str) -> bool {
@@ -168,14 +250,12 @@ impl OfficerAuth {
 
     /// The token the login form carries for this pre-session cookie.
     pub fn login_token(&self, pre: &str) -> String {
-        let mut msg = b"weerwal admin login\0".to_vec();
-        msg.extend_from_slice(pre.as_bytes());
-        hex::encode(&hmac(&self.secret, &msg)[..16])
+        tokens::token(&self.secret, LOGIN_TOKEN_CONTEXT, pre)
     }
 
     /// Whether the login form's token belongs to this pre-session cookie.
     pub fn login_token_ok(&self, pre: &str, token: &str) -> bool {
-        !pre.is_empty() && same(&self.login_token(pre), token)
+        !pre.is_empty() && tokens::token_ok(&self.secret, LOGIN_TOKEN_CONTEXT, pre, token)
     }
 
     /// A fresh pre-session cookie value.
@@ -185,8 +265,8 @@ impl OfficerAuth {
 
     /// The session a request's cookie names. Touching it keeps it alive.
     pub fn session(&self, headers: &HeaderMap) -> SessionState {
-        let Some(token) = cookie(headers, SESSION_COOKIE) else { return SessionState::None };
-        let key = key_of(token);
+        let Some(token) = cookies::get(headers, SESSION_COOKIE) else { return SessionState::None };
+        let key = key_of(&token);
         let now = Instant::now();
         let name = {
             let Some(mut s) = self.sessions.get_mut(&key) else { return SessionState::None };
@@ -196,9 +276,9 @@ impl OfficerAuth {
                 return SessionState::None;
             }
             s.last_seen = now;
-            (s.officer.clone(), s.csrf.clone())
+            (s.officer.clone(), s.csrf.clone(), s.from_directory)
         };
-        if !self.is_officer(&name.0) {
+        if !name.2 && !self.is_officer(&name.0) {
             self.sessions.remove(&key);
             return SessionState::NotOfficer(name.0);
         }
@@ -207,8 +287,8 @@ impl OfficerAuth {
 
     /// Ends the session a request's cookie names (logout).
     pub fn end(&self, headers: &HeaderMap) {
-        if let Some(token) = cookie(headers, SESSION_COOKIE) {
-            self.sessions.remove(&key_of(token));
+        if let Some(token) = cookies::get(headers, SESSION_COOKIE) {
+            self.sessions.remove(&key_of(&token));
         }
     }
 
@@ -243,7 +323,14 @@ impl OfficerAuth {
             tokio::time::sleep(delay).await;
         }
         let users = self.users();
-        let Ok(_permit) = self.checks.acquire().await else { return Login::Failed };
+        if users.get(name).is_none() {
+            if let Some(directory) = &self.directory {
+                return self.directory_login(directory, client, name, password).await;
+            }
+        }
+        let known = users.get(name).is_some().then(|| name.to_string());
+        let refused = Login::Failed { user: known.clone(), reason: "wrong user name or password" };
+        let Ok(_permit) = self.checks.acquire().await else { return refused };
         let (n, p) = (name.to_string(), password.to_string());
         let role = tokio::task::spawn_blocking(move || {
             if users.get(&n).is_some() {
@@ -264,17 +351,21 @@ impl OfficerAuth {
             }
             Some(_) => {
                 self.note_failure(client);
-                Login::NotOfficer
+                Login::Failed { user: known, reason: "not an officer" }
             }
             None => {
                 self.note_failure(client);
-                Login::Failed
+                refused
             }
         }
     }
 
     /// A new session for an officer whose password was checked.
     fn create(&self, name: &str) -> (String, Officer) {
+        self.create_session(name, false)
+    }
+
+    fn create_session(&self, name: &str, from_directory: bool) -> (String, Officer) {
         let now = Instant::now();
         self.sessions.retain(|_, s| {
             now.duration_since(s.created) <= SESSION_MAX && now.duration_since(s.last_seen) <= SESSION_IDLE
@@ -290,7 +381,7 @@ impl OfficerAuth {
         let csrf = random_hex(16);
         self.sessions.insert(
             key_of(&token),
-            Session { officer: name.to_string(), csrf: csrf.clone(), created: now, last_seen: now },
+            Session { from_directory, officer: name.to_string(), csrf: csrf.clone(), created: now, last_seen: now },
         );
         (token, Officer { name: name.to_string(), csrf })
     }
@@ -305,14 +396,11 @@ impl OfficerAuth {
 /// scripts, never sent with a request from another site, `Secure` only when
 /// served over TLS (the dashboard speaks plain HTTP on loopback).
 pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, secure: bool) -> String {
-    let mut c = format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/");
+    let mut c = cookie::Cookie::build((name, value)).http_only(true).same_site(cookie::SameSite::Strict).path("/");
     if let Some(age) = max_age {
-        c.push_str(&format!("; Max-Age={}", age.as_secs()));
+        c = c.max_age(cookie::time::Duration::seconds(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)));
     }
-    if secure {
-        c.push_str("; Secure");
-    }
-    c
+    c.secure(secure).build().to_string()
 }
 
 #[cfg(test)]
@@ -323,18 +411,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::COOKIE, cookie.parse().unwrap());
         h
-    }
-
-    #[test]
-    fn hmac_matches_rfc_4231_case_2_shape() {
-        // RFC 4231 test case 2 uses a 4-byte key; padded with zeros to 32
-        // bytes it is the same HMAC (keys shorter than the block are padded).
-        let mut key = [0u8; 32];
-        key[..4].copy_from_slice(b"Jefe");
-        assert_eq!(
-            hex::encode(hmac(&key, b"what do ya want for nothing?")),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
     }
 
     #[test]
@@ -353,7 +429,7 @@ mod tests {
         assert_eq!(set_cookie("a", "b", None, false), "a=b; HttpOnly; SameSite=Strict; Path=/");
         assert_eq!(
             set_cookie("a", "", Some(Duration::ZERO), true),
-            "a=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"
+            "a=; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=0"
         );
     }
 

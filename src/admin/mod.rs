@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod charts;
 mod form;
 pub mod pages;
 pub mod review;
@@ -26,14 +27,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditLog, EventKind, Record, Via};
 use crate::compliance::Compliance;
 use crate::config::{AdminConfig, Config};
 use crate::identity::{canonical_ip, Identity, Role, Users};
+use crate::plumbing::accept::{self, Accepted, Admission};
 use crate::plumbing::respond;
 use crate::plumbing::ProxyBody;
 use auth::{Officer, OfficerAuth, SessionState};
@@ -53,9 +53,10 @@ pub struct AdminState {
     pub compliance: Option<Arc<Compliance>>,
     pub auth: OfficerAuth,
     pub verify: review::VerifyCache,
-    /// Whether cookies get `Secure` (only when served over TLS; the
-    /// dashboard itself speaks plain HTTP).
+    /// Whether cookies get `Secure` (only when served over TLS).
     pub secure_cookies: bool,
+    /// `[admin] cert` and `key`: the dashboard speaks HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// One officer's clear at a time, so one flag gets one record.
     clear_lock: tokio::sync::Mutex<()>,
 }
@@ -79,6 +80,12 @@ pub enum AdminError {
     Users(#[from] crate::identity::UsersError),
     #[error("{0}")]
     Bind(std::io::Error),
+    /// `[admin] cert`/`key` cannot be used.
+    #[error("admin.cert/admin.key: {0}")]
+    Tls(#[from] crate::tls::PemError),
+    /// A listener the configuration must not have (plain HTTP off loopback).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Binds the dashboard's listener when it should run. An explicit `[admin]`
@@ -91,19 +98,35 @@ pub async fn bind(
     compliance: Option<Arc<Compliance>>,
 ) -> Result<Option<(TcpListener, Arc<AdminState>)>, AdminError> {
     let explicit = config.admin.is_some();
+    let directory_officers = identity.directory.as_ref().is_some_and(|d| d.officer_group().is_some());
     let users = match Users::load(&config.identity.users_file) {
         Ok(u) => u,
+        // Officers from the directory: a users file (for a break-glass
+        // officer) is optional.
+        Err(_) if directory_officers && !config.identity.users_file.exists() => Users::default(),
         Err(e) if explicit => return Err(AdminError::Users(e)),
         Err(e) => {
             tracing::warn!(error = %e, "officers' dashboard not started: the users file cannot be read");
             return Ok(None);
         }
     };
-    let Some(addr) = listen_addr(config, &users) else {
+    let Some(addr) = listen_addr(config, &users).or_else(|| directory_officers.then(|| AdminConfig::default().listen))
+    else {
         tracing::debug!("no [admin] section and no officer in the users file: no dashboard");
         return Ok(None);
     };
-    if users.iter().all(|u| u.role != Role::Officer) {
+    let tls = match config.admin.as_ref().and_then(|a| a.cert.as_deref().zip(a.key.as_deref())) {
+        Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let allow_plaintext = config.admin.as_ref().is_some_and(|a| a.allow_plaintext);
+    if tls.is_none() && !addr.ip().is_loopback() && !allow_plaintext {
+        return Err(AdminError::Refused(format!(
+            "admin.listen = {addr} is not a loopback address: officers' passwords and session cookies would cross \
+             the network readable. Set admin.cert and admin.key (HTTPS), or admin.allow_plaintext = true"
+        )));
+    }
+    if users.iter().all(|u| u.role != Role::Officer) && !directory_officers {
         tracing::warn!(users = %config.identity.users_file.display(), "the dashboard runs but no user has role officer: add one with `weerwal users add NAME --role officer`");
     }
     let listener = match TcpListener::bind(addr).await {
@@ -123,70 +146,99 @@ pub async fn bind(
     if !bound.ip().is_loopback() {
         tracing::warn!(listen = %bound, "the dashboard's /metrics and /healthz need no login: keep admin.listen on loopback or a management network");
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let officer_auth = OfficerAuth::new(&config.identity.users_file, users).with_directory(identity.directory.clone());
     let state = Arc::new(AdminState {
         config: config.clone(),
         audit,
         identity,
         compliance,
-        auth: OfficerAuth::new(&config.identity.users_file, users),
+        auth: officer_auth,
         verify: review::VerifyCache::new(&config.audit.path, VERIFY_TTL),
-        secure_cookies: false,
+        secure_cookies: tls.is_some(),
+        tls,
         clear_lock: tokio::sync::Mutex::new(()),
     });
-    tracing::info!(listen = %bound, "officers' dashboard running: http://{bound}/");
+    tracing::info!(listen = %bound, "officers' dashboard running: {scheme}://{bound}/");
     Ok(Some((listener, state)))
 }
+
+/// How often the dashboard looks whether the users file changed.
+const USERS_WATCH: Duration = Duration::from_secs(1);
 
 /// Serves the dashboard until `shutdown`, then lets requests in flight
 /// finish (up to `grace`).
 pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken, grace: Duration) {
-    let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    // The users file is looked at once a second, off the runtime's threads.
+    {
+        let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(USERS_WATCH) => {}
+                    _ = shutdown.cancelled() => return,
                 }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(client = %peer, "dashboard: too many connections");
-            continue;
-        };
-        let state = Arc::clone(&state);
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(64 * 1024)
-            .keep_alive(true)
-            .serve_connection(
-                TokioIo::new(stream),
-                hyper::service::service_fn(move |req| handle(Arc::clone(&state), peer, req)),
-            );
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(client = %peer, error = %e, "dashboard connection ended with an error");
+                let s = Arc::clone(&state);
+                let _ = tokio::task::spawn_blocking(move || s.auth.refresh()).await;
             }
-            drop(slot);
         });
     }
-    drop(listener);
-    tracker.close();
-    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+    // The accept loop every listener shares: a cap in all and per address
+    // (officers are few; a flood from one machine cannot exhaust the server).
+    let admission = Admission::new(MAX_CONNECTIONS, MAX_CONNECTIONS / 4);
+    accept::run(
+        listener,
+        admission,
+        shutdown,
+        grace,
+        |_| true,
+        move |conn| {
+            let state = Arc::clone(&state);
+            async move {
+                let Accepted { stream, peer, slot, shutdown } = conn;
+                match state.tls.clone() {
+                    Some(tls) => {
+                        let handshake = tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await;
+                        match handshake {
+                            Ok(Ok(stream)) => serve_connection(stream, state, peer, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "dashboard TLS handshake failed"),
+                            Err(_) => tracing::debug!(client = %peer, "dashboard TLS handshake timed out"),
+                        }
+                    }
+                    None => serve_connection(stream, state, peer, shutdown).await,
+                }
+                drop(slot);
+            }
+        },
+    )
+    .await
+}
+
+/// Serves one dashboard connection (plain or TLS) until it ends or `shutdown`.
+async fn serve_connection<I>(io: I, state: Arc<AdminState>, peer: SocketAddr, shutdown: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(64 * 1024)
+        .keep_alive(true)
+        .serve_connection(
+            TokioIo::new(io),
+            hyper::service::service_fn(move |req| handle(Arc::clone(&state), peer, req)),
+        );
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "dashboard connection ended with an error");
+    }
 }
 
 /// A request as the handlers see it: its parts, the peer, the body read.
@@ -246,7 +298,10 @@ async fn route(state: &Arc<AdminState>, req: Req) -> Response<ProxyBody> {
     let m = &req.method;
     match req.path.as_str() {
         "/healthz" if *m == Method::GET || *m == Method::HEAD => {
-            return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+            let degraded = crate::metrics::metrics().cluster.load(std::sync::atomic::Ordering::Relaxed)
+                == crate::metrics::CLUSTER_DEGRADED;
+            let body = if degraded { "degraded: cluster database unreachable\n" } else { "ok\n" };
+            return text(StatusCode::OK, "text/plain; charset=utf-8", body);
         }
         "/metrics" if *m == Method::GET => return metrics(state),
         "/login" if *m == Method::GET => return site::login_form(state, &req, None, StatusCode::OK),
@@ -260,7 +315,7 @@ async fn route(state: &Arc<AdminState>, req: Req) -> Response<ProxyBody> {
         _ => {}
     }
     let api = req.path.starts_with("/api/");
-    let officer = match state.auth.session(&req.headers) {
+    let officer = match state.auth.session_checked(&req.headers).await {
         SessionState::Officer(o) => o,
         SessionState::None if api => {
             return api::error(
@@ -272,6 +327,24 @@ async fn route(state: &Arc<AdminState>, req: Req) -> Response<ProxyBody> {
         SessionState::NotOfficer(name) => {
             tracing::warn!(user = %name, "dashboard session ended: the user is no longer an officer");
             return forbidden_not_officer(api);
+        }
+        SessionState::Unverifiable(_) if api => {
+            return api::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the directory cannot be reached: officer group membership cannot be checked",
+            )
+        }
+        SessionState::Unverifiable(_) => {
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::message_page(
+                    None,
+                    "Directory onbereikbaar",
+                    "Directory unreachable",
+                    "De gebruikersdirectory (Active Directory) is nu niet bereikbaar; uw lidmaatschap van de officer-groep kan niet worden gecontroleerd. Probeer het zo opnieuw, of log in als officer uit het gebruikersbestand.",
+                    "The user directory (Active Directory) cannot be reached, so your officer group membership cannot be checked. Try again shortly, or log in as an officer from the users file.",
+                ),
+            )
         }
     };
     if *m == Method::POST {
@@ -286,7 +359,7 @@ async fn route(state: &Arc<AdminState>, req: Req) -> Response<ProxyBody> {
                 req.form().into_iter().rev().find(|(k, _)| k == "csrf").map(|(_, v)| v)
             }
         });
-        if !token.is_some_and(|t| form::same(&t, &officer.csrf)) {
+        if !token.is_some_and(|t| crate::tokens::same(&t, &officer.csrf)) {
             tracing::warn!(officer = %officer.name, path = %req.path, "dashboard: POST without a valid CSRF token refused");
             return if api {
                 api::error(
@@ -501,7 +574,7 @@ mod tests {
         assert_eq!(listen_addr(&config, &users), None);
         users.upsert("fbakker", "officer-password", Role::Officer, vec![]).unwrap();
         assert_eq!(listen_addr(&config, &users), Some("127.0.0.1:9090".parse().unwrap()));
-        config.admin = Some(AdminConfig { listen: "127.0.0.1:9191".parse().unwrap() });
+        config.admin = Some(AdminConfig { listen: "127.0.0.1:9191".parse().unwrap(), ..Default::default() });
         assert_eq!(listen_addr(&config, &Users::default()), Some("127.0.0.1:9191".parse().unwrap()));
     }
 

@@ -1,9 +1,12 @@
 //! The dashboard's HTML: server-rendered, Dutch labels with English in a
 //! second line, no scripts. Accessible: a skip link, `<label for>` on every
 //! field, `<caption>` and `<th scope>` on every table, visible focus, and
-//! plain links and buttons so everything works from the keyboard. Every
+//! plain links and buttons so everything works from the keyboard. The
+//! frame (layout, login and message pages) is written with `maud`, escaped
+//! by construction; the tables below still build HTML text, where every
 //! value from the log, the session store or the request goes through
-//! [`escape`].
+//! [`escape`] (maud's escaper). Kept so for now: the officers' charts
+//! (issue 18) are being built on these functions at the same time.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
@@ -14,9 +17,11 @@ use super::review::{event_name, Newest, VerifyStatus, ALL_EVENTS, FILTER_KEYS};
 use crate::audit::report::{Group, GroupBy};
 use crate::audit::verify::Outcome;
 use crate::audit::{EventKind, Record};
+use crate::calendar::Zone;
 use crate::compliance::Flag;
 use crate::identity::sessions::LiveSession;
-use crate::pages::escape;
+use crate::pages::{escape, head};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 const STYLE: &str = "\
 *{box-sizing:border-box}\
@@ -49,92 +54,104 @@ button,.button{font:inherit;padding:.4rem .9rem;border-radius:3px;border:1px sol
 .actions{display:flex;flex-wrap:wrap;gap:.6rem;align-items:center;margin:.6rem 0}";
 
 /// The pages of the navigation: path, Dutch, English.
-const NAV: [(&str, &str, &str); 5] = [
+const NAV: [(&str, &str, &str); 6] = [
     ("/attempts", "Pogingen", "Attempts"),
     ("/sessions", "Sessies", "Sessions"),
     ("/report", "Per gebruiker", "Per user"),
+    ("/charts", "Grafieken", "Charts"),
     ("/flags", "Gemarkeerd", "Flagged"),
     ("/verify", "Logboekcontrole", "Log verification"),
 ];
 
-/// A whole page. `current` is the navigation path it belongs to.
+/// A whole page. `current` is the navigation path it belongs to; `body`
+/// is HTML built by the pages below (whose values went through [`escape`]).
 pub fn layout(title_nl: &str, title_en: &str, officer: Option<&Officer>, current: &str, body: &str) -> String {
-    let mut h = String::with_capacity(body.len() + 4096);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"nl\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<meta name=\"robots\" content=\"noindex\">\n<title>{} · weerwal</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<a class=\"skip\" href=\"#inhoud\">Naar de inhoud</a>\n<header>\n<a class=\"brand\" href=\"/attempts\">weerwal · beoordeling</a>\n",
-        escape(title_nl)
-    );
-    if let Some(o) = officer {
-        h.push_str("<nav aria-label=\"Hoofdmenu\"><ul>");
-        for (path, nl, en) in NAV {
-            let cur = if path == current { " aria-current=\"page\"" } else { "" };
-            let _ = write!(h, "<li><a href=\"{path}\"{cur} title=\"{en}\">{nl}</a></li>");
+    html! {
+        (DOCTYPE)
+        html lang="nl" {
+            (head(&format!("{title_nl} · weerwal"), STYLE))
+            body {
+                a.skip href="#inhoud" { "Naar de inhoud" }
+                header {
+                    a.brand href="/attempts" { "weerwal · beoordeling" }
+                    @if let Some(o) = officer {
+                        nav aria-label="Hoofdmenu" {
+                            ul {
+                                @for (path, nl, en) in NAV {
+                                    li { a href=(path) aria-current=[(path == current).then_some("page")] title=(en) { (nl) } }
+                                }
+                            }
+                        }
+                        div {
+                            "Ingelogd als " strong { (o.name) } " "
+                            form method="post" action="/logout" {
+                                (csrf_input(&o.csrf))
+                                button type="submit" { "Uitloggen " span lang="en" { "/ Log out" } }
+                            }
+                        }
+                    }
+                }
+                main #inhoud {
+                    h1 { (title_nl) span.en lang="en" { (title_en) } }
+                    (PreEscaped(body))
+                }
+            }
         }
-        h.push_str("</ul></nav>\n");
-        let _ = writeln!(
-            h,
-            "<div>Ingelogd als <strong>{}</strong> <form method=\"post\" action=\"/logout\">{}<button type=\"submit\">Uitloggen <span lang=\"en\">/ Log out</span></button></form></div>",
-            escape(&o.name),
-            csrf_field(&o.csrf)
-        );
     }
-    let _ = write!(
-        h,
-        "</header>\n<main id=\"inhoud\">\n<h1>{}<span class=\"en\" lang=\"en\">{}</span></h1>\n{body}</main>\n</body>\n</html>\n",
-        escape(title_nl),
-        escape(title_en)
-    );
-    h
+    .into_string()
+}
+
+fn csrf_input(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(token); }
 }
 
 fn csrf_field(token: &str) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", escape(token))
+    csrf_input(token).into_string()
 }
 
 /// The login form. `token` is bound to the pre-session cookie.
 pub fn login_page(token: &str, name: &str, error: Option<(&str, &str)>) -> String {
-    let mut b = String::new();
-    if let Some((nl, en)) = error {
-        let _ = writeln!(
-            b,
-            "<p class=\"bad\" role=\"alert\">{}<span class=\"en\" lang=\"en\">{}</span></p>",
-            escape(nl),
-            escape(en)
-        );
-    }
-    let _ = write!(
-        b,
-        "<p>Alleen voor beveiligingsfunctionarissen (rol <code>officer</code>).<span class=\"en\" lang=\"en\">Security officers only (role <code>officer</code>).</span></p>\n\
-<form method=\"post\" action=\"/login\" style=\"max-width:24rem\">\n<input type=\"hidden\" name=\"token\" value=\"{}\">\n\
-<p><label for=\"name\">Gebruikersnaam <span class=\"en\" lang=\"en\">User name</span></label>\n<input id=\"name\" name=\"name\" autocomplete=\"username\" required autofocus value=\"{}\"></p>\n\
-<p><label for=\"password\">Wachtwoord <span class=\"en\" lang=\"en\">Password</span></label>\n<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></p>\n\
-<p><button type=\"submit\">Inloggen <span lang=\"en\">/ Log in</span></button></p>\n</form>\n",
-        escape(token),
-        escape(name)
-    );
-    layout("Inloggen", "Log in", None, "", &b)
+    let body = html! {
+        @if let Some((nl, en)) = error {
+            p.bad role="alert" { (nl) span.en lang="en" { (en) } }
+        }
+        p {
+            "Alleen voor beveiligingsfunctionarissen (rol " code { "officer" } ")."
+            span.en lang="en" { "Security officers only (role " code { "officer" } ")." }
+        }
+        form method="post" action="/login" style="max-width:24rem" {
+            input type="hidden" name="token" value=(token);
+            p {
+                label for="name" { "Gebruikersnaam " span.en lang="en" { "User name" } }
+                input #name name="name" autocomplete="username" required autofocus value=(name);
+            }
+            p {
+                label for="password" { "Wachtwoord " span.en lang="en" { "Password" } }
+                input #password name="password" type="password" autocomplete="current-password" required;
+            }
+            p { button type="submit" { "Inloggen " span lang="en" { "/ Log in" } } }
+        }
+    };
+    layout("Inloggen", "Log in", None, "", &body.into_string())
 }
 
 /// A short page for refusals (403) and errors.
 pub fn message_page(officer: Option<&Officer>, title_nl: &str, title_en: &str, nl: &str, en: &str) -> String {
-    let body = format!(
-        "<p class=\"bad\">{}<span class=\"en\" lang=\"en\">{}</span></p>\n<p><a href=\"/attempts\">Naar het overzicht</a> · <a href=\"/login\">Inloggen</a></p>\n",
-        escape(nl),
-        escape(en)
-    );
-    layout(title_nl, title_en, officer, "", &body)
+    let body = html! {
+        p.bad { (nl) span.en lang="en" { (en) } }
+        p { a href="/attempts" { "Naar het overzicht" } " · " a href="/login" { "Inloggen" } }
+    };
+    layout(title_nl, title_en, officer, "", &body.into_string())
 }
 
-/// `2026-11-23T10:15:02.123Z` as `2026-11-23 10:15:02`, in a `<time>`.
-fn time(ts: &str) -> String {
+/// `2026-11-23T10:15:02.123Z` as `2026-11-23 11:15:02` (wall-clock time in
+/// `policy.timezone`), in a `<time>` that carries the UTC time.
+fn time(ts: &str, zone: &Zone) -> String {
     if ts.is_empty() {
         return "–".into();
     }
-    let short = ts.get(..19).map(|t| t.replace('T', " ")).unwrap_or_else(|| ts.to_string());
-    format!("<time datetime=\"{}\">{}</time>", escape(ts), escape(&short))
+    html! { time datetime=(ts) { (zone.wall_clock_of(ts)) } }.into_string()
 }
-
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -173,7 +190,7 @@ pub fn filter_query(pairs: &[(String, String)], extra: &[(&str, &str)]) -> Strin
 
 /// The filter form of `logs query` (a GET form to `action`): the fields
 /// named in `show`, then `extra` (more fields of the page).
-fn filter_form(action: &str, pairs: &[(String, String)], show: &[&str], extra: &str) -> String {
+pub(super) fn filter_form(action: &str, pairs: &[(String, String)], show: &[&str], extra: &str, zone: &Zone) -> String {
     let field = |b: &mut String, key: &str, nl: &str, en: &str, hint: Option<&str>| {
         if !show.contains(&key) {
             return;
@@ -208,7 +225,8 @@ fn filter_form(action: &str, pairs: &[(String, String)], show: &[&str], extra: &
         }
         b.push_str("</select></div>\n");
     }
-    let when = "RFC 3339, datum (2026-11-23) of leeftijd (7d, 12h); UTC";
+    let when = format!("RFC 3339, datum (2026-11-23) of leeftijd (7d, 12h); zonder tijdzone: {zone}");
+    let when = when.as_str();
     field(&mut b, "since", "Vanaf", "Since", Some(when));
     field(&mut b, "until", "Tot en met", "Until", Some(when));
     b.push_str(extra);
@@ -248,12 +266,13 @@ pub fn attempts_page(
     pairs: &[(String, String)],
     limit: usize,
     result: &Result<Newest, String>,
+    zone: &Zone,
 ) -> String {
     let mut b = String::from("<p>De nieuwste pogingen eerst: geblokkeerd, uitgezonderd, app herkend en toegang geweigerd. Gewoon browsen wordt niet vastgelegd.<span class=\"en\" lang=\"en\">Newest first. Ordinary browsing is never recorded.</span></p>\n");
     let limit_field = format!(
         "<div><label for=\"f-limit\">Aantal rijen <span class=\"en\" lang=\"en\">Rows shown</span></label><input id=\"f-limit\" name=\"limit\" type=\"number\" min=\"1\" max=\"5000\" value=\"{limit}\"></div>\n"
     );
-    b.push_str(&filter_form("/attempts", pairs, &FILTER_KEYS, &limit_field));
+    b.push_str(&filter_form("/attempts", pairs, &FILTER_KEYS, &limit_field, zone));
     let csv = format!("/attempts.csv?{}", filter_query(pairs, &[]));
     let _ = writeln!(
         b,
@@ -272,9 +291,9 @@ pub fn attempts_page(
                 n.matched
             );
             skipped_note(&mut b, n);
-            b.push_str("<table>\n<caption>Pogingen, nieuwste eerst <span lang=\"en\">/ Attempts, newest first</span></caption>\n<thead><tr><th scope=\"col\" class=\"num\">Nr.</th><th scope=\"col\">Tijd (UTC)</th><th scope=\"col\">Gebeurtenis</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">App</th><th scope=\"col\">Host</th><th scope=\"col\">Methode</th><th scope=\"col\">Via</th><th scope=\"col\">Sessie</th></tr></thead>\n<tbody>\n");
+            b.push_str(&format!("<table>\n<caption>Pogingen, nieuwste eerst <span lang=\"en\">/ Attempts, newest first</span></caption>\n<thead><tr><th scope=\"col\" class=\"num\">Nr.</th><th scope=\"col\">Tijd ({zone})</th><th scope=\"col\">Gebeurtenis</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">App</th><th scope=\"col\">Host</th><th scope=\"col\">Methode</th><th scope=\"col\">Via</th><th scope=\"col\">Sessie</th></tr></thead>\n<tbody>\n"));
             for r in &n.records {
-                attempt_row(&mut b, r);
+                attempt_row(&mut b, r, zone);
             }
             if n.records.is_empty() {
                 b.push_str("<tr><td colspan=\"11\">Geen pogingen gevonden. <span lang=\"en\">No attempts found.</span></td></tr>\n");
@@ -296,7 +315,7 @@ fn skipped_note(b: &mut String, n: &Newest) {
     }
 }
 
-fn attempt_row(b: &mut String, r: &Record) {
+fn attempt_row(b: &mut String, r: &Record, zone: &Zone) {
     let via = r
         .via
         .and_then(|v| serde_json::to_value(v).ok())
@@ -306,9 +325,9 @@ fn attempt_row(b: &mut String, r: &Record) {
         b,
         "<tr><td class=\"num\">{}</td><td>{}</td><td>{} <span class=\"hint\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         r.seq,
-        time(&r.ts),
+        time(&r.ts, zone),
         event_label(r.event),
-        escape(&event_name(r.event)),
+        escape(&format!("{}{}", event_name(r.event), flag_note(r))),
         opt(&r.user),
         r.client.map(|c| escape(&c.to_string())).unwrap_or_else(|| "–".into()),
         opt(&r.device),
@@ -318,6 +337,18 @@ fn attempt_row(b: &mut String, r: &Record) {
         escape(&via),
         session_cell(&r.session),
     );
+}
+
+/// Whether a blocked attempt flagged its subject for the compliance gate,
+/// as the record says (officers see why someone was, or was not, refused
+/// webmail).
+fn flag_note(r: &Record) -> &'static str {
+    match (r.flagged, r.navigation) {
+        (Some(true), _) => " · markeert apparaat / flags device",
+        (Some(false), Some(false)) => " · ingesloten inhoud, markeert niet / embedded, does not flag",
+        (Some(false), _) => " · markeert niet / does not flag",
+        (None, _) => "",
+    }
 }
 
 fn duration(d: Duration) -> String {
@@ -347,6 +378,7 @@ pub fn sessions_page(
     live: &[LiveSession],
     browsing_only: usize,
     ended: &Result<Newest, String>,
+    zone: &Zone,
 ) -> String {
     let mut b = String::new();
     b.push_str("<h2 id=\"live\">Actieve sessies met pogingen <span class=\"en\" lang=\"en\">Live sessions with attempts</span></h2>\n");
@@ -354,7 +386,7 @@ pub fn sessions_page(
         b,
         "<p>{browsing_only} andere actieve sessie(s) zonder pogingen worden niet getoond: gewoon browsen wordt niet bijgehouden.<span class=\"en\" lang=\"en\">{browsing_only} other live session(s) without attempts are not shown.</span></p>"
     );
-    b.push_str("<table aria-labelledby=\"live\">\n<caption>Actief <span lang=\"en\">/ Live</span></caption>\n<thead><tr><th scope=\"col\">Sessie</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">Begonnen (UTC)</th><th scope=\"col\">Stil sinds</th><th scope=\"col\">Pogingen per app</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n");
+    b.push_str(&format!("<table aria-labelledby=\"live\">\n<caption>Actief <span lang=\"en\">/ Live</span></caption>\n<thead><tr><th scope=\"col\">Sessie</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">Begonnen ({zone})</th><th scope=\"col\">Stil sinds</th><th scope=\"col\">Pogingen per app</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n"));
     for s in live {
         let _ = writeln!(
             b,
@@ -363,7 +395,7 @@ pub fn sessions_page(
             opt(&s.user),
             escape(&s.client.to_string()),
             opt(&s.device),
-            time(&rfc3339(s.started)),
+            time(&rfc3339(s.started), zone),
             escape(&duration(s.quiet_for)),
             attempts_list(s.attempts.iter().map(|(a, n)| (a.clone(), *n))),
             s.distinct_hosts
@@ -376,12 +408,12 @@ pub fn sessions_page(
     }
     b.push_str("</tbody>\n</table>\n");
     b.push_str("<h2 id=\"ended\">Beëindigde sessies <span class=\"en\" lang=\"en\">Ended sessions</span></h2>\n");
-    b.push_str(&filter_form("/sessions", pairs, &["user", "session", "client", "since", "until"], ""));
+    b.push_str(&filter_form("/sessions", pairs, &["user", "session", "client", "since", "until"], "", zone));
     match ended {
         Err(e) => error_box(&mut b, e),
         Ok(n) => {
             let _ = writeln!(b, "<p role=\"status\">{} van {} getoond.</p>", n.records.len(), n.matched);
-            b.push_str("<table aria-labelledby=\"ended\">\n<caption>Beëindigd, nieuwste eerst <span lang=\"en\">/ Ended, newest first</span></caption>\n<thead><tr><th scope=\"col\">Sessie</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">Begonnen (UTC)</th><th scope=\"col\">Beëindigd (UTC)</th><th scope=\"col\">Duur</th><th scope=\"col\">Pogingen per app</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n");
+            b.push_str(&format!("<table aria-labelledby=\"ended\">\n<caption>Beëindigd, nieuwste eerst <span lang=\"en\">/ Ended, newest first</span></caption>\n<thead><tr><th scope=\"col\">Sessie</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">Begonnen ({zone})</th><th scope=\"col\">Beëindigd ({zone})</th><th scope=\"col\">Duur</th><th scope=\"col\">Pogingen per app</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n"));
             for r in &n.records {
                 let d = r.detail.as_ref();
                 let started = d.and_then(|d| d.get("started")).and_then(|v| v.as_str()).unwrap_or("");
@@ -399,8 +431,8 @@ pub fn sessions_page(
                     opt(&r.user),
                     r.client.map(|c| escape(&c.to_string())).unwrap_or_else(|| "–".into()),
                     opt(&r.device),
-                    time(started),
-                    time(&r.ts),
+                    time(started, zone),
+                    time(&r.ts, zone),
                     secs.map(|s| escape(&duration(Duration::from_secs(s)))).unwrap_or_else(|| "–".into()),
                     attempts_list(attempts),
                     hosts.map(|h| h.to_string()).unwrap_or_else(|| "–".into()),
@@ -439,6 +471,7 @@ pub fn report_page(
     pairs: &[(String, String)],
     by: GroupBy,
     result: &Result<Vec<Group>, String>,
+    zone: &Zone,
 ) -> String {
     let mut b = String::from("<p>Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) per gebruiker, met eerste en laatste keer en het aantal verschillende hosts; dezelfde telling als <code>weerwal logs report</code>.<span class=\"en\" lang=\"en\">Attempts per user with first and last seen and distinct hosts, as <code>weerwal logs report</code> counts them.</span></p>\n");
     let mut by_field = String::from("<div><label for=\"f-by\">Groeperen op <span class=\"en\" lang=\"en\">Group by</span></label><select id=\"f-by\" name=\"by\">");
@@ -453,6 +486,7 @@ pub fn report_page(
         pairs,
         &["user", "session", "app", "host", "client", "since", "until"],
         &by_field,
+        zone,
     ));
     let (heading, key) = group_by_name(by);
     let csv = format!("/report.csv?{}", filter_query(pairs, &[("by", key)]));
@@ -468,7 +502,7 @@ pub fn report_page(
             let _ = writeln!(b, "<p role=\"status\">{total} poging(en) in {} groep(en).</p>", groups.len());
             let _ = write!(
                 b,
-                "<table>\n<caption>Per {} <span lang=\"en\">/ By {key}</span></caption>\n<thead><tr><th scope=\"col\">{heading}</th><th scope=\"col\" class=\"num\">Pogingen</th><th scope=\"col\" class=\"num\">Geblokkeerd</th><th scope=\"col\" class=\"num\">Uitgezonderd</th><th scope=\"col\" class=\"num\">App herkend</th><th scope=\"col\" class=\"num\">Toegang geweigerd</th><th scope=\"col\">Eerst gezien (UTC)</th><th scope=\"col\">Laatst gezien (UTC)</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n",
+                "<table>\n<caption>Per {} <span lang=\"en\">/ By {key}</span></caption>\n<thead><tr><th scope=\"col\">{heading}</th><th scope=\"col\" class=\"num\">Pogingen</th><th scope=\"col\" class=\"num\">Geblokkeerd</th><th scope=\"col\" class=\"num\">Uitgezonderd</th><th scope=\"col\" class=\"num\">App herkend</th><th scope=\"col\" class=\"num\">Toegang geweigerd</th><th scope=\"col\">Eerst gezien ({zone})</th><th scope=\"col\">Laatst gezien ({zone})</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n",
                 heading.to_lowercase()
             );
             for g in groups {
@@ -487,8 +521,8 @@ pub fn report_page(
                     g.exempted,
                     g.app_detected,
                     g.gateway_denied,
-                    time(&g.first_seen),
-                    time(&g.last_seen),
+                    time(&g.first_seen, zone),
+                    time(&g.last_seen, zone),
                     g.hosts.len()
                 );
             }
@@ -511,7 +545,7 @@ pub fn subject_words(key: &str) -> String {
 }
 
 /// Flagged subjects with a button to clear each. `None`: compliance is off.
-pub fn flags_page(officer: &Officer, flags: Option<&[(String, Flag)]>, notice: Option<&str>) -> String {
+pub fn flags_page(officer: &Officer, flags: Option<&[(String, Flag)]>, notice: Option<&str>, zone: &Zone) -> String {
     let mut b = String::from("<p>Wie een verboden site probeerde te bereiken, krijgt geen toegang tot webmail en iBabs tot die persoon bevestigt de app te hebben verwijderd en de geschiedenis te hebben gewist, of tot u de markering hier opheft. Opheffen wordt vastgelegd met uw naam.<span class=\"en\" lang=\"en\">Flagged subjects are refused webmail and iBabs until they attest or an officer clears the flag here; clearing is recorded with your name.</span></p>\n");
     if let Some(n) = notice {
         let _ = writeln!(b, "<p class=\"ok\" role=\"status\">{}</p>", escape(n));
@@ -520,7 +554,7 @@ pub fn flags_page(officer: &Officer, flags: Option<&[(String, Flag)]>, notice: O
         b.push_str("<p class=\"note\">De compliancepoort staat uit: er is geen <code>[compliance]</code> in de configuratie.<span class=\"en\" lang=\"en\">The compliance gate is off (no [compliance] section).</span></p>\n");
         return layout("Gemarkeerd", "Flagged", Some(officer), "/flags", &b);
     };
-    b.push_str("<table>\n<caption>Gemarkeerd, oudste eerst <span lang=\"en\">/ Flagged, oldest first</span></caption>\n<thead><tr><th scope=\"col\">Wie</th><th scope=\"col\">App</th><th scope=\"col\">Host</th><th scope=\"col\">Sinds (UTC)</th><th scope=\"col\" class=\"num\">Referentie</th><th scope=\"col\">Actie</th></tr></thead>\n<tbody>\n");
+    b.push_str(&format!("<table>\n<caption>Gemarkeerd, oudste eerst <span lang=\"en\">/ Flagged, oldest first</span></caption>\n<thead><tr><th scope=\"col\">Wie</th><th scope=\"col\">App</th><th scope=\"col\">Host</th><th scope=\"col\">Sinds ({zone})</th><th scope=\"col\" class=\"num\">Referentie</th><th scope=\"col\">Actie</th></tr></thead>\n<tbody>\n"));
     for (key, f) in flags {
         let _ = writeln!(
             b,
@@ -529,7 +563,7 @@ pub fn flags_page(officer: &Officer, flags: Option<&[(String, Flag)]>, notice: O
             escape(key),
             escape(&f.app),
             escape(&f.host),
-            time(&f.since),
+            time(&f.since, zone),
             f.seq.map(|s| s.to_string()).unwrap_or_else(|| "–".into()),
             csrf_field(&officer.csrf),
             escape(key),
@@ -546,7 +580,7 @@ pub fn flags_page(officer: &Officer, flags: Option<&[(String, Flag)]>, notice: O
 }
 
 /// The hash chain's state, as `weerwal logs verify` reports it.
-pub fn verify_page(officer: &Officer, status: &VerifyStatus, ttl: Duration) -> String {
+pub fn verify_page(officer: &Officer, status: &VerifyStatus, ttl: Duration, zone: &Zone) -> String {
     let mut b = String::new();
     match &status.result {
         Ok(Outcome::Intact(summary)) => {
@@ -576,9 +610,9 @@ pub fn verify_page(officer: &Officer, status: &VerifyStatus, ttl: Duration) -> S
     }
     let _ = write!(
         b,
-        "<p class=\"hint\">Gecontroleerd om {} (UTC) in {} ms; de uitkomst wordt {} s bewaard. Dezelfde controle als <code>weerwal logs verify</code>.</p>\n\
+        "<p class=\"hint\">Gecontroleerd om {} ({zone}) in {} ms; de uitkomst wordt {} s bewaard. Dezelfde controle als <code>weerwal logs verify</code>.</p>\n\
 <form method=\"post\" action=\"/verify\">{}<button type=\"submit\">Nu opnieuw controleren <span lang=\"en\">/ Check again now</span></button></form>\n",
-        time(&rfc3339(status.checked)),
+        time(&rfc3339(status.checked), zone),
         status.took.as_millis(),
         ttl.as_secs(),
         csrf_field(&officer.csrf)
@@ -607,7 +641,7 @@ mod tests {
         r.method = Some("<GET>".into());
         let pairs = vec![("user".to_string(), "\"><script>f</script>".to_string())];
         let n = Newest { records: vec![r], matched: 1, ..Newest::default() };
-        let html = attempts_page(&officer(), &pairs, 200, &Ok(n));
+        let html = attempts_page(&officer(), &pairs, 200, &Ok(n), &Zone::default());
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
@@ -616,7 +650,7 @@ mod tests {
             "user:<b>\"".to_string(),
             Flag { app: "<i>".into(), host: "h".into(), since: "2026".into(), since_unix: 0, seq: Some(3) },
         )];
-        let html = flags_page(&officer(), Some(&flags), Some("<u>done</u>"));
+        let html = flags_page(&officer(), Some(&flags), Some("<u>done</u>"), &Zone::default());
         assert!(!html.contains("<b>") && !html.contains("<i>") && !html.contains("<u>"), "{html}");
         assert!(html.contains("name=\"csrf\" value=\"c0ffee\""));
         let html = login_page("t\"", "<n>", Some(("<x>", "<y>")));
@@ -625,7 +659,7 @@ mod tests {
 
     #[test]
     fn forms_are_labelled_and_tables_have_headers() {
-        let html = attempts_page(&officer(), &[], 200, &Ok(Newest::default()));
+        let html = attempts_page(&officer(), &[], 200, &Ok(Newest::default()), &Zone::default());
         for key in FILTER_KEYS {
             assert!(html.contains(&format!("<label for=\"f-{key}\"")), "{key}");
             assert!(html.contains(&format!("id=\"f-{key}\"")), "{key}");

@@ -261,10 +261,10 @@ mod tests {
         assert_eq!(n.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 4]);
         let args = filter_args(&[("event".into(), "session_end".into()), ("log".into(), "/etc".into())]);
         assert!(args.logs.is_empty());
-        let f = args.to_filter(SystemTime::now()).unwrap();
+        let f = args.to_filter(SystemTime::now(), &crate::calendar::Zone::default()).unwrap();
         assert_eq!(newest(&files, &f, true, 10).unwrap().records[0].seq, 6);
         let f = filter_args(&[("host".into(), "aliexpress.com".into()), ("user".into(), "jan".into())])
-            .to_filter(SystemTime::now())
+            .to_filter(SystemTime::now(), &crate::calendar::Zone::default())
             .unwrap();
         assert_eq!(newest(&files, &f, true, 10).unwrap().records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 3]);
         let mut csv = Vec::new();

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::auth::{self, Login, Officer, SessionState};
 use super::review::{self, Newest};
-use super::{clear_flag, form, html, pages, record_login_failure, see_other, set_cookie, AdminState, Cleared, Req};
+use super::{clear_flag, html, pages, record_login_failure, see_other, set_cookie, AdminState, Cleared, Req};
 use crate::audit::query::Filter;
 use crate::audit::report::{report, write_report, GroupBy};
 use crate::audit::EventKind;
@@ -36,9 +36,8 @@ pub fn login_form(
     if error.is_none() && matches!(state.auth.session(&req.headers), SessionState::Officer(_)) {
         return see_other("/attempts");
     }
-    let existing = form::cookie(&req.headers, auth::LOGIN_COOKIE)
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_string);
+    let existing = crate::cookies::get(&req.headers, auth::LOGIN_COOKIE)
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()));
     let pre = existing.clone().unwrap_or_else(auth::OfficerAuth::new_pre_session);
     let name = if error.is_some() {
         req.form().into_iter().find(|(k, _)| k == "name").map(|(_, v)| v).unwrap_or_default()
@@ -59,8 +58,8 @@ pub fn login_form(
 pub async fn login(state: &AdminState, req: &Req) -> Response<ProxyBody> {
     let fields = req.form();
     let field = |k: &str| fields.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or("");
-    let pre = form::cookie(&req.headers, auth::LOGIN_COOKIE).unwrap_or("");
-    if !state.auth.login_token_ok(pre, field("token")) {
+    let pre = crate::cookies::get(&req.headers, auth::LOGIN_COOKIE).unwrap_or_default();
+    if !state.auth.login_token_ok(&pre, field("token")) {
         tracing::warn!(client = %req.client, "dashboard login without a valid form token refused");
         return login_form(
             state,
@@ -82,21 +81,20 @@ pub async fn login(state: &AdminState, req: &Req) -> Response<ProxyBody> {
             set_cookie(&mut resp, auth::set_cookie(auth::LOGIN_COOKIE, "", Some(Duration::ZERO), secure));
             resp
         }
-        Login::NotOfficer => {
-            record_login_failure(state, req, name, "not an officer").await;
-            html(
-                StatusCode::FORBIDDEN,
-                pages::message_page(
-                    None,
-                    "Geen toegang",
-                    "Forbidden",
-                    "Alleen beveiligingsfunctionarissen (rol officer) hebben toegang tot dit overzicht.",
-                    "Only security officers (role officer) may use this dashboard.",
-                ),
-            )
-        }
-        Login::Failed => {
-            record_login_failure(state, req, name, "wrong user name or password").await;
+        Login::DirectoryDown => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::message_page(
+                None,
+                "Directory onbereikbaar",
+                "Directory unreachable",
+                "De gebruikersdirectory (Active Directory) is nu niet bereikbaar; uw aanmelding kan niet worden gecontroleerd. Een officer uit het gebruikersbestand kan wel inloggen.",
+                "The user directory (Active Directory) cannot be reached, so your login cannot be checked. An officer from the users file can still log in.",
+            ),
+        ),
+        Login::Failed { user, reason } => {
+            // A non-officer's right password gets exactly the page of a
+            // wrong one; the record names only a user that exists.
+            record_login_failure(state, req, user.as_deref().unwrap_or(""), reason).await;
             login_form(
                 state,
                 req,
@@ -116,6 +114,7 @@ pub async fn route(state: &Arc<AdminState>, officer: &Officer, req: &Req) -> Res
         (&Method::GET, "/sessions") => sessions(state, officer, req).await,
         (&Method::GET, "/report") => report_page(state, officer, req).await,
         (&Method::GET, "/report.csv") => report_csv(state, req).await,
+        (&Method::GET, "/charts") => charts(state, officer, req).await,
         (&Method::GET, "/flags") => flags(state, officer, None),
         (&Method::POST, "/flags/clear") => clear(state, officer, req).await,
         (&Method::GET, "/verify") => verify(state, officer, false).await,
@@ -142,9 +141,14 @@ fn logout(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBod
     resp
 }
 
+/// The zone the dashboard shows times in and reads dates in.
+fn zone(state: &AdminState) -> &crate::calendar::Zone {
+    &state.config.policy.timezone
+}
+
 /// The filter of a request's query string; `Err` is for the person.
-fn filter_of(req: &Req) -> Result<Filter, String> {
-    review::filter_args(&req.query).to_filter(SystemTime::now()).map_err(|e| e.replace("--", ""))
+fn filter_of(state: &AdminState, req: &Req) -> Result<Filter, String> {
+    review::filter_args(&req.query).to_filter(SystemTime::now(), zone(state)).map_err(|e| e.replace("--", ""))
 }
 
 fn limit_of(req: &Req) -> usize {
@@ -170,17 +174,17 @@ pub async fn newest(state: &AdminState, filter: Result<Filter, String>, limit: u
 
 async fn attempts(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
     let limit = limit_of(req);
-    let filter = filter_of(req);
+    let filter = filter_of(state, req);
     let bad = filter.is_err();
     let result = newest(state, filter, limit).await;
     let status = if bad { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, pages::attempts_page(officer, &req.query, limit, &result))
+    html(status, pages::attempts_page(officer, &req.query, limit, &result, zone(state)))
 }
 
 /// The ended sessions matching the request's filters (event forced to
 /// `session_end`).
 pub async fn ended_sessions(state: &AdminState, req: &Req) -> Result<Newest, String> {
-    let mut filter = filter_of(req)?;
+    let mut filter = filter_of(state, req)?;
     filter.event = Some(EventKind::SessionEnd);
     let limit = limit_of(req);
     with_files(state, move |files| review::newest(files, &filter, false, limit).map_err(|e| e.to_string())).await
@@ -190,7 +194,7 @@ async fn sessions(state: &AdminState, officer: &Officer, req: &Req) -> Response<
     let (live, browsing_only) = state.identity.sessions.live();
     let ended = ended_sessions(state, req).await;
     let status = if ended.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, pages::sessions_page(officer, &req.query, &live, browsing_only, &ended))
+    html(status, pages::sessions_page(officer, &req.query, &live, browsing_only, &ended, zone(state)))
 }
 
 /// The `by=` of a request (default: user); `Err` names the choices.
@@ -208,7 +212,7 @@ pub async fn report_groups(
     req: &Req,
     by: GroupBy,
 ) -> Result<Vec<crate::audit::report::Group>, String> {
-    let filter = filter_of(req)?;
+    let filter = filter_of(state, req)?;
     with_files(state, move |files| report(files, &filter, by).map(|(g, _)| g).map_err(|e| e.to_string())).await
 }
 
@@ -219,7 +223,17 @@ async fn report_page(state: &AdminState, officer: &Officer, req: &Req) -> Respon
         Err(ref e) => Err(e.clone()),
     };
     let status = if result.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, pages::report_page(officer, &req.query, by.unwrap_or(GroupBy::User), &result))
+    html(status, pages::report_page(officer, &req.query, by.unwrap_or(GroupBy::User), &result, zone(state)))
+}
+
+/// `GET /charts`: the attempts as SVG charts, each followed by its table.
+async fn charts(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
+    let result = match filter_of(state, req) {
+        Ok(filter) => with_files(state, move |files| super::charts::gather(files, &filter)).await,
+        Err(e) => Err(e),
+    };
+    let status = if result.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    html(status, super::charts::charts_page(officer, &req.query, &result, zone(state)))
 }
 
 fn csv_name(what: &str) -> String {
@@ -245,7 +259,7 @@ fn bad_request_text(message: &str) -> Response<ProxyBody> {
 }
 
 async fn attempts_csv(state: &AdminState, req: &Req) -> Response<ProxyBody> {
-    let filter = match filter_of(req) {
+    let filter = match filter_of(state, req) {
         Ok(f) => f,
         Err(e) => return bad_request_text(&e),
     };
@@ -271,7 +285,7 @@ async fn report_csv(state: &AdminState, req: &Req) -> Response<ProxyBody> {
     match report_groups(state, req, by).await {
         Ok(groups) => {
             let mut out = Vec::new();
-            if let Err(e) = write_report(&groups, by, crate::audit::output::Format::Csv, &mut out) {
+            if let Err(e) = write_report(&groups, by, crate::audit::output::Format::Csv, zone(state), &mut out) {
                 return super::text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", format!("{e}\n"));
             }
             csv_response(
@@ -285,7 +299,7 @@ async fn report_csv(state: &AdminState, req: &Req) -> Response<ProxyBody> {
 
 fn flags(state: &AdminState, officer: &Officer, notice: Option<&str>) -> Response<ProxyBody> {
     let list = state.compliance.as_ref().map(|c| c.flagged());
-    html(StatusCode::OK, pages::flags_page(officer, list.as_deref(), notice))
+    html(StatusCode::OK, pages::flags_page(officer, list.as_deref(), notice, zone(state)))
 }
 
 async fn clear(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
@@ -315,7 +329,7 @@ async fn clear(state: &AdminState, officer: &Officer, req: &Req) -> Response<Pro
 
 async fn verify(state: &AdminState, officer: &Officer, force: bool) -> Response<ProxyBody> {
     let status = state.verify.get(force).await;
-    html(StatusCode::OK, pages::verify_page(officer, &status, super::VERIFY_TTL))
+    html(StatusCode::OK, pages::verify_page(officer, &status, super::VERIFY_TTL, zone(state)))
 }
 
 // ---------------------------------------------------------------------------

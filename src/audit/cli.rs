@@ -13,6 +13,7 @@ use super::reader::select;
 use super::report::{report, write_report, GroupBy};
 use super::time::{parse_time_arg, Edge, TimeRange};
 use super::verify::{verify, Outcome};
+use crate::calendar::Zone;
 use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
@@ -25,6 +26,11 @@ pub enum LogsCommand {
         /// rotated files).
         #[arg(value_name = "DIR|FILE")]
         paths: Vec<PathBuf>,
+        /// Also compare every record with its copy in the cluster database
+        /// (`[cluster]`) and name the first that differs: a chain rewritten
+        /// on disk after it was shipped is caught.
+        #[arg(long)]
+        witness: bool,
     },
     /// List the records that match every filter given, across rotated files.
     Query {
@@ -81,8 +87,8 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     /// The filter these arguments describe; ages count back from `now`.
-    pub fn to_filter(&self, now: SystemTime) -> Result<Filter, String> {
-        let time = |s: &Option<String>, edge| s.as_deref().map(|s| parse_time_arg(s, now, edge)).transpose();
+    pub fn to_filter(&self, now: SystemTime, zone: &Zone) -> Result<Filter, String> {
+        let time = |s: &Option<String>, edge| s.as_deref().map(|s| parse_time_arg(s, now, edge, zone)).transpose();
         let range = TimeRange { since: time(&self.since, Edge::Since)?, until: time(&self.until, Edge::Until)? };
         if let (Some(s), Some(u)) = (range.since, range.until) {
             if s >= u {
@@ -97,6 +103,7 @@ impl FilterArgs {
             client: self.client.as_deref().map(parse_client).transpose()?,
             event: self.event.as_deref().map(parse_event).transpose()?,
             range,
+            zone: zone.clone(),
         })
     }
 }
@@ -158,7 +165,10 @@ fn execute(
 ) -> Result<u8, Fail> {
     let live = &config.audit.path;
     match cmd {
-        LogsCommand::Verify { paths } => {
+        LogsCommand::Verify { witness: true, .. } => Err(Fail::Usage(
+            "--witness compares the log with its copy in the cluster database: configure [cluster] first".into(),
+        )),
+        LogsCommand::Verify { paths, .. } => {
             let selection = select(&paths, live).map_err(Fail::Runtime)?;
             match verify(&selection).map_err(|e| Fail::Runtime(e.to_string()))? {
                 Outcome::Intact(summary) => {
@@ -175,7 +185,7 @@ fn execute(
             }
         }
         LogsCommand::Query { filter, format } => {
-            let f = filter.to_filter(now).map_err(Fail::Usage)?;
+            let f = filter.to_filter(now, &config.policy.timezone).map_err(Fail::Usage)?;
             let selection = select(&filter.logs, live).map_err(Fail::Runtime)?;
             let (matched, skipped) = query(&selection.files, &f, format, out)?;
             if format == Format::Table {
@@ -185,17 +195,18 @@ fn execute(
             Ok(0)
         }
         LogsCommand::Report { filter, by, format } => {
-            let f = filter.to_filter(now).map_err(Fail::Usage)?;
+            let f = filter.to_filter(now, &config.policy.timezone).map_err(Fail::Usage)?;
             let selection = select(&filter.logs, live).map_err(Fail::Runtime)?;
             let (groups, skipped) = report(&selection.files, &f, by)?;
-            write_report(&groups, by, format, out)?;
+            write_report(&groups, by, format, &config.policy.timezone, out)?;
             warn_skipped(err, &skipped);
             Ok(0)
         }
     }
 }
 
-fn warn_skipped(err: &mut dyn Write, skipped: &Skipped) {
+/// Warns about lines left out of a query or report.
+pub fn warn_skipped(err: &mut dyn Write, skipped: &Skipped) {
     if let Some(first) = &skipped.first {
         let _ = writeln!(
             err,

@@ -4,12 +4,14 @@
 //! querying and reporting (`weerwal logs`).
 
 pub mod cli;
+pub mod coalesce;
 pub mod files;
 pub mod output;
 pub mod query;
 pub mod reader;
 pub mod record;
 pub mod report;
+pub mod ship;
 pub mod squid;
 pub mod time;
 pub mod verify;

@@ -12,41 +12,27 @@ pub enum Format {
     Csv,
 }
 
-/// One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF,
-/// with quotes doubled. A field that a spreadsheet would run as a formula
-/// (`=`, `+`, `-`, `@`, tab or CR first: the User-Agent is chosen by whoever
-/// sent the request) is prefixed with `'` and quoted, so opening the export
-/// in Excel or LibreOffice never executes it.
+/// A field as it goes into a CSV export: one that a spreadsheet would run
+/// as a formula (`=`, `+`, `-`, `@`, tab or CR first: the User-Agent is
+/// chosen by whoever sent the request) is prefixed with `'`, so opening the
+/// export in Excel or LibreOffice never executes it. Quoting is the `csv`
+/// crate's.
 pub fn csv_field(s: &str) -> Cow<'_, str> {
     // A lone `-` or `+` (our "none") is text to every spreadsheet.
     let formula = s.starts_with(['=', '@', '\t', '\r']) || (s.len() > 1 && s.starts_with(['+', '-']));
-    if !formula && !s.contains([',', '"', '\r', '\n']) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 4);
-    out.push('"');
     if formula {
-        out.push('\'');
+        Cow::Owned(format!("'{s}"))
+    } else {
+        Cow::Borrowed(s)
     }
-    for c in s.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    Cow::Owned(out)
 }
 
-/// One CSV record, ended with CRLF as RFC 4180 says.
+/// One CSV record (RFC 4180: quoted where needed, ended with CRLF).
 pub fn csv_row<S: AsRef<str>>(out: &mut dyn Write, fields: &[S]) -> io::Result<()> {
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        out.write_all(csv_field(f.as_ref()).as_bytes())?;
-    }
-    out.write_all(b"\r\n")
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).buffer_capacity(1024).from_writer(out);
+    let fields: Vec<Cow<'_, str>> = fields.iter().map(|f| csv_field(f.as_ref())).collect();
+    w.write_record(fields.iter().map(|f| f.as_bytes()))?;
+    w.flush()
 }
 
 /// A cell as the terminal should show it: control characters (which could

@@ -11,9 +11,10 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::output::{csv_row, Format, Table};
-use super::reader::{each_line, ReadError};
+use super::reader::{each_line, LineVisitor, ReadError};
 use super::record::{EventKind, Record};
 use super::time::{parse_rfc3339, TimeRange};
+use crate::calendar::Zone;
 
 /// The filters of `logs query` and `logs report`; all that are set must match.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,9 @@ pub struct Filter {
     pub client: Option<IpNet>,
     pub event: Option<EventKind>,
     pub range: TimeRange,
+    /// The zone whose days dates mean and whose wall-clock times tables
+    /// show (`policy.timezone`); the log itself is in UTC.
+    pub zone: Zone,
 }
 
 /// The fields filters and reports look at, borrowed from the line where
@@ -51,6 +55,23 @@ pub struct View<'a> {
     pub app: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub host: Option<Cow<'a, str>>,
+    /// Only what reports need of `detail`: a coalesced record's count.
+    #[serde(default)]
+    pub detail: Option<ViewDetail>,
+}
+
+/// `detail.coalesced` of a record that stands for repeated attempts.
+#[derive(Debug, Default, Deserialize)]
+pub struct ViewDetail {
+    #[serde(default)]
+    pub coalesced: Option<u64>,
+}
+
+impl View<'_> {
+    /// How many attempts this record stands for (see [`super::coalesce`]).
+    pub fn attempts(&self) -> u64 {
+        self.detail.as_ref().and_then(|d| d.coalesced).unwrap_or(1)
+    }
 }
 
 /// An event name as written in the log (`blocked`, `session_start`, …).
@@ -204,10 +225,11 @@ pub fn csv_fields(r: &Record) -> Vec<String> {
     ]
 }
 
-fn table() -> Table {
+fn table(zone: &Zone) -> Table {
+    let time = format!("TIME ({zone})");
     Table::new(&[
         ("SEQ", true),
-        ("TIME (UTC)", false),
+        (&time, false),
         ("EVENT", false),
         ("USER", false),
         ("CLIENT", false),
@@ -219,11 +241,11 @@ fn table() -> Table {
     ])
 }
 
-fn table_cells(r: &Record) -> Vec<String> {
+fn table_cells(r: &Record, zone: &Zone) -> Vec<String> {
     let d = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     vec![
         r.seq.to_string(),
-        r.ts.replace('T', " ").trim_end_matches('Z').to_string(),
+        zone.wall_clock_of(&r.ts),
         to_name(&r.event),
         d(&r.user),
         r.client.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
@@ -243,9 +265,19 @@ pub fn query(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(u64, Skipped), RunError> {
+    query_lines(|visit| each_line(files, visit), filter, format, out)
+}
+
+/// [`query`] over any source of lines (the cluster database's copy).
+pub fn query_lines(
+    source: impl FnOnce(LineVisitor<'_>) -> Result<(), ReadError>,
+    filter: &Filter,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(u64, Skipped), RunError> {
     let mut matched = 0u64;
     let mut skipped = Skipped::default();
-    let mut table = table();
+    let mut table = table(&filter.zone);
     let mut failed: Option<io::Error> = None;
     if format == Format::Csv {
         csv_row(out, &COLUMNS)?;
@@ -253,7 +285,7 @@ pub fn query(
     if format == Format::Json {
         out.write_all(b"[")?;
     }
-    each_line(files, |line| {
+    source(&mut |line| {
         let Some(text) = line.text().filter(|_| line.complete) else {
             skipped.note(line.file, line.number);
             return ControlFlow::Continue(());
@@ -273,7 +305,7 @@ pub fn query(
             }
             Format::Csv | Format::Table => match serde_json::from_str::<Record>(text) {
                 Ok(r) if format == Format::Csv => csv_row(out, &csv_fields(&r)),
-                Ok(r) => table.row(out, table_cells(&r)),
+                Ok(r) => table.row(out, table_cells(&r, &filter.zone)),
                 Err(_) => {
                     skipped.note(line.file, line.number);
                     return ControlFlow::Continue(());

@@ -92,6 +92,11 @@ pub fn select(args: &[PathBuf], live: &Path) -> Result<Selection, String> {
     Ok(Selection { files: picked.into_iter().map(|(_, p)| p).collect(), whole_log })
 }
 
+/// A source of log lines: calls the visitor with each line, in order, until
+/// it breaks. The files of a log ([`each_line`]), or the cluster database's
+/// copy of every node's records.
+pub type LineVisitor<'v> = &'v mut dyn FnMut(Line<'_>) -> ControlFlow<()>;
+
 /// Calls `f` with every line of `files`, in order, until it breaks.
 pub fn each_line<F>(files: &[PathBuf], mut f: F) -> Result<(), ReadError>
 where

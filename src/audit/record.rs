@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// What happened. Only policy-relevant events exist: ordinary browsing is
 /// never recorded (data minimisation, AVG/GDPR).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Blocked,
@@ -32,6 +32,8 @@ pub enum Via {
     Gateway,
     Admin,
     System,
+    /// The DNS listener (`[dns]`).
+    Dns,
 }
 
 /// One audit record. Callers fill in what they know; the writer assigns
@@ -83,6 +85,10 @@ pub struct Record {
     /// Event-specific facts (policy digest and counts, session summary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+    /// The cluster node that wrote the record (`[cluster] node`); absent
+    /// on a node without `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(default)]
     pub prev: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -112,6 +118,7 @@ impl Record {
             flagged: None,
             reason: None,
             detail: None,
+            node: None,
             prev: String::new(),
             hash: String::new(),
         }

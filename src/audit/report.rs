@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use super::output::{csv_row, Format, Table};
 use super::query::{Filter, RunError, Skipped, View};
-use super::reader::each_line;
+use super::reader::{each_line, LineVisitor, ReadError};
 use super::record::EventKind;
+use crate::calendar::Zone;
 
 /// What to group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,9 +60,18 @@ pub struct Group {
 /// events (sessions, policy loads, retention) are not attempts and are left
 /// out. Groups come sorted: days in order, anything else by attempts, most first.
 pub fn report(files: &[PathBuf], filter: &Filter, by: GroupBy) -> Result<(Vec<Group>, Skipped), RunError> {
+    report_lines(|visit| each_line(files, visit), filter, by)
+}
+
+/// [`report`] over any source of lines (the cluster database's copy).
+pub fn report_lines(
+    source: impl FnOnce(LineVisitor<'_>) -> Result<(), ReadError>,
+    filter: &Filter,
+    by: GroupBy,
+) -> Result<(Vec<Group>, Skipped), RunError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut skipped = Skipped::default();
-    each_line(files, |line| {
+    source(&mut |line| {
         let Some(text) = line.text().filter(|_| line.complete) else {
             skipped.note(line.file, line.number);
             return ControlFlow::Continue(());
@@ -77,12 +87,16 @@ pub fn report(files: &[PathBuf], filter: &Filter, by: GroupBy) -> Result<(Vec<Gr
         {
             return ControlFlow::Continue(());
         }
-        let client;
+        let (client, day);
         let key: &str = match by {
             GroupBy::User => v.user.as_deref().unwrap_or("-"),
             GroupBy::Session => v.session.as_deref().unwrap_or("-"),
             GroupBy::App => v.app.as_deref().unwrap_or("-"),
-            GroupBy::Day => v.ts.get(..10).unwrap_or("-"),
+            GroupBy::Day => {
+                // The day in `policy.timezone`, as the dashboard shows it.
+                day = filter.zone.date_of(&v.ts).map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+                &day
+            }
             GroupBy::Device => match (&v.device, v.client) {
                 (Some(d), _) => d,
                 (None, Some(c)) => {
@@ -96,14 +110,16 @@ pub fn report(files: &[PathBuf], filter: &Filter, by: GroupBy) -> Result<(Vec<Gr
             groups.insert(key.to_string(), Group { key: key.to_string(), ..Group::default() });
         }
         let g = groups.get_mut(key).expect("inserted above");
+        // A coalesced record stands for its count of attempts.
+        let n = v.attempts();
         match v.event {
-            EventKind::Blocked => g.blocked += 1,
-            EventKind::Exempted => g.exempted += 1,
-            EventKind::AppDetected => g.app_detected += 1,
-            _ => g.gateway_denied += 1,
+            EventKind::Blocked => g.blocked += n,
+            EventKind::Exempted => g.exempted += n,
+            EventKind::AppDetected => g.app_detected += n,
+            _ => g.gateway_denied += n,
         }
         if v.event != EventKind::AppDetected {
-            g.attempts += 1;
+            g.attempts += n;
         }
         if g.first_seen.is_empty() || *v.ts < *g.first_seen {
             g.first_seen = v.ts.to_string();
@@ -126,15 +142,20 @@ pub fn report(files: &[PathBuf], filter: &Filter, by: GroupBy) -> Result<(Vec<Gr
     Ok((groups, skipped))
 }
 
-fn short_time(ts: &str) -> String {
-    ts.get(..19).map(|t| t.replace('T', " ")).unwrap_or_else(|| ts.to_string())
-}
-
-/// Writes a report in `format`.
-pub fn write_report(groups: &[Group], by: GroupBy, format: Format, out: &mut dyn Write) -> std::io::Result<()> {
+/// Writes a report in `format`: the table shows times in `zone`, CSV and
+/// JSON keep the log's UTC times.
+pub fn write_report(
+    groups: &[Group],
+    by: GroupBy,
+    format: Format,
+    zone: &Zone,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let short_time = |ts: &str| zone.wall_clock_of(ts);
     match format {
         Format::Table => {
             let heading = by.name().to_ascii_uppercase();
+            let (first, last) = (format!("FIRST SEEN ({zone})"), format!("LAST SEEN ({zone})"));
             let mut t = Table::new(&[
                 (heading.as_str(), false),
                 ("ATTEMPTS", true),
@@ -142,8 +163,8 @@ pub fn write_report(groups: &[Group], by: GroupBy, format: Format, out: &mut dyn
                 ("EXEMPTED", true),
                 ("APP SIGNATURE", true),
                 ("GATEWAY DENIED", true),
-                ("FIRST SEEN (UTC)", false),
-                ("LAST SEEN (UTC)", false),
+                (first.as_str(), false),
+                (last.as_str(), false),
                 ("HOSTS", true),
             ]);
             for g in groups {

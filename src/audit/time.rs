@@ -1,11 +1,14 @@
-//! UTC calendar arithmetic for the audit log (file names, daily rotation,
-//! retention) and the time arguments of `weerwal logs` (`--since`,
-//! `--until`). No time-zone database: the log is in UTC, and so are times
-//! written without an offset.
+//! Time for the audit log: UTC file names, daily rotation and retention,
+//! and the time arguments of `weerwal logs` and the dashboard (`--since`,
+//! `--until`), whose dates are days in `policy.timezone`. Parsing and
+//! calendar arithmetic are `jiff`'s; the log itself is in UTC.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::policy::date::{civil_from_days, days_from_civil};
+use jiff::civil::{Date, DateTime};
+use jiff::Timestamp;
+
+use crate::calendar::Zone;
 
 /// Milliseconds since the Unix epoch (negative before it).
 pub fn unix_millis(t: SystemTime) -> i64 {
@@ -31,87 +34,37 @@ pub fn utc_day(t: SystemTime) -> i64 {
 
 /// `20261123-101502`: a sortable UTC time for file names.
 pub fn compact_utc(t: SystemTime) -> String {
-    let ms = unix_millis(t);
-    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
-    let secs = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH).strftime("%Y%m%d-%H%M%S").to_string()
 }
 
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        _ => 28,
-    }
+/// `YYYY-MM-DD` and nothing else (jiff also reads other forms).
+fn parse_date(s: &str) -> Option<Date> {
+    crate::calendar::Date::parse(s).ok().map(crate::calendar::Date::civil)
 }
 
-fn digits(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// An RFC 3339 time (`2026-11-23T10:15:02.123Z`, `2026-11-23T11:15:02+01:00`),
+/// or, with `Err(datetime)`, a date and time written without an offset
+/// (`2026-11-23 10:15`: a space instead of `T`, seconds optional), which
+/// the caller places in a zone.
+fn parse_time(s: &str) -> Option<Result<Timestamp, DateTime>> {
+    // A date alone is not a time (jiff would read it as midnight).
+    if s.len() < 16 || !s.is_char_boundary(10) || !s[10..].starts_with(['T', 't', ' ']) {
         return None;
     }
-    s.parse().ok()
+    parse_date(&s[..10])?;
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Some(Ok(t));
+    }
+    s.parse::<DateTime>().ok().map(Err)
 }
 
-/// `YYYY-MM-DD` as a day number.
-pub fn parse_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, m, d) = (digits(&s[..4])?, digits(&s[5..7])?, digits(&s[8..])?);
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(i64::from(y), m) {
-        return None;
-    }
-    Some(days_from_civil(i64::from(y), m, d))
-}
-
-/// An RFC 3339 time (`2026-11-23T10:15:02.123Z`, `2026-11-23T11:15:02+01:00`).
-/// Lenient where it cannot mislead: a space instead of `T`, seconds
-/// optional, and no offset meaning UTC.
+/// An RFC 3339 time as written in the log; without an offset it is UTC.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    if s.len() < 16 || !s.is_char_boundary(10) {
-        return None;
-    }
-    let day = parse_date(&s[..10])?;
-    let rest = s[10..].strip_prefix(['T', 't', ' '])?;
-    let (clock, offset_secs) = if let Some(c) = rest.strip_suffix(['Z', 'z']) {
-        (c, 0)
-    } else if let Some(i) = rest.rfind(['+', '-']) {
-        let (c, off) = rest.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (h, m) = off[1..].split_once(':')?;
-        let (h, m) = (digits(h)?, digits(m)?);
-        if h > 23 || m > 59 || off.len() != 6 {
-            return None;
-        }
-        (c, sign * i64::from(h * 3600 + m * 60))
-    } else {
-        (rest, 0)
+    let t = match parse_time(s)? {
+        Ok(t) => t,
+        Err(dt) => jiff::tz::TimeZone::UTC.to_timestamp(dt).ok()?,
     };
-    let (hms, frac) = match clock.split_once('.') {
-        Some((hms, frac)) => (hms, Some(frac)),
-        None => (clock, None),
-    };
-    let mut parts = hms.split(':');
-    let (h, m) = (parts.next()?, parts.next()?);
-    let sec = parts.next();
-    if parts.next().is_some() || h.len() != 2 || m.len() != 2 || sec.is_some_and(|s| s.len() != 2) {
-        return None;
-    }
-    let (h, m, sec) = (digits(h)?, digits(m)?, sec.map(digits).unwrap_or(Some(0))?);
-    if h > 23 || m > 59 || sec > 60 || (frac.is_some() && hms.len() != 8) {
-        return None;
-    }
-    let nanos = match frac {
-        None => 0,
-        Some(f) if !f.is_empty() && f.len() <= 9 => digits(f)? * 10u32.pow(9 - f.len() as u32),
-        Some(_) => return None,
-    };
-    // A leap second is counted as the last second of its minute.
-    let secs = day * 86_400 + i64::from(h * 3600 + m * 60 + sec.min(59)) - offset_secs;
-    let base = from_unix_millis(secs.checked_mul(1000)?);
-    Some(base + Duration::from_nanos(u64::from(nanos)))
+    SystemTime::try_from(t).ok()
 }
 
 /// A half-open time range: `since` included, `until` excluded.
@@ -138,16 +91,26 @@ pub enum Edge {
     Until,
 }
 
-/// A `--since`/`--until` argument: RFC 3339, a date (the whole day: `--until
-/// 2026-11-23` includes that day), or an age before `now` (`7d`, `12h`, `30m`).
-/// Returns the range bound: inclusive for `Since`, exclusive for `Until`.
-pub fn parse_time_arg(s: &str, now: SystemTime, edge: Edge) -> Result<SystemTime, String> {
+/// A `--since`/`--until` argument: RFC 3339, a date (the whole day in
+/// `zone`: `--until 2026-11-23` includes that day), a date and time without
+/// an offset (wall-clock time in `zone`), or an age before `now` (`7d`,
+/// `12h`, `30m`). Returns the range bound: inclusive for `Since`, exclusive
+/// for `Until`.
+pub fn parse_time_arg(s: &str, now: SystemTime, edge: Edge, zone: &Zone) -> Result<SystemTime, String> {
     let s = s.trim();
+    let in_zone = |dt: DateTime| {
+        (zone.tz().to_timestamp(dt).and_then(SystemTime::try_from))
+            .map_err(|e| format!("{s:?} is not a time in {zone}: {e}"))
+    };
     if let Some(day) = parse_date(s) {
-        let day = if edge == Edge::Until { day + 1 } else { day };
-        return Ok(from_unix_millis(day * 86_400_000));
+        let day = if edge == Edge::Until { day.tomorrow().map_err(|e| format!("{s:?}: {e}"))? } else { day };
+        return in_zone(day.to_datetime(jiff::civil::Time::midnight()));
     }
-    if let Some(t) = parse_rfc3339(s) {
+    if let Some(t) = parse_time(s) {
+        let t = match t {
+            Ok(t) => SystemTime::try_from(t).map_err(|e| format!("{s:?}: {e}"))?,
+            Err(dt) => in_zone(dt)?,
+        };
         // `--until T` includes T itself.
         return Ok(if edge == Edge::Until { t + Duration::from_nanos(1) } else { t });
     }
@@ -162,17 +125,6 @@ pub fn parse_time_arg(s: &str, now: SystemTime, edge: Edge) -> Result<SystemTime
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_round_trip_and_known_days() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        for d in (-800_000..800_000).step_by(997) {
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d);
-        }
-    }
 
     #[test]
     fn rfc3339_agrees_with_humantime() {
@@ -190,13 +142,15 @@ mod tests {
         }
         let t = humantime::parse_rfc3339("2026-11-23T10:15:02.999Z").unwrap();
         assert_eq!(compact_utc(t), "20261123-101502");
-        assert_eq!(utc_day(t), days_from_civil(2026, 11, 23));
+        assert_eq!(utc_day(t), 20_780); // 1_795_392_000 s / 86_400
     }
 
     #[test]
     fn time_arguments() {
         let now = humantime::parse_rfc3339("2026-11-23T12:00:00Z").unwrap();
         let at = |s| humantime::parse_rfc3339(s).unwrap();
+        let utc = Zone::utc();
+        let parse_time_arg = |s, now, edge| parse_time_arg(s, now, edge, &utc);
         assert_eq!(parse_time_arg("2026-11-23", now, Edge::Since).unwrap(), at("2026-11-23T00:00:00Z"));
         assert_eq!(parse_time_arg("2026-11-23", now, Edge::Until).unwrap(), at("2026-11-24T00:00:00Z"));
         assert_eq!(parse_time_arg("12h", now, Edge::Since).unwrap(), at("2026-11-23T00:00:00Z"));
@@ -206,5 +160,21 @@ mod tests {
         assert!(range.contains(at("2026-11-23T10:00:00Z")));
         assert!(!range.contains(at("2026-11-23T10:00:00.001Z")));
         assert!(parse_time_arg("gisteren", now, Edge::Since).unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn dates_and_offsetless_times_are_local_days_and_times() {
+        let now = humantime::parse_rfc3339("2026-11-23T12:00:00Z").unwrap();
+        let at = |s| humantime::parse_rfc3339(s).unwrap();
+        let ams = Zone::default();
+        // 2026-11-23 in Amsterdam (UTC+1) runs from 23:00 UTC the day before.
+        assert_eq!(parse_time_arg("2026-11-23", now, Edge::Since, &ams).unwrap(), at("2026-11-22T23:00:00Z"));
+        assert_eq!(parse_time_arg("2026-11-23", now, Edge::Until, &ams).unwrap(), at("2026-11-23T23:00:00Z"));
+        // Summer time: UTC+2; the day DST ends has 25 hours.
+        assert_eq!(parse_time_arg("2026-07-01", now, Edge::Since, &ams).unwrap(), at("2026-06-30T22:00:00Z"));
+        assert_eq!(parse_time_arg("2026-10-25", now, Edge::Until, &ams).unwrap(), at("2026-10-25T23:00:00Z"));
+        assert_eq!(parse_time_arg("2026-11-23 10:15", now, Edge::Since, &ams).unwrap(), at("2026-11-23T09:15:00Z"));
+        // An explicit offset is taken as written.
+        assert_eq!(parse_time_arg("2026-11-23T10:15:00Z", now, Edge::Since, &ams).unwrap(), at("2026-11-23T10:15:00Z"));
     }
 }

@@ -17,15 +17,26 @@
 //!
 //! With `squid_log`, blocked and exempted attempts are also written as Squid
 //! `access.log` lines ([`super::squid`]) after their batch is in the audit log.
+//!
+//! Issue 15: the writer holds an exclusive lock (`<log>.lock`, `flock`) for
+//! as long as it runs, so a second `serve` on the same log refuses to start
+//! instead of interleaving lines and breaking the chain. Repeated identical
+//! attempts are counted instead of written ([`super::coalesce`]). Paths are
+//! cut at 8 KiB (record and Squid line), as Squid cuts URLs. And the free
+//! space of the audit volume is watched ([`SpaceGuard`]): a loud log line
+//! and a metric well before it is full, and below `free_space_refuse_mb`
+//! new attempts are refused (their record fails, so the proxy refuses them)
+//! rather than served unrecorded.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::coalesce::{Admission, Coalescer};
 use super::files::{first_line, last_line, LogFiles};
 use super::record::{line_hash, EventKind, Record, Via, GENESIS};
 use super::squid;
@@ -42,6 +53,56 @@ pub enum AuditError {
     Corrupt { path: PathBuf, line: usize, message: String },
     #[error("the audit writer has stopped")]
     Closed,
+    /// Another process (a second `serve`) writes this log.
+    #[error("{}: another weerwal is already writing this audit log (it holds the lock {}); stop it first, or give this one its own audit.path", path.display(), lock.display())]
+    Locked { path: PathBuf, lock: PathBuf },
+}
+
+/// The longest URL path written (record and Squid line), as Squid cuts URLs.
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
+
+/// The lock file of the audit log at `path`: `<log>.lock` beside it. A
+/// file of its own, because the log itself is renamed at rotation.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Whether a running writer (a `serve`) holds the lock of the log at
+/// `path`; `weerwal reload` asks this before signalling anything.
+pub fn is_locked(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use rustix::fs::{flock, FlockOperation};
+        let Ok(file) = File::open(lock_path(path)) else { return false };
+        flock(&file, FlockOperation::NonBlockingLockShared).is_err()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// Takes the exclusive lock of the log at `path`, held while the returned
+/// file stays open.
+fn lock(path: &Path) -> Result<File, AuditError> {
+    let lock = lock_path(path);
+    let file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(io_error(&lock))?;
+    #[cfg(unix)]
+    {
+        use rustix::fs::{flock, FlockOperation};
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(AuditError::Locked { path: path.to_path_buf(), lock })
+            }
+            Err(e) => return Err(AuditError::Io { path: lock, source: e.into() }),
+        }
+    }
+    Ok(file)
 }
 
 struct Pending {
@@ -51,6 +112,8 @@ struct Pending {
 
 enum Msg {
     Record(Box<Pending>),
+    /// Once a second: close coalescing windows, look at the free space.
+    Tick,
     /// Write what is queued, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -110,6 +173,7 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
+        let lock = lock(path)?;
         let files = LogFiles::new(path);
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_error(path))?;
         let (mut resume, last) = resume_point(path, &mut file)?;
@@ -141,7 +205,12 @@ impl AuditLog {
             retention_days: config.retention_days,
             squid,
             clock,
+            node: config.node.clone(),
+            coalescer: Coalescer::new(config.coalesce_after, config.coalesce_window),
+            space: SpaceGuard::new(path, config.free_space_warn_mb, config.free_space_refuse_mb),
+            _lock: lock,
         };
+        writer.space.check(true);
         writer.apply_retention(&mut Vec::new());
         let resume = ResumePoint { next_seq: writer.next_seq, prev_hash: writer.prev.clone() };
         let (tx, rx) = mpsc::channel(16 * 1024);
@@ -149,6 +218,16 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io_error(path))?;
+        // The ticker holds only a weak sender: dropping every `AuditLog`
+        // still ends the writer, and then the ticker.
+        let weak = tx.downgrade();
+        let _ = std::thread::Builder::new().name("audit-tick".into()).spawn(move || loop {
+            std::thread::sleep(TICK);
+            match weak.upgrade() {
+                Some(tx) if tx.blocking_send(Msg::Tick).is_ok() => {}
+                _ => return,
+            }
+        });
         Ok((AuditLog { tx }, AuditWriterHandle { thread: Some(thread) }, resume))
     }
 
@@ -244,10 +323,129 @@ struct Writer {
     retention_days: u32,
     squid: Option<SquidLog>,
     clock: Clock,
+    /// `[cluster] node`, stamped on every record.
+    node: Option<String>,
+    coalescer: Coalescer,
+    space: SpaceGuard,
+    /// Held (open) for as long as the writer runs.
+    _lock: File,
 }
 
 /// The most records written with one system call.
 const BATCH: usize = 1024;
+/// How often windows are closed and free space is looked at.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Watches the free space of the audit volume; see the module documentation.
+struct SpaceGuard {
+    dir: PathBuf,
+    warn: u64,
+    refuse: u64,
+    checked: Option<Instant>,
+    written_since: u64,
+    warned: Option<Instant>,
+    refusing: bool,
+    free: Option<u64>,
+}
+
+/// Free space is looked at this often, and after this many bytes written.
+const SPACE_EVERY: Duration = Duration::from_secs(5);
+const SPACE_BYTES: u64 = 4 * 1024 * 1024;
+/// While space stays low, the warning is repeated this often.
+const SPACE_REPEAT: Duration = Duration::from_secs(600);
+
+impl SpaceGuard {
+    fn new(path: &Path, warn_mb: u64, refuse_mb: u64) -> SpaceGuard {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        SpaceGuard {
+            dir,
+            warn: warn_mb.saturating_mul(1024 * 1024),
+            refuse: refuse_mb.saturating_mul(1024 * 1024),
+            checked: None,
+            written_since: 0,
+            warned: None,
+            refusing: false,
+            free: None,
+        }
+    }
+
+    /// Looks at the free space when due (or `now`), logs and refuses.
+    fn check(&mut self, force: bool) {
+        if self.warn == 0 && self.refuse == 0 {
+            return;
+        }
+        let due =
+            force || self.written_since >= SPACE_BYTES || self.checked.is_none_or(|at| at.elapsed() >= SPACE_EVERY);
+        if !due {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        self.written_since = 0;
+        let Some(free) = free_bytes(&self.dir) else { return };
+        self.free = Some(free);
+        crate::metrics::metrics().audit_free_bytes.store(free, std::sync::atomic::Ordering::Relaxed);
+        let mb = free / (1024 * 1024);
+        let refusing = self.refuse > 0 && free < self.refuse;
+        if refusing && !self.refusing {
+            tracing::error!(dir = %self.dir.display(), free_mb = mb, refuse_below_mb = self.refuse / (1024 * 1024),
+                "AUDIT VOLUME FULL: new blocked and exempted attempts are REFUSED until space is made (remove or move old rotated audit logs)");
+        } else if !refusing && self.refusing {
+            tracing::warn!(dir = %self.dir.display(), free_mb = mb, "audit volume has space again; attempts are recorded and served as before");
+        }
+        self.refusing = refusing;
+        if self.warn > 0 && free < self.warn {
+            if self.warned.is_none_or(|at| at.elapsed() >= SPACE_REPEAT) {
+                self.warned = Some(Instant::now());
+                tracing::error!(dir = %self.dir.display(), free_mb = mb, warn_below_mb = self.warn / (1024 * 1024),
+                    refuse_below_mb = self.refuse / (1024 * 1024),
+                    "AUDIT VOLUME LOW ON SPACE: make room (old rotated logs, a larger volume) before weerwal has to refuse attempts");
+            }
+        } else {
+            self.warned = None;
+        }
+    }
+
+    fn wrote(&mut self, bytes: u64) {
+        self.written_since += bytes;
+    }
+
+    /// Why a new attempt cannot be recorded now, if it cannot.
+    fn refusal(&self) -> Option<String> {
+        self.refusing.then(|| {
+            format!(
+                "the audit volume ({}) has {} MiB free, less than audit.free_space_refuse_mb = {}: attempts are refused until space is made",
+                self.dir.display(),
+                self.free.unwrap_or(0) / (1024 * 1024),
+                self.refuse / (1024 * 1024)
+            )
+        })
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the volume holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let s = rustix::fs::statvfs(dir).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Cuts a path at [`MAX_PATH_BYTES`] (on a character boundary).
+fn cut_path(path: &mut String) {
+    if path.len() > MAX_PATH_BYTES {
+        let mut end = MAX_PATH_BYTES;
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        path.truncate(end);
+    }
+}
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -256,19 +454,26 @@ impl Writer {
         let mut next = rx.blocking_recv();
         while let Some(msg) = next.take() {
             let mut closing = None;
+            let mut tick = false;
             match msg {
                 Msg::Record(p) => batch.push(*p),
+                Msg::Tick => tick = true,
                 Msg::Close(done) => closing = Some(done),
             }
             while closing.is_none() && batch.len() < BATCH {
                 match rx.try_recv() {
                     Ok(Msg::Record(p)) => batch.push(*p),
+                    Ok(Msg::Tick) => tick = true,
                     Ok(Msg::Close(done)) => closing = Some(done),
                     Err(_) => break,
                 }
             }
             if !batch.is_empty() {
                 self.write_batch(&mut batch, &mut buf);
+            } else if tick {
+                self.space.check(false);
+                let mut counts = self.coalescer.due(Instant::now());
+                self.write_counts(&mut counts, &mut buf);
             }
             if let Some(done) = closing {
                 rx.close();
@@ -281,19 +486,93 @@ impl Writer {
                 if !batch.is_empty() {
                     self.write_batch(&mut batch, &mut buf);
                 }
+                // No attempt goes uncounted: every open window's count.
+                let mut counts = self.coalescer.drain();
+                self.write_counts(&mut counts, &mut buf);
                 let _ = done.send(());
                 return;
             }
             next = rx.blocking_recv();
         }
+        // Every handle dropped without a close: the counts still go in.
+        let mut counts = self.coalescer.drain();
+        self.write_counts(&mut counts, &mut buf);
+    }
+
+    /// Writes the count records of closed coalescing windows.
+    fn write_counts(&mut self, counts: &mut [Record], buf: &mut Vec<u8>) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut records: Vec<&mut Record> = counts.iter_mut().collect();
+        let (seqs, rotated) = self.append(&mut records, buf, false);
+        for s in seqs {
+            if let Err(e) = s {
+                tracing::error!(error = %e, "could not write the count of repeated attempts");
+            }
+        }
+        if rotated {
+            self.apply_retention(buf);
+        }
     }
 
     fn write_batch(&mut self, batch: &mut Vec<Pending>, buf: &mut Vec<u8>) {
-        let mut records: Vec<&mut Record> = batch.iter_mut().map(|p| &mut p.record).collect();
+        self.space.check(false);
+        let now = Instant::now();
+        let at = (self.clock)();
+        // Windows that closed go first, so a count precedes newer attempts.
+        let mut counts = self.coalescer.due(now);
+        let admissions: Vec<Admission> = batch.iter().map(|p| self.coalescer.admit(&p.record, now, at)).collect();
+        let refusal = self.space.refusal();
+        let mut records: Vec<&mut Record> = counts.iter_mut().collect();
+        let first = records.len();
+        // For each pending record: its index among the records written.
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(batch.len());
+        for (p, a) in batch.iter_mut().zip(&admissions) {
+            match a {
+                Admission::Counted(_) => slot.push(None),
+                // Only attempts are refused: they are what a full volume
+                // must not let through unrecorded.
+                _ if refusal.is_some() && super::coalesce::Key::of(&p.record).is_some() => slot.push(None),
+                _ => {
+                    slot.push(Some(records.len()));
+                    records.push(&mut p.record);
+                }
+            }
+        }
         let (seqs, rotated) = self.append(&mut records, buf, false);
         drop(records);
-        for (p, s) in batch.drain(..).zip(seqs) {
-            let _ = p.done.send(s);
+        for (a, s) in admissions.iter().zip(&slot) {
+            if let (Admission::WriteFirst(key), Some(i)) = (a, s) {
+                if let Some(Ok(seq)) = seqs.get(*i) {
+                    self.coalescer.written(key, *seq);
+                }
+            }
+        }
+        for s in &seqs[..first.min(seqs.len())] {
+            if let Err(e) = s {
+                tracing::error!(error = %e, "could not write the count of repeated attempts");
+            }
+        }
+        let metrics = crate::metrics::metrics();
+        for ((p, a), s) in batch.drain(..).zip(&admissions).zip(slot) {
+            let result = match (a, s) {
+                (_, Some(i)) => seqs.get(i).cloned().unwrap_or_else(|| Err("not written".into())),
+                (Admission::Counted(key), None) => match self.coalescer.first_seq(key) {
+                    Some(seq) => {
+                        metrics.audit_coalesced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(seq)
+                    }
+                    None => {
+                        self.coalescer.uncount(key);
+                        Err(refusal.clone().unwrap_or_else(|| {
+                            "the first record of these repeated attempts could not be written".into()
+                        }))
+                    }
+                },
+                (_, None) => Err(refusal.clone().unwrap_or_default()),
+            };
+            let _ = p.done.send(result);
         }
         if rotated {
             self.apply_retention(buf);
@@ -319,9 +598,13 @@ impl Writer {
             s.buf.clear();
         }
         for r in records.iter_mut() {
+            if let Some(p) = r.path.as_mut() {
+                cut_path(p);
+            }
             r.seq = self.next_seq;
             r.ts.clone_from(&ts);
             r.prev = std::mem::take(&mut self.prev);
+            r.node.clone_from(&self.node);
             r.hash.clear();
             match r.write_line(buf) {
                 Ok(hash) => {
@@ -349,6 +632,7 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.live.size += buf.len() as u64;
+                self.space.wrote(buf.len() as u64);
                 self.live.last_day = Some(day);
                 self.live.first.get_or_insert((now, seq0));
                 if let Some(s) = &mut self.squid {
@@ -628,7 +912,8 @@ mod tests {
     }
 
     fn config(path: &Path, sync: SyncMode) -> AuditConfig {
-        AuditConfig { path: path.to_path_buf(), sync, ..AuditConfig::default() }
+        // One record per call here; coalescing has its own tests.
+        AuditConfig { path: path.to_path_buf(), sync, coalesce_after: 0, ..AuditConfig::default() }
     }
 
     #[tokio::test]

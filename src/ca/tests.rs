@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
@@ -294,7 +295,7 @@ fn organisation_names_x509_cannot_hold_are_refused_before_writing() {
 fn fingerprint_is_sha256_of_the_der_like_openssl_prints_it() {
     let (_dir, ca) = new_ca();
     let pem = fs::read(ca.cert_path()).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
+    let der = CertificateDer::from_pem_slice(&pem).unwrap();
     let digest = Sha256::digest(&der);
     let expected: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
     assert_eq!(ca.fingerprint_sha256(), expected.join(":"));
@@ -700,7 +701,7 @@ async fn leaves_from_a_reloaded_ca_chain_to_the_distributed_ca_pem() {
     drop(created);
     let loaded = Arc::new(CertificateAuthority::load(dir.path()).unwrap());
     let leaf = LeafCache::new(loaded).leaf("tiktok.com").await.unwrap();
-    let ca_der = rustls_pemfile::certs(&mut distributed.as_slice()).next().unwrap().unwrap();
+    let ca_der = CertificateDer::from_pem_slice(&distributed).unwrap();
     verify_chain(&ca_der, &leaf.cert_der, "tiktok.com").unwrap();
     assert_eq!(authority_key_id(&parse(&leaf.cert_der)), subject_key_id(&parse(&ca_der)));
 }

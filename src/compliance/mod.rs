@@ -9,11 +9,12 @@ pub mod writer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::ComplianceConfig;
 use crate::policy::{normalise_host, Host, Subject};
@@ -42,6 +43,26 @@ pub struct Flag {
     pub since_unix: u64,
     /// The audit record that flagged it: the reference number people quote.
     pub seq: Option<u64>,
+}
+
+/// A change to the compliance state, as the other nodes of a cluster need
+/// it (`[cluster]`): published by the node where it happened, applied by
+/// the others without being published again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    Flagged {
+        key: String,
+        flag: Flag,
+    },
+    Cleared {
+        keys: Vec<String>,
+    },
+    /// Subject keys seen with a device (its verified cookie id).
+    Linked {
+        id: String,
+        keys: Vec<String>,
+    },
 }
 
 /// Who a compliance decision is about: the user when authenticated, else
@@ -93,6 +114,10 @@ struct DeviceLink {
 const MAX_DEVICES: usize = 100_000;
 /// Subject keys remembered per device cookie (oldest dropped first).
 const MAX_KEYS_PER_DEVICE: usize = 16;
+/// What the attestation form's token is for (see [`crate::tokens`]).
+const ATTEST_TOKEN_CONTEXT: &str = "attest";
+/// What a device cookie's signature is for (see [`crate::tokens`]).
+const DEVICE_TOKEN_CONTEXT: &str = "device";
 /// Devices linked to one flagged key at most: a flagged laptop minting
 /// cookies cannot grow the state.
 const MAX_DEVICES_PER_FLAG: usize = 8;
@@ -114,6 +139,22 @@ pub struct Compliance {
     secret: [u8; 32],
     /// Writes the state file off the request path; `None` read-only.
     writer: Option<StateWriter>,
+    /// Where changes made on this node are published (`[cluster]`).
+    changes: OnceLock<tokio::sync::mpsc::UnboundedSender<Change>>,
+    /// `on_unavailable = "deny"` while the cluster database is unreachable:
+    /// every subject counts as flagged for protected hosts.
+    deny_all: AtomicBool,
+}
+
+/// The flag every subject has while `deny_all` is set.
+fn unavailable_flag() -> Flag {
+    Flag {
+        app: "(compliance state unavailable)".into(),
+        host: "-".into(),
+        since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        since_unix: now_unix(),
+        seq: None,
+    }
 }
 
 fn now_unix() -> u64 {
@@ -168,6 +209,8 @@ impl Compliance {
             devices: state.devices.into_iter().collect(),
             secret,
             writer: None,
+            changes: OnceLock::new(),
+            deny_all: AtomicBool::new(false),
         })
     }
 
@@ -217,6 +260,7 @@ impl Compliance {
 
     /// Flags `key` with `flag` unless a flag in force is there.
     fn flag_with(&self, key: &str, flag: Flag) -> bool {
+        let flag_copy = flag.clone();
         let flagged = match self.flags.entry(key.to_string()) {
             dashmap::Entry::Occupied(o) if self.in_force(o.get()) => false,
             dashmap::Entry::Occupied(mut o) => {
@@ -230,6 +274,7 @@ impl Compliance {
         };
         if flagged {
             self.persist();
+            self.publish(Change::Flagged { key: key.to_string(), flag: flag_copy });
         }
         flagged
     }
@@ -249,6 +294,9 @@ impl Compliance {
 
     /// The subject's flag, unless the quarantine period has passed.
     pub fn flag_of(&self, key: &str) -> Option<Flag> {
+        if self.deny_all.load(Ordering::Relaxed) {
+            return Some(self.flags.get(key).map(|f| f.clone()).unwrap_or_else(unavailable_flag));
+        }
         let flag = self.flags.get(key)?.clone();
         self.in_force(&flag).then_some(flag)
     }
@@ -263,6 +311,7 @@ impl Compliance {
         let cleared: Vec<(String, Flag)> = keys.into_iter().filter_map(|k| self.flags.remove(k)).collect();
         if !cleared.is_empty() {
             self.persist();
+            self.publish(Change::Cleared { keys: cleared.iter().map(|(k, _)| k.clone()).collect() });
         }
         cleared
     }
@@ -277,6 +326,7 @@ impl Compliance {
             ended.iter().filter_map(|k| self.flags.remove_if(k, |_, f| !self.in_force(f))).collect();
         if !removed.is_empty() {
             self.persist();
+            self.publish(Change::Cleared { keys: removed.iter().map(|(k, _)| k.clone()).collect() });
         }
         removed
     }
@@ -299,7 +349,7 @@ impl Compliance {
         let mut bytes = [0u8; 16];
         let _ = getrandom::fill(&mut bytes);
         let id = hex::encode(bytes);
-        let value = format!("{id}.{}", self.device_mac(&id));
+        let value = format!("{id}.{}", crate::tokens::token(&self.secret, DEVICE_TOKEN_CONTEXT, &id));
         (id, value)
     }
 
@@ -309,19 +359,7 @@ impl Compliance {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        constant_time_eq(mac.as_bytes(), self.device_mac(id).as_bytes()).then(|| id.to_ascii_lowercase())
-    }
-
-    fn device_mac(&self, id: &str) -> String {
-        self.mac(b"device\0", id)
-    }
-
-    fn mac(&self, purpose: &[u8], value: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.secret);
-        h.update(purpose);
-        h.update(value.as_bytes());
-        hex::encode(&h.finalize()[..16])
+        crate::tokens::token_ok(&self.secret, DEVICE_TOKEN_CONTEXT, id, mac).then(|| id.to_ascii_lowercase())
     }
 
     /// Remembers that a device (by its verified cookie id) was seen with
@@ -366,8 +404,93 @@ impl Compliance {
         };
         if added && self.flag_of_any(all.iter().map(String::as_str)).is_some() {
             self.persist();
+            let linked: Vec<String> = all.iter().filter(|k| **k != device_key(id)).cloned().collect();
+            self.publish(Change::Linked { id: id.to_string(), keys: linked });
         }
         all
+    }
+
+    /// Publishes this node's changes to `to` from now on (`[cluster]`).
+    pub fn publish_to(&self, to: tokio::sync::mpsc::UnboundedSender<Change>) {
+        let _ = self.changes.set(to);
+    }
+
+    fn publish(&self, change: Change) {
+        if let Some(tx) = self.changes.get() {
+            let _ = tx.send(change);
+        }
+    }
+
+    /// Applies a change made on another node (not published again). A flag
+    /// in force is kept over a newer one for the same key, as on one node;
+    /// a flag whose quarantine has ended is not taken.
+    pub fn apply(&self, change: Change) {
+        let changed = match change {
+            Change::Flagged { key, flag } => {
+                if !self.in_force(&flag) {
+                    return;
+                }
+                match self.flags.entry(key) {
+                    dashmap::Entry::Occupied(o) if self.in_force(o.get()) && o.get().since_unix <= flag.since_unix => {
+                        false
+                    }
+                    dashmap::Entry::Occupied(mut o) => {
+                        o.insert(flag);
+                        true
+                    }
+                    dashmap::Entry::Vacant(v) => {
+                        v.insert(flag);
+                        true
+                    }
+                }
+            }
+            Change::Cleared { keys } => keys.iter().filter(|k| self.flags.remove(k.as_str()).is_some()).count() > 0,
+            Change::Linked { id, keys } => {
+                let now = now_unix();
+                let mut entry = self.devices.entry(id).or_default();
+                entry.last_seen_unix = now;
+                entry.returned = true;
+                for k in keys {
+                    entry.linked.insert(k, now);
+                }
+                while entry.linked.len() > MAX_KEYS_PER_DEVICE {
+                    let oldest = entry.linked.iter().min_by_key(|(_, seen)| **seen).map(|(k, _)| k.clone());
+                    match oldest {
+                        Some(k) => entry.linked.remove(&k),
+                        None => break,
+                    };
+                }
+                true
+            }
+        };
+        if changed {
+            self.persist();
+        }
+    }
+
+    /// Replaces every flag with the cluster's (after a reconnect, when
+    /// notifications may have been missed), then applies `pending`: this
+    /// node's changes the database has not taken yet.
+    pub fn replace_all(&self, flags: Vec<(String, Flag)>, devices: Vec<(String, Vec<String>)>, pending: &[Change]) {
+        let fresh: std::collections::HashMap<String, Flag> =
+            flags.into_iter().filter(|(_, f)| self.in_force(f)).collect();
+        self.flags.retain(|k, _| fresh.contains_key(k));
+        for (k, f) in fresh {
+            self.flags.insert(k, f);
+        }
+        for (id, keys) in devices {
+            self.apply(Change::Linked { id, keys });
+        }
+        for c in pending {
+            self.apply(c.clone());
+        }
+        self.persist();
+    }
+
+    /// `on_unavailable = "deny"`: while set, every subject is refused the
+    /// protected hosts (the database that knows the flags is unreachable).
+    pub fn set_deny_all(&self, deny: bool) {
+        self.deny_all.store(deny, Ordering::Relaxed);
     }
 
     /// Whether a device link must be kept: a real device (it returned its
@@ -397,12 +520,12 @@ impl Compliance {
     /// The token the attestation form must carry: bound to the subject
     /// keys, unguessable without the secret.
     pub fn csrf_token(&self, key: &str) -> String {
-        self.mac(b"attest\0", key)
+        crate::tokens::token(&self.secret, ATTEST_TOKEN_CONTEXT, key)
     }
 
     /// Checks an attestation form's token in constant time.
     pub fn csrf_ok(&self, key: &str, token: &str) -> bool {
-        constant_time_eq(self.csrf_token(key).as_bytes(), token.as_bytes())
+        crate::tokens::token_ok(&self.secret, ATTEST_TOKEN_CONTEXT, key, token)
     }
 
     /// Queues the current state for the writer thread (memory work only
@@ -428,10 +551,6 @@ impl Compliance {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn parse_quarantine(s: &str) -> Result<Option<Duration>, ComplianceError> {
     if s == "until-attested" {
         return Ok(None);
@@ -444,7 +563,7 @@ mod tests {
     use super::*;
 
     fn config(q: &str) -> ComplianceConfig {
-        ComplianceConfig { protected: vec!["Webmail.Gemeente.nl".into()], quarantine: q.into() }
+        ComplianceConfig { protected: vec!["Webmail.Gemeente.nl".into()], quarantine: q.into(), state: None }
     }
 
     #[test]

@@ -127,26 +127,7 @@ fn forwarded_ip(entry: &str) -> Option<IpAddr> {
 
 /// Loads the gateway's TLS certificate and key (PEM files).
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, GatewayError> {
-    let tls_err = |path: &Path, message: String| GatewayError::Tls { path: path.to_path_buf(), message };
-    let cert_pem = std::fs::read(cert).map_err(|e| tls_err(cert, e.to_string()))?;
-    let key_pem = std::fs::read(key).map_err(|e| tls_err(key, e.to_string()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls_err(cert, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(tls_err(cert, "no certificate in the file".into()));
-    }
-    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| tls_err(key, e.to_string()))?
-        .ok_or_else(|| tls_err(key, "no private key in the file".into()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(cert, e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| tls_err(key, e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    crate::tls::acceptor(cert, key).map_err(|e| GatewayError::Tls { path: e.path, message: e.message })
 }
 
 /// Accepts gateway connections until `shutdown`, through the admission the
@@ -282,7 +263,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         port: default_port,
         user_agent: None,
         who: Who::Known(&subject),
-        today: crate::policy::Date::today(),
+        today: state.policy.load().today(),
     });
     let mut response = match (action, upstream) {
         (Action::Remediate { key, flag, .. }, _) => {
@@ -313,9 +294,14 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, req: Request<Incomin
         }
     };
     if let Some(cookie) = new_cookie {
-        let secure = if state.tls { "; Secure" } else { "" };
-        let value = format!("{DEVICE_COOKIE}={cookie}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        let value = cookie::Cookie::build((DEVICE_COOKIE, cookie.as_str()))
+            .path("/")
+            .max_age(cookie::time::Duration::days(365))
+            .http_only(true)
+            .same_site(cookie::SameSite::Lax)
+            .secure(state.tls)
+            .build();
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }
@@ -364,15 +350,7 @@ async fn forward(
 
 /// The device cookie's value from the `Cookie` header (verified by the caller).
 fn device_cookie(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == DEVICE_COOKIE)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() <= 128)
+    crate::cookies::get(headers, DEVICE_COOKIE).filter(|v| v.len() <= 128)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::{Family, HistoryError, Profile};
+use crate::atomic_file::TempFile;
 
 /// A database opened for reading, inside one read transaction so the whole
 /// scan sees one snapshot.
@@ -213,36 +214,24 @@ pub fn backup(conn: &Connection, schema: &str, db: &Path) -> Result<PathBuf, His
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
     let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let first = db.with_file_name(format!("{name}.weerwal-backup-{stamp}"));
+    // Written into a private temporary file beside the database (`VACUUM
+    // INTO` accepts an empty file, and creating it first chooses its
+    // permissions: history is private), synced, and only then given its
+    // name: a crash never leaves a half backup that looks whole.
+    let mut tmp = TempFile::beside(&first, 0o600).map_err(HistoryError::io(&first))?;
+    utf8(tmp.path())
+        .and_then(|p| conn.execute(&format!("VACUUM {schema} INTO ?1"), [p]).map_err(HistoryError::sqlite(db)))?;
     let mut n = 1;
-    let path = loop {
+    loop {
         let suffix = if n == 1 { String::new() } else { format!("-{n}") };
         let candidate = db.with_file_name(format!("{name}.weerwal-backup-{stamp}{suffix}"));
-        match create_private_file(&candidate) {
-            Ok(()) => break candidate,
+        match tmp.persist_new(&candidate) {
+            Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => n += 1,
             Err(e) => return Err(HistoryError::io(&candidate)(e)),
         }
-    };
-    let result = utf8(&path)
-        .and_then(|p| conn.execute(&format!("VACUUM {schema} INTO ?1"), [p]).map_err(HistoryError::sqlite(db)));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
     }
-    Ok(path)
-}
-
-/// `VACUUM INTO` accepts an empty file; creating it first lets us choose
-/// its permissions (history is private).
-fn create_private_file(path: &Path) -> io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path).map(|_| ())
 }
 
 /// SQLITE_BUSY or SQLITE_LOCKED: someone else holds the database.

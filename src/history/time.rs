@@ -1,5 +1,7 @@
 //! Each browser's own clock. Getting these wrong shows the person a visit
 //! "in 1601" or "in 2401", so every epoch and unit is spelt out here once.
+//! Kept by hand: these are facts about the browsers' files, not calendar
+//! arithmetic (formatting is jiff's).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,14 +44,11 @@ fn from_unix_micros(us: i64) -> Option<SystemTime> {
     }
 }
 
-/// `2026-11-23T10:15:02Z`, or `-` when unknown.
+/// `2026-11-23T10:15:02Z` (UTC), or `-` when unknown. A time before 1970
+/// or after 9999 in a history file is garbage.
 pub fn format(t: Option<SystemTime>) -> String {
-    match t {
-        // humantime formats 1970..=9999 only (and panics outside); a time
-        // outside that range in a history file is garbage anyway.
-        Some(t) if t >= UNIX_EPOCH && t < UNIX_EPOCH + Duration::from_secs(253_402_300_800) => {
-            humantime::format_rfc3339_seconds(t).to_string()
-        }
+    match t.filter(|t| *t >= UNIX_EPOCH).and_then(|t| jiff::Timestamp::try_from(t).ok()) {
+        Some(t) if t.as_second() < 253_402_300_800 => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         _ => "-".to_string(),
     }
 }

@@ -2,6 +2,11 @@
 //! design, so a check runs off the async runtime, and a successful check is
 //! remembered for a few minutes keyed by a hash of the header value: the
 //! first request of a user costs a hash, the next thousand do not.
+//!
+//! With `auth = "ldap"` the same flow asks the directory instead of the
+//! users file ([`super::ldap`]); a successful check is remembered for
+//! `cache_ttl`, keyed by the whole header (so a changed password is checked
+//! again), and users remembered keep working while the directory is down.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use http::HeaderValue;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::ldap::{Directory, Verdict};
 use super::users::{Role, Users};
 
 /// How long a successful check is remembered.
@@ -41,6 +47,9 @@ pub enum AuthOutcome {
     Failed {
         user: Option<String>,
     },
+    /// The directory cannot be reached and this user's check is not
+    /// remembered: answered with a `503` page, not another `407`.
+    Unavailable,
 }
 
 /// Checks Basic credentials; shared by all connections.
@@ -49,19 +58,84 @@ pub struct Authenticator {
     /// argon2id takes ~19 MiB and real CPU per check: a few at a time, so a
     /// flood of wrong passwords cannot exhaust memory.
     hashing: tokio::sync::Semaphore,
-    remembered: DashMap<[u8; 32], (Arc<AuthedUser>, Instant)>,
+    /// Remembered checks, each with the users generation it was made on:
+    /// only those of the current generation count.
+    remembered: DashMap<[u8; 32], (Arc<AuthedUser>, Instant, u64)>,
+    /// Bumped by every [`Authenticator::replace_users`], so a check that
+    /// started on the old users can never be remembered (or let through)
+    /// after a reload removed the user: removed means removed at once.
+    generation: std::sync::atomic::AtomicU64,
     failures: DashMap<IpAddr, (u32, Instant)>,
     pub realm: String,
+    /// With `auth = "ldap"`: the directory, asked instead of the users file.
+    directory: Option<Arc<Directory>>,
+    /// How long a successful check is remembered.
+    remember: Duration,
+    /// Whether the directory was unreachable at the last check (so an
+    /// outage is logged once, and its end once).
+    directory_down: std::sync::atomic::AtomicBool,
+    /// Mixed into cache keys, so remembered keys are not plain hashes of
+    /// credentials.
+    salt: [u8; 16],
 }
 
 impl Authenticator {
     pub fn new(users: Users, realm: &str) -> Authenticator {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).expect("the operating system's random source works");
         Authenticator {
             users: ArcSwap::from_pointee(users),
             hashing: tokio::sync::Semaphore::new(4),
             remembered: DashMap::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
             failures: DashMap::new(),
             realm: realm.to_string(),
+            directory: None,
+            remember: REMEMBER,
+            directory_down: std::sync::atomic::AtomicBool::new(false),
+            salt,
+        }
+    }
+
+    /// Checks against the directory instead of the users file.
+    pub fn with_directory(directory: Arc<Directory>, realm: &str) -> Authenticator {
+        let remember = directory.cache_ttl();
+        Authenticator { directory: Some(directory), remember, ..Authenticator::new(Users::default(), realm) }
+    }
+
+    /// Whether the directory could not be reached at the last check that
+    /// needed it (until a check succeeds again).
+    pub fn directory_down(&self) -> bool {
+        self.directory_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether credentials are checked against the directory.
+    pub fn uses_directory(&self) -> bool {
+        self.directory.is_some()
+    }
+
+    fn key(&self, header: &HeaderValue) -> [u8; 32] {
+        Sha256::new().chain_update(self.salt).chain_update(header.as_bytes()).finalize().into()
+    }
+
+    /// Asks the directory; `Err(())` when it cannot be reached (logged once
+    /// per outage, counted every time).
+    async fn ask_directory(&self, directory: &Directory, name: &str, password: &str) -> Result<Verdict, ()> {
+        use std::sync::atomic::Ordering;
+        match directory.check(name, password).await {
+            Ok(v) => {
+                if self.directory_down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the directory answers again");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                crate::metrics::metrics().directory_errors.fetch_add(1, Ordering::Relaxed);
+                if !self.directory_down.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "directory unreachable: users not checked before get a 503 until it answers");
+                }
+                Err(())
+            }
         }
     }
 
@@ -69,6 +143,7 @@ impl Authenticator {
     /// removed user or changed password takes effect at once.
     pub fn replace_users(&self, users: Users) {
         self.users.store(Arc::new(users));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.remembered.clear();
     }
 
@@ -78,9 +153,9 @@ impl Authenticator {
         let Some(header) = header else {
             return AuthOutcome::Missing;
         };
-        let key: [u8; 32] = Sha256::digest(header.as_bytes()).into();
+        let key = self.key(header);
         if let Some(hit) = self.remembered.get(&key) {
-            if hit.1.elapsed() < REMEMBER {
+            if hit.1.elapsed() < self.remember && hit.2 == self.generation.load(std::sync::atomic::Ordering::SeqCst) {
                 return AuthOutcome::Authenticated(Arc::clone(&hit.0));
             }
         }
@@ -93,29 +168,60 @@ impl Authenticator {
         if earlier >= 2 {
             tokio::time::sleep(Duration::from_millis(250u64 << (earlier - 2).min(5))).await;
         }
+        if let Some(directory) = &self.directory {
+            return match self.ask_directory(directory, &name, &password).await {
+                Ok(Verdict::Accepted(u)) => {
+                    let user = AuthedUser { name: u.name, role: Role::User, groups: u.groups };
+                    self.accepted(key, client, user, self.generation.load(std::sync::atomic::Ordering::SeqCst))
+                }
+                Ok(Verdict::WrongPassword { name }) => self.failed(client, Some(name)).await,
+                Ok(Verdict::Unknown) => self.failed(client, None).await,
+                Err(()) => AuthOutcome::Unavailable,
+            };
+        }
         let Ok(_permit) = self.hashing.acquire().await else {
             return AuthOutcome::Failed { user: None };
         };
-        let users = self.users.load_full();
-        let (n, p) = (name.clone(), password);
-        let verified = tokio::task::spawn_blocking(move || {
-            users.verify(&n, &p).map(|u| AuthedUser { name: u.name.clone(), role: u.role, groups: u.groups.clone() })
-        })
-        .await
-        .ok()
-        .flatten();
-        match verified {
-            Some(user) => {
-                let user = Arc::new(user);
-                if self.remembered.len() >= REMEMBER_MAX {
-                    self.remembered.clear();
-                }
-                self.remembered.insert(key, (Arc::clone(&user), Instant::now()));
-                self.failures.remove(&client);
-                AuthOutcome::Authenticated(user)
+        // A reload during the check (argon2 takes a while) means the check
+        // was made on users that are gone: check again on the new ones.
+        let mut verified = None;
+        let mut generation = 0;
+        for _ in 0..3 {
+            generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+            let users = self.users.load_full();
+            let (n, p) = (name.clone(), password.clone());
+            verified = tokio::task::spawn_blocking(move || {
+                users.verify(&n, &p).map(|u| AuthedUser {
+                    name: u.name.clone(),
+                    role: u.role,
+                    groups: u.groups.clone(),
+                })
+            })
+            .await
+            .ok()
+            .flatten();
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                break;
             }
+            verified = None;
+        }
+        match verified {
+            Some(user) => self.accepted(key, client, user, generation),
             None => self.failed(client, Some(name)).await,
         }
+    }
+
+    fn accepted(&self, key: [u8; 32], client: IpAddr, user: AuthedUser, generation: u64) -> AuthOutcome {
+        let user = Arc::new(user);
+        if self.remembered.len() >= REMEMBER_MAX {
+            self.remembered.retain(|_, (_, at, _)| at.elapsed() < self.remember);
+            if self.remembered.len() >= REMEMBER_MAX {
+                self.remembered.clear();
+            }
+        }
+        self.remembered.insert(key, (Arc::clone(&user), Instant::now(), generation));
+        self.failures.remove(&client);
+        AuthOutcome::Authenticated(user)
     }
 
     async fn failed(&self, client: IpAddr, user: Option<String>) -> AuthOutcome {
@@ -139,7 +245,8 @@ impl Authenticator {
         }
         // Only names that exist are recorded: a password typed into the
         // name field must not end up in the audit log.
-        let user = user.filter(|u| self.users.load().get(u).is_some());
+        // (The directory passes only names it found.)
+        let user = user.filter(|u| self.directory.is_some() || self.users.load().get(u).is_some());
         AuthOutcome::Failed { user }
     }
 }
@@ -209,7 +316,7 @@ mod tests {
         }
         // Remembered by a hash of the header, never the password itself.
         assert_eq!(auth.remembered.len(), 1);
-        let key: [u8; 32] = Sha256::digest(good.as_bytes()).into();
+        let key = auth.key(&good);
         assert!(auth.remembered.contains_key(&key));
         assert!(matches!(auth.check(ip, Some(&good)).await, AuthOutcome::Authenticated(_)));
         assert!(matches!(

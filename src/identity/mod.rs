@@ -3,6 +3,7 @@
 //! `[[identity.device]]`, or else the client address itself.
 
 pub mod auth;
+pub mod ldap;
 pub mod sessions;
 pub mod users;
 
@@ -14,8 +15,18 @@ use ipnet::IpNet;
 use crate::config::{AuthMode, DeviceRange, IdentityConfig};
 use crate::policy::Subject;
 pub use auth::{AuthOutcome, AuthedUser, Authenticator};
+pub use ldap::{Directory, DirectoryError};
 pub use sessions::{SessionStore, Touched};
 pub use users::{Role, User, Users, UsersError};
+
+/// Why identity could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(transparent)]
+    Users(#[from] UsersError),
+    #[error("directory: {0}")]
+    Directory(#[from] DirectoryError),
+}
 
 /// Address ranges with names (e.g. `10.1.2.0/24` = `raadslaptops`), most
 /// specific range first so a smaller range inside a larger one wins.
@@ -48,8 +59,10 @@ impl Devices {
 pub struct Identity {
     pub devices: Devices,
     pub sessions: SessionStore,
-    /// Present with `auth = "basic"`.
+    /// Present with `auth = "basic"` or `"ldap"`.
     pub auth: Option<Authenticator>,
+    /// Present with an `[identity.ldap]` section (users, groups, officers).
+    pub directory: Option<Arc<Directory>>,
 }
 
 /// A request's subject and session, once identified.
@@ -63,12 +76,32 @@ pub struct Identified {
 impl Identity {
     /// Builds identity from configuration; with `auth = "basic"` the users
     /// file is read here so a broken file stops start-up, not requests.
-    pub fn new(config: &IdentityConfig) -> Result<Identity, UsersError> {
-        let auth = match config.auth {
-            AuthMode::Basic => Some(Authenticator::new(Users::load(&config.users_file)?, "weerwal")),
-            AuthMode::None => None,
+    pub fn new(config: &IdentityConfig) -> Result<Identity, IdentityError> {
+        let directory = match &config.ldap {
+            Some(l) => {
+                if !l.encrypted() {
+                    tracing::warn!(url = %l.url, "identity.ldap: plain ldap:// without StartTLS (allow_plaintext = true): passwords cross the network readable");
+                }
+                Some(Arc::new(Directory::new(l)?))
+            }
+            None => None,
         };
-        Ok(Identity { devices: Devices::new(&config.device), sessions: SessionStore::new(config.session_idle), auth })
+        let auth = match (config.auth, &directory) {
+            (AuthMode::Basic, _) => Some(Authenticator::new(Users::load(&config.users_file)?, "weerwal")),
+            (AuthMode::Ldap, Some(d)) => Some(Authenticator::with_directory(Arc::clone(d), "weerwal")),
+            (AuthMode::Ldap, None) => {
+                return Err(IdentityError::Directory(DirectoryError::Unreachable(
+                    "auth = \"ldap\" needs an [identity.ldap] section".into(),
+                )))
+            }
+            (AuthMode::None, _) => None,
+        };
+        Ok(Identity {
+            devices: Devices::new(&config.device),
+            sessions: SessionStore::new(config.session_idle),
+            auth,
+            directory,
+        })
     }
 
     /// The subject for an authenticated user (or none) from `client`.

@@ -46,6 +46,9 @@ pub struct SessionStore {
     /// nobody (a terminal server, NAT), and the gateway must not guess.
     users_at: DashMap<IpAddr, Vec<(Arc<str>, Instant)>>,
     idle: Duration,
+    /// Where "user seen at address" is published for the other nodes
+    /// (`[cluster]`), at most every quarter of the idle time per pair.
+    seen_to: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(IpAddr, String)>>,
 }
 
 /// A random 128-bit session id in hex.
@@ -70,7 +73,7 @@ pub struct Touched {
 
 impl SessionStore {
     pub fn new(idle: Duration) -> SessionStore {
-        SessionStore { sessions: DashMap::new(), users_at: DashMap::new(), idle }
+        SessionStore { sessions: DashMap::new(), users_at: DashMap::new(), idle, seen_to: std::sync::OnceLock::new() }
     }
 
     fn fresh(device: Option<&str>, user_agent: Option<&str>, now: Instant) -> Session {
@@ -91,15 +94,10 @@ impl SessionStore {
     pub fn touch(&self, client: IpAddr, user: Option<&str>, device: Option<&str>, user_agent: Option<&str>) -> Touched {
         let key = Key { client, user: user.map(Arc::from) };
         if let Some(u) = &key.user {
-            // Each user seen at the address with when; a few at most.
-            let mut seen = self.users_at.entry(client).or_default();
-            let now = Instant::now();
-            seen.retain(|(_, at)| now.duration_since(*at) <= self.idle);
-            match seen.iter().position(|(name, _)| name == u) {
-                Some(i) => seen[i].1 = now,
-                // Two already make the address ambiguous; more add nothing.
-                None if seen.len() < 8 => seen.push((Arc::clone(u), now)),
-                None => {}
+            if self.seen_at(client, u, Instant::now()) {
+                if let Some(tx) = self.seen_to.get() {
+                    let _ = tx.send((client, u.to_string()));
+                }
             }
         }
         let now = Instant::now();
@@ -115,6 +113,42 @@ impl SessionStore {
         }
         entry.last_seen = now;
         Touched { id: Arc::clone(&entry.id), ended }
+    }
+
+    /// Notes `user` seen at `client` at `now`; true when the other nodes
+    /// should hear of it (new there, or not said for a quarter of the idle time).
+    fn seen_at(&self, client: IpAddr, user: &Arc<str>, now: Instant) -> bool {
+        // Each user seen at the address with when; a few at most.
+        let mut seen = self.users_at.entry(client).or_default();
+        seen.retain(|(_, at)| now.duration_since(*at) <= self.idle);
+        match seen.iter().position(|(name, _)| name == user) {
+            Some(i) => {
+                let stale = now.duration_since(seen[i].1) > self.idle / 4;
+                seen[i].1 = seen[i].1.max(now);
+                stale
+            }
+            // Two already make the address ambiguous; more add nothing.
+            None if seen.len() < 8 => {
+                seen.push((Arc::clone(user), now));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Publishes "user seen at address" to `to` from now on (`[cluster]`:
+    /// a gateway on another node names the user of this proxy's session).
+    pub fn publish_to(&self, to: tokio::sync::mpsc::UnboundedSender<(IpAddr, String)>) {
+        let _ = self.seen_to.set(to);
+    }
+
+    /// Notes a user seen at an address by another node, `ago` ago.
+    pub fn seen_elsewhere(&self, client: IpAddr, user: &str, ago: Duration) {
+        if ago > self.idle {
+            return;
+        }
+        let at = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+        self.seen_at(client, &Arc::from(user), at);
     }
 
     /// Counts a blocked or exempted attempt in its session. Returns the

@@ -4,7 +4,6 @@
 //! written atomically with mode 0600.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -96,34 +95,11 @@ impl Users {
         let io = |source| UsersError::Io { path: path.to_path_buf(), source };
         let file = UsersFile { user: self.by_name.values().cloned().collect() };
         let text = toml::to_string(&file).map_err(|e| UsersError::Hash(e.to_string()))?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        // A temporary name of its own (two `weerwal users` runs at once must
-        // not write into one file), created anew: a mode given at open
-        // applies only to a file it creates, and a planted symlink is refused.
-        let mut nonce = [0u8; 8];
-        getrandom::fill(&mut nonce).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("users.toml");
-        let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(nonce)));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let written = (|| {
-            let mut f = opts.open(&tmp)?;
-            f.write_all(b"# weerwal users: manage with `weerwal users add|list|remove`\n")?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            // The rename itself on disk too.
-            #[cfg(unix)]
-            std::fs::File::open(dir)?.sync_all()?;
-            Ok(())
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(io)
+        let mut contents = b"# weerwal users: manage with `weerwal users add|list|remove`\n".to_vec();
+        contents.extend_from_slice(text.as_bytes());
+        // A temporary file of its own per save (two `weerwal users` runs at
+        // once must not write into one file), readable by weerwal only.
+        crate::atomic_file::write(path, &contents, 0o600).map_err(io)
     }
 
     pub fn get(&self, name: &str) -> Option<&User> {

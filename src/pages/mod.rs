@@ -1,24 +1,15 @@
-//! The HTML a person sees: the block page and short error pages. Dutch
-//! first, English below. Every value that reaches HTML goes through
-//! [`escape`]; the templates themselves contain no user data.
+//! The HTML a person sees: the block page, the remediation page and short
+//! error and status pages. Dutch first, English below. Written with `maud`:
+//! the templates are checked at compile time and every value put into them
+//! is escaped by construction (`(value)`); only the fixed style sheet is
+//! inserted as is.
 
-use std::fmt::Write as _;
-use std::sync::LazyLock;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-/// Escapes text for HTML element content and double-quoted attributes.
+/// Escapes text for HTML element content and double-quoted attributes
+/// (maud's escaper), for the dashboard pages that still build HTML text.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    html! { (s) }.into_string()
 }
 
 /// What the block page tells the person.
@@ -61,11 +52,30 @@ h1{font-size:1.6rem;color:#a4001d}h2{font-size:1.2rem;margin-top:2rem}\
 .ref{background:#f3f3f3;border-left:4px solid #a4001d;padding:.5rem 1rem}\
 details{margin:.3rem 0}summary{cursor:pointer;font-weight:600}hr{margin:2.5rem 0}";
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"nl\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<meta name=\"robots\" content=\"noindex\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
-        escape(title)
-    )
+/// The `<head>` of every page weerwal serves (these and the dashboard's):
+/// UTF-8, a mobile viewport, kept out of search engines, and the page's own
+/// fixed style sheet inline (the pages load nothing else).
+pub fn head(title: &str, style: &'static str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="robots" content="noindex";
+            title { (title) }
+            style { (PreEscaped(style)) }
+        }
+    }
+}
+
+fn page(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="nl" {
+            (head(title, STYLE))
+            body { (body) }
+        }
+    }
+    .into_string()
 }
 
 /// Per-browser steps to clear history; kept short, the person is on a work laptop.
@@ -83,57 +93,56 @@ const HISTORY_STEPS_EN: &[(&str, &str)] = &[
     ("Firefox", "Menu ☰ → History → Clear recent history (Ctrl+Shift+Delete) → Time range ‘Everything’ → OK."),
 ];
 
-fn render_steps(list: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (browser, text) in list {
-        let _ = writeln!(out, "<details><summary>{}</summary><p>{}</p></details>", escape(browser), escape(text));
+fn steps(list: &[(&str, &str)]) -> Markup {
+    html! {
+        @for (browser, text) in list {
+            details { summary { (browser) } p { (text) } }
+        }
     }
-    out
 }
-
-/// The steps are the same on every page: escaped once, not per blocked request.
-static STEPS_NL: LazyLock<String> = LazyLock::new(|| render_steps(HISTORY_STEPS_NL));
-static STEPS_EN: LazyLock<String> = LazyLock::new(|| render_steps(HISTORY_STEPS_EN));
 
 /// The page for a blocked attempt: which app, why it is banned and by whose
 /// advice, the reference number, and what to do now.
 pub fn block_page(info: &BlockInfo<'_>) -> String {
-    let app = escape(info.app);
-    let host = escape(info.host);
-    let advice = escape(info.advice);
-    let reference = escape(info.reference);
-    let since = escape(info.since);
-    let incident = match info.incident {
-        Some(n) => n.to_string(),
-        None => "—".to_string(),
-    };
-    let mut b = String::with_capacity(6 * 1024);
-    let _ = write!(
-        b,
-        "<main>\n<h1>Geblokkeerd: {app}</h1>\n\
-<p><strong>{host}</strong> hoort bij <strong>{app}</strong>. Deze app en website zijn niet toegestaan op apparaten waarmee u voor de gemeente werkt, op advies van <strong>{advice}</strong> (sinds {since}; bron: {reference}). Apps uit landen met een offensief cyberprogramma tegen Nederland kunnen gegevens van u en de gemeente in verkeerde handen brengen.</p>\n\
-<p class=\"ref\">Referentienummer: <strong>{incident}</strong> — noem dit nummer als u contact opneemt met de servicedesk. Deze poging is vastgelegd.</p>\n\
-<h2>Wat moet u nu doen?</h2>\n<ol>\n\
-<li>Verwijder de app {app} van dit apparaat als die erop staat.</li>\n\
-<li>Bezoek de website niet meer op dit apparaat.</li>\n\
-<li>Wis de browsegeschiedenis als u de website ooit hebt bezocht:</li>\n</ol>\n"
-    );
-    b.push_str(&STEPS_NL);
+    let BlockInfo { app, host, advice, reference, since, .. } = *info;
+    let incident = info.incident.map(|n| n.to_string()).unwrap_or_else(|| "—".to_string());
     let (gate_nl, gate_en) = gate_sentences(info.flagged);
-    let _ = write!(
-        b,
-        "<p>{gate_nl}</p>\n</main>\n<hr>\n\
-<section lang=\"en\">\n<h1>Blocked: {app}</h1>\n\
-<p><strong>{host}</strong> belongs to <strong>{app}</strong>. This app and website are not allowed on devices used for municipal work, on the advice of <strong>{advice}</strong> (since {since}; source: {reference}). Apps from countries with an offensive cyber programme against the Netherlands can expose your data and the municipality's.</p>\n\
-<p class=\"ref\">Reference number: <strong>{incident}</strong> — quote it when you contact the service desk. This attempt has been recorded.</p>\n\
-<h2>What to do now</h2>\n<ol>\n\
-<li>Remove the {app} app from this device if it is installed.</li>\n\
-<li>Do not visit the website on this device again.</li>\n\
-<li>Clear your browser history if you ever visited the website:</li>\n</ol>\n"
-    );
-    b.push_str(&STEPS_EN);
-    let _ = write!(b, "<p>{gate_en}</p>\n</section>\n");
-    page(&format!("Geblokkeerd / Blocked: {}", info.app), &b)
+    let body = html! {
+        main {
+            h1 { "Geblokkeerd: " (app) }
+            p {
+                strong { (host) } " hoort bij " strong { (app) } ". Deze app en website zijn niet toegestaan op apparaten waarmee u voor de gemeente werkt, op advies van "
+                strong { (advice) } " (sinds " (since) "; bron: " (reference) "). Apps uit landen met een offensief cyberprogramma tegen Nederland kunnen gegevens van u en de gemeente in verkeerde handen brengen."
+            }
+            p.ref { "Referentienummer: " strong { (incident) } " — noem dit nummer als u contact opneemt met de servicedesk. Deze poging is vastgelegd." }
+            h2 { "Wat moet u nu doen?" }
+            ol {
+                li { "Verwijder de app " (app) " van dit apparaat als die erop staat." }
+                li { "Bezoek de website niet meer op dit apparaat." }
+                li { "Wis de browsegeschiedenis als u de website ooit hebt bezocht:" }
+            }
+            (steps(HISTORY_STEPS_NL))
+            p { (gate_nl) }
+        }
+        hr;
+        section lang="en" {
+            h1 { "Blocked: " (app) }
+            p {
+                strong { (host) } " belongs to " strong { (app) } ". This app and website are not allowed on devices used for municipal work, on the advice of "
+                strong { (advice) } " (since " (since) "; source: " (reference) "). Apps from countries with an offensive cyber programme against the Netherlands can expose your data and the municipality's."
+            }
+            p.ref { "Reference number: " strong { (incident) } " — quote it when you contact the service desk. This attempt has been recorded." }
+            h2 { "What to do now" }
+            ol {
+                li { "Remove the " (app) " app from this device if it is installed." }
+                li { "Do not visit the website on this device again." }
+                li { "Clear your browser history if you ever visited the website:" }
+            }
+            (steps(HISTORY_STEPS_EN))
+            p { (gate_en) }
+        }
+    };
+    page(&format!("Geblokkeerd / Blocked: {app}"), body)
 }
 
 /// What the remediation page tells a person whose device is quarantined.
@@ -156,60 +165,81 @@ pub struct RemediationInfo<'a> {
 /// The page shown instead of webmail or iBabs to a device that tried to
 /// reach a banned site: what happened, what to do, and the attestation form.
 pub fn remediation_page(info: &RemediationInfo<'_>) -> String {
-    let system = escape(info.system);
-    let app = escape(info.app);
-    let banned = escape(info.banned_host);
-    let when = escape(info.when.get(..16).unwrap_or(info.when).replace('T', " ").as_str());
+    let RemediationInfo { system, app, banned_host: banned, action, token, return_to, .. } = *info;
+    let when = info.when.get(..16).unwrap_or(info.when).replace('T', " ");
     let incident = info.incident.map(|n| n.to_string()).unwrap_or_else(|| "—".to_string());
-    let action = escape(info.action);
-    let token = escape(info.token);
-    let return_to = escape(info.return_to);
-    let mut b = String::with_capacity(8 * 1024);
-    let _ = write!(
-        b,
-        "<main>\n<h1>Geen toegang tot {system}</h1>\n\
-<p>Vanaf dit apparaat is op {when} (UTC) geprobeerd <strong>{banned}</strong> ({app}) te bereiken. Volgens de regels van de gemeente mag een apparaat waarmee dat gebeurt niet bij webmail en iBabs, totdat de app is verwijderd en de browsegeschiedenis is gewist.</p>\n\
-<p class=\"ref\">Referentienummer: <strong>{incident}</strong></p>\n\
-<h2>Wat moet u doen?</h2>\n<ol>\n<li>Verwijder de app {app} van dit apparaat als die erop staat.</li>\n<li>Bezoek de website niet meer op dit apparaat.</li>\n<li>Wis de browsegeschiedenis:</li>\n</ol>\n"
-    );
-    b.push_str(&STEPS_NL);
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"{action}\">\n<input type=\"hidden\" name=\"token\" value=\"{token}\">\n<input type=\"hidden\" name=\"return\" value=\"{return_to}\">\n\
-<p><label><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> Ik heb de app verwijderd en mijn browsegeschiedenis gewist. / I have removed the app and cleared my history.</label></p>\n\
-<p><button type=\"submit\">Bevestigen en doorgaan / Confirm and continue</button></p>\n</form>\n</main>\n<hr>\n\
-<section lang=\"en\">\n<h1>No access to {system}</h1>\n\
-<p>On {when} (UTC) this device tried to reach <strong>{banned}</strong> ({app}). Under the municipality's rules a device used for that may not connect to webmail and iBabs until the app is removed and the browser history is cleared.</p>\n\
-<p class=\"ref\">Reference number: <strong>{incident}</strong></p>\n<h2>What to do</h2>\n<ol>\n<li>Remove the {app} app from this device if it is installed.</li>\n<li>Do not visit the website on this device again.</li>\n<li>Clear your browser history:</li>\n</ol>\n"
-    );
-    b.push_str(&STEPS_EN);
-    b.push_str("<p>Then confirm with the form above. Your confirmation is recorded.</p>\n</section>\n");
-    page(&format!("Geen toegang / No access: {}", info.system), &b)
+    let body = html! {
+        main {
+            h1 { "Geen toegang tot " (system) }
+            p {
+                "Vanaf dit apparaat is op " (when) " (UTC) geprobeerd " strong { (banned) } " (" (app) ") te bereiken. Volgens de regels van de gemeente mag een apparaat waarmee dat gebeurt niet bij webmail en iBabs, totdat de app is verwijderd en de browsegeschiedenis is gewist."
+            }
+            p.ref { "Referentienummer: " strong { (incident) } }
+            h2 { "Wat moet u doen?" }
+            ol {
+                li { "Verwijder de app " (app) " van dit apparaat als die erop staat." }
+                li { "Bezoek de website niet meer op dit apparaat." }
+                li { "Wis de browsegeschiedenis:" }
+            }
+            (steps(HISTORY_STEPS_NL))
+            form method="post" action=(action) {
+                input type="hidden" name="token" value=(token);
+                input type="hidden" name="return" value=(return_to);
+                p {
+                    label {
+                        input type="checkbox" name="confirm" value="yes" required;
+                        " Ik heb de app verwijderd en mijn browsegeschiedenis gewist. / I have removed the app and cleared my history."
+                    }
+                }
+                p { button type="submit" { "Bevestigen en doorgaan / Confirm and continue" } }
+            }
+        }
+        hr;
+        section lang="en" {
+            h1 { "No access to " (system) }
+            p {
+                "On " (when) " (UTC) this device tried to reach " strong { (banned) } " (" (app) "). Under the municipality's rules a device used for that may not connect to webmail and iBabs until the app is removed and the browser history is cleared."
+            }
+            p.ref { "Reference number: " strong { (incident) } }
+            h2 { "What to do" }
+            ol {
+                li { "Remove the " (app) " app from this device if it is installed." }
+                li { "Do not visit the website on this device again." }
+                li { "Clear your browser history:" }
+            }
+            (steps(HISTORY_STEPS_EN))
+            p { "Then confirm with the form above. Your confirmation is recorded." }
+        }
+    };
+    page(&format!("Geen toegang / No access: {system}"), body)
 }
 
 /// A short error page in both languages (bad request, unreachable origin).
 pub fn error_page(status: u16, nl: &str, en: &str) -> String {
-    page(
-        &format!("{status}"),
-        &format!(
-            "<main>\n<h1>{status}</h1>\n<p>{}</p>\n</main>\n<hr>\n<section lang=\"en\">\n<p>{}</p>\n</section>\n",
-            escape(nl),
-            escape(en)
-        ),
-    )
+    let body = html! {
+        main { h1 { (status) } p { (nl) } }
+        hr;
+        section lang="en" { p { (en) } }
+    };
+    page(&status.to_string(), body)
 }
 
 /// The page the proxy shows when opened directly (`http://127.0.0.1:3128/`):
 /// proof that it runs, and where the PAC file is.
 pub fn status_page(version: &str, apps: &[&str], domains: usize) -> String {
-    let list: String = apps.iter().map(|a| format!("<li>{}</li>", escape(a))).collect();
-    page(
-        "weerwal",
-        &format!(
-            "<main>\n<h1>weerwal {}</h1>\n<p>Deze proxy weert apps die op advies van AIVD, NCSC of IBD niet zijn toegestaan op apparaten voor gemeentelijk werk ({domains} domeinen):</p>\n<ul>{list}</ul>\n<p>Browserinstelling: <a href=\"/proxy.pac\">/proxy.pac</a></p>\n</main>\n<hr>\n<section lang=\"en\"><p>This proxy keeps out the apps banned on municipal devices on the advice of AIVD, NCSC or IBD. Browser configuration: <a href=\"/proxy.pac\">/proxy.pac</a></p></section>\n",
-            escape(version)
-        ),
-    )
+    let body = html! {
+        main {
+            h1 { "weerwal " (version) }
+            p { "Deze proxy weert apps die op advies van AIVD, NCSC of IBD niet zijn toegestaan op apparaten voor gemeentelijk werk (" (domains) " domeinen):" }
+            ul { @for app in apps { li { (app) } } }
+            p { "Browserinstelling: " a href="/proxy.pac" { "/proxy.pac" } }
+        }
+        hr;
+        section lang="en" {
+            p { "This proxy keeps out the apps banned on municipal devices on the advice of AIVD, NCSC or IBD. Browser configuration: " a href="/proxy.pac" { "/proxy.pac" } }
+        }
+    };
+    page("weerwal", body)
 }
 
 #[cfg(test)]
@@ -231,7 +261,9 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("a&quot;b.com"));
         assert!(html.contains("AIVD &amp; NCSC"));
-        assert!(html.contains("x&#39;y"));
+        // maud escapes & < > and "; a ' is harmless in element content and
+        // in the double-quoted attributes maud writes.
+        assert!(html.contains("x'y"));
         assert!(html.contains("Referentienummer: <strong>42</strong>"));
     }
 

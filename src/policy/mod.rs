@@ -4,7 +4,7 @@
 //! reload. [`Policy::decide`] is the one function that decides a request, for
 //! the proxy, the gateway, the CLI and the history scanner alike.
 
-pub mod date;
+pub mod export;
 pub mod host;
 mod source;
 
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-pub use date::Date;
+pub use crate::calendar::{Date, Zone, ZoneError, DEFAULT_ZONE};
 pub use host::{normalise_host, parse_authority, Host, HostError};
 use source::SourceText;
 pub use source::{PolicyError, PolicyErrors};
@@ -127,9 +127,28 @@ pub struct Policy {
     embedded: std::collections::HashSet<Box<str>>,
     digest: String,
     files: Vec<PathBuf>,
+    /// Whose calendar days `since` and `until` mean (`policy.timezone`).
+    zone: Zone,
 }
 
 impl Policy {
+    /// Today in the policy's zone: the date to decide on now (the decision
+    /// itself takes it as input and reads no clock).
+    pub fn today(&self) -> Date {
+        self.zone.today()
+    }
+
+    /// The zone the policy's dates are in.
+    pub fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
+    /// The same policy, its dates meant in `zone`.
+    pub fn in_zone(mut self, zone: Zone) -> Policy {
+        self.zone = zone;
+        self
+    }
+
     /// Decides a request. Pure: no sockets, files or clocks.
     pub fn decide(&self, subject: &Subject, target: &Target<'_>) -> Verdict {
         let matched = self.match_host(target.host).or_else(|| target.user_agent.and_then(|ua| self.detect_app(ua)));
@@ -483,6 +502,7 @@ impl PolicyBuilder {
                 embedded: self.embedded,
                 digest: hex::encode(self.hasher.finalize()),
                 files: self.files,
+                zone: Zone::default(),
             },
             warnings,
         ))
@@ -528,30 +548,34 @@ pub fn read_dir(dir: &Path) -> Result<PolicyBuilder, PolicyErrors> {
     Ok(builder)
 }
 
-/// Loads and compiles the policy directory.
-/// Loads the policy a configuration names. On embedded defaults a
-/// missing `policy/` falls back to the policy compiled into the binary.
+/// Loads the policy a configuration names, its dates meant in
+/// `policy.timezone`. On embedded defaults a missing `policy/` falls back to
+/// the policy compiled into the binary.
 pub fn load_configured(config: &crate::config::Config) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
     let dir = &config.policy.dir;
-    let today = Date::today();
+    let zone = &config.policy.timezone;
     if config.policy_dir_is_default() && !dir.exists() {
         tracing::warn!(dir = %dir.display(), "policy directory not found; using the policy built into weerwal");
-        return load_embedded(today);
+        return load_embedded(zone);
     }
-    load_dir(dir, today)
+    load_dir(dir, zone)
 }
 
-pub fn load_dir(dir: &Path, today: Date) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
-    read_dir(dir)?.build(today)
+/// Loads and compiles the policy directory, its dates meant in `zone`
+/// (expired exemptions are those that ended before today there).
+pub fn load_dir(dir: &Path, zone: &Zone) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
+    let (policy, warnings) = read_dir(dir)?.build(zone.today())?;
+    Ok((policy.in_zone(zone.clone()), warnings))
 }
 
-/// Compiles the policy shipped inside the binary.
-pub fn load_embedded(today: Date) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
+/// Compiles the policy shipped inside the binary, its dates meant in `zone`.
+pub fn load_embedded(zone: &Zone) -> Result<(Policy, Vec<Warning>), PolicyErrors> {
     let mut builder = PolicyBuilder::new();
     for (name, text) in EMBEDDED {
         builder.add_source(&Path::new("(embedded policy)").join(name), text);
     }
-    builder.build(today)
+    let (policy, warnings) = builder.build(zone.today())?;
+    Ok((policy.in_zone(zone.clone()), warnings))
 }
 
 #[cfg(test)]

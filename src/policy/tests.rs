@@ -178,7 +178,7 @@ fn exemption_for_unknown_app_is_an_error_and_expired_one_a_warning() {
 
 #[test]
 fn embedded_policy_names_the_five_apps() {
-    let (p, warnings) = load_embedded(today()).unwrap();
+    let (p, warnings) = load_embedded(&Zone::default()).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let names: Vec<&str> = p.apps().iter().map(|a| a.name.as_str()).collect();
     for app in ["AliExpress", "TikTok", "WeChat", "VKontakte", "CapCut"] {
@@ -191,8 +191,30 @@ fn embedded_policy_names_the_five_apps() {
 
 #[test]
 fn shipped_policy_dir_matches_embedded_copy() {
-    let (dir, _) = load_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policy").as_path(), today()).unwrap();
-    let (emb, _) = load_embedded(today()).unwrap();
+    let (dir, _) = load_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policy").as_path(), &Zone::default()).unwrap();
+    let (emb, _) = load_embedded(&Zone::default()).unwrap();
     assert_eq!(dir.domain_count(), emb.domain_count());
     assert_eq!(dir.apps().len(), emb.apps().len());
+}
+
+/// Issue 15 item 13: an exemption "until 2026-12-03" lasts until that day
+/// ends in Amsterdam. At 23:30 UTC on a winter evening it is already
+/// 00:30 the next day there: the date decided on must be Amsterdam's.
+#[test]
+fn an_exemption_ends_with_the_day_in_the_policy_zone_not_in_utc() {
+    let text = SAMPLE.replace("until = \"2027-06-30\"", "until = \"2026-12-03\"");
+    let (p, _) = policy(&text).unwrap();
+    assert_eq!(p.zone().name(), "Europe/Amsterdam");
+    let host = normalise_host("tiktok.com").unwrap();
+    let mut inspector = Subject::anonymous("10.0.0.1".parse().unwrap());
+    inspector.user = Some("inspecteur1".into());
+    let at = |ts: &str| std::time::SystemTime::try_from(ts.parse::<jiff::Timestamp>().unwrap()).unwrap();
+    let decide_at = |p: &Policy, ts: &str| {
+        p.decide(&inspector, &Target { host: &host, user_agent: None, date: p.zone().date_at(at(ts)) })
+    };
+    assert!(matches!(decide_at(&p, "2026-12-03T22:30:00Z"), Verdict::Exempt { .. }));
+    assert!(matches!(decide_at(&p, "2026-12-03T23:30:00Z"), Verdict::Block(_)));
+    // In UTC the same moment is still the last day.
+    let utc = p.in_zone(Zone::utc());
+    assert!(matches!(decide_at(&utc, "2026-12-03T23:30:00Z"), Verdict::Exempt { .. }));
 }

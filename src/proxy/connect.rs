@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use super::act::{refuse, remediation, unexpected};
 use super::client_hello::{read_client_hello, ClientHelloRead};
-use super::identify::{challenge, identify, user_agent, who_of};
+use super::identify::{decide_identified, user_agent};
 use super::record::{self, Attempt};
 use super::ProxyState;
 use crate::decision::{Action, Exempted, Facts, Fetch, Stage, Who};
@@ -52,17 +52,11 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
         who: Who::Unknown,
         today: state.today(),
     };
-    match state.decide(&live, &facts) {
-        Action::Identify => {}
-        Action::Refuse(reason) => return refuse(reason),
-        other => return unexpected(&other),
-    }
-    let identified = identify(&state, peer, req.headers()).await;
-    let action = state.decide(&live, &Facts { who: who_of(&identified), ..facts });
-    let Some(who) = identified else { return challenge(&state) };
+    let (action, who) = match decide_identified(&state, &live, facts, peer, req.headers()).await {
+        Ok(decided) => decided,
+        Err(answer) => return answer,
+    };
     match action {
-        Action::Refuse(reason) => refuse(reason),
-        Action::Challenge => challenge(&state),
         Action::Remediate { host, .. } => remediate_tunnel(state, who, host.as_key().into_owned(), req).await,
         Action::Block { host, matched } => {
             let attempt = connect_attempt(&who, &host, port, &matched, ua.as_deref());
@@ -166,12 +160,14 @@ impl Tunnel {
             // must not skip the SNI check. Only a client that sent nothing
             // at all (a server-speaks-first protocol) is spliced on timeout.
             (ClientHelloRead::TimedOut, Action::Tunnel { exempted }) if buffered.is_empty() => {
-                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
-                self.splice(client, buffered).await
+                if self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await {
+                    self.splice(client, buffered).await
+                }
             }
             (ClientHelloRead::Sni(_) | ClientHelloRead::NoSni, Action::Tunnel { exempted }) => {
-                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
-                self.splice(client, buffered).await
+                if self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await {
+                    self.splice(client, buffered).await
+                }
             }
             // Nothing to answer to (no TLS to intercept, or no way to): the
             // CONNECT itself is the attempt, and it is recorded.
@@ -191,16 +187,17 @@ impl Tunnel {
         }
     }
 
-    /// Records an exemption that let this tunnel (or a request in it) through.
-    async fn record_exempted(&self, exempted: Option<&Exempted>, method: &Method, path: Option<String>) {
-        if let Some(e) = exempted {
-            let attempt = Attempt {
-                method: method.clone(),
-                path,
-                ..connect_attempt(&self.who, &e.host, self.port, &e.matched, self.user_agent.as_deref())
-            };
-            record::exempted(&self.state, &attempt, &e.exemption.reason).await;
-        }
+    /// Records an exemption that let this tunnel (or a request in it)
+    /// through. False when the record could not be written (a full audit
+    /// volume): the tunnel is then closed, never spliced unrecorded.
+    async fn record_exempted(&self, exempted: Option<&Exempted>, method: &Method, path: Option<String>) -> bool {
+        let Some(e) = exempted else { return true };
+        let attempt = Attempt {
+            method: method.clone(),
+            path,
+            ..connect_attempt(&self.who, &e.host, self.port, &e.matched, self.user_agent.as_deref())
+        };
+        record::exempted(&self.state, &attempt, &e.exemption.reason).await
     }
 
     /// Records a blocked CONNECT that never got as far as a request.
@@ -293,8 +290,9 @@ impl Tunnel {
             HttpHead::Complete => self.serve_plain_http(Prefixed::new(buffered, client)).await,
             HttpHead::NotHttp if !may_splice => {}
             HttpHead::NotHttp => {
-                self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await;
-                self.splice(client, buffered).await
+                if self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await {
+                    self.splice(client, buffered).await
+                }
             }
             // Looks like HTTP but never finishes its head, does not parse, or
             // has two Host headers: refused rather than let an undecided
@@ -355,7 +353,9 @@ impl Tunnel {
             }
             Action::Forward { exempted } => {
                 if let Some(e) = &exempted {
-                    record::exempted(&self.state, &attempt(&e.host, &e.matched), &e.exemption.reason).await;
+                    if !record::exempted(&self.state, &attempt(&e.host, &e.matched), &e.exemption.reason).await {
+                        return record::unrecorded();
+                    }
                 }
                 self.forward_in_tunnel(req).await
             }

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 
 use http::{header, Response};
 
-use super::ProxyState;
+use super::act::{refuse, unexpected};
+use super::{Live, ProxyState};
 use crate::audit::{EventKind, Record, Via};
-use crate::decision::Who;
+use crate::decision::{Action, Facts, Who};
 use crate::identity::{canonical_ip, AuthOutcome, Identified};
 use crate::plumbing::{respond, ProxyBody};
 
@@ -37,6 +38,8 @@ pub async fn identify(state: &ProxyState, peer: SocketAddr, headers: &http::Head
                 }
                 return None;
             }
+            // Not checked: the directory is down; `challenge` answers 503.
+            AuthOutcome::Unavailable => return None,
         },
     };
     let subject = state.identity.subject(client, user.as_deref());
@@ -57,8 +60,17 @@ pub fn who_of(identified: &Option<Identified>) -> Who<'_> {
     }
 }
 
-/// `407` asking for proxy credentials, with this proxy's realm.
+/// `407` asking for proxy credentials, with this proxy's realm; `503`
+/// saying so while the directory cannot be reached (asking again would
+/// only loop: the credentials cannot be checked).
 pub fn challenge(state: &ProxyState) -> Response<ProxyBody> {
+    if state.identity.auth.as_ref().is_some_and(|a| a.directory_down()) {
+        return respond::error(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "De gebruikersdirectory (Active Directory) is nu niet bereikbaar; uw aanmelding kan niet worden gecontroleerd. Probeer het over een paar minuten opnieuw.",
+            "The user directory (Active Directory) cannot be reached right now, so your login cannot be checked. Please try again in a few minutes.",
+        );
+    }
     let realm = state.identity.auth.as_ref().map(|a| a.realm.as_str()).unwrap_or("weerwal");
     respond::auth_required(realm)
 }
@@ -66,4 +78,29 @@ pub fn challenge(state: &ProxyState) -> Response<ProxyBody> {
 /// The `User-Agent` as text, if it is text.
 pub fn user_agent(headers: &http::HeaderMap) -> Option<&str> {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+}
+
+/// Decides `facts` (with `Who::Unknown`), identifying the person only when
+/// the decision gets that far: no password is checked for a request that
+/// is refused anyway. `Err` is the answer already due (a refusal, or `407`
+/// when credentials are missing or wrong); `Ok` the action for who asked.
+pub async fn decide_identified(
+    state: &ProxyState,
+    live: &Live,
+    facts: Facts<'_>,
+    peer: SocketAddr,
+    headers: &http::HeaderMap,
+) -> Result<(Action, Identified), Response<ProxyBody>> {
+    match state.decide(live, &facts) {
+        Action::Identify => {}
+        Action::Refuse(reason) => return Err(refuse(reason)),
+        other => return Err(unexpected(&other)),
+    }
+    let identified = identify(state, peer, headers).await;
+    let action = state.decide(live, &Facts { who: who_of(&identified), ..facts });
+    match (action, identified) {
+        (Action::Refuse(reason), _) => Err(refuse(reason)),
+        (Action::Challenge, _) | (_, None) => Err(challenge(state)),
+        (action, Some(who)) => Ok((action, who)),
+    }
 }

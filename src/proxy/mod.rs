@@ -55,13 +55,15 @@ pub struct Live {
     /// A fresh pool whenever `denied` or the connect timeout change, so no
     /// pooled connection outlives the rules it was opened under.
     pub client: OriginClient,
+    /// `/proxy.pac` as generated for this configuration, per policy.
+    pub pac: crate::pac::PacCache,
 }
 
 impl Live {
     pub fn new(config: Config) -> Live {
         let denied = DeniedDestinations::from_config(&config.proxy);
         let client = origin_client(config.proxy.connect_timeout, denied.clone());
-        Live { config, denied, client }
+        Live { config, denied, client, pac: crate::pac::PacCache::default() }
     }
 }
 
@@ -71,9 +73,10 @@ impl ProxyState {
         self.live.load_full()
     }
 
-    /// Today's date for exemptions.
+    /// Today's date for exemptions: the day in `policy.timezone` (the one
+    /// place the proxy turns the clock into the date it decides on).
     pub fn today(&self) -> Date {
-        Date::today()
+        self.policy.load().today()
     }
 
     /// Decides `facts` under the rules in force: `live`'s settings and the

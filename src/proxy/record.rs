@@ -9,7 +9,7 @@ use crate::audit::{EventKind, Record, Via};
 use crate::compliance::subject_key;
 use crate::decision::{flags_subject, Fetch};
 use crate::pages::{self, BlockInfo};
-use crate::plumbing::respond::html;
+use crate::plumbing::respond::{error, html};
 use crate::plumbing::ProxyBody;
 use crate::policy::{Match, Subject};
 
@@ -121,15 +121,30 @@ pub async fn block(state: &ProxyState, attempt: &Attempt<'_>) -> Response<ProxyB
     )
 }
 
-/// Records an exempted attempt before it is let through.
-pub async fn exempted(state: &ProxyState, attempt: &Attempt<'_>, reason: &str) {
+/// Records an exempted attempt before it is let through. False when the
+/// record could not be written (a full audit volume): then the attempt is
+/// refused ([`unrecorded`]), never let through unrecorded.
+pub async fn exempted(state: &ProxyState, attempt: &Attempt<'_>, reason: &str) -> bool {
     start_session_record(state, attempt).await;
     crate::metrics::metrics().exempted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut r = attempt.record(EventKind::Exempted);
     r.reason = Some(reason.to_string());
-    if let Err(e) = state.audit.record(r).await {
-        tracing::error!(error = %e, "could not write exempted record");
+    match state.audit.record(r).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, host = %attempt.host, "could not write exempted record; the attempt is refused");
+            false
+        }
     }
+}
+
+/// `503` for an exempted attempt whose record could not be written.
+pub fn unrecorded() -> Response<ProxyBody> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Deze poging kan nu niet worden vastgelegd (de opslag van het logboek is vol) en is daarom geweigerd. Meld dit bij de servicedesk.",
+        "This attempt cannot be recorded right now (the audit log's storage is full), so it is refused. Please tell the service desk.",
+    )
 }
 
 /// Counts the attempt in its session and, when it is the session's first,

@@ -10,7 +10,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::act::{refuse, remediation, unexpected};
-use super::identify::{challenge, identify, user_agent, who_of};
+use super::identify::{decide_identified, user_agent};
 use super::record::{self, Attempt};
 use super::{connect, forward, ProxyState};
 use crate::decision::{Action, Facts, Fetch, Reason, Stage, Who};
@@ -72,13 +72,10 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         who: Who::Unknown,
         today: state.today(),
     };
-    match state.decide(&live, &facts) {
-        Action::Identify => {}
-        Action::Refuse(reason) => return refuse(reason),
-        other => return unexpected(&other),
-    }
-    let identified = identify(&state, peer, req.headers()).await;
-    let action = state.decide(&live, &Facts { who: who_of(&identified), ..facts });
+    let (action, who) = match decide_identified(&state, &live, facts, peer, req.headers()).await {
+        Ok(decided) => decided,
+        Err(answer) => return answer,
+    };
     let path = live.config.audit.log_paths.then(|| uri.path());
     let attempt = |who, host: &Host, matched| Attempt {
         host: host.as_key().into_owned(),
@@ -89,13 +86,11 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         fetch: Fetch::from_headers(req.headers()),
         ..Attempt::of(who, matched)
     };
-    match (action, &identified) {
-        (Action::Refuse(reason), _) => refuse(reason),
-        (Action::Challenge, _) | (_, None) => challenge(&state),
-        (Action::Block { host, matched }, Some(who)) => record::block(&state, &attempt(who, &host, &matched)).await,
-        (Action::Remediate { host, key, flag }, Some(who)) => {
+    match action {
+        Action::Block { host, matched } => record::block(&state, &attempt(&who, &host, &matched)).await,
+        Action::Remediate { host, key, flag } => {
             let host = host.as_key().into_owned();
-            match remediation(&state, who, &host, key, flag) {
+            match remediation(&state, &who, &host, key, flag) {
                 Some(r) => r.respond(req).await,
                 None => refuse(Reason::FlaggedSubject),
             }
@@ -103,16 +98,19 @@ async fn handle_absolute(state: Arc<ProxyState>, peer: SocketAddr, req: Request<
         // RFC 9112 section 3.2: a request with more than one Host is a bad
         // request; never forwarded (a banned target above is still blocked
         // and recorded).
-        (Action::Forward { .. }, Some(_)) if req.headers().get_all(header::HOST).iter().nth(1).is_some() => {
+        Action::Forward { .. } if req.headers().get_all(header::HOST).iter().nth(1).is_some() => {
             respond::bad_request("more than one Host header")
         }
-        (Action::Forward { exempted }, Some(who)) => {
+        Action::Forward { exempted } => {
             if let Some(e) = &exempted {
-                record::exempted(&state, &attempt(who, &e.host, &e.matched), &e.exemption.reason).await;
+                // Never let an exempted attempt through unrecorded.
+                if !record::exempted(&state, &attempt(&who, &e.host, &e.matched), &e.exemption.reason).await {
+                    return record::unrecorded();
+                }
             }
             forward::forward(&state, req, &host, port).await
         }
-        (other, _) => unexpected(&other),
+        other => unexpected(&other),
     }
 }
 
@@ -136,11 +134,8 @@ fn local(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
             let via_host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).filter(|h| {
                 live.config.pac.proxy.is_none() && wildcard && parse_authority(h, Some(80)).is_ok() && h.contains(':')
             });
-            let pac = match via_host {
-                Some(h) => crate::pac::generate_with_proxy(&live.config, &state.policy.load(), h),
-                None => crate::pac::generate(&live.config, &state.policy.load()),
-            };
-            let mut resp = Response::new(respond::full(pac.text));
+            let pac = live.pac.get(&live.config, &state.policy.load(), via_host);
+            let mut resp = Response::new(respond::full(pac.body));
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));

@@ -29,8 +29,11 @@ fn dashboard(c: &mut Config) {
 
 fn with_compliance(c: &mut Config) {
     dashboard(c);
-    c.compliance =
-        Some(ComplianceConfig { protected: vec!["webmail.gemeente.test".into()], quarantine: "until-attested".into() });
+    c.compliance = Some(ComplianceConfig {
+        protected: vec!["webmail.gemeente.test".into()],
+        quarantine: "until-attested".into(),
+        state: None,
+    });
 }
 
 fn admin_addr(proxy: &TestProxy) -> SocketAddr {
@@ -230,10 +233,11 @@ async fn non_officers_get_403_wrong_passwords_are_recorded_and_login_needs_its_t
     let admin = admin_addr(&proxy);
     let mut d = Dash::new(admin);
 
-    // A valid user who is not an officer.
+    // A valid user who is not an officer: answered like a wrong password
+    // (issue 15; the exact comparison is in hardening2.rs).
     let r = d.login(USER.0, USER.1).await;
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.body.contains("beveiligingsfunctionarissen"), "{}", r.body);
+    assert!(r.body.contains("onjuist wachtwoord"), "{}", r.body);
     assert!(!d.cookies.contains_key("weerwal_admin"), "no session for a non-officer");
     assert_eq!(d.get("/attempts").await.location(), "/login");
 
@@ -603,5 +607,23 @@ async fn the_dashboard_never_takes_the_proxy_port_and_runs_by_default_only_for_o
     })
     .await;
     assert!(proxy.server.as_ref().unwrap().admin_addrs.is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_attempts_page_says_whether_an_attempt_flagged_its_device() {
+    let proxy = TestProxy::start_with(with_compliance).await;
+    let client = proxy.client();
+    let opened = client.get("http://www.tiktok.com/").header("sec-fetch-dest", "document").send().await.unwrap();
+    assert_eq!(opened.status(), 403);
+    let pixel =
+        client.get("http://analytics.tiktok.com/pixel.js").header("sec-fetch-dest", "script").send().await.unwrap();
+    assert_eq!(pixel.status(), 403);
+    let mut d = Dash::new(admin_addr(&proxy));
+    d.login_officer().await;
+    let page = d.get("/attempts").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("markeert apparaat / flags device"), "{}", page.body);
+    assert!(page.body.contains("ingesloten inhoud, markeert niet / embedded, does not flag"), "{}", page.body);
     proxy.stop().await;
 }

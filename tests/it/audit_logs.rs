@@ -51,6 +51,8 @@ fn audit_config(dir: &Path) -> AuditConfig {
         retention_days: 365,
         rotate: weerwal::config::Rotate { daily: true, max_bytes: 6 * 1024 },
         squid_log: Some(dir.join("logs/access.log")),
+        // The model counts one record per attempt (coalescing: hardening2.rs).
+        coalesce_after: 0,
         ..AuditConfig::default()
     }
 }
@@ -184,7 +186,7 @@ async fn a_log_spanning_rotated_files_verifies_and_every_kind_of_damage_is_found
     }
 
     // The command: OK line with count, seq range and time range.
-    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![] }, &config);
+    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![], witness: false }, &config);
     assert_eq!(code, 0, "{out}");
     let first_line = out.lines().next().unwrap();
     assert_eq!(
@@ -207,7 +209,7 @@ async fn a_log_spanning_rotated_files_verifies_and_every_kind_of_damage_is_found
     let b = broken(&whole(&c));
     assert_eq!((b.file.clone(), b.line), (target.clone(), 3));
     assert!(b.message.contains("hash mismatch"), "{b}");
-    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![] }, &c);
+    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![], witness: false }, &c);
     assert_eq!(code, 1);
     assert!(out.starts_with(&format!("FAILED: {}:3: hash mismatch", target.display())), "{out}");
 
@@ -282,11 +284,12 @@ async fn a_log_spanning_rotated_files_verifies_and_every_kind_of_damage_is_found
     assert!(b.message.contains("does not start here"), "{b}");
 
     // Files picked by hand: the chain into them cannot be checked, and says so.
-    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![middle.clone()] }, &config);
+    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![middle.clone()], witness: false }, &config);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("NOTE: seq") && out.contains("chains to a record not given"), "{out}");
     // A folder is the whole log.
-    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![config.path.parent().unwrap().to_path_buf()] }, &config);
+    let (code, out, _) =
+        cli(LogsCommand::Verify { paths: vec![config.path.parent().unwrap().to_path_buf()], witness: false }, &config);
     assert_eq!((code, out.lines().next().unwrap()), (0, first_line));
 }
 
@@ -440,7 +443,7 @@ async fn retention_removes_old_files_after_a_checkpoint_and_the_rest_still_verif
     assert_eq!(summary.start, Start::Checkpoint { retention_seq: retention.seq });
     assert_eq!(summary.first_seq, newest_removed.seq + 1);
     assert_eq!(summary.last_seq, retention.seq);
-    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![] }, &config);
+    let (code, out, _) = cli(LogsCommand::Verify { paths: vec![], witness: false }, &config);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("removed by retention"), "{out}");
 

@@ -986,9 +986,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn pem_cert(pem: &str) -> CertificateDer<'static> {
-    let mut reader = std::io::BufReader::new(pem.as_bytes());
-    let first = rustls_pemfile::certs(&mut reader).next().unwrap().unwrap();
-    first
+    rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
 /// A TLS client that trusts exactly `root`.

@@ -16,6 +16,7 @@ pub fn configure(c: &mut Config, upstream: SocketAddr) {
     c.compliance = Some(ComplianceConfig {
         protected: vec![WEBMAIL.into(), "localhost".into()],
         quarantine: "until-attested".into(),
+        state: None,
     });
     c.gateway = Some(GatewayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),

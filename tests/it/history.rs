@@ -16,14 +16,14 @@ use rusqlite::Connection;
 use weerwal::history::cli::{self, BrowserChoice, Format, HistoryCommand, PurgeArgs, SelectArgs};
 use weerwal::history::report::{by_host, HostLine};
 use weerwal::history::{purge_profile, scan_profile, Browser, Env, HistoryError, Os, Profile, PurgeOptions};
-use weerwal::policy::{load_embedded, Date, Policy};
+use weerwal::policy::{load_embedded, Policy, Zone};
 
 // Chromium's schema is shared with tests/it/cli.rs, which runs the binary on it.
 use crate::common::history_fixtures;
 use history_fixtures::chrome_us;
 
 fn policy() -> Policy {
-    load_embedded(Date::today()).expect("embedded policy").0
+    load_embedded(&Zone::default()).expect("embedded policy").0
 }
 
 // ---------------------------------------------------------------- fixtures

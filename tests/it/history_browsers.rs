@@ -36,7 +36,7 @@ use rusqlite::Connection;
 use weerwal::history::report::by_host;
 use weerwal::history::sqlite::open_exclusive;
 use weerwal::history::{purge_profile, scan_profile, Browser, HistoryError, Profile, PurgeOptions};
-use weerwal::policy::{load_embedded, Date, Policy};
+use weerwal::policy::{load_embedded, Policy, Zone};
 
 /// The pages of the first browsing session, in the order the pages send the
 /// browser on. `example.org` is allowed; the others are banned.
@@ -381,7 +381,7 @@ fn host_of(url: &str) -> &str {
 }
 
 fn policy() -> Policy {
-    load_embedded(Date::today()).unwrap().0
+    load_embedded(&Zone::default()).unwrap().0
 }
 
 #[test]
@@ -420,7 +420,7 @@ fn real_chromium_history_is_scanned_and_purged() {
     for line in by_host(&scan.findings) {
         // Times decoded from Chromium's 1601 epoch land today, not in 1601 or 2401.
         let last = line.last_visit.expect("a visit time");
-        assert!(last.starts_with(&Date::today().to_string()), "{last}");
+        assert!(last.starts_with(&Zone::utc().today().to_string()), "{last}");
     }
 
     // 3. Purge removes them and keeps every allowed entry as it was, in the
@@ -623,7 +623,7 @@ fn real_firefox_history_is_scanned_and_purged() {
     for line in by_host(&scan.findings) {
         // Firefox counts microseconds from 1970.
         let last = line.last_visit.expect("a visit time");
-        assert!(last.starts_with(&Date::today().to_string()), "{last}");
+        assert!(last.starts_with(&Zone::utc().today().to_string()), "{last}");
     }
 
     // 3. Purge: history, origins and site icons of the banned pages go; the

@@ -60,10 +60,10 @@ async fn basic_auth_challenges_refuses_and_names_the_user() {
     assert_eq!(blocked[0].user.as_deref(), Some("jan"));
     assert!(blocked[0].session.as_deref().is_some_and(|s| s.len() == 32));
     // CONNECT needs credentials too.
-    let raw = crate::common::raw_exchange(
+    let raw = crate::common::raw_response(
         proxy.addr,
         b"CONNECT www.tiktok.com:443 HTTP/1.1\r\nHost: www.tiktok.com:443\r\n\r\n",
-        Duration::from_secs(2),
+        crate::common::PATIENCE,
     )
     .await;
     assert_eq!(crate::common::status_of(&raw), 407, "{raw}");
@@ -392,7 +392,7 @@ async fn an_exempted_person_is_tunnelled_untouched_and_the_exemption_recorded() 
     assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
     s.write_all(b"GET /through HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(crate::common::PATIENCE, s.read_to_end(&mut out)).await;
     assert!(String::from_utf8_lossy(&out).contains("hello from origin"), "{}", String::from_utf8_lossy(&out));
     assert_eq!(origin.requests().iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(), ["/through"]);
     let exempted = proxy.events("exempted");
@@ -400,11 +400,16 @@ async fn an_exempted_person_is_tunnelled_untouched_and_the_exemption_recorded() 
     assert!(exempted.iter().all(|r| r.user.as_deref() == Some("inspecteur1")));
     assert_eq!(exempted[0].reason.as_deref(), Some("inspectie en toezicht"));
     // jan is not exempted: refused, nothing reaches the origin.
+    // Issue 15: wait for what is needed (the proxy ends jan's tunnel once
+    // the attempt is decided and recorded, after an argon2 check that a busy
+    // machine makes slow), with a generous bound, never a fixed short time.
     let raw =
-        crate::common::raw_exchange(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), Duration::from_secs(3)).await;
+        crate::common::raw_exchange(proxy.addr, connect("jan:wachtwoord-jan").as_bytes(), crate::common::PATIENCE)
+            .await;
     assert!(!raw.contains("hello from origin"));
     assert_eq!(origin.requests().len(), 1);
-    assert!(proxy.events("blocked").iter().any(|r| r.user.as_deref() == Some("jan")));
+    let jan_blocked = || proxy.events("blocked").iter().any(|r| r.user.as_deref() == Some("jan"));
+    assert!(crate::common::eventually(crate::common::PATIENCE, jan_blocked).await, "jan's attempt was not recorded");
     proxy.stop().await;
 }
 

@@ -90,7 +90,9 @@ fn the_servers_own_addresses_are_never_reached_through_the_proxy() {
         format!(
             "[proxy]\nlisten = \"10.77.0.1:3128\"\nallow_clients = [\"10.77.0.0/24\"]\n\
              [policy]\ndir = {policy:?}\n[audit]\npath = \"logs/audit.jsonl\"\n[ca]\ndir = \"certs\"\n\
-             [admin]\nlisten = \"10.77.0.1:9090\"\n"
+             [admin]\nlisten = \"10.77.0.1:9090\"\n\
+             # Plain HTTP off loopback must be asked for (issue 18).\n\
+             allow_plaintext = true\n"
         ),
     )
     .unwrap();

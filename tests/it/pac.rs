@@ -216,7 +216,7 @@ fn check_table(pac: &str, table: &[(&str, &str)]) {
 const DIRECT: &str = "DIRECT";
 
 fn base(c: &mut Config, route: PacRoute, direct: &[&str]) {
-    c.pac.proxy = Some("proxy.gemeente.test:3128".into());
+    c.pac.proxy = Some(vec!["proxy.gemeente.test:3128".into()]);
     c.pac.route = route;
     c.pac.direct = direct.iter().map(|s| s.to_string()).collect();
     c.compliance = Some(ComplianceConfig { protected: vec!["webmail.gemeente.nl".into()], ..Default::default() });
@@ -526,6 +526,28 @@ async fn pac_proxy_defaults_to_the_listen_address() {
         &pac,
         &[("tiktok.com", &format!("PROXY {}", proxy.addr)), ("example.org", &format!("PROXY {}", proxy.addr))],
     );
+    proxy.stop().await;
+}
+
+/// Several proxy nodes: browsers get them in order (and DIRECT last only
+/// with `fallback_direct`), as the real PAC engine evaluates it.
+#[tokio::test]
+async fn a_list_of_proxies_is_served_in_failover_order() {
+    let proxy = TestProxy::start_with(|c| {
+        c.pac.proxy = Some(vec!["proxy-a.gemeente.test:3128".into(), "proxy-b.gemeente.test:3128".into()]);
+    })
+    .await;
+    let pac = served_pac(&proxy).await;
+    let both = "PROXY proxy-a.gemeente.test:3128; PROXY proxy-b.gemeente.test:3128";
+    check_table(&pac, &[("tiktok.com", both), ("example.org", both)]);
+    proxy.stop().await;
+    let proxy = TestProxy::start_with(|c| {
+        c.pac.proxy = Some(vec!["proxy-a.gemeente.test:3128".into(), "proxy-b.gemeente.test:3128".into()]);
+        c.pac.fallback_direct = true;
+    })
+    .await;
+    let pac = served_pac(&proxy).await;
+    check_table(&pac, &[("example.org", &format!("{both}; DIRECT"))]);
     proxy.stop().await;
 }
 

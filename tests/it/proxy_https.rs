@@ -49,9 +49,7 @@ fn client_config(roots: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig>
 }
 
 fn pem_to_der(pem: &str) -> CertificateDer<'static> {
-    let mut reader = std::io::BufReader::new(pem.as_bytes());
-    let first = rustls_pemfile::certs(&mut reader).next().unwrap().unwrap();
-    first
+    rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
 /// TLS through a CONNECT tunnel, with `sni` as server name.

@@ -1,0 +1,327 @@
+//! The compliance state shared by the nodes (`[cluster]`): flags, flag
+//! clears (attestations and officers) and device links.
+//!
+//! Each node keeps answering from its own in-memory state (the proxy and
+//! the gateway never wait for the database on a request). Changes made here
+//! go through an outbox to the database, each followed by a
+//! `NOTIFY weerwal_state`; a dedicated connection `LISTEN`s and applies the
+//! other nodes' changes. After every (re)connect the whole state is read
+//! again, since notifications sent meanwhile are lost. While the database
+//! is down, changes wait in the outbox (and in the local state file) and
+//! are sent when it is back; with `on_unavailable = "deny"` protected hosts
+//! are refused until the state is known again.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client};
+use tokio_util::sync::CancellationToken;
+
+use super::{Cluster, ClusterError};
+use crate::compliance::{Change, Compliance, Flag};
+use crate::config::OnUnavailable;
+use crate::identity::Identity;
+
+/// The channel all nodes listen on.
+const CHANNEL: &str = "weerwal_state";
+
+/// A notification: who made the change, and the change (or the user seen
+/// at an address on a proxy).
+#[derive(Serialize, Deserialize)]
+struct Notice {
+    node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<Change>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seen: Option<Seen>,
+}
+
+/// A user seen at an address on a proxy node (live sessions).
+#[derive(Serialize, Deserialize)]
+struct Seen {
+    client: IpAddr,
+    user: String,
+}
+
+/// Connects one node's compliance state with the cluster's.
+pub struct StateSync {
+    cluster: Arc<Cluster>,
+    compliance: Arc<Compliance>,
+    identity: Arc<Identity>,
+    on_unavailable: OnUnavailable,
+    /// This node's changes the database has not taken yet, oldest first.
+    outbox: Mutex<VecDeque<Change>>,
+}
+
+/// Starts publishing this node's changes and applying the others'.
+pub fn start(
+    cluster: Arc<Cluster>,
+    compliance: Arc<Compliance>,
+    identity: Arc<Identity>,
+    on_unavailable: OnUnavailable,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: CancellationToken,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    compliance.publish_to(tx);
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    identity.sessions.publish_to(seen_tx);
+    let sync =
+        Arc::new(StateSync { cluster, compliance, identity, on_unavailable, outbox: Mutex::new(VecDeque::new()) });
+    tasks.spawn(Arc::clone(&sync).send_changes(rx, shutdown.clone()));
+    tasks.spawn(Arc::clone(&sync).send_sessions(seen_rx, shutdown.clone()));
+    tasks.spawn(sync.follow(shutdown));
+}
+
+impl StateSync {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, VecDeque<Change>> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends this node's changes, in order, retrying until the database takes them.
+    async fn send_changes(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Change>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if self.outbox().is_empty() {
+                tokio::select! {
+                    c = rx.recv() => match c {
+                        Some(c) => self.outbox().push_back(c),
+                        None => return,
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            while let Ok(c) = rx.try_recv() {
+                self.outbox().push_back(c);
+            }
+            match self.send_pending().await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    self.cluster.health.down("sending compliance changes", &e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn send_pending(&self) -> Result<(), ClusterError> {
+        let client = self.cluster.client().await?;
+        loop {
+            let Some(change) = self.outbox().front().cloned() else { return Ok(()) };
+            self.send(&client, &change).await?;
+            self.outbox().pop_front();
+        }
+    }
+
+    async fn send(&self, client: &Client, change: &Change) -> Result<(), ClusterError> {
+        let q = |e: tokio_postgres::Error| self.cluster.settings.query_error(&e);
+        let node = &self.cluster.node;
+        match change {
+            Change::Flagged { key, flag } => {
+                let data = serde_json::to_string(flag).map_err(|e| ClusterError::Query {
+                    target: self.cluster.settings.target().into(),
+                    message: e.to_string(),
+                })?;
+                client
+                    .execute(
+                        "INSERT INTO compliance_flags (key, data, node) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+                        &[key, &data, node],
+                    )
+                    .await
+                    .map_err(q)?;
+            }
+            Change::Cleared { keys } => {
+                client.execute("DELETE FROM compliance_flags WHERE key = ANY($1)", &[keys]).await.map_err(q)?;
+            }
+            Change::Linked { id: cookie, keys } => {
+                let data = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+                client
+                    .execute(
+                        "INSERT INTO device_links (cookie, keys, node) VALUES ($1, $2, $3)
+                         ON CONFLICT (cookie) DO UPDATE SET keys = $2, node = $3, updated_at = now()",
+                        &[cookie, &data, node],
+                    )
+                    .await
+                    .map_err(q)?;
+            }
+        }
+        let payload = serde_json::to_string(&Notice { node: node.clone(), change: Some(change.clone()), seen: None })
+            .unwrap_or_else(|_| String::from("{}"));
+        client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(q)?;
+        Ok(())
+    }
+
+    /// Tells the other nodes which user a proxy saw at an address. Not kept
+    /// while the database is down: the proxy says it again within a quarter
+    /// of the session idle time.
+    async fn send_sessions(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<(IpAddr, String)>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let (client, user) = tokio::select! {
+                s = rx.recv() => match s {
+                    Some(s) => s,
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let node = &self.cluster.node;
+            let sent = async {
+                let c = self.cluster.client().await?;
+                let q = |e: tokio_postgres::Error| self.cluster.settings.query_error(&e);
+                c.execute(
+                    "INSERT INTO live_sessions (address, username, node) VALUES ($1, $2, $3)
+                     ON CONFLICT (address, username) DO UPDATE SET node = $3, seen_at = now()",
+                    &[&client.to_string(), &user, node],
+                )
+                .await
+                .map_err(q)?;
+                let payload = serde_json::to_string(&Notice {
+                    node: node.clone(),
+                    change: None,
+                    seen: Some(Seen { client, user: user.clone() }),
+                })
+                .unwrap_or_else(|_| String::from("{}"));
+                c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(q)?;
+                Ok::<_, ClusterError>(())
+            };
+            if let Err(e) = sent.await {
+                self.cluster.health.down("sharing live sessions", &e);
+            }
+        }
+    }
+
+    /// Listens for the other nodes' changes; after each (re)connect reads
+    /// the whole state again.
+    async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let connected = async {
+                let client = self.cluster.settings.connect_listening(tx).await?;
+                client
+                    .batch_execute(&format!("LISTEN {CHANNEL}"))
+                    .await
+                    .map_err(|e| self.cluster.settings.query_error(&e))?;
+                self.reload(&client).await?;
+                Ok::<_, ClusterError>(client)
+            };
+            let client = tokio::select! {
+                c = connected => c,
+                _ = shutdown.cancelled() => return,
+            };
+            let client = match client {
+                Ok(c) => c,
+                Err(e) => {
+                    self.unavailable(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            self.compliance.set_deny_all(false);
+            loop {
+                let m = tokio::select! {
+                    m = rx.recv() => m,
+                    _ = shutdown.cancelled() => return,
+                };
+                match m {
+                    Some(AsyncMessage::Notification(n)) => self.on_notice(n.payload()).await,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            drop(client);
+            self.unavailable(&"the listening connection was lost");
+        }
+    }
+
+    fn unavailable(&self, e: &dyn std::fmt::Display) {
+        self.cluster.health.down("following the compliance state", e);
+        if self.on_unavailable == OnUnavailable::Deny {
+            self.compliance.set_deny_all(true);
+        }
+    }
+
+    async fn on_notice(&self, payload: &str) {
+        let notice = match serde_json::from_str::<Notice>(payload) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "a compliance notification does not parse; skipped");
+                return;
+            }
+        };
+        if notice.node == self.cluster.node {
+            return;
+        }
+        if let Some(seen) = notice.seen {
+            self.identity.sessions.seen_elsewhere(seen.client, &seen.user, Duration::ZERO);
+        }
+        if let Some(change) = notice.change {
+            let compliance = Arc::clone(&self.compliance);
+            let _ = tokio::task::spawn_blocking(move || compliance.apply(change)).await;
+        }
+    }
+
+    /// Reads every flag and device link; rows that do not parse are skipped
+    /// with one log line each.
+    async fn reload(&self, client: &Client) -> Result<(), ClusterError> {
+        let q = |e: tokio_postgres::Error| self.cluster.settings.query_error(&e);
+        let mut flags = Vec::new();
+        for row in client.query("SELECT key, data FROM compliance_flags", &[]).await.map_err(q)? {
+            let key: String = row.get(0);
+            let data: String = row.get(1);
+            match serde_json::from_str::<Flag>(&data) {
+                Ok(f) => flags.push((key, f)),
+                Err(e) => {
+                    tracing::warn!(table = "compliance_flags", key = %key, error = %e, "database row does not parse; skipped")
+                }
+            }
+        }
+        let mut devices = Vec::new();
+        for row in client.query("SELECT cookie, keys FROM device_links", &[]).await.map_err(q)? {
+            let cookie: String = row.get(0);
+            let keys: String = row.get(1);
+            match serde_json::from_str::<Vec<String>>(&keys) {
+                Ok(k) => devices.push((cookie, k)),
+                Err(e) => tracing::warn!(table = "device_links", error = %e, "database row does not parse; skipped"),
+            }
+        }
+        let idle = self.identity.sessions.idle().as_secs_f64();
+        client
+            .execute("DELETE FROM live_sessions WHERE seen_at < now() - make_interval(secs => $1)", &[&idle])
+            .await
+            .map_err(q)?;
+        for row in client
+            .query("SELECT address, username, extract(epoch FROM now() - seen_at)::float8 FROM live_sessions", &[])
+            .await
+            .map_err(q)?
+        {
+            let (address, user, age): (String, String, f64) = (row.get(0), row.get(1), row.get(2));
+            match address.parse::<IpAddr>() {
+                Ok(ip) => self.identity.sessions.seen_elsewhere(ip, &user, Duration::from_secs_f64(age.max(0.0))),
+                Err(e) => tracing::warn!(table = "live_sessions", error = %e, "database row does not parse; skipped"),
+            }
+        }
+        let pending: Vec<Change> = self.outbox().iter().cloned().collect();
+        let count = flags.len();
+        let compliance = Arc::clone(&self.compliance);
+        let _ = tokio::task::spawn_blocking(move || compliance.replace_all(flags, devices, &pending)).await;
+        tracing::info!(flags = count, "compliance state loaded from the cluster database");
+        Ok(())
+    }
+}
