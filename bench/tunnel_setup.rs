@@ -130,7 +130,8 @@ fn main() {
     let mut config = config;
     config.resumption = rustls::client::Resumption::disabled();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", args.path, args.name).into_bytes();
+    let request =
+        format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", args.path, args.name).into_bytes();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let args = Arc::new(args);
     let (done, errors, mut lat, secs) = rt.block_on(async move {
