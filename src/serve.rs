@@ -273,11 +273,8 @@ impl Server {
             // run (session ends) are shipped too.
             shippers.spawn(shipper.run(shippers_stop.clone(), Duration::from_secs(5)));
         }
-        // One set of caps for all the proxy's listen addresses.
-        let admission = crate::plumbing::accept::Admission::new(
-            config.proxy.max_connections,
-            config.proxy.max_connections_per_client,
-        );
+        // The proxy's listen addresses share the caps made above with the
+        // gateway (kept below the descriptor limit).
         if let Some(c) = &compliance {
             tasks.spawn(expire_flags(Arc::clone(c), audit.clone(), shutdown.clone()));
         }

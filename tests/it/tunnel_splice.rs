@@ -223,15 +223,13 @@ async fn without_descriptors_to_spare_a_tunnel_is_copied_through_user_space_and_
     // 300 descriptors: 128 kept in reserve, 86 pairs for connections and pipes.
     let serve = Serve::start(origin.port(), "", Some(300));
     let before = serve.pipes();
-    // 85 connections take 85 pairs; each is answered, so each was admitted.
+    // 85 connections take 85 pairs: each sends half a request head and
+    // waits (within the header timeout). The 87th connection's refusal
+    // below shows they were all admitted and still held.
     let mut held = Vec::new();
     for _ in 0..85 {
         let mut c = TcpStream::connect(serve.addr).await.unwrap();
-        c.write_all(b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n").await.unwrap();
-        let mut buf = [0u8; 12];
-        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut buf)).await.unwrap().unwrap();
-        let status = String::from_utf8_lossy(&buf).to_string();
-        assert!(status.starts_with("HTTP/1.1 ") && !status.ends_with("503"), "not admitted: {status}");
+        c.write_all(b"GET http://aliexpress.com/ HTTP/1.1\r\n").await.unwrap();
         held.push(c);
     }
     // The 86th pair is the tunnel's own: no two more for pipes.
