@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Load benchmark for weerwal (issue 8). Everything runs on loopback inside a
-# private network namespace that has only `lo`, so no DNS or other traffic
-# ever leaves the machine; every step is bounded in time.
+# Load benchmark for weerwal (issues 8 and 21). Everything runs on loopback
+# inside a private network namespace that has only `lo`, so no DNS or other
+# traffic ever leaves the machine; every step is bounded in time.
 #
-#   bench/load.sh            full run (~3 min): wrk 10 s per measurement, 3 rounds
-#   bench/load.sh --quick    smoke run (~30 s): 2 s, 1 round, smaller transfers
+#   bench/load.sh            full run (~7 min): wrk 10 s per measurement, 3 rounds
+#   bench/load.sh --quick    smoke run (~1 min): 2 s, 1 round, smaller transfers
 #
-# Environment: DURATION (s per wrk run), ROUNDS, BIG_MIB, BULK_REPEAT,
-# FWD_RUNS, FWD_REPEAT, IDLE_CONNS; KEEP=1 keeps the work directory (raw
-# outputs in its out/); PERF=1 also profiles weerwal with perf during extra
-# runs (reports in out/perf.*.txt). Needs root (apt-get, unshare -n).
-# Prints one Markdown table with ratios against the same origin reached
-# directly, in the same run. Run it on an otherwise idle machine: on 2 cores
-# every other process moves the ratios (the header says how busy it was).
+# Environment: DURATION (s per wrk and set-up run), ROUNDS, BIG_MIB,
+# BULK_REPEAT, FWD_RUNS, FWD_REPEAT, IDLE_CONNS, SETUP_CONNS (concurrent
+# tunnel set-ups); KEEP=1 keeps the work directory (raw outputs in its
+# out/); PERF=1 also profiles weerwal with perf during extra runs (reports
+# in out/perf.*.txt). Needs root (apt-get, unshare -n).
+# Prints one Markdown table: every figure beside the same origin reached
+# directly and through Squid (Debian's, plain forwarding and CONNECT, no
+# SSL bump), in the same run, with the ratios the targets are set in. Run
+# it on an otherwise idle machine: on 2 cores every other process moves the
+# ratios (the header says how busy it was).
 #
-# Origin: nginx (Debian) on 127.0.0.1:8080 serving 1 KiB, 100 MiB and 512 MiB
-# files. Proxy: target/release/weerwal on 127.0.0.1:3128, with the shipped
-# policy plus 10,000 synthetic domains and the audit log on (sync = "write").
+# Origin: nginx (Debian) on 127.0.0.1:8080 (HTTP) and 127.0.0.1:8443 (TLS,
+# an ECDSA P-256 certificate from a CA made for the run) serving 1 KiB,
+# 100 MiB and 512 MiB files. Proxies: target/release/weerwal on
+# 127.0.0.1:3128, with the shipped policy plus 10,000 synthetic domains and
+# the audit log on (sync = "write"); Squid on 127.0.0.1:3129 (no cache, no
+# access log). Tunnel set-ups: the Rust load tool bench/tunnel_setup.rs.
 # bench/RESULTS.md has the latest results and what they mean.
 set -euo pipefail
 
@@ -25,15 +31,19 @@ QUICK=0
 if [[ "${1:-}" == "--quick" ]]; then QUICK=1; shift; fi
 if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-2}; ROUNDS=${ROUNDS:-1}; BIG_MIB=${BIG_MIB:-128}; BULK_REPEAT=${BULK_REPEAT:-2}
+    SETUP_CONNS=${SETUP_CONNS:-32}
     FWD_RUNS=${FWD_RUNS:-1}; FWD_REPEAT=${FWD_REPEAT:-3}; IDLE_CONNS=${IDLE_CONNS:-2000}
 else
     DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; BIG_MIB=${BIG_MIB:-512}; BULK_REPEAT=${BULK_REPEAT:-4}
+    SETUP_CONNS=${SETUP_CONNS:-32}
     FWD_RUNS=${FWD_RUNS:-3}; FWD_REPEAT=${FWD_REPEAT:-10}; IDLE_CONNS=${IDLE_CONNS:-10000}
 fi
-export DURATION ROUNDS BIG_MIB BULK_REPEAT FWD_RUNS FWD_REPEAT IDLE_CONNS QUICK
+export DURATION ROUNDS BIG_MIB BULK_REPEAT FWD_RUNS FWD_REPEAT IDLE_CONNS SETUP_CONNS QUICK
 ORIGIN=127.0.0.1:8080
+TLS_ORIGIN=127.0.0.1:8443
 PROXY=127.0.0.1:3128
-export ORIGIN PROXY ROOT
+SQUID=127.0.0.1:3129
+export ORIGIN TLS_ORIGIN PROXY SQUID ROOT
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY all_proxy ALL_PROXY
 
 log() { printf '[load.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -49,19 +59,25 @@ if [[ "${1:-}" != "--inner" ]]; then
     command -v ip >/dev/null || missing+=(iproute2)
     command -v ss >/dev/null || missing+=(iproute2)
     command -v strace >/dev/null || missing+=(strace)
+    [[ -x /usr/sbin/squid ]] || missing+=(squid)
+    command -v openssl >/dev/null || missing+=(openssl)
     [[ "${PERF:-0}" != 1 ]] || command -v perf >/dev/null || missing+=(linux-perf)
     if ((${#missing[@]})); then
         log "installing ${missing[*]} from Debian"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    log "building weerwal --release"
-    (cd "$ROOT" && cargo build --release --bin weerwal 2>&1 | tail -1 >&2)
+    log "building weerwal --release and the tunnel set-up tool"
+    # One build: the proxy and the tool share the library build.
+    (cd "$ROOT" && cargo build --release --features bench-tools --bin weerwal --bin tunnel_setup 2>&1 | tail -1 >&2)
+    SETUP_TOOL=$ROOT/target/release/tunnel_setup
+    [[ -x "$SETUP_TOOL" ]] || { echo "building bench/tunnel_setup.rs failed" >&2; exit 1; }
+    export SETUP_TOOL
     WORK=$(mktemp -d /tmp/weerwal-load.XXXXXX)
     export WORK
     trap '[[ "${KEEP:-0}" == 1 ]] && log "kept $WORK" || rm -rf "$WORK"' EXIT
     DATA=${WEERWAL_BENCH_DATA:-/tmp/weerwal-bench-data}
-    mkdir -p "$DATA" "$WORK/www" "$WORK/policy" "$WORK/logs" "$WORK/nginx"
+    mkdir -p "$DATA" "$WORK/www" "$WORK/policy" "$WORK/logs" "$WORK/nginx" "$WORK/tls" "$WORK/squid"
     # Bodies of random bytes (cached between runs), served from the page cache.
     [[ -s "$DATA/1k" ]] || head -c 1024 /dev/urandom >"$DATA/1k"
     [[ $(stat -c %s "$DATA/100m" 2>/dev/null || echo 0) == $((100 << 20)) ]] \
@@ -72,6 +88,19 @@ if [[ "${1:-}" != "--inner" ]]; then
     ln -s "$DATA/100m" "$WORK/www/100m"
     ln -s "$DATA/big$BIG_MIB" "$WORK/www/big"
     cat "$DATA/1k" "$DATA/100m" "$DATA/big$BIG_MIB" >/dev/null # into the page cache
+
+    # The TLS origin's certificate: ECDSA P-256, from a CA made for this run
+    # (the clients verify it, as a browser would).
+    (
+        cd "$WORK/tls"
+        openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+        openssl req -x509 -new -key ca.key -subj /CN=weerwal-bench-ca -days 7 -out ca.pem
+        openssl ecparam -name prime256v1 -genkey -noout -out origin.key
+        openssl req -new -key origin.key -subj /CN=localhost -out origin.csr
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext
+        openssl x509 -req -in origin.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 -extfile ext \
+            -out origin.pem
+    ) 2>/dev/null
 
     # Policy: the shipped files plus 10,000 synthetic domains, named as in
     # bench/synthetic.rs (the Rust benchmarks use the same scheme).
@@ -91,8 +120,8 @@ if [[ "${1:-}" != "--inner" ]]; then
 [proxy]
 listen = "$PROXY"
 allow_clients = ["127.0.0.0/8"]
-# 8080: the CONNECT bulk test tunnels to the local nginx.
-connect_ports = [443, 8080]
+# 8443: the tunnel tests reach the local nginx's TLS port.
+connect_ports = [443, 8080, 8443]
 # One client address opens the 10,000 idle connections of test (e).
 max_connections = 20000
 max_connections_per_client = 20000
@@ -132,8 +161,43 @@ http {
         listen $ORIGIN;
         root $WORK/www;
     }
+    server {
+        listen $TLS_ORIGIN ssl;
+        ssl_certificate $WORK/tls/origin.pem;
+        ssl_certificate_key $WORK/tls/origin.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        # Every tunnel set-up a full handshake, as to a site not seen before.
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        root $WORK/www;
+    }
 }
 EOF
+    # Squid as Debian ships it, as a plain forward proxy: no cache, no access
+    # log, CONNECT to the TLS origin's port, one process (-N).
+    cat >"$WORK/squid/squid.conf" <<EOF
+http_port $SQUID
+acl localnet src 127.0.0.0/8
+acl Safe_ports port 8080 8443
+acl SSL_ports port 8443
+acl CONNECT method CONNECT
+http_access deny !Safe_ports
+http_access deny CONNECT !SSL_ports
+http_access allow localnet
+http_access deny all
+cache deny all
+cache_mem 8 MB
+access_log none
+cache_store_log none
+cache_log $WORK/squid/cache.log
+pid_filename $WORK/squid/squid.pid
+coredump_dir $WORK/squid
+pinger_enable off
+dns_nameservers 127.0.0.1
+max_filedescriptors 16384
+shutdown_lifetime 1 seconds
+EOF
+    chown -R proxy "$WORK/squid" 2>/dev/null || true
     # How busy the machine is without us: CPU use over 5 s, from /proc/stat.
     read -r _ a b c d e f g h _ </proc/stat; t1=$((a + b + c + d + e + f + g + h)); i1=$((d + e))
     sleep 5
@@ -148,6 +212,10 @@ fi
 
 # -------------------------------------------------------------- inside netns
 ip link set lo up
+# Tunnel set-ups open tens of thousands of short connections: a wide port
+# range and TIME_WAIT reuse in this namespace (its own sysctls) keep the
+# client from running out of ports.
+sysctl -qw net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)" # 20000 in this sandbox; test (e) needs > IDLE_CONNS
 OUT=$WORK/out
 mkdir -p "$OUT"
@@ -184,6 +252,11 @@ NGINX=$!
 wait_port "$ORIGIN"
 NGINX_PIDS=$(pgrep -P "$NGINX" | tr '\n' ' ')
 
+/usr/sbin/squid -N -f "$WORK/squid/squid.conf" >"$OUT/squid.out" 2>&1 &
+SQUID_PID=$!
+PIDS+=($SQUID_PID)
+wait_port "$SQUID"
+
 cd "$WORK"
 "$ROOT/target/release/weerwal" serve --config "$WORK/weerwal.toml" >"$OUT/weerwal.log" 2>&1 &
 WEERWAL=$!
@@ -198,6 +271,12 @@ code() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@"; }
 [[ $(code "http://$ORIGIN/1k") == 200 ]] || { echo "origin not serving" >&2; exit 1; }
 [[ $(code -x "http://$PROXY" "http://$ORIGIN/1k") == 200 ]] || { echo "proxy not forwarding" >&2; exit 1; }
 [[ $(code -x "http://$PROXY" "http://aliexpress.com/") == 403 ]] || { echo "proxy not blocking" >&2; exit 1; }
+[[ $(code -x "http://$SQUID" "http://$ORIGIN/1k") == 200 ]] || { echo "squid not forwarding" >&2; exit 1; }
+TLS_URL="https://$TLS_ORIGIN"
+CACERT=(--cacert "$WORK/tls/ca.pem")
+[[ $(code "${CACERT[@]}" "$TLS_URL/1k") == 200 ]] || { echo "TLS origin not serving" >&2; exit 1; }
+[[ $(code "${CACERT[@]}" -x "http://$PROXY" "$TLS_URL/1k") == 200 ]] || { echo "proxy not tunnelling" >&2; exit 1; }
+[[ $(code "${CACERT[@]}" -x "http://$SQUID" "$TLS_URL/1k") == 200 ]] || { echo "squid not tunnelling" >&2; exit 1; }
 
 # Every request carries a browser's User-Agent, as real traffic does (weerwal
 # scans it for app signatures); direct requests carry the same header.
@@ -223,6 +302,10 @@ for r in $(seq "$ROUNDS"); do
     w0=$(cpu_ticks "$WEERWAL"); n0=$(cpu_ticks $NGINX_PIDS)
     "${WRK[@]}" -s "$OUT/proxied.lua" "http://$PROXY" >"$OUT/proxy.$r.txt"
     echo "$(( $(cpu_ticks "$WEERWAL") - w0 ))" >"$OUT/proxy.$r.ticks"
+    log "round $r/$ROUNDS: 1 KiB GETs through Squid"
+    s0=$(cpu_ticks "$SQUID_PID")
+    "${WRK[@]}" -s "$OUT/proxied.lua" "http://$SQUID" >"$OUT/squid.$r.txt"
+    echo "$(( $(cpu_ticks "$SQUID_PID") - s0 ))" >"$OUT/squid.$r.ticks"
     log "round $r/$ROUNDS: blocked GETs through weerwal"
     a0=$(seq_now)
     "${WRK[@]}" -s "$OUT/blocked.lua" "http://$PROXY" >"$OUT/blocked.$r.txt"
@@ -269,11 +352,11 @@ fi
 
 # Bulk transfers: STREAMS parallel curl processes, each fetching PATH REPEAT
 # times over one connection; the rate is all bytes over the wall time.
-xfer() { # streams repeat path curl-args...: aggregate MiB/s
-    local streams=$1 repeat=$2 path=$3 t0 t1 i j bytes want size pids=() urls=()
-    shift 3
+xfer() { # streams repeat base-url path curl-args...: aggregate MiB/s
+    local streams=$1 repeat=$2 base=$3 path=$4 t0 t1 i j bytes want size pids=() urls=()
+    shift 4
     size=$(stat -L -c %s "$WORK/www/$path")
-    for ((j = 0; j < repeat; j++)); do urls+=(-o /dev/null "http://$ORIGIN/$path"); done
+    for ((j = 0; j < repeat; j++)); do urls+=(-o /dev/null "$base/$path"); done
     t0=$(date +%s.%N)
     for ((i = 1; i <= streams; i++)); do
         timeout 300 curl -s -w '%{size_download} %{http_code}\n' "$@" "${urls[@]}" >"$OUT/xfer.$i" &
@@ -293,26 +376,74 @@ xfer() { # streams repeat path curl-args...: aggregate MiB/s
 }
 
 # (c) CONNECT tunnel bulk: 2 parallel streams of BULK_REPEAT x BIG_MIB each,
-# plain HTTP inside the tunnel (curl -p: CONNECT $ORIGIN, then GETs in the
-# tunnel; weerwal reads the first request head, decides on its Host, then
-# splices bytes). Direct: the same curl without the proxy.
+# HTTPS to the TLS origin (curl -x: CONNECT, then TLS inside the tunnel,
+# which the proxies only carry). Direct: the same curl without a proxy.
 for r in $(seq "$ROUNDS"); do
-    log "round $r/$ROUNDS: CONNECT bulk 2 streams x $BULK_REPEAT x $BIG_MIB MiB"
-    xfer 2 "$BULK_REPEAT" big >>"$OUT/connect.direct"
+    log "round $r/$ROUNDS: CONNECT bulk 2 streams x $BULK_REPEAT x $BIG_MIB MiB (direct, weerwal, Squid)"
+    xfer 2 "$BULK_REPEAT" "$TLS_URL" big "${CACERT[@]}" >>"$OUT/connect.direct"
     w0=$(cpu_ticks "$WEERWAL")
-    xfer 2 "$BULK_REPEAT" big -p -x "http://$PROXY" >>"$OUT/connect.proxy"
+    xfer 2 "$BULK_REPEAT" "$TLS_URL" big "${CACERT[@]}" -x "http://$PROXY" >>"$OUT/connect.proxy"
     echo "$(( $(cpu_ticks "$WEERWAL") - w0 ))" >>"$OUT/connect.ticks"
+    s0=$(cpu_ticks "$SQUID_PID")
+    xfer 2 "$BULK_REPEAT" "$TLS_URL" big "${CACERT[@]}" -x "http://$SQUID" >>"$OUT/connect.squid"
+    echo "$(( $(cpu_ticks "$SQUID_PID") - s0 ))" >>"$OUT/connect.squidticks"
 done
 
 # (d) plain HTTP forwarding of a 100 MiB body (FWD_REPEAT times on one
-# keep-alive connection per run), direct and proxied alternating.
+# keep-alive connection per run), direct, weerwal and Squid in turn.
 for i in $(seq "$FWD_RUNS"); do
-    log "forward run $i/$FWD_RUNS: $FWD_REPEAT x 100 MiB"
-    xfer 1 "$FWD_REPEAT" 100m >>"$OUT/fwd.direct"
+    log "forward run $i/$FWD_RUNS: $FWD_REPEAT x 100 MiB (direct, weerwal, Squid)"
+    xfer 1 "$FWD_REPEAT" "http://$ORIGIN" 100m >>"$OUT/fwd.direct"
     w0=$(cpu_ticks "$WEERWAL")
-    xfer 1 "$FWD_REPEAT" 100m -x "http://$PROXY" >>"$OUT/fwd.proxy"
+    xfer 1 "$FWD_REPEAT" "http://$ORIGIN" 100m -x "http://$PROXY" >>"$OUT/fwd.proxy"
     echo "$(( $(cpu_ticks "$WEERWAL") - w0 ))" >>"$OUT/fwd.ticks"
+    s0=$(cpu_ticks "$SQUID_PID")
+    xfer 1 "$FWD_REPEAT" "http://$ORIGIN" 100m -x "http://$SQUID" >>"$OUT/fwd.squid"
+    echo "$(( $(cpu_ticks "$SQUID_PID") - s0 ))" >>"$OUT/fwd.squidticks"
 done
+
+# (f) tunnel set-up rate: SETUP_CONNS workers, each in a loop: new
+# connection, CONNECT, full TLS handshake with the origin through the
+# tunnel, one 1 KiB GET, close (bench/tunnel_setup.rs). Direct: the same
+# without CONNECT. CPU per tunnel from /proc as above (nginx's for direct).
+SETUP=("$SETUP_TOOL" --ca "$WORK/tls/ca.pem" --origin "$TLS_ORIGIN" --name localhost --path /1k
+    --conns "$SETUP_CONNS" --secs "$DURATION")
+for r in $(seq "$ROUNDS"); do
+    log "round $r/$ROUNDS: tunnel set-ups (direct, weerwal, Squid)"
+    n0=$(cpu_ticks $NGINX_PIDS)
+    timeout $((DURATION + 60)) "${SETUP[@]}" >"$OUT/setup.direct.$r.json"
+    echo "$(( $(cpu_ticks $NGINX_PIDS) - n0 ))" >"$OUT/setup.direct.$r.ticks"
+    w0=$(cpu_ticks "$WEERWAL")
+    timeout $((DURATION + 60)) "${SETUP[@]}" --proxy "$PROXY" >"$OUT/setup.proxy.$r.json"
+    echo "$(( $(cpu_ticks "$WEERWAL") - w0 ))" >"$OUT/setup.proxy.$r.ticks"
+    s0=$(cpu_ticks "$SQUID_PID")
+    timeout $((DURATION + 60)) "${SETUP[@]}" --proxy "$SQUID" >"$OUT/setup.squid.$r.json"
+    echo "$(( $(cpu_ticks "$SQUID_PID") - s0 ))" >"$OUT/setup.squid.$r.ticks"
+done
+
+# PERF=1: profile weerwal during extra short tunnel runs too (set-ups and
+# bulk): $OUT/perf.setup*.txt, $OUT/perf.bulk*.txt.
+if [[ "${PERF:-0}" == 1 ]]; then
+    profile() { # name command...: perf report of weerwal while the command runs
+        local name=$1
+        shift
+        timeout 120 perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$WEERWAL" \
+            -o "$OUT/perf.$name.data" 2>/dev/null &
+        local perfpid=$!
+        sleep 0.5
+        "$@" >/dev/null
+        kill -INT "$perfpid" 2>/dev/null || true
+        wait "$perfpid" || true
+        perf report -i "$OUT/perf.$name.data" --no-children --stdio --percent-limit 0.7 -g none \
+            >"$OUT/perf.$name.txt" 2>/dev/null || true
+        perf report -i "$OUT/perf.$name.data" --children --stdio --percent-limit 2 -g none \
+            >"$OUT/perf.$name.children.txt" 2>/dev/null || true
+    }
+    log "profiling weerwal: tunnel set-ups and tunnel bulk"
+    profile setup timeout 60 "${SETUP[@]}" --proxy "$PROXY"
+    profile bulk xfer 2 1 "$TLS_URL" big "${CACERT[@]}" -x "http://$PROXY"
+fi
+
 
 sleep 1
 RSS_AFTER=$(rss_kib "$WEERWAL")
@@ -325,7 +456,7 @@ timeout 300 python3 "$ROOT/bench/loadtool.py" idle "$IDLE_CONNS" "$PROXY" "http:
 python3 "$ROOT/bench/loadtool.py" collect "$OUT" "$RSS_IDLE" "$RSS_AFTER" "$TICK" "$ROUNDS" "$AUDIT_WRITES" >"$OUT/results.json"
 echo
 echo "weerwal load benchmark — $(date -u +%FT%TZ), $(nproc) cores; before the run: CPU $BUSY_BEFORE % busy, load average $LOAD_BEFORE; at the end: load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t2 -c50 -d${DURATION}s, median of $ROUNDS rounds; CONNECT: 2 streams × $BULK_REPEAT × $BIG_MIB MiB, median of $ROUNDS; forward: $FWD_REPEAT × 100 MiB per run, median of $FWD_RUNS"
+echo "wrk -t2 -c50 -d${DURATION}s, median of $ROUNDS rounds; CONNECT: 2 streams × $BULK_REPEAT × $BIG_MIB MiB over TLS, median of $ROUNDS; forward: $FWD_REPEAT × 100 MiB per run, median of $FWD_RUNS; tunnel set-ups: $SETUP_CONNS at once for ${DURATION}s, median of $ROUNDS"
 echo
 python3 "$ROOT/bench/loadtool.py" table "$OUT/results.json"
 echo

@@ -194,10 +194,9 @@ impl Server {
         let mut tasks = JoinSet::new();
         // One set of caps for every listener of the proxy and the gateway,
         // kept below the descriptor limit.
-        let admission = crate::plumbing::accept::Admission::new(
-            connection_cap(config.proxy.max_connections),
-            config.proxy.max_connections_per_client,
-        );
+        let (cap, fd_pairs) = connection_cap(config.proxy.max_connections);
+        let admission =
+            crate::plumbing::accept::Admission::with_fd_pairs(cap, config.proxy.max_connections_per_client, fd_pairs);
         let mut gateway_addrs = Vec::new();
         if let Some(g) = &config.gateway {
             let Some(compliance) = compliance.clone() else {
@@ -274,11 +273,8 @@ impl Server {
             // run (session ends) are shipped too.
             shippers.spawn(shipper.run(shippers_stop.clone(), Duration::from_secs(5)));
         }
-        // One set of caps for all the proxy's listen addresses.
-        let admission = crate::plumbing::accept::Admission::new(
-            config.proxy.max_connections,
-            config.proxy.max_connections_per_client,
-        );
+        // The proxy's listen addresses share the caps made above with the
+        // gateway (kept below the descriptor limit).
         if let Some(c) = &compliance {
             tasks.spawn(expire_flags(Arc::clone(c), audit.clone(), shutdown.clone()));
         }
@@ -395,14 +391,15 @@ async fn expire_flags(compliance: Arc<Compliance>, audit: AuditLog, shutdown: Ca
 /// warning) to what the descriptor limit allows. The soft limit is raised
 /// to the hard one first; each proxied connection may hold two descriptors
 /// (client and origin), and a reserve stays for the log, listeners and
-/// state files.
-fn connection_cap(configured: usize) -> usize {
+/// state files. Also the descriptors there are, in pairs: tunnels copied
+/// in the kernel take two pairs more for their pipes while they last.
+fn connection_cap(configured: usize) -> (usize, usize) {
     const RESERVE: u64 = 128;
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the descriptor limit; keeping proxy.max_connections as configured");
-            return configured;
+            return (configured, usize::MAX);
         }
     };
     let fits = usize::try_from(limit.saturating_sub(RESERVE) / 2).unwrap_or(usize::MAX).max(1);
@@ -413,7 +410,7 @@ fn connection_cap(configured: usize) -> usize {
             descriptor_limit = limit,
             "proxy.max_connections lowered to fit the descriptor limit; raise LimitNOFILE (systemd) or ulimit -n"
         );
-        return fits;
+        return (fits, fits);
     }
-    configured
+    (configured, fits)
 }

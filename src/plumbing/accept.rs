@@ -27,13 +27,33 @@ pub struct Admission {
     global: Arc<Semaphore>,
     per_client: DashMap<IpAddr, usize>,
     per_client_max: usize,
+    /// The descriptors the process may use, in pairs: a connection holds
+    /// one pair (client and origin), a tunnel copied in the kernel two more
+    /// (its pipes). A connection is admitted, and a tunnel given pipes, only
+    /// while pairs are left, so neither ever runs out of descriptors.
+    fd_pairs: Arc<Semaphore>,
 }
 
 /// Held for the life of one connection (and of whatever it turns into).
 pub struct Admitted {
     _permit: OwnedSemaphorePermit,
+    _fds: OwnedSemaphorePermit,
     admission: Arc<Admission>,
     ip: IpAddr,
+}
+
+/// Leave for one tunnel to hold its kernel-copy pipes, until dropped.
+pub struct PipeLeave {
+    _pairs: OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// Leave for this connection's tunnel to copy in the kernel (two pipes,
+    /// four descriptors), or `None` when the descriptors are spoken for:
+    /// the tunnel is then copied through user space.
+    pub fn pipes(&self) -> Option<PipeLeave> {
+        Arc::clone(&self.admission.fd_pairs).try_acquire_many_owned(2).ok().map(|p| PipeLeave { _pairs: p })
+    }
 }
 
 impl Drop for Admitted {
@@ -49,19 +69,31 @@ impl Drop for Admitted {
 
 impl Admission {
     pub fn new(max: usize, per_client_max: usize) -> Arc<Admission> {
-        Arc::new(Admission { global: Arc::new(Semaphore::new(max)), per_client: DashMap::new(), per_client_max })
+        Self::with_fd_pairs(max, per_client_max, Semaphore::MAX_PERMITS)
+    }
+
+    /// Like [`Admission::new`], within `fd_pairs` pairs of descriptors for
+    /// connections and the pipes of tunnels copied in the kernel.
+    pub fn with_fd_pairs(max: usize, per_client_max: usize, fd_pairs: usize) -> Arc<Admission> {
+        Arc::new(Admission {
+            global: Arc::new(Semaphore::new(max)),
+            per_client: DashMap::new(),
+            per_client_max,
+            fd_pairs: Arc::new(Semaphore::new(fd_pairs.min(Semaphore::MAX_PERMITS))),
+        })
     }
 
     /// A slot for a connection from `ip`, or `None` when a cap is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
         let permit = Arc::clone(&self.global).try_acquire_owned().ok()?;
+        let fds = Arc::clone(&self.fd_pairs).try_acquire_owned().ok()?;
         let mut count = self.per_client.entry(ip).or_insert(0);
         if *count >= self.per_client_max {
             return None;
         }
         *count += 1;
         drop(count);
-        Some(Admitted { _permit: permit, admission: Arc::clone(self), ip })
+        Some(Admitted { _permit: permit, _fds: fds, admission: Arc::clone(self), ip })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod idle_body;
 pub mod prefixed;
 pub mod relay;
 pub mod respond;
+pub mod tunnel_io;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;

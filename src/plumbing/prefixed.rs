@@ -23,6 +23,13 @@ impl<S> Prefixed<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {
         Prefixed { prefix, pos: 0, inner }
     }
+
+    /// The prefix bytes not read yet, and the stream: for a caller that
+    /// goes on with the stream itself (a kernel copy between sockets).
+    pub fn into_parts(mut self) -> (Vec<u8>, S) {
+        self.prefix.drain(..self.pos);
+        (self.prefix, self.inner)
+    }
 }
 
 impl<S: AsyncRead> AsyncRead for Prefixed<S> {
@@ -77,5 +84,15 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    #[tokio::test]
+    async fn into_parts_keeps_the_unread_prefix() {
+        let inner: &[u8] = b"!";
+        let mut s = Prefixed::new(b"hello".to_vec(), inner);
+        let mut two = [0u8; 2];
+        s.read_exact(&mut two).await.unwrap();
+        let (rest, inner) = s.into_parts();
+        assert_eq!((&rest[..], inner), (&b"llo"[..], &b"!"[..]));
     }
 }

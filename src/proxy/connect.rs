@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::act::{refuse, remediation, unexpected};
@@ -28,6 +27,7 @@ use crate::identity::{canonical_ip, Identified};
 use crate::plumbing::accept::Admitted;
 use crate::plumbing::prefixed::Prefixed;
 use crate::plumbing::relay::{relay, Upstream};
+use crate::plumbing::tunnel_io::TunnelIo;
 use crate::plumbing::{http1_server, respond, ProxyBody};
 use crate::policy::{normalise_host, parse_authority, Host, Match};
 
@@ -66,12 +66,11 @@ pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, mut req: Request<I
             let slot = req.extensions_mut().remove::<Arc<Admitted>>();
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
-                // The tunnel keeps the connection's admission slot until it closes.
-                let _slot = slot;
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        let tunnel = Tunnel { state, who, host, port, user_agent: ua };
-                        tunnel.run(TokioIo::new(upgraded)).await;
+                        // The tunnel keeps the connection's admission slot until it closes.
+                        let tunnel = Tunnel { state, who, host, port, user_agent: ua, slot };
+                        tunnel.run(TunnelIo::new(upgraded)).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 }
@@ -111,6 +110,8 @@ struct Tunnel {
     host: Host,
     port: u16,
     user_agent: Option<String>,
+    /// The client connection's admission slot, held for the tunnel's life.
+    slot: Option<Arc<Admitted>>,
 }
 
 impl Tunnel {
@@ -129,7 +130,7 @@ impl Tunnel {
         self.state.decide(&live, &facts)
     }
 
-    async fn run(self, mut client: TokioIo<Upgraded>) {
+    async fn run(self, mut client: TunnelIo) {
         let timeout = self.state.live().config.proxy.client_hello_timeout;
         let (buffered, hello) = match read_client_hello(&mut client, timeout).await {
             Ok(r) => r,
@@ -207,7 +208,7 @@ impl Tunnel {
 
     /// Connects to the origin, replays what the client sent, and copies
     /// bytes both ways until either side closes or the tunnel idles out.
-    async fn splice(self, client: TokioIo<Upgraded>, buffered: Vec<u8>) {
+    async fn splice(self, client: TunnelIo, buffered: Vec<u8>) {
         let addr = format!("{}:{}", self.host, self.port);
         let host = self.host.as_key().into_owned();
         let denied = self.state.live().denied.clone();
@@ -229,18 +230,15 @@ impl Tunnel {
             }
         };
         let _ = origin.set_nodelay(true);
-        if origin.write_all(&buffered).await.is_err() {
-            return;
-        }
-        drop(buffered);
-        let mut client = client;
         let idle = self.state.live().config.proxy.tunnel_idle_timeout;
-        let _ = crate::plumbing::idle::splice(&mut client, &mut origin, idle).await;
+        // Copied in the kernel while the descriptor budget for pipes lasts.
+        let pipes = if client.is_tcp() { self.slot.as_ref().and_then(|s| s.pipes()) } else { None };
+        let _ = client.splice_to(&mut origin, &buffered, idle, pipes.is_some()).await;
     }
 
     /// Terminates TLS with a leaf for the banned `name` and answers every
     /// request on the connection with the block page.
-    async fn intercept(self, client: TokioIo<Upgraded>, buffered: Vec<u8>, name: Host, matched: Match) {
+    async fn intercept(self, client: TunnelIo, buffered: Vec<u8>, name: Host, matched: Match) {
         let Some(leaves) = self.state.leaves.clone() else {
             self.record_block(&name, &matched).await;
             return;
@@ -273,7 +271,7 @@ impl Tunnel {
     /// Plain bytes in a tunnel: never tunnelled when the CONNECT host is
     /// banned; HTTP is decided request by request; anything that looks like
     /// HTTP but does not parse is refused; other protocols are spliced.
-    async fn plain(self, mut client: TokioIo<Upgraded>, mut buffered: Vec<u8>, action: Action) {
+    async fn plain(self, mut client: TunnelIo, mut buffered: Vec<u8>, action: Action) {
         let (exempted, may_splice) = match action {
             Action::Intercept { host, matched } | Action::Block { host, matched } => {
                 return self.serve_block_pages(Prefixed::new(buffered, client), host, matched).await;
@@ -541,7 +539,7 @@ async fn remediate_tunnel(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let Some(leaves) = state.leaves.clone() else {
-        let tunnel = Tunnel { state, who, host: protected_host(&host), port: 443, user_agent: None };
+        let tunnel = Tunnel { state, who, host: protected_host(&host), port: 443, user_agent: None, slot: None };
         return tunnel.remediation_request(req).await;
     };
     let slot = req.extensions_mut().remove::<Arc<Admitted>>();
@@ -566,7 +564,7 @@ async fn remediate_tunnel(
         let Ok(Ok(tls)) = tokio::time::timeout(header_timeout, handshake).await else {
             return;
         };
-        let tunnel = Arc::new(Tunnel { state, who, host: protected_host(&host), port, user_agent: None });
+        let tunnel = Arc::new(Tunnel { state, who, host: protected_host(&host), port, user_agent: None, slot: None });
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let tunnel = Arc::clone(&tunnel);
             async move { Ok::<_, std::convert::Infallible>(tunnel.remediation_request(req).await) }

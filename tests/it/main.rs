@@ -30,3 +30,4 @@ mod proxy_http;
 mod proxy_https;
 mod slapd;
 mod timezone;
+mod tunnel_splice;
