@@ -8,7 +8,11 @@
 #
 # Environment: DURATION (s per wrk and set-up run), ROUNDS, BIG_MIB,
 # BULK_REPEAT, FWD_RUNS, FWD_REPEAT, IDLE_CONNS, SETUP_CONNS (concurrent
-# tunnel set-ups); KEEP=1 keeps the work directory (raw outputs in its
+# tunnel set-ups), HOLD_TUNNELS/HOLD_SECS/HOLD_EVERY_MS (many open tunnels,
+# each trickling); ONLY="get connect fwd setup hold idle" runs only those
+# parts (the table then shows only their rows); BASELINE=path/to/weerwal
+# also runs that binary (an A/B of two builds in the same run) on
+# 127.0.0.1:3130 in the set-up and many-tunnel parts; KEEP=1 keeps the work directory (raw outputs in its
 # out/); PERF=1 also profiles weerwal with perf during extra runs (reports
 # in out/perf.*.txt). Needs root (apt-get, unshare -n).
 # Prints one Markdown table: every figure beside the same origin reached
@@ -31,19 +35,25 @@ QUICK=0
 if [[ "${1:-}" == "--quick" ]]; then QUICK=1; shift; fi
 if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-2}; ROUNDS=${ROUNDS:-1}; BIG_MIB=${BIG_MIB:-128}; BULK_REPEAT=${BULK_REPEAT:-2}
-    SETUP_CONNS=${SETUP_CONNS:-32}
+    SETUP_CONNS=${SETUP_CONNS:-32}; HOLD_TUNNELS=${HOLD_TUNNELS:-1000}; HOLD_SECS=${HOLD_SECS:-8}
     FWD_RUNS=${FWD_RUNS:-1}; FWD_REPEAT=${FWD_REPEAT:-3}; IDLE_CONNS=${IDLE_CONNS:-2000}
 else
     DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; BIG_MIB=${BIG_MIB:-512}; BULK_REPEAT=${BULK_REPEAT:-4}
-    SETUP_CONNS=${SETUP_CONNS:-32}
+    SETUP_CONNS=${SETUP_CONNS:-32}; HOLD_TUNNELS=${HOLD_TUNNELS:-5000}; HOLD_SECS=${HOLD_SECS:-16}
     FWD_RUNS=${FWD_RUNS:-3}; FWD_REPEAT=${FWD_REPEAT:-10}; IDLE_CONNS=${IDLE_CONNS:-10000}
 fi
+HOLD_EVERY_MS=${HOLD_EVERY_MS:-2000}
+ONLY=${ONLY:-get connect fwd setup hold idle}
+BASELINE=${BASELINE:-}
 export DURATION ROUNDS BIG_MIB BULK_REPEAT FWD_RUNS FWD_REPEAT IDLE_CONNS SETUP_CONNS QUICK
+export HOLD_TUNNELS HOLD_SECS HOLD_EVERY_MS ONLY BASELINE
 ORIGIN=127.0.0.1:8080
 TLS_ORIGIN=127.0.0.1:8443
 PROXY=127.0.0.1:3128
 SQUID=127.0.0.1:3129
-export ORIGIN TLS_ORIGIN PROXY SQUID ROOT
+BASE_PROXY=127.0.0.1:3130
+ECHO=127.0.0.1:7000
+export ORIGIN TLS_ORIGIN PROXY SQUID ROOT BASE_PROXY ECHO
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY all_proxy ALL_PROXY
 
 log() { printf '[load.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -121,7 +131,8 @@ if [[ "${1:-}" != "--inner" ]]; then
 listen = "$PROXY"
 allow_clients = ["127.0.0.0/8"]
 # 8443: the tunnel tests reach the local nginx's TLS port.
-connect_ports = [443, 8080, 8443]
+# 7000: the echo origin of the many-tunnels part.
+connect_ports = [443, 7000, 8080, 8443]
 # One client address opens the 10,000 idle connections of test (e).
 max_connections = 20000
 max_connections_per_client = 20000
@@ -178,8 +189,8 @@ EOF
     cat >"$WORK/squid/squid.conf" <<EOF
 http_port $SQUID
 acl localnet src 127.0.0.0/8
-acl Safe_ports port 8080 8443
-acl SSL_ports port 8443
+acl Safe_ports port 7000 8080 8443
+acl SSL_ports port 7000 8443
 acl CONNECT method CONNECT
 http_access deny !Safe_ports
 http_access deny CONNECT !SSL_ports
@@ -194,7 +205,7 @@ pid_filename $WORK/squid/squid.pid
 coredump_dir $WORK/squid
 pinger_enable off
 dns_nameservers 127.0.0.1
-max_filedescriptors 16384
+max_filedescriptors 20000
 shutdown_lifetime 1 seconds
 EOF
     chown -R proxy "$WORK/squid" 2>/dev/null || true
@@ -262,6 +273,21 @@ cd "$WORK"
 WEERWAL=$!
 PIDS+=($WEERWAL)
 wait_port "$PROXY"
+BASE_PID=
+if [[ -n "$BASELINE" ]]; then
+    # The A/B build: the same configuration on another port and log.
+    mkdir -p "$WORK/base"
+    cp -r "$WORK/policy" "$WORK/base/"
+    sed -e "s/$PROXY/$BASE_PROXY/" "$WORK/weerwal.toml" >"$WORK/base/weerwal.toml"
+    (cd "$WORK/base" && exec "$BASELINE" serve --config "$WORK/base/weerwal.toml") >"$OUT/base.log" 2>&1 &
+    BASE_PID=$!
+    PIDS+=($BASE_PID)
+    wait_port "$BASE_PROXY"
+fi
+# The echo origin of the many-tunnels part.
+"$SETUP_TOOL" echo "$ECHO" &
+PIDS+=($!)
+wait_port "$ECHO"
 sleep 2
 RSS_IDLE=$(rss_kib "$WEERWAL")
 log "weerwal pid $WEERWAL idle RSS ${RSS_IDLE} KiB; nginx workers $NGINX_PIDS"
@@ -291,9 +317,10 @@ wrk.path = "http://m.aliexpress.com/"
 wrk.headers["User-Agent"] = "$UA"
 EOF
 WRK=(timeout $((DURATION + 30)) wrk -t2 -c50 -d"${DURATION}s" --latency)
+want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 # (a) small allowed GETs, direct vs through weerwal, and (b) blocked GETs.
-for r in $(seq "$ROUNDS"); do
+want get && for r in $(seq "$ROUNDS"); do
     log "round $r/$ROUNDS: 1 KiB GETs direct"
     n0=$(cpu_ticks $NGINX_PIDS)
     "${WRK[@]}" -H "User-Agent: $UA" "http://$ORIGIN/1k" >"$OUT/direct.$r.txt"
@@ -315,7 +342,7 @@ done
 
 # PERF=1: profile weerwal (perf, software clock, DWARF call graphs) during
 # extra short runs of (a) and (b); the reports go to $OUT/perf.*.txt.
-if [[ "${PERF:-0}" == 1 ]]; then
+if [[ "${PERF:-0}" == 1 ]] && want get; then
     for what in proxied blocked; do
         log "profiling weerwal: $what GETs"
         timeout 60 perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$WEERWAL" \
@@ -334,7 +361,7 @@ fi
 # How many write(2) calls the audit writer made for one round of blocked
 # requests (strace, if present, on the writer thread only; a short extra run).
 AUDIT_WRITES=-1
-if command -v strace >/dev/null; then
+if command -v strace >/dev/null && want get; then
     TID=$(grep -l '^audit-writer' /proc/"$WEERWAL"/task/*/comm | head -1 | cut -d/ -f5)
     if [[ -n "$TID" ]]; then
         a0=$(seq_now)
@@ -378,7 +405,7 @@ xfer() { # streams repeat base-url path curl-args...: aggregate MiB/s
 # (c) CONNECT tunnel bulk: 2 parallel streams of BULK_REPEAT x BIG_MIB each,
 # HTTPS to the TLS origin (curl -x: CONNECT, then TLS inside the tunnel,
 # which the proxies only carry). Direct: the same curl without a proxy.
-for r in $(seq "$ROUNDS"); do
+want connect && for r in $(seq "$ROUNDS"); do
     log "round $r/$ROUNDS: CONNECT bulk 2 streams x $BULK_REPEAT x $BIG_MIB MiB (direct, weerwal, Squid)"
     xfer 2 "$BULK_REPEAT" "$TLS_URL" big "${CACERT[@]}" >>"$OUT/connect.direct"
     w0=$(cpu_ticks "$WEERWAL")
@@ -391,7 +418,7 @@ done
 
 # (d) plain HTTP forwarding of a 100 MiB body (FWD_REPEAT times on one
 # keep-alive connection per run), direct, weerwal and Squid in turn.
-for i in $(seq "$FWD_RUNS"); do
+want fwd && for i in $(seq "$FWD_RUNS"); do
     log "forward run $i/$FWD_RUNS: $FWD_REPEAT x 100 MiB (direct, weerwal, Squid)"
     xfer 1 "$FWD_REPEAT" "http://$ORIGIN" 100m >>"$OUT/fwd.direct"
     w0=$(cpu_ticks "$WEERWAL")
@@ -408,7 +435,7 @@ done
 # without CONNECT. CPU per tunnel from /proc as above (nginx's for direct).
 SETUP=("$SETUP_TOOL" --ca "$WORK/tls/ca.pem" --origin "$TLS_ORIGIN" --name localhost --path /1k
     --conns "$SETUP_CONNS" --secs "$DURATION")
-for r in $(seq "$ROUNDS"); do
+want setup && for r in $(seq "$ROUNDS"); do
     log "round $r/$ROUNDS: tunnel set-ups (direct, weerwal, Squid)"
     n0=$(cpu_ticks $NGINX_PIDS)
     timeout $((DURATION + 60)) "${SETUP[@]}" >"$OUT/setup.direct.$r.json"
@@ -419,6 +446,11 @@ for r in $(seq "$ROUNDS"); do
     s0=$(cpu_ticks "$SQUID_PID")
     timeout $((DURATION + 60)) "${SETUP[@]}" --proxy "$SQUID" >"$OUT/setup.squid.$r.json"
     echo "$(( $(cpu_ticks "$SQUID_PID") - s0 ))" >"$OUT/setup.squid.$r.ticks"
+    if [[ -n "$BASE_PID" ]]; then
+        b0=$(cpu_ticks "$BASE_PID")
+        timeout $((DURATION + 60)) "${SETUP[@]}" --proxy "$BASE_PROXY" >"$OUT/setup.base.$r.json"
+        echo "$(( $(cpu_ticks "$BASE_PID") - b0 ))" >"$OUT/setup.base.$r.ticks"
+    fi
 done
 
 # PERF=1: profile weerwal during extra short tunnel runs too (set-ups and
@@ -439,24 +471,54 @@ if [[ "${PERF:-0}" == 1 ]]; then
         perf report -i "$OUT/perf.$name.data" --children --stdio --percent-limit 2 -g none \
             >"$OUT/perf.$name.children.txt" 2>/dev/null || true
     }
-    log "profiling weerwal: tunnel set-ups and tunnel bulk"
-    profile setup timeout 60 "${SETUP[@]}" --proxy "$PROXY"
-    profile bulk xfer 2 1 "$TLS_URL" big "${CACERT[@]}" -x "http://$PROXY"
+    log "profiling weerwal: tunnel set-ups, tunnel bulk, forwarding (as run)"
+    want setup && profile setup timeout 60 "${SETUP[@]}" --proxy "$PROXY"
+    want fwd && profile fwd xfer 1 3 "http://$ORIGIN" 100m -x "http://$PROXY"
+    want connect && profile bulk xfer 2 1 "$TLS_URL" big "${CACERT[@]}" -x "http://$PROXY"
 fi
+
+# (g) many open tunnels: HOLD_TUNNELS CONNECT tunnels to the echo origin
+# (100 set-ups at a time), each then sending 16 bytes every HOLD_EVERY_MS
+# and reading them back, for HOLD_SECS. The proxy's RSS just before the
+# tunnels open and while they trickle (the tunnels' share: the difference
+# over the number of tunnels) and its CPU over the trickling window.
+# Between rounds the proxies get 12 s to give back freed memory, so a round
+# does not reuse the last one's.
+hold() { # name pid proxy-address round
+    local name=$1 pid=$2 addr=$3 r=$4 ready="$OUT/hold.$1.$4.ready" before open t0 t1 open2 w0 w1 hp
+    sleep 12
+    before=$(rss_kib "$pid")
+    timeout $((HOLD_SECS + 120)) "$SETUP_TOOL" hold --proxy "$addr" --origin "$ECHO" --tunnels "$HOLD_TUNNELS" \
+        --every-ms "$HOLD_EVERY_MS" --secs "$HOLD_SECS" --ready "$ready" >"$OUT/hold.$name.$r.json" &
+    hp=$!
+    for _ in $(seq 1200); do [[ -s "$ready" ]] && break; sleep 0.1; done
+    sleep 2 # every tunnel has sent at least once
+    open=$(rss_kib "$pid"); t0=$(cpu_ticks "$pid"); w0=$(date +%s.%N)
+    sleep $((HOLD_SECS - 4))
+    t1=$(cpu_ticks "$pid"); w1=$(date +%s.%N); open2=$(rss_kib "$pid")
+    wait "$hp" || true
+    echo "$before $open $open2 $((t1 - t0)) $(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')" >"$OUT/hold.$name.$r.meta"
+}
+want hold && for r in $(seq "$ROUNDS"); do
+    log "round $r/$ROUNDS: $HOLD_TUNNELS open tunnels, a trickle each (weerwal, Squid${BASE_PID:+, baseline})"
+    hold proxy "$WEERWAL" "$PROXY" "$r"
+    hold squid "$SQUID_PID" "$SQUID" "$r"
+    if [[ -n "$BASE_PID" ]]; then hold base "$BASE_PID" "$BASE_PROXY" "$r"; fi
+done
 
 
 sleep 1
 RSS_AFTER=$(rss_kib "$WEERWAL")
 
 # (e) idle keep-alive client connections.
-log "opening $IDLE_CONNS idle keep-alive connections"
-timeout 300 python3 "$ROOT/bench/loadtool.py" idle "$IDLE_CONNS" "$PROXY" "http://$ORIGIN/1k" "$WEERWAL" >"$OUT/idle.json"
+want idle && log "opening $IDLE_CONNS idle keep-alive connections"
+want idle && timeout 300 python3 "$ROOT/bench/loadtool.py" idle "$IDLE_CONNS" "$PROXY" "http://$ORIGIN/1k" "$WEERWAL" >"$OUT/idle.json"
 
 # ------------------------------------------------------------------ results
 python3 "$ROOT/bench/loadtool.py" collect "$OUT" "$RSS_IDLE" "$RSS_AFTER" "$TICK" "$ROUNDS" "$AUDIT_WRITES" >"$OUT/results.json"
 echo
 echo "weerwal load benchmark — $(date -u +%FT%TZ), $(nproc) cores; before the run: CPU $BUSY_BEFORE % busy, load average $LOAD_BEFORE; at the end: load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t2 -c50 -d${DURATION}s, median of $ROUNDS rounds; CONNECT: 2 streams × $BULK_REPEAT × $BIG_MIB MiB over TLS, median of $ROUNDS; forward: $FWD_REPEAT × 100 MiB per run, median of $FWD_RUNS; tunnel set-ups: $SETUP_CONNS at once for ${DURATION}s, median of $ROUNDS"
+echo "wrk -t2 -c50 -d${DURATION}s, median of $ROUNDS rounds; CONNECT: 2 streams × $BULK_REPEAT × $BIG_MIB MiB over TLS, median of $ROUNDS; forward: $FWD_REPEAT × 100 MiB per run, median of $FWD_RUNS; tunnel set-ups: $SETUP_CONNS at once for ${DURATION}s, median of $ROUNDS; many tunnels: $HOLD_TUNNELS, 16 bytes each way every $HOLD_EVERY_MS ms, median of $ROUNDS; parts run: $ONLY${BASELINE:+; baseline build: $BASELINE}"
 echo
 python3 "$ROOT/bench/loadtool.py" table "$OUT/results.json"
 echo

@@ -129,13 +129,24 @@ def collect(out, rss_idle, rss_after, tick, rounds, audit_writes):
         s["runs"] = runs
         return s
 
-    direct, proxy, blocked = summary("direct"), summary("proxy"), summary("blocked")
-    squid = summary("squid")
-    cpu = [read(f"proxy.{r}.ticks") / tick * 1e6 / proxy["runs"][r - 1]["requests"] for r in range(1, rounds + 1)]
-    scpu = [read(f"squid.{r}.ticks") / tick * 1e6 / squid["runs"][r - 1]["requests"] for r in range(1, rounds + 1)]
-    ncpu = [read(f"direct.{r}.nginxticks") / tick * 1e6 / direct["runs"][r - 1]["requests"]
-            for r in range(1, rounds + 1)]
-    strace_records = f"{out}/strace.records"
+    res = {"rss_idle_kib": int(rss_idle), "rss_after_load_kib": int(rss_after)}
+    have = lambda f: os.path.exists(f"{out}/{f}")
+    if have("direct.1.txt"):
+        direct, proxy, blocked = summary("direct"), summary("proxy"), summary("blocked")
+        squid = summary("squid")
+        cpu = [read(f"proxy.{r}.ticks") / tick * 1e6 / proxy["runs"][r - 1]["requests"] for r in range(1, rounds + 1)]
+        scpu = [read(f"squid.{r}.ticks") / tick * 1e6 / squid["runs"][r - 1]["requests"] for r in range(1, rounds + 1)]
+        ncpu = [read(f"direct.{r}.nginxticks") / tick * 1e6 / direct["runs"][r - 1]["requests"]
+                for r in range(1, rounds + 1)]
+        res.update({
+            "small_direct": direct, "small_proxy": proxy, "blocked": blocked, "small_squid": squid,
+            "cpu_us_per_req": statistics.median(cpu), "cpu_us_per_req_all": cpu,
+            "squid_cpu_us_per_req": statistics.median(scpu), "squid_cpu_us_per_req_all": scpu,
+            "nginx_cpu_us_per_req": statistics.median(ncpu),
+            "audit_records": sum(int(read(f"blocked.{r}.records")) for r in range(1, rounds + 1)),
+            "audit_writes": int(audit_writes),
+            "audit_writes_records": int(read("strace.records")) if have("strace.records") else -1,
+        })
     gib_c = 2 * int(os.environ.get("BIG_MIB", 512)) * int(os.environ.get("BULK_REPEAT", 1)) / 1024
     gib_f = 100 * int(os.environ.get("FWD_REPEAT", 1)) / 1024
     cpu_per_gib = lambda f, gib: statistics.median(t / tick / gib for t in floats(f))
@@ -147,16 +158,30 @@ def collect(out, rss_idle, rss_after, tick, rounds, audit_writes):
         cpu = [read(f"setup.{who}.{r}.ticks") / tick * 1e6 / max(x["tunnels"], 1) for x, r in zip(runs, range(1, rounds + 1))]
         return {"rate": statistics.median(x["rate"] for x in runs), "p99_us": statistics.median(x["p99_us"] for x in runs),
                 "p50_us": statistics.median(x["p50_us"] for x in runs), "errors": sum(x["errors"] for x in runs),
-                "cpu_us_per_tunnel": statistics.median(cpu), "cpu_all": cpu, "runs": runs}
-    return {
-        "small_direct": direct, "small_proxy": proxy, "blocked": blocked, "small_squid": squid,
-        "cpu_us_per_req": statistics.median(cpu), "cpu_us_per_req_all": cpu,
-        "squid_cpu_us_per_req": statistics.median(scpu), "squid_cpu_us_per_req_all": scpu,
-        "nginx_cpu_us_per_req": statistics.median(ncpu),
-        "audit_records": sum(int(read(f"blocked.{r}.records")) for r in range(1, rounds + 1)),
-        "audit_writes": int(audit_writes),
-        "audit_writes_records": int(read("strace.records")) if os.path.exists(strace_records) else -1,
-        "connect": {"direct_mibs": statistics.median(floats("connect.direct")),
+                "cpu_us_per_tunnel": statistics.median(cpu), "cpu_all": cpu, "runs": runs,
+                "rate_all": [x["rate"] for x in runs]}
+
+    def hold(who):
+        """Many open tunnels: RSS per tunnel (KiB), CPU (% of a core, and µs per echo)."""
+        runs = []
+        for r in range(1, rounds + 1):
+            j = json.load(open(f"{out}/hold.{who}.{r}.json"))
+            before, opened, open2, ticks, secs = open(f"{out}/hold.{who}.{r}.meta").read().split()
+            n = max(j["tunnels"], 1)
+            echoes_in_window = n * float(secs) * 1000 / j["every_ms"]
+            runs.append({**j, "rss_before_kib": int(before), "rss_open_kib": int(opened), "rss_end_kib": int(open2),
+                         "kib_per_tunnel": (int(opened) - int(before)) / n,
+                         "kib_per_tunnel_end": (int(open2) - int(before)) / n,
+                         "cpu_core_pct": int(ticks) / tick / float(secs) * 100,
+                         "cpu_us_per_echo": int(ticks) / tick * 1e6 / echoes_in_window})
+        med = lambda k: statistics.median(x[k] for x in runs)
+        return {"kib_per_tunnel": med("kib_per_tunnel"), "kib_per_tunnel_end": med("kib_per_tunnel_end"),
+                "cpu_core_pct": med("cpu_core_pct"), "cpu_us_per_echo": med("cpu_us_per_echo"),
+                "tunnels": min(x["tunnels"] for x in runs), "failed": sum(x["failed"] for x in runs),
+                "echo_errors": sum(x["echo_errors"] for x in runs), "runs": runs}
+
+    if have("connect.direct"):
+        res["connect"] = {"direct_mibs": statistics.median(floats("connect.direct")),
                     "proxy_mibs": statistics.median(floats("connect.proxy")),
                     "mib_each": int(os.environ.get("BIG_MIB", 512)) * int(os.environ.get("BULK_REPEAT", 1)),
                     "squid_mibs": statistics.median(floats("connect.squid")),
@@ -165,20 +190,30 @@ def collect(out, rss_idle, rss_after, tick, rounds, audit_writes):
                     "cpu_s_per_gib": cpu_per_gib("connect.ticks", gib_c),
                     "cpu_all": cpu_per_gib_all("connect.ticks", gib_c),
                     "squid_cpu_s_per_gib": cpu_per_gib("connect.squidticks", gib_c),
-                    "squid_cpu_all": cpu_per_gib_all("connect.squidticks", gib_c)},
-        "forward": {"direct_mibs": statistics.median(floats("fwd.direct")),
+                    "squid_cpu_all": cpu_per_gib_all("connect.squidticks", gib_c)}
+    if have("fwd.direct"):
+        res["forward"] = {"direct_mibs": statistics.median(floats("fwd.direct")),
                     "proxy_mibs": statistics.median(floats("fwd.proxy")),
                     "squid_mibs": statistics.median(floats("fwd.squid")),
                     "direct_all": floats("fwd.direct"), "proxy_all": floats("fwd.proxy"),
                     "squid_all": floats("fwd.squid"),
                     "runs": len(floats("fwd.direct")), "repeat": int(os.environ.get("FWD_REPEAT", 1)),
                     "cpu_s_per_gib": cpu_per_gib("fwd.ticks", gib_f),
-                    "squid_cpu_s_per_gib": cpu_per_gib("fwd.squidticks", gib_f)},
-        "setup": {"direct": setup("direct"), "proxy": setup("proxy"), "squid": setup("squid"),
-                  "conns": int(os.environ.get("SETUP_CONNS", 32))},
-        "rss_idle_kib": int(rss_idle), "rss_after_load_kib": int(rss_after),
-        "idle": json.load(open(f"{out}/idle.json")),
-    }
+                    "cpu_all": cpu_per_gib_all("fwd.ticks", gib_f),
+                    "squid_cpu_s_per_gib": cpu_per_gib("fwd.squidticks", gib_f)}
+    if have("setup.direct.1.json"):
+        res["setup"] = {"direct": setup("direct"), "proxy": setup("proxy"), "squid": setup("squid"),
+                        "conns": int(os.environ.get("SETUP_CONNS", 32))}
+        if have("setup.base.1.json"):
+            res["setup"]["base"] = setup("base")
+    if have("hold.proxy.1.json"):
+        res["hold"] = {"proxy": hold("proxy"), "squid": hold("squid"),
+                       "every_ms": int(os.environ.get("HOLD_EVERY_MS", 2000))}
+        if have("hold.base.1.json"):
+            res["hold"]["base"] = hold("base")
+    if have("idle.json"):
+        res["idle"] = json.load(open(f"{out}/idle.json"))
+    return res
 
 
 def last_seq(logdir):
@@ -231,6 +266,30 @@ def table(path):
         mark = "" if ok is None else ("met" if ok else "**missed**")
         rows.append(f"| {name} | {direct} | {weerwal} | {squid} | {ratio} | {target} | {mark} |")
 
+    if "small_direct" in r:
+        small_rows(r, row)
+    if "setup" in r:
+        setup_rows(r, row)
+    if "hold" in r:
+        hold_rows(r, row)
+    if "connect" in r:
+        connect_rows(r, row)
+    if "forward" in r:
+        forward_rows(r, row)
+    mib = lambda kib: kib / 1024
+    row("RSS idle", "", f"{mib(r['rss_idle_kib']):.1f} MiB", "", "", "≤ 20 MB", r["rss_idle_kib"] * 1024 <= 20e6)
+    row("RSS after the load above", "", f"{mib(r['rss_after_load_kib']):.1f} MiB", "", "", "", None)
+    if "idle" in r:
+        i = r["idle"]
+        row(f"RSS with {i['conns']:,} idle keep-alive clients", "",
+            f"{mib(i['rss_kib']):.1f} MiB ({i['alive']:,} open)", "", "", "≤ 150 MB",
+            i["rss_kib"] * 1024 <= 150e6 and i["alive"] == i["conns"])
+    print("| measurement | direct | weerwal | Squid | ratio (same run) | target | |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
+    print("\n".join(rows))
+
+
+def small_rows(r, row):
     d, p, q = r["small_direct"], r["small_proxy"], r["small_squid"]
     row("1 KiB GET, requests/s", fmt_int(d["rps"]), fmt_int(p["rps"]), fmt_int(q["rps"]),
         f"{p['rps'] / d['rps']:.2f} of direct, {p['rps'] / q['rps']:.2f}× Squid", "", None)
@@ -244,6 +303,9 @@ def table(path):
         "≥ 60,000/s", b["rps"] >= 60000)
     row("audit records for blocked GETs", "", f"{r['audit_records']:,} for {b['requests']:,} answered", "", "",
         "every attempt", r["audit_records"] >= b["requests"])
+
+
+def setup_rows(r, row):
     s = r["setup"]
     sd, sp, sq = s["direct"], s["proxy"], s["squid"]
     row(f"tunnel set-ups/s (CONNECT + TLS + 1 KiB GET, {s['conns']} at once)", fmt_int(sd["rate"]),
@@ -255,6 +317,35 @@ def table(path):
     row("proxy CPU per tunnel set-up", f"(nginx: {sd['cpu_us_per_tunnel']:.0f} µs)", f"{sp['cpu_us_per_tunnel']:.0f} µs",
         f"{sq['cpu_us_per_tunnel']:.0f} µs", f"{sp['cpu_us_per_tunnel'] / sq['cpu_us_per_tunnel']:.2f}× Squid",
         "≤ 0.5× Squid", sp["cpu_us_per_tunnel"] <= 0.5 * sq["cpu_us_per_tunnel"])
+    if "base" in s:
+        sb = s["base"]
+        row("A/B: tunnel set-ups/s, this build vs the baseline build", "", fmt_int(sp["rate"]), "",
+            f"{sp['rate'] / sb['rate']:.2f}× baseline ({fmt_int(sb['rate'])}/s)", "", None)
+        row("A/B: proxy CPU per tunnel set-up, this build vs the baseline build", "",
+            f"{sp['cpu_us_per_tunnel']:.0f} µs", "",
+            f"{sp['cpu_us_per_tunnel'] / sb['cpu_us_per_tunnel']:.2f}× baseline ({sb['cpu_us_per_tunnel']:.0f} µs)",
+            "", None)
+
+
+def hold_rows(r, row):
+    h = r["hold"]
+    hp, hq = h["proxy"], h["squid"]
+    row(f"many open tunnels: memory per tunnel ({hp['tunnels']:,} tunnels, 16 B each way every "
+        f"{h['every_ms'] / 1000:g} s; RSS open − RSS before ÷ tunnels)", "",
+        f"{hp['kib_per_tunnel']:.1f} KiB", f"{hq['kib_per_tunnel']:.1f} KiB",
+        f"{hp['kib_per_tunnel'] / hq['kib_per_tunnel']:.2f}× Squid", "≤ 20 KiB",
+        hp["kib_per_tunnel"] <= 20 and hp["failed"] == 0 and hp["echo_errors"] == 0)
+    row("many open tunnels: proxy CPU while they trickle (% of one core; µs per 16-byte echo)", "",
+        f"{hp['cpu_core_pct']:.1f} % ({hp['cpu_us_per_echo']:.1f} µs)",
+        f"{hq['cpu_core_pct']:.1f} % ({hq['cpu_us_per_echo']:.1f} µs)",
+        f"{hp['cpu_us_per_echo'] / hq['cpu_us_per_echo']:.2f}× Squid", "", None)
+    if "base" in h:
+        hb = h["base"]
+        row("A/B: many open tunnels, memory / CPU per echo, baseline build", "",
+            f"{hb['kib_per_tunnel']:.1f} KiB / {hb['cpu_us_per_echo']:.1f} µs", "", "", "", None)
+
+
+def connect_rows(r, row):
     c = r["connect"]
     row(f"CONNECT tunnel bulk (TLS), 2 × {c['mib_each']} MiB", f"{c['direct_mibs']:,.0f} MiB/s",
         f"{c['proxy_mibs']:,.0f} MiB/s", f"{c['squid_mibs']:,.0f} MiB/s",
@@ -263,6 +354,9 @@ def table(path):
     row("proxy CPU per GiB tunnelled", "", f"{c['cpu_s_per_gib']:.3f} s", f"{c['squid_cpu_s_per_gib']:.3f} s",
         f"{c['cpu_s_per_gib'] / c['squid_cpu_s_per_gib']:.2f}× Squid", "≤ 0.4× Squid",
         c["cpu_s_per_gib"] <= 0.4 * c["squid_cpu_s_per_gib"])
+
+
+def forward_rows(r, row):
     f = r["forward"]
     row(f"plain HTTP forwarding, 100 MiB bodies ({f['repeat']} per run)", f"{f['direct_mibs']:,.0f} MiB/s",
         f"{f['proxy_mibs']:,.0f} MiB/s", f"{f['squid_mibs']:,.0f} MiB/s",
@@ -270,16 +364,6 @@ def table(path):
         f["proxy_mibs"] >= 0.85 * f["direct_mibs"])
     row("proxy CPU per GiB forwarded", "", f"{f['cpu_s_per_gib']:.2f} s", f"{f['squid_cpu_s_per_gib']:.2f} s",
         f"{f['cpu_s_per_gib'] / f['squid_cpu_s_per_gib']:.2f}× Squid", "", None)
-    mib = lambda kib: kib / 1024
-    row("RSS idle", "", f"{mib(r['rss_idle_kib']):.1f} MiB", "", "", "≤ 20 MB", r["rss_idle_kib"] * 1024 <= 20e6)
-    row("RSS after the load above", "", f"{mib(r['rss_after_load_kib']):.1f} MiB", "", "", "", None)
-    i = r["idle"]
-    row(f"RSS with {i['conns']:,} idle keep-alive clients", "",
-        f"{mib(i['rss_kib']):.1f} MiB ({i['alive']:,} open)", "", "", "≤ 150 MB",
-        i["rss_kib"] * 1024 <= 150e6 and i["alive"] == i["conns"])
-    print("| measurement | direct | weerwal | Squid | ratio (same run) | target | |")
-    print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
-    print("\n".join(rows))
 
 
 def main():

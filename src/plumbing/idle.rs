@@ -5,10 +5,10 @@
 //!
 //! Two TCP sockets (a CONNECT tunnel whose client connection hyper handed
 //! back) are copied in the kernel with `splice(2)` through one pipe per
-//! direction ([`splice_tcp`]): the bytes never enter user space, which
-//! takes most of the proxy's CPU per byte away. Anything else (a TLS
-//! client side, an upgraded WebSocket, no pipe to be had) is copied through
-//! user space ([`splice`]), with the same idle timeout and shutdown
+//! direction ([`splice_tcp`], pipes pooled and held only while bytes are in
+//! flight: [`pipes`]): the bytes never enter user space, which takes most
+//! of the proxy's CPU per byte away. Anything else (a TLS client side, an
+//! upgraded WebSocket) is copied through user space ([`splice`]), with the same idle timeout and shutdown
 //! semantics: a side that ends its sending has the other side's writing
 //! shut down, and the copy ends when both directions have ended.
 
@@ -82,19 +82,25 @@ where
 }
 
 /// Like [`splice`] for two TCP sockets, copied in the kernel (`splice(2)`
-/// through a pipe each way) when two pipes can be had; through user space
-/// otherwise (out of descriptors, or not Linux).
-pub async fn splice_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> io::Result<Option<(u64, u64)>> {
+/// through pooled pipes, taken within `slot`'s descriptor budget only while
+/// bytes are in flight: [`pipes`]); through user space elsewhere than Linux.
+pub async fn splice_tcp(
+    a: &mut TcpStream,
+    b: &mut TcpStream,
+    idle: Duration,
+    slot: &super::accept::Admitted,
+) -> io::Result<Option<(u64, u64)>> {
     #[cfg(target_os = "linux")]
-    match kernel::Pipes::new() {
-        Ok(pipes) => {
-            let start = Instant::now();
-            let last = AtomicU64::new(0);
-            return until_idle(pipes.copy(a, b, || touch(start, &last)), start, &last, idle).await;
-        }
-        Err(e) => tracing::debug!(error = %e, "no pipe for splice(2); copying the tunnel through user space"),
+    {
+        let start = Instant::now();
+        let last = AtomicU64::new(0);
+        until_idle(pipes::copy(a, b, slot, || touch(start, &last)), start, &last, idle).await
     }
-    splice(a, b, idle).await
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = slot;
+        splice(a, b, idle).await
+    }
 }
 
 /// Runs `copy` until it ends, or until nothing has moved (`last`, in
@@ -118,74 +124,8 @@ where
     }
 }
 
-/// The kernel copy: one pipe per direction, `splice(2)` from the reading
-/// socket into the pipe and from the pipe into the writing socket.
 #[cfg(target_os = "linux")]
-mod kernel {
-    use std::future::poll_fn;
-    use std::io;
-    use std::pin::{pin, Pin};
-    use std::task::Poll;
-
-    use tokio::net::TcpStream;
-    use tokio_splice2::{SpliceIo, SpliceIoCtx};
-
-    /// The two pipes of one tunnel (four descriptors, closed on drop).
-    pub(super) struct Pipes {
-        a_to_b: SpliceIo<TcpStream, TcpStream>,
-        b_to_a: SpliceIo<TcpStream, TcpStream>,
-    }
-
-    impl Pipes {
-        pub(super) fn new() -> io::Result<Pipes> {
-            Ok(Pipes { a_to_b: SpliceIoCtx::prepare()?.into_io(), b_to_a: SpliceIoCtx::prepare()?.into_io() })
-        }
-
-        /// Copies both ways like `tokio::io::copy_bidirectional`: when one
-        /// side's reading ends, the other side's writing is shut down; done
-        /// when both directions are done, or at the first error. `moved` is
-        /// called whenever bytes moved. Returns the bytes copied a→b, b→a.
-        pub(super) async fn copy(
-            self,
-            a: &mut TcpStream,
-            b: &mut TcpStream,
-            moved: impl Fn(),
-        ) -> io::Result<(u64, u64)> {
-            let mut a_to_b = pin!(self.a_to_b);
-            let mut b_to_a = pin!(self.b_to_a);
-            let (mut a_done, mut b_done) = (false, false);
-            let mut seen = 0usize;
-            poll_fn(|cx| {
-                if !a_done {
-                    match a_to_b.as_mut().poll_execute(cx, Pin::new(&mut *a), Pin::new(&mut *b)) {
-                        Poll::Ready(Ok(())) => a_done = true,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => {}
-                    }
-                }
-                if !b_done {
-                    match b_to_a.as_mut().poll_execute(cx, Pin::new(&mut *b), Pin::new(&mut *a)) {
-                        Poll::Ready(Ok(())) => b_done = true,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => {}
-                    }
-                }
-                let now = a_to_b.has_read() + a_to_b.has_written() + b_to_a.has_read() + b_to_a.has_written();
-                if now != seen {
-                    seen = now;
-                    moved();
-                }
-                if a_done && b_done {
-                    Poll::Ready(Ok(()))
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await?;
-            Ok((a_to_b.has_written() as u64, b_to_a.has_written() as u64))
-        }
-    }
-}
+pub mod pipes;
 
 #[cfg(test)]
 mod tests {

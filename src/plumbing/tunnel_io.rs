@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::accept::Admitted;
 use super::idle;
 use super::prefixed::Prefixed;
 
@@ -37,31 +38,29 @@ impl TunnelIo {
         }
     }
 
-    /// Whether the tunnel's bytes can be copied in the kernel.
-    pub fn is_tcp(&self) -> bool {
-        matches!(self, TunnelIo::Tcp(_))
-    }
-
     /// Sends `first` (what was read from the client to decide) to `origin`,
     /// then copies both ways until both sides are done, an error, or
-    /// nothing moved for `idle` (then `Ok(None)`). `kernel` allows the
-    /// kernel copy (it costs four descriptors for the tunnel's life).
+    /// nothing moved for `idle` (then `Ok(None)`). With the client's
+    /// admission `slot` the copy is in the kernel, its pipes taken within
+    /// the slot's descriptor budget while bytes are in flight.
     pub async fn splice_to(
         self,
         origin: &mut TcpStream,
-        first: &[u8],
+        first: Vec<u8>,
         idle: Duration,
-        kernel: bool,
+        slot: Option<&Admitted>,
     ) -> io::Result<Option<(u64, u64)>> {
-        origin.write_all(first).await?;
+        origin.write_all(&first).await?;
+        // Nothing of the set-up is kept for the tunnel's life.
+        drop(first);
         match self {
             TunnelIo::Tcp(client) => {
                 let (rest, mut client) = client.into_parts();
                 origin.write_all(&rest).await?;
-                if kernel {
-                    idle::splice_tcp(&mut client, origin, idle).await
-                } else {
-                    idle::splice(&mut client, origin, idle).await
+                drop(rest);
+                match slot {
+                    Some(slot) => idle::splice_tcp(&mut client, origin, idle, slot).await,
+                    None => idle::splice(&mut client, origin, idle).await,
                 }
             }
             TunnelIo::Upgraded(mut client) => idle::splice(&mut client, origin, idle).await,

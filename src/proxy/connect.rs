@@ -152,9 +152,15 @@ impl Tunnel {
         };
         let action = self.decide(Stage::Hello { sni: sni.as_ref() }, self.user_agent.as_deref());
         match (hello, action) {
-            (ClientHelloRead::NotTls, action) => self.plain(client, buffered, action).await,
+            // The rarer branches are boxed: a task's future is as large as its
+            // largest branch, and a tunnel's task lives as long as the tunnel.
+            (ClientHelloRead::NotTls, action) => {
+                if let Some((tunnel, client, buffered)) = Box::pin(self.plain(client, buffered, action)).await {
+                    tunnel.splice(client, buffered).await
+                }
+            }
             (ClientHelloRead::Sni(_) | ClientHelloRead::NoSni, Action::Intercept { host, matched }) => {
-                self.intercept(client, buffered, host, matched).await
+                Box::pin(self.intercept(client, buffered, host, matched)).await
             }
             // Part of a ClientHello and then a pause: waiting out the timer
             // must not skip the SNI check. Only a client that sent nothing
@@ -231,9 +237,12 @@ impl Tunnel {
         };
         let _ = origin.set_nodelay(true);
         let idle = self.state.live().config.proxy.tunnel_idle_timeout;
-        // Copied in the kernel while the descriptor budget for pipes lasts.
-        let pipes = if client.is_tcp() { self.slot.as_ref().and_then(|s| s.pipes()) } else { None };
-        let _ = client.splice_to(&mut origin, &buffered, idle, pipes.is_some()).await;
+        // Only the admission slot lives as long as the tunnel: the decision's
+        // facts (subject, session, names) are dropped before the copy.
+        let Tunnel { state, who, host, user_agent, slot, port: _ } = self;
+        drop((state, who, host, user_agent, addr));
+        // Copied in the kernel, pipes taken within the descriptor budget.
+        let _ = client.splice_to(&mut origin, buffered, idle, slot.as_deref()).await;
     }
 
     /// Terminates TLS with a leaf for the banned `name` and answers every
@@ -270,17 +279,25 @@ impl Tunnel {
 
     /// Plain bytes in a tunnel: never tunnelled when the CONNECT host is
     /// banned; HTTP is decided request by request; anything that looks like
-    /// HTTP but does not parse is refused; other protocols are spliced.
-    async fn plain(self, mut client: TunnelIo, mut buffered: Vec<u8>, action: Action) {
+    /// HTTP but does not parse is refused; other protocols are to be
+    /// spliced: returned to the caller, so the splice's (long-lived) task
+    /// does not carry this function's HTTP serving state.
+    async fn plain(
+        self,
+        mut client: TunnelIo,
+        mut buffered: Vec<u8>,
+        action: Action,
+    ) -> Option<(Tunnel, TunnelIo, Vec<u8>)> {
         let (exempted, may_splice) = match action {
             Action::Intercept { host, matched } | Action::Block { host, matched } => {
-                return self.serve_block_pages(Prefixed::new(buffered, client), host, matched).await;
+                self.serve_block_pages(Prefixed::new(buffered, client), host, matched).await;
+                return None;
             }
             Action::Tunnel { exempted } => (exempted, true),
             // A flagged person's tunnel to an address: each request in it
             // is decided, and gets the remediation page; nothing else passes.
             Action::Remediate { .. } => (None, false),
-            _ => return,
+            _ => return None,
         };
         let limit = self.state.live().config.proxy.max_header_bytes;
         let timeout = self.state.live().config.proxy.client_hello_timeout;
@@ -291,7 +308,7 @@ impl Tunnel {
             HttpHead::NotHttp if !may_splice => {}
             HttpHead::NotHttp => {
                 if self.record_exempted(exempted.as_ref(), &Method::CONNECT, None).await {
-                    self.splice(client, buffered).await
+                    return Some((self, client, buffered));
                 }
             }
             // Looks like HTTP but never finishes its head, does not parse, or
@@ -299,6 +316,7 @@ impl Tunnel {
             // request through.
             HttpHead::Refused => {}
         }
+        None
     }
 
     /// Plain HTTP inside a tunnel to an allowed host: served like the

@@ -1,10 +1,12 @@
 //! CONNECT tunnels copied in the kernel (`splice(2)` through a pipe each
 //! way), against the real binary so its descriptors can be counted in
-//! `/proc/PID/fd`: two pipes while a tunnel is open, none after; bytes the
-//! client sent with the CONNECT, a large transfer both ways and a half
-//! close all arrive; a quiet tunnel idles out; and when the descriptors are
-//! spoken for, a tunnel is copied through user space instead (no pipes)
-//! while the connection cap keeps the process within its limit.
+//! `/proc/PID/fd`: two pipes while bytes move, given back to a pool when
+//! the tunnel is quiet or done and reused by the next tunnel (many quiet
+//! tunnels hold no pipes of their own); bytes the client sent with the
+//! CONNECT, a large transfer both ways and a half close all arrive; a
+//! quiet tunnel idles out; and when the descriptors are spoken for, a
+//! tunnel is copied through user space instead (no pipes) while the
+//! connection cap keeps the process within its limit.
 #![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader};
@@ -197,24 +199,49 @@ async fn a_tunnel_is_copied_in_the_kernel_with_early_bytes_a_large_transfer_and_
     assert_eq!(echoed.len(), data.len() + 3, "echo and bye");
     assert!(echoed[..data.len()] == data[..], "payload intact");
     assert_eq!(&echoed[data.len()..], b"bye", "the origin's answer after the client's half close");
-    // Both directions ended: the tunnel's pipes are closed.
-    serve.wait_pipes(before).await;
+    // Both directions ended cleanly: the pipes are back in the pool, and the
+    // next tunnel uses them rather than new ones.
+    let (mut s2, mut got2) = connect_with(serve.addr, origin, b"SSH-2.0-again\r\n").await;
+    read_to(&mut s2, &mut got2, 15).await;
+    assert_eq!(&got2[..], b"SSH-2.0-again\r\n");
+    assert_eq!(serve.pipes(), before + 4, "the second tunnel reused the pooled pipes");
 }
 
 #[tokio::test]
-async fn a_quiet_kernel_copied_tunnel_idles_out_and_gives_its_pipes_back() {
+async fn quiet_kernel_copied_tunnels_hold_no_pipes_and_idle_out() {
     let origin = echo_origin().await;
-    let serve = Serve::start(origin.port(), "tunnel_idle_timeout = \"1s\"", None);
+    let serve = Serve::start(origin.port(), "tunnel_idle_timeout = \"2s\"", None);
     let before = serve.pipes();
-    let (mut s, mut got) = connect_with(serve.addr, origin, b"SSH-2.0-quiet\r\n").await;
-    read_to(&mut s, &mut got, 15).await;
-    serve.wait_pipes(before + 4).await;
+    // Three tunnels open at once, each moving bytes in turn: a quiet tunnel
+    // gives its pipes back, so the three share one pair.
+    let mut open = Vec::new();
+    for round in 0..2 {
+        for i in 0..3 {
+            let hello = format!("SSH-2.0-quiet-{i}\r\n");
+            if round == 0 {
+                let (s, mut got) = connect_with(serve.addr, origin, hello.as_bytes()).await;
+                open.push(s);
+                read_to(open.last_mut().unwrap(), &mut got, hello.len()).await;
+                assert_eq!(got, hello.as_bytes());
+            } else {
+                let s = &mut open[i];
+                s.write_all(hello.as_bytes()).await.unwrap();
+                let mut got = Vec::new();
+                read_to(s, &mut got, hello.len()).await;
+                assert_eq!(got, hello.as_bytes());
+            }
+            assert_eq!(serve.pipes(), before + 4, "three open tunnels, one pair of pipes");
+        }
+    }
+    // Then quiet: every tunnel is closed by the idle timeout.
     let quiet = Instant::now();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await.unwrap().ok();
-    assert!(quiet.elapsed() >= Duration::from_millis(900), "closed before the idle timeout: {:?}", quiet.elapsed());
-    assert!(rest.is_empty(), "{rest:?}");
-    serve.wait_pipes(before).await;
+    for mut s in open {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await.unwrap().ok();
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+    assert!(quiet.elapsed() >= Duration::from_millis(1800), "closed before the idle timeout: {:?}", quiet.elapsed());
+    assert_eq!(serve.pipes(), before + 4, "the pair stays pooled for the next tunnel");
 }
 
 #[tokio::test]
