@@ -12,7 +12,8 @@
 # each trickling); ONLY="get connect fwd setup hold idle" runs only those
 # parts (the table then shows only their rows); BASELINE=path/to/weerwal
 # also runs that binary (an A/B of two builds in the same run) on
-# 127.0.0.1:3130 in the set-up and many-tunnel parts; KEEP=1 keeps the work directory (raw outputs in its
+# 127.0.0.1:3130 in the set-up and many-tunnel parts; WEERWAL_BIN and
+# SETUP_TOOL: use these binaries instead of building; KEEP=1 keeps the work directory (raw outputs in its
 # out/); PERF=1 also profiles weerwal with perf during extra runs (reports
 # in out/perf.*.txt). Needs root (apt-get, unshare -n).
 # Prints one Markdown table: every figure beside the same origin reached
@@ -77,12 +78,16 @@ if [[ "${1:-}" != "--inner" ]]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    log "building weerwal --release and the tunnel set-up tool"
-    # One build: the proxy and the tool share the library build.
-    (cd "$ROOT" && cargo build --release --features bench-tools --bin weerwal --bin tunnel_setup 2>&1 | tail -1 >&2)
-    SETUP_TOOL=$ROOT/target/release/tunnel_setup
+    if [[ -z "${WEERWAL_BIN:-}" ]]; then
+        log "building weerwal --release and the tunnel set-up tool"
+        # One build: the proxy and the tool share the library build.
+        (cd "$ROOT" && cargo build --release --features bench-tools --bin weerwal --bin tunnel_setup 2>&1 | tail -1 >&2)
+    fi
+    # WEERWAL_BIN and SETUP_TOOL: binaries built before (no build then).
+    WEERWAL_BIN=${WEERWAL_BIN:-$ROOT/target/release/weerwal}
+    SETUP_TOOL=${SETUP_TOOL:-$ROOT/target/release/tunnel_setup}
     [[ -x "$SETUP_TOOL" ]] || { echo "building bench/tunnel_setup.rs failed" >&2; exit 1; }
-    export SETUP_TOOL
+    export SETUP_TOOL WEERWAL_BIN
     WORK=$(mktemp -d /tmp/weerwal-load.XXXXXX)
     export WORK
     trap '[[ "${KEEP:-0}" == 1 ]] && log "kept $WORK" || rm -rf "$WORK"' EXIT
@@ -269,7 +274,7 @@ PIDS+=($SQUID_PID)
 wait_port "$SQUID"
 
 cd "$WORK"
-"$ROOT/target/release/weerwal" serve --config "$WORK/weerwal.toml" >"$OUT/weerwal.log" 2>&1 &
+"$WEERWAL_BIN" serve --config "$WORK/weerwal.toml" >"$OUT/weerwal.log" 2>&1 &
 WEERWAL=$!
 PIDS+=($WEERWAL)
 wait_port "$PROXY"
