@@ -483,18 +483,43 @@ if [[ "${PERF:-0}" == 1 ]]; then
 fi
 
 # (g) many open tunnels: HOLD_TUNNELS CONNECT tunnels to the echo origin
-# (100 set-ups at a time), each then sending 16 bytes every HOLD_EVERY_MS
-# and reading them back, for HOLD_SECS. The proxy's RSS just before the
-# tunnels open and while they trickle (the tunnels' share: the difference
-# over the number of tunnels) and its CPU over the trickling window.
-# Between rounds the proxies get 12 s to give back freed memory, so a round
-# does not reuse the last one's.
-hold() { # name pid proxy-address round
-    local name=$1 pid=$2 addr=$3 r=$4 ready="$OUT/hold.$1.$4.ready" before open t0 t1 open2 w0 w1 hp
-    sleep 12
+# (100 set-ups at a time), each starting with a TLS ClientHello and then
+# sending 16 bytes every HOLD_EVERY_MS and reading them back, for
+# HOLD_SECS. Each round starts a fresh proxy process on its own port (so
+# no round reuses memory an earlier part or round freed: allocators keep
+# freed pages), takes its RSS once it answers, and its RSS while the
+# tunnels trickle (the tunnels' share: the difference over the number of
+# tunnels) and its CPU over the trickling window; then stops it.
+HOLD_PORT=3131
+fresh_proxy() { # kind (weerwal|squid|base): starts one on 127.0.0.1:HOLD_PORT, prints its pid
+    local kind=$1 dir="$WORK/hold-$1" bin=$WEERWAL_BIN
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    case $kind in
+        squid)
+            sed -e "s/^http_port .*/http_port 127.0.0.1:$HOLD_PORT/" -e "s#$WORK/squid/#$dir/#g" \
+                "$WORK/squid/squid.conf" >"$dir/squid.conf"
+            chown -R proxy "$dir" 2>/dev/null || true
+            /usr/sbin/squid -N -f "$dir/squid.conf" >"$dir/out" 2>&1 &
+            ;;
+        *)
+            [[ $kind == base ]] && bin=$BASELINE
+            cp -r "$WORK/policy" "$dir/"
+            sed -e "s/$PROXY/127.0.0.1:$HOLD_PORT/" "$WORK/weerwal.toml" >"$dir/weerwal.toml"
+            (cd "$dir" && exec "$bin" serve --config "$dir/weerwal.toml") >"$dir/out" 2>&1 &
+            ;;
+    esac
+    echo $!
+}
+hold() { # name kind round
+    local name=$1 r=$3 ready="$OUT/hold.$1.$3.ready" pid before open t0 t1 open2 w0 w1 hp
+    pid=$(fresh_proxy "$2")
+    wait_port "127.0.0.1:$HOLD_PORT"
+    sleep 2
     before=$(rss_kib "$pid")
-    timeout $((HOLD_SECS + 120)) "$SETUP_TOOL" hold --proxy "$addr" --origin "$ECHO" --tunnels "$HOLD_TUNNELS" \
-        --every-ms "$HOLD_EVERY_MS" --secs "$HOLD_SECS" --ready "$ready" >"$OUT/hold.$name.$r.json" &
+    timeout $((HOLD_SECS + 120)) "$SETUP_TOOL" hold --proxy "127.0.0.1:$HOLD_PORT" --origin "$ECHO" \
+        --tunnels "$HOLD_TUNNELS" --every-ms "$HOLD_EVERY_MS" --secs "$HOLD_SECS" --ready "$ready" \
+        >"$OUT/hold.$name.$r.json" &
     hp=$!
     for _ in $(seq 1200); do [[ -s "$ready" ]] && break; sleep 0.1; done
     sleep 2 # every tunnel has sent at least once
@@ -502,13 +527,17 @@ hold() { # name pid proxy-address round
     sleep $((HOLD_SECS - 4))
     t1=$(cpu_ticks "$pid"); w1=$(date +%s.%N); open2=$(rss_kib "$pid")
     wait "$hp" || true
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
     echo "$before $open $open2 $((t1 - t0)) $(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')" >"$OUT/hold.$name.$r.meta"
 }
 want hold && for r in $(seq "$ROUNDS"); do
-    log "round $r/$ROUNDS: $HOLD_TUNNELS open tunnels, a trickle each (weerwal, Squid${BASE_PID:+, baseline})"
-    hold proxy "$WEERWAL" "$PROXY" "$r"
-    hold squid "$SQUID_PID" "$SQUID" "$r"
-    if [[ -n "$BASE_PID" ]]; then hold base "$BASE_PID" "$BASE_PROXY" "$r"; fi
+    log "round $r/$ROUNDS: $HOLD_TUNNELS open tunnels, a trickle each (fresh weerwal, Squid${BASELINE:+, baseline})"
+    hold proxy weerwal "$r"
+    hold squid squid "$r"
+    if [[ -n "$BASELINE" ]]; then hold base base "$r"; fi
 done
 
 

@@ -93,11 +93,6 @@ fn give(pair: Pair) {
     }
 }
 
-/// How many pairs the pool holds now (for tests and the docs' numbers).
-pub fn pooled() -> usize {
-    POOL.lock().map(|p| p.len()).unwrap_or(0)
-}
-
 /// One direction of the copy.
 #[derive(Default)]
 struct Direction {
