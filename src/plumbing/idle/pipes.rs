@@ -93,6 +93,19 @@ fn give(pair: Pair) {
     }
 }
 
+/// The pair a tunnel holds while bytes are in flight, and where it gets one.
+struct Held<'s> {
+    pair: Option<Pair>,
+    slot: &'s Admitted,
+}
+
+impl Held<'_> {
+    /// The pipe of one direction, when a pair is held.
+    fn pipe(&self, a_to_b: bool) -> Option<&Pipe> {
+        self.pair.as_ref().map(|p| if a_to_b { &p.a_to_b } else { &p.b_to_a })
+    }
+}
+
 /// One direction of the copy.
 #[derive(Default)]
 struct Direction {
@@ -114,17 +127,16 @@ impl Direction {
     }
 
     /// Moves bytes from `src` to `dst` until it has to wait (`Pending`),
-    /// the direction is done (`Ready(Ok)`), or an error. `pipe` is this
-    /// direction's pipe when the tunnel holds a pair; `take_pair` is asked
-    /// for one when there is something to read and none is held.
+    /// the direction is done (`Ready(Ok)`), or an error. The pipe used is
+    /// the `a_to_b` one (else the other) of the pair `held`, which takes a
+    /// pair when there is something to read and none is held.
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
         src: &TcpStream,
         dst: &mut TcpStream,
-        pair: &mut Option<Pair>,
-        which: fn(&Pair) -> &Pipe,
-        take_pair: &mut dyn FnMut() -> Option<Pair>,
+        held: &mut Held<'_>,
+        a_to_b: bool,
         moved: &dyn Fn(),
     ) -> Poll<io::Result<()>> {
         loop {
@@ -133,7 +145,7 @@ impl Direction {
             }
             // First what was read and not written yet.
             if self.in_pipe > 0 {
-                let Some(pipe) = pair.as_ref().map(which) else {
+                let Some(pipe) = held.pipe(a_to_b) else {
                     return Poll::Ready(Err(io::Error::other("bytes in a pipe the tunnel no longer holds")));
                 };
                 ready!(dst.poll_write_ready(cx))?;
@@ -171,10 +183,12 @@ impl Direction {
             // Then read more: only into an empty pipe, so that a read that
             // would block means the socket has nothing, never a full pipe.
             ready!(src.poll_read_ready(cx))?;
-            if pair.is_none() && self.buf.is_none() {
-                *pair = take_pair();
+            if held.pair.is_none() && self.buf.is_none() {
+                held.pair = take(held.slot);
             }
-            if let Some(pipe) = pair.as_ref().map(which) {
+            if let Some(pipe) = held.pipe(a_to_b) {
+                // A burst that began without a pipe is over: its buffer goes.
+                self.buf = None;
                 match src.try_io(Interest::READABLE, || {
                     splice(src, None, &pipe.write, None, PIPE_SIZE, SpliceFlags::NONBLOCK).map_err(io::Error::from)
                 }) {
@@ -214,20 +228,17 @@ impl Direction {
 /// Returns the bytes copied a→b and b→a.
 pub async fn copy(a: &mut TcpStream, b: &mut TcpStream, slot: &Admitted, moved: impl Fn()) -> io::Result<(u64, u64)> {
     let (mut ab, mut ba) = (Direction::default(), Direction::default());
-    let mut pair: Option<Pair> = None;
-    let mut take_pair = || take(slot);
+    let mut held = Held { pair: None, slot };
     let result = poll_fn(|cx| {
-        let r1 = ab.poll(cx, a, b, &mut pair, |p| &p.a_to_b, &mut take_pair, &moved);
-        if let Poll::Ready(Err(e)) = r1 {
+        if let Poll::Ready(Err(e)) = ab.poll(cx, a, b, &mut held, true, &moved) {
             return Poll::Ready(Err(e));
         }
-        let r2 = ba.poll(cx, b, a, &mut pair, |p| &p.b_to_a, &mut take_pair, &moved);
-        if let Poll::Ready(Err(e)) = r2 {
+        if let Poll::Ready(Err(e)) = ba.poll(cx, b, a, &mut held, false, &moved) {
             return Poll::Ready(Err(e));
         }
         // Both pipes empty and nothing to read just now: the pair goes back.
         if !ab.holds_pipe() && !ba.holds_pipe() {
-            if let Some(p) = pair.take() {
+            if let Some(p) = held.pair.take() {
                 give(p);
             }
         }
@@ -239,6 +250,6 @@ pub async fn copy(a: &mut TcpStream, b: &mut TcpStream, slot: &Admitted, moved: 
     })
     .await;
     // On an error a pipe may still hold bytes: the pair is closed with it.
-    drop(pair);
+    drop(held);
     result.map(|()| (ab.written, ba.written))
 }
