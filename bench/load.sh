@@ -148,6 +148,10 @@ dir = "policy"
 [audit]
 path = "logs/audit.jsonl"
 sync = "write"
+# Every blocked attempt written as its own record (no coalescing of a
+# looping client's repeats): the audit writer's worst case, and what the
+# "audit records" row counts.
+coalesce_after = 0
 
 [ca]
 dir = "certs"
