@@ -199,12 +199,14 @@ async fn a_tunnel_is_copied_in_the_kernel_with_early_bytes_a_large_transfer_and_
     assert_eq!(echoed.len(), data.len() + 3, "echo and bye");
     assert!(echoed[..data.len()] == data[..], "payload intact");
     assert_eq!(&echoed[data.len()..], b"bye", "the origin's answer after the client's half close");
-    // Both directions ended cleanly: the pipes are back in the pool, and the
-    // next tunnel uses them rather than new ones.
+    // Both directions ended cleanly: the pipes are kept, empty, in the
+    // pool (closed, they would be gone from /proc/PID/fd), for the next
+    // tunnel to use rather than new ones.
+    assert_eq!(serve.pipes(), before + 4, "the ended tunnel's pipes are pooled, not closed");
     let (mut s2, mut got2) = connect_with(serve.addr, origin, b"SSH-2.0-again\r\n").await;
     read_to(&mut s2, &mut got2, 15).await;
     assert_eq!(&got2[..], b"SSH-2.0-again\r\n");
-    assert_eq!(serve.pipes(), before + 4, "the second tunnel reused the pooled pipes");
+    assert_eq!(serve.pipes(), before + 4, "the second tunnel used the pooled pipes");
 }
 
 #[tokio::test]
@@ -212,11 +214,13 @@ async fn quiet_kernel_copied_tunnels_hold_no_pipes_and_idle_out() {
     let origin = echo_origin().await;
     let serve = Serve::start(origin.port(), "tunnel_idle_timeout = \"2s\"", None);
     let before = serve.pipes();
-    // Three tunnels open at once, each moving bytes in turn: a quiet tunnel
-    // gives its pipes back, so the three share one pair.
+    // Six tunnels open at once, each moving bytes in turn: a quiet tunnel
+    // gives its pipes back, so they share the pooled pairs (one, unless a
+    // tunnel asks before the last one has given its pair back: a second)
+    // instead of holding two pipes each (24 pipe ends).
     let mut open = Vec::new();
     for round in 0..2 {
-        for i in 0..3 {
+        for i in 0..6 {
             let hello = format!("SSH-2.0-quiet-{i}\r\n");
             if round == 0 {
                 let (s, mut got) = connect_with(serve.addr, origin, hello.as_bytes()).await;
@@ -230,7 +234,8 @@ async fn quiet_kernel_copied_tunnels_hold_no_pipes_and_idle_out() {
                 read_to(s, &mut got, hello.len()).await;
                 assert_eq!(got, hello.as_bytes());
             }
-            assert_eq!(serve.pipes(), before + 4, "three open tunnels, one pair of pipes");
+            let pipes = serve.pipes();
+            assert!(pipes <= before + 8, "{} pipe ends for {} open tunnels", pipes - before, open.len());
         }
     }
     // Then quiet: every tunnel is closed by the idle timeout.
@@ -241,7 +246,8 @@ async fn quiet_kernel_copied_tunnels_hold_no_pipes_and_idle_out() {
         assert!(rest.is_empty(), "{rest:?}");
     }
     assert!(quiet.elapsed() >= Duration::from_millis(1800), "closed before the idle timeout: {:?}", quiet.elapsed());
-    assert_eq!(serve.pipes(), before + 4, "the pair stays pooled for the next tunnel");
+    let pipes = serve.pipes();
+    assert!((before + 4..=before + 8).contains(&pipes), "the pairs stay pooled: {} pipe ends", pipes - before);
 }
 
 #[tokio::test]
