@@ -493,7 +493,8 @@ fi
 # no round reuses memory an earlier part or round freed: allocators keep
 # freed pages), takes its RSS once it answers, and its RSS while the
 # tunnels trickle (the tunnels' share: the difference over the number of
-# tunnels) and its CPU over the trickling window; then stops it.
+# tunnels) and its CPU over the trickling window, and the machine's
+# unreclaimable kernel memory before and during; then stops it.
 HOLD_PORT=3131
 fresh_proxy() { # kind (weerwal|squid|base): starts one on 127.0.0.1:HOLD_PORT, prints its pid
     local kind=$1 dir="$WORK/hold-$1" bin=$WEERWAL_BIN
@@ -515,19 +516,25 @@ fresh_proxy() { # kind (weerwal|squid|base): starts one on 127.0.0.1:HOLD_PORT, 
     esac
     echo $!
 }
+# The kernel's unreclaimable slab memory, machine-wide (socket and pipe
+# structures live there; pipe buffers are kernel memory, not the proxy's
+# RSS): its growth while the tunnels are open, over the tunnels, is their
+# kernel memory on all sides (client, proxy, echo origin), so it compares
+# proxies but is not the proxy's alone.
+kernel_kib() { awk '/^SUnreclaim:/ {print $2}' /proc/meminfo; }
 hold() { # name kind round
-    local name=$1 r=$3 ready="$OUT/hold.$1.$3.ready" pid before open t0 t1 open2 w0 w1 hp
+    local name=$1 r=$3 ready="$OUT/hold.$1.$3.ready" pid before open t0 t1 open2 w0 w1 hp kb ko
     pid=$(fresh_proxy "$2")
     wait_port "127.0.0.1:$HOLD_PORT"
     sleep 2
-    before=$(rss_kib "$pid")
+    before=$(rss_kib "$pid"); kb=$(kernel_kib)
     timeout $((HOLD_SECS + 120)) "$SETUP_TOOL" hold --proxy "127.0.0.1:$HOLD_PORT" --origin "$ECHO" \
         --tunnels "$HOLD_TUNNELS" --every-ms "$HOLD_EVERY_MS" --secs "$HOLD_SECS" --ready "$ready" \
         >"$OUT/hold.$name.$r.json" &
     hp=$!
     for _ in $(seq 1200); do [[ -s "$ready" ]] && break; sleep 0.1; done
     sleep 2 # every tunnel has sent at least once
-    open=$(rss_kib "$pid"); t0=$(cpu_ticks "$pid"); w0=$(date +%s.%N)
+    open=$(rss_kib "$pid"); ko=$(kernel_kib); t0=$(cpu_ticks "$pid"); w0=$(date +%s.%N)
     sleep $((HOLD_SECS - 4))
     t1=$(cpu_ticks "$pid"); w1=$(date +%s.%N); open2=$(rss_kib "$pid")
     wait "$hp" || true
@@ -535,7 +542,8 @@ hold() { # name kind round
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    echo "$before $open $open2 $((t1 - t0)) $(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')" >"$OUT/hold.$name.$r.meta"
+    echo "$before $open $open2 $((t1 - t0)) $(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}') $kb $ko" \
+        >"$OUT/hold.$name.$r.meta"
 }
 want hold && for r in $(seq "$ROUNDS"); do
     log "round $r/$ROUNDS: $HOLD_TUNNELS open tunnels, a trickle each (fresh weerwal, Squid${BASELINE:+, baseline})"

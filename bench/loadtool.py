@@ -166,16 +166,18 @@ def collect(out, rss_idle, rss_after, tick, rounds, audit_writes):
         runs = []
         for r in range(1, rounds + 1):
             j = json.load(open(f"{out}/hold.{who}.{r}.json"))
-            before, opened, open2, ticks, secs = open(f"{out}/hold.{who}.{r}.meta").read().split()
+            before, opened, open2, ticks, secs, kbefore, kopen = open(f"{out}/hold.{who}.{r}.meta").read().split()
             n = max(j["tunnels"], 1)
             echoes_in_window = n * float(secs) * 1000 / j["every_ms"]
             runs.append({**j, "rss_before_kib": int(before), "rss_open_kib": int(opened), "rss_end_kib": int(open2),
                          "kib_per_tunnel": (int(opened) - int(before)) / n,
                          "kib_per_tunnel_end": (int(open2) - int(before)) / n,
+                         "kernel_kib_per_tunnel": (int(kopen) - int(kbefore)) / n,
                          "cpu_core_pct": int(ticks) / tick / float(secs) * 100,
                          "cpu_us_per_echo": int(ticks) / tick * 1e6 / echoes_in_window})
         med = lambda k: statistics.median(x[k] for x in runs)
         return {"kib_per_tunnel": med("kib_per_tunnel"), "kib_per_tunnel_end": med("kib_per_tunnel_end"),
+                "kernel_kib_per_tunnel": med("kernel_kib_per_tunnel"),
                 "cpu_core_pct": med("cpu_core_pct"), "cpu_us_per_echo": med("cpu_us_per_echo"),
                 "tunnels": min(x["tunnels"] for x in runs), "failed": sum(x["failed"] for x in runs),
                 "echo_errors": sum(x["echo_errors"] for x in runs), "runs": runs}
@@ -335,6 +337,10 @@ def hold_rows(r, row):
         f"{hp['kib_per_tunnel']:.1f} KiB", f"{hq['kib_per_tunnel']:.1f} KiB",
         f"{hp['kib_per_tunnel'] / hq['kib_per_tunnel']:.2f}× Squid", "≤ 20 KiB",
         hp["kib_per_tunnel"] <= 20 and hp["failed"] == 0 and hp["echo_errors"] == 0)
+    row("many open tunnels: kernel memory per tunnel, machine-wide (SUnreclaim growth ÷ tunnels: "
+        "sockets of client, proxy and origin, and the proxy's pipes)", "",
+        f"{hp['kernel_kib_per_tunnel']:.1f} KiB", f"{hq['kernel_kib_per_tunnel']:.1f} KiB",
+        f"{hp['kernel_kib_per_tunnel'] / hq['kernel_kib_per_tunnel']:.2f}× Squid", "", None)
     row("many open tunnels: proxy CPU while they trickle (% of one core; µs per 16-byte echo)", "",
         f"{hp['cpu_core_pct']:.1f} % ({hp['cpu_us_per_echo']:.1f} µs)",
         f"{hq['cpu_core_pct']:.1f} % ({hq['cpu_us_per_echo']:.1f} µs)",
@@ -343,6 +349,9 @@ def hold_rows(r, row):
         hb = h["base"]
         row("A/B: many open tunnels, memory / CPU per echo, baseline build", "",
             f"{hb['kib_per_tunnel']:.1f} KiB / {hb['cpu_us_per_echo']:.1f} µs", "", "", "", None)
+        row("A/B: many open tunnels, kernel memory per tunnel, baseline build "
+            f"({hb['tunnels']:,} tunnels opened)", "", f"{hb['kernel_kib_per_tunnel']:.1f} KiB", "",
+            f"this build {hp['kernel_kib_per_tunnel'] / hb['kernel_kib_per_tunnel']:.2f}× baseline", "", None)
 
 
 def connect_rows(r, row):
