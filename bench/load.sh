@@ -3,7 +3,7 @@
 # inside a private network namespace that has only `lo`, so no DNS or other
 # traffic ever leaves the machine; every step is bounded in time.
 #
-#   bench/load.sh            full run (~7 min): wrk 10 s per measurement, 3 rounds
+#   bench/load.sh            full run (~10 min): wrk 10 s per measurement, 3 rounds
 #   bench/load.sh --quick    smoke run (~1 min): 2 s, 1 round, smaller transfers
 #
 # Environment: DURATION (s per wrk and set-up run), ROUNDS, BIG_MIB,
