@@ -225,7 +225,7 @@ impl Db {
                  ORDER BY ts, node, seq LIMIT $6",
                 &params,
             );
-            let rows = match self.block_on(tokio::time::timeout(PAGE_WAIT, page)) {
+            let rows = match self.block_on(async { tokio::time::timeout(PAGE_WAIT, page).await }) {
                 Ok(r) => r.map_err(|e| db_read_error(self.cluster.settings.query_error(&e)))?,
                 Err(_) => return Err(db_read_error(format!("no answer within {} s", PAGE_WAIT.as_secs()))),
             };
