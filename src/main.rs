@@ -326,6 +326,7 @@ fn serve_command(config: Config) -> Result<ExitCode, Failure> {
                 e @ (serve::ServeError::Policy(_)
                 | serve::ServeError::Ca(_)
                 | serve::ServeError::Cluster(_)
+                | serve::ServeError::ClusterStore(weerwal::cluster::state::StoreError::Cluster(_))
                 | serve::ServeError::Audit(weerwal::audit::AuditError::Locked { .. })),
             ) => return Err(Failure::Usage(e.into())),
             Err(e) => return Err(Failure::Runtime(e.into())),

@@ -103,129 +103,117 @@ impl Metrics {
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, live_sessions: usize, flagged: usize) -> String {
-        let mut out = String::with_capacity(2048);
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            &mut out,
-            "weerwal_requests_total",
-            "Requests handled by the proxy.",
-            self.requests.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "weerwal_connect_requests_total",
-            "CONNECT requests handled by the proxy.",
-            self.connect_requests.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weerwal_blocked_total Blocked attempts by app.\n# TYPE weerwal_blocked_total counter"
-        );
-        let mut apps: Vec<(String, u64)> =
-            self.blocked.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
-        apps.sort();
-        for (app, n) in apps {
-            let _ = writeln!(out, "weerwal_blocked_total{{app=\"{}\"}} {n}", label(&app));
+        let mut out = String::with_capacity(4096);
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (dns, cluster) = (&self.dns, self.cluster.load(Ordering::Relaxed));
+        use Kind::{Counter, Gauge};
+        // (kind, name, help, value), in the order they are rendered.
+        let scalars: [(Kind, &str, &str, u64); 10] = [
+            (Counter, "weerwal_requests_total", "Requests handled by the proxy.", n(&self.requests)),
+            (
+                Counter,
+                "weerwal_connect_requests_total",
+                "CONNECT requests handled by the proxy.",
+                n(&self.connect_requests),
+            ),
+            (Counter, "weerwal_exempted_total", "Exempted attempts let through.", n(&self.exempted)),
+            (
+                Counter,
+                "weerwal_gateway_denied_total",
+                "Requests to protected systems answered with the remediation page.",
+                n(&self.gateway_denied),
+            ),
+            (Counter, "weerwal_auth_failed_total", "Failed proxy logins.", n(&self.auth_failed)),
+            (
+                Counter,
+                "weerwal_directory_errors_total",
+                "Directory (LDAP) requests that failed: unreachable, TLS refused, service account refused.",
+                n(&self.directory_errors),
+            ),
+            (
+                Gauge,
+                "weerwal_audit_free_bytes",
+                "Free space on the audit log's volume (alert well before it reaches audit.free_space_refuse_mb).",
+                n(&self.audit_free_bytes),
+            ),
+            (
+                Counter,
+                "weerwal_audit_coalesced_total",
+                "Repeated identical attempts counted instead of written one by one.",
+                n(&self.audit_coalesced),
+            ),
+            (Gauge, "weerwal_live_sessions", "Sessions currently live.", live_sessions as u64),
+            (
+                Gauge,
+                "weerwal_flagged_subjects",
+                "Subjects refused protected systems until they attest.",
+                flagged as u64,
+            ),
+        ];
+        for (kind, name, help, v) in scalars {
+            metric(&mut out, kind, name, help, v);
         }
-        counter(
-            &mut out,
-            "weerwal_exempted_total",
-            "Exempted attempts let through.",
-            self.exempted.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "weerwal_gateway_denied_total",
-            "Requests to protected systems answered with the remediation page.",
-            self.gateway_denied.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "weerwal_auth_failed_total",
-            "Failed proxy logins.",
-            self.auth_failed.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "weerwal_directory_errors_total",
-            "Directory (LDAP) requests that failed: unreachable, TLS refused, service account refused.",
-            self.directory_errors.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(out, "# HELP weerwal_audit_free_bytes Free space on the audit log's volume (alert well before it reaches audit.free_space_refuse_mb).\n# TYPE weerwal_audit_free_bytes gauge\nweerwal_audit_free_bytes {}", self.audit_free_bytes.load(Ordering::Relaxed));
-        counter(
-            &mut out,
-            "weerwal_audit_coalesced_total",
-            "Repeated identical attempts counted instead of written one by one.",
-            self.audit_coalesced.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(out, "# HELP weerwal_live_sessions Sessions currently live.\n# TYPE weerwal_live_sessions gauge\nweerwal_live_sessions {live_sessions}");
-        let _ = writeln!(out, "# HELP weerwal_flagged_subjects Subjects refused protected systems until they attest.\n# TYPE weerwal_flagged_subjects gauge\nweerwal_flagged_subjects {flagged}");
-        let cluster = self.cluster.load(Ordering::Relaxed);
+        by_app(&mut out, "weerwal_blocked_total", "Blocked attempts by app.", &self.blocked);
         if cluster != CLUSTER_OFF {
-            let _ = writeln!(out, "# HELP weerwal_cluster_degraded 1 while the cluster database cannot be reached.\n# TYPE weerwal_cluster_degraded gauge\nweerwal_cluster_degraded {}", u64::from(cluster == CLUSTER_DEGRADED));
+            let help = "1 while the cluster database cannot be reached.";
+            metric(&mut out, Gauge, "weerwal_cluster_degraded", help, u64::from(cluster == CLUSTER_DEGRADED));
         }
-        histogram(
-            &mut out,
-            "weerwal_audit_write_seconds",
-            "Time from handing a record to the writer until it is written.",
-            &self.audit_write,
-        );
-        let dns = &self.dns;
-        counter(
-            &mut out,
-            "weerwal_dns_queries_total",
-            "DNS questions from allowed clients.",
-            dns.queries.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weerwal_dns_blocked_total DNS questions for banned names, by app.\n# TYPE weerwal_dns_blocked_total counter"
-        );
-        let mut apps: Vec<(String, u64)> =
-            dns.blocked.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
-        apps.sort();
-        for (app, n) in apps {
-            let _ = writeln!(out, "weerwal_dns_blocked_total{{app=\"{}\"}} {n}", label(&app));
+        let help = "Time from handing a record to the writer until it is written.";
+        histogram(&mut out, "weerwal_audit_write_seconds", help, &self.audit_write);
+        let dns_counters: [(&str, &str, u64); 6] = [
+            ("weerwal_dns_queries_total", "DNS questions from allowed clients.", n(&dns.queries)),
+            ("weerwal_dns_forwarded_total", "DNS questions answered by the upstream resolver.", n(&dns.forwarded)),
+            (
+                "weerwal_dns_upstream_errors_total",
+                "Upstream resolvers that failed or timed out on a question.",
+                n(&dns.upstream_errors),
+            ),
+            (
+                "weerwal_dns_refused_total",
+                "DNS questions refused: the client is outside allow_clients.",
+                n(&dns.refused),
+            ),
+            (
+                "weerwal_dns_malformed_total",
+                "DNS packets answered with an error before any policy question.",
+                n(&dns.malformed),
+            ),
+            ("weerwal_dns_dropped_total", "DNS queries dropped: too many in flight.", n(&dns.dropped)),
+        ];
+        for (name, help, v) in dns_counters {
+            metric(&mut out, Counter, name, help, v);
         }
-        counter(
-            &mut out,
-            "weerwal_dns_forwarded_total",
-            "DNS questions answered by the upstream resolver.",
-            dns.forwarded.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "weerwal_dns_upstream_errors_total",
-            "Upstream resolvers that failed or timed out on a question.",
-            dns.upstream_errors.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "weerwal_dns_refused_total",
-            "DNS questions refused: the client is outside allow_clients.",
-            dns.refused.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "weerwal_dns_malformed_total",
-            "DNS packets answered with an error before any policy question.",
-            dns.malformed.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "weerwal_dns_dropped_total",
-            "DNS queries dropped: too many in flight.",
-            dns.dropped.load(Ordering::Relaxed),
-        );
-        histogram(
-            &mut out,
-            "weerwal_dns_upstream_seconds",
-            "Time the upstream resolver took to answer.",
-            &dns.upstream_latency,
-        );
+        by_app(&mut out, "weerwal_dns_blocked_total", "DNS questions for banned names, by app.", &dns.blocked);
+        let help = "Time the upstream resolver took to answer.";
+        histogram(&mut out, "weerwal_dns_upstream_seconds", help, &dns.upstream_latency);
         out
+    }
+}
+
+/// A Prometheus metric type.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One metric without labels, with its help and type lines.
+fn metric(out: &mut String, kind: Kind, name: &str, help: &str, v: u64) {
+    let kind = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+    };
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+}
+
+/// A counter family labelled by app, apps in name order.
+fn by_app(out: &mut String, name: &str, help: &str, map: &DashMap<String, AtomicU64>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    let mut apps: Vec<(String, u64)> =
+        map.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
+    apps.sort();
+    for (app, n) in apps {
+        let _ = writeln!(out, "{name}{{app=\"{}\"}} {n}", label(&app));
     }
 }
 

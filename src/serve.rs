@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditError, AuditLog, AuditWriterHandle};
 use crate::ca::{CaError, CertificateAuthority, LeafCache};
+use crate::compliance::store::{FileStore, Store};
 use crate::compliance::{Compliance, ComplianceError};
 use crate::config::{Config, HttpsMode};
 use crate::gateway::{self, GatewayError, GatewayState};
@@ -42,6 +43,8 @@ pub enum ServeError {
     Admin(#[from] crate::admin::AdminError),
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    ClusterStore(#[from] crate::cluster::state::StoreError),
 }
 
 /// The domains a name-constrained CA must permit (`ca.name_constraints`):
@@ -147,11 +150,24 @@ impl Server {
         };
         let leaves = ca.as_ref().map(|ca| Arc::new(LeafCache::new(Arc::clone(ca))));
         let identity = Arc::new(Identity::new(&config.identity)?);
+        // The compliance state's store: the state file, or with [cluster]
+        // the file and the database (queues the cluster's tasks send).
+        let mut cluster_queues = None;
         let compliance = match &config.compliance {
             Some(c) => {
                 let state_path = config.compliance_state_path();
-                let compliance = Compliance::open(c, &state_path)?;
-                tracing::info!(flagged = compliance.flagged().len(), state = %state_path.display(), "compliance gate active");
+                let store: Arc<dyn Store> = match &cluster {
+                    Some(cluster) => {
+                        let (store, queues) = crate::cluster::state::ClusterStore::open(cluster, &state_path).await?;
+                        cluster_queues = Some(queues);
+                        store
+                    }
+                    None => Arc::new(FileStore::open(&state_path)?),
+                };
+                identity.sessions.share_with(Arc::clone(&store));
+                let kind = store.kind();
+                let compliance = Compliance::with_store(c, store)?;
+                tracing::info!(flagged = compliance.flagged().len(), state = %state_path.display(), store = kind, "compliance gate active");
                 Some(Arc::new(compliance))
             }
             None => None,
@@ -248,9 +264,12 @@ impl Server {
         tasks.spawn(sweep_sessions(Arc::clone(&identity), audit.clone(), shutdown.clone()));
         let mut shippers = JoinSet::new();
         let shippers_stop = CancellationToken::new();
-        if let (Some(cluster), Some(compliance), Some(c)) = (&cluster, &compliance, &config.cluster) {
+        if let (Some(cluster), Some(queues), Some(compliance), Some(c)) =
+            (&cluster, cluster_queues, &compliance, &config.cluster)
+        {
             crate::cluster::state::start(
                 Arc::clone(cluster),
+                queues,
                 Arc::clone(compliance),
                 Arc::clone(&identity),
                 c.on_unavailable,

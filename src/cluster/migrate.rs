@@ -19,6 +19,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "nodes and audit records", sql: include_str!("migrations/0001_nodes_and_audit.sql") },
     Migration { version: 2, name: "compliance state", sql: include_str!("migrations/0002_compliance_state.sql") },
+    Migration { version: 3, name: "shared keys", sql: include_str!("migrations/0003_cluster_keys.sql") },
 ];
 
 /// The schema version this weerwal expects.

@@ -1,8 +1,11 @@
-//! The compliance state shared by the nodes (`[cluster]`): flags, flag
-//! clears (attestations and officers) and device links.
+//! The compliance store of a cluster (`[cluster]`): flags, flag clears
+//! (attestations and officers), device links and live sessions shared by
+//! the nodes through PostgreSQL; [`ClusterStore`] is the PostgreSQL
+//! implementation of [`crate::compliance::store::Store`].
 //!
 //! Each node keeps answering from its own in-memory state (the proxy and
-//! the gateway never wait for the database on a request). Changes made here
+//! the gateway never wait for the database on a request), and keeps its
+//! own state file as the copy it restarts from. Changes made here
 //! go through an outbox to the database, each followed by a
 //! `NOTIFY weerwal_state`; a dedicated connection `LISTEN`s and applies the
 //! other nodes' changes. After every (re)connect the whole state is read
@@ -13,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +26,8 @@ use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, ClusterError};
-use crate::compliance::{Change, Compliance, Flag};
+use crate::compliance::store::{FileStore, Store};
+use crate::compliance::{Change, Compliance, ComplianceError, Flag, StateFile};
 use crate::config::OnUnavailable;
 use crate::identity::Identity;
 
@@ -47,34 +52,145 @@ struct Seen {
     user: String,
 }
 
-/// Connects one node's compliance state with the cluster's.
-pub struct StateSync {
-    cluster: Arc<Cluster>,
-    compliance: Arc<Compliance>,
-    identity: Arc<Identity>,
-    on_unavailable: OnUnavailable,
-    /// This node's changes the database has not taken yet, oldest first.
-    outbox: Mutex<VecDeque<Change>>,
+/// The cluster's store: this node's state file (its copy, read at start)
+/// and the database, where changes and live sessions go through queues
+/// that [`start`]'s tasks empty.
+pub struct ClusterStore {
+    files: FileStore,
+    /// The device-cookie key the nodes share (hex).
+    shared_key: String,
+    changes: mpsc::UnboundedSender<Change>,
+    seen: mpsc::UnboundedSender<(IpAddr, String)>,
 }
 
-/// Starts publishing this node's changes and applying the others'.
+/// The queues a [`ClusterStore`] fills, for [`start`] to send.
+pub struct Queues {
+    changes: mpsc::UnboundedReceiver<Change>,
+    seen: mpsc::UnboundedReceiver<(IpAddr, String)>,
+}
+
+/// The name of the device-cookie key in `cluster_keys`.
+const DEVICE_KEY: &str = "device_cookies";
+
+impl ClusterStore {
+    /// Opens this node's state file and takes the device-cookie key the
+    /// nodes share from the database: the first node to come puts its own
+    /// there (so the cookies it issued keep counting), every other node
+    /// uses that one.
+    pub async fn open(cluster: &Cluster, state_path: &Path) -> Result<(Arc<ClusterStore>, Queues), StoreError> {
+        let path = state_path.to_path_buf();
+        let (files, local) = tokio::task::spawn_blocking(move || {
+            let files = FileStore::open(&path)?;
+            let local = files.load()?;
+            Ok::<_, ComplianceError>((files, local))
+        })
+        .await
+        .map_err(|e| StoreError::Compliance(ComplianceError::Random(e.to_string())))??;
+        let shared_key = shared_key(cluster, local.secret()).await?;
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let (seen, seen_rx) = mpsc::unbounded_channel();
+        let store = Arc::new(ClusterStore { files, shared_key, changes, seen });
+        Ok((store, Queues { changes: changes_rx, seen: seen_rx }))
+    }
+}
+
+impl Store for ClusterStore {
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn load(&self) -> Result<StateFile, ComplianceError> {
+        Ok(self.files.load()?.with_secret(self.shared_key.clone()))
+    }
+
+    fn keep(&self, state: StateFile, change: Option<Change>) {
+        self.files.keep(state, None);
+        if let Some(c) = change {
+            let _ = self.changes.send(c);
+        }
+    }
+
+    fn seen(&self, client: IpAddr, user: &str) {
+        let _ = self.seen.send((client, user.to_string()));
+    }
+
+    fn flush(&self) {
+        self.files.flush();
+    }
+}
+
+/// Why the cluster store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("compliance: {0}")]
+    Compliance(#[from] ComplianceError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
+}
+
+/// The device-cookie key in the database, put there from `local` (or a
+/// new one) when no node has yet. A value that is not 32 bytes of hex
+/// (edited by hand) is skipped with one log line: this node then signs
+/// with its own key.
+async fn shared_key(cluster: &Cluster, local: &str) -> Result<String, ClusterError> {
+    let offered = match hex::decode(local).ok().filter(|k| k.len() == 32) {
+        Some(_) => local.to_string(),
+        None => {
+            let mut k = [0u8; 32];
+            getrandom::fill(&mut k)
+                .map_err(|e| ClusterError::Setting { setting: "cluster", message: e.to_string() })?;
+            hex::encode(k)
+        }
+    };
+    let client = cluster.client().await?;
+    let q = |e: tokio_postgres::Error| cluster.settings.query_error(&e);
+    client
+        .execute(
+            "INSERT INTO cluster_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&DEVICE_KEY, &offered],
+        )
+        .await
+        .map_err(q)?;
+    let row = client.query_one("SELECT value FROM cluster_keys WHERE name = $1", &[&DEVICE_KEY]).await.map_err(q)?;
+    let value: String = row.get(0);
+    if hex::decode(&value).ok().is_some_and(|k| k.len() == 32) {
+        Ok(value)
+    } else {
+        tracing::warn!(
+            table = "cluster_keys",
+            name = DEVICE_KEY,
+            "database row does not parse; skipped: this node signs device cookies with its own key"
+        );
+        Ok(offered)
+    }
+}
+
+/// Connects one node's compliance state with the cluster's: starts sending
+/// what the store queued and applying the other nodes' changes.
 pub fn start(
     cluster: Arc<Cluster>,
+    queues: Queues,
     compliance: Arc<Compliance>,
     identity: Arc<Identity>,
     on_unavailable: OnUnavailable,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: CancellationToken,
 ) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    compliance.publish_to(tx);
-    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
-    identity.sessions.publish_to(seen_tx);
     let sync =
         Arc::new(StateSync { cluster, compliance, identity, on_unavailable, outbox: Mutex::new(VecDeque::new()) });
-    tasks.spawn(Arc::clone(&sync).send_changes(rx, shutdown.clone()));
-    tasks.spawn(Arc::clone(&sync).send_sessions(seen_rx, shutdown.clone()));
+    tasks.spawn(Arc::clone(&sync).send_changes(queues.changes, shutdown.clone()));
+    tasks.spawn(Arc::clone(&sync).send_sessions(queues.seen, shutdown.clone()));
     tasks.spawn(sync.follow(shutdown));
+}
+
+/// Sends this node's changes and applies the others'.
+struct StateSync {
+    cluster: Arc<Cluster>,
+    compliance: Arc<Compliance>,
+    identity: Arc<Identity>,
+    on_unavailable: OnUnavailable,
+    /// This node's changes the database has not taken yet, oldest first.
+    outbox: Mutex<VecDeque<Change>>,
 }
 
 impl StateSync {

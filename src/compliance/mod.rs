@@ -1,16 +1,18 @@
 //! Compliance state: who tried to reach a banned site and may therefore not
 //! use webmail or iBabs until they have removed the app and cleared their
-//! history (the municipal rule). One state for the proxy and the gateway;
-//! it survives restarts through a small state file written atomically, off
-//! the request path, by one writer thread.
+//! history (the municipal rule). One state for the proxy and the gateway,
+//! answered from memory; every change goes to a [`store::Store`]: the state
+//! file (written atomically, off the request path, by one writer thread),
+//! or with `[cluster]` the file and the cluster's database.
 
 pub mod remediate;
+pub mod store;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ComplianceConfig;
 use crate::policy::{normalise_host, Host, Subject};
-use writer::StateWriter;
+use store::{FileStore, Store};
 
 /// Why compliance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub enum ComplianceError {
     BadHost(String),
     #[error("compliance.quarantine: {0:?}: write \"until-attested\" or a duration like \"14d\"")]
     BadQuarantine(String),
+    #[error("no randomness for the device cookie key: {0}")]
+    Random(String),
 }
 
 /// Why a subject is flagged.
@@ -81,8 +85,10 @@ pub fn device_key(id: &str) -> String {
     format!("device:{id}")
 }
 
+/// The whole compliance state as a store keeps it (for the file store,
+/// the state file's contents).
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct StateFile {
+pub struct StateFile {
     flags: BTreeMap<String, Flag>,
     /// Device cookies linked to a flagged subject: kept across a restart,
     /// so a quarantined laptop that changed address stays recognised.
@@ -92,6 +98,19 @@ struct StateFile {
     /// so a flagged device's cookie still counts after a restart.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     secret: String,
+}
+
+impl StateFile {
+    /// The signing key kept in the state (hex; empty when none yet).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The same state with another signing key: a cluster's nodes share one.
+    pub fn with_secret(mut self, secret_hex: String) -> StateFile {
+        self.secret = secret_hex;
+        self
+    }
 }
 
 /// The subject keys seen with one gateway device cookie, each with when it
@@ -137,10 +156,9 @@ pub struct Compliance {
     /// still recognised when its address changes.
     devices: DashMap<String, DeviceLink>,
     secret: [u8; 32],
-    /// Writes the state file off the request path; `None` read-only.
-    writer: Option<StateWriter>,
-    /// Where changes made on this node are published (`[cluster]`).
-    changes: OnceLock<tokio::sync::mpsc::UnboundedSender<Change>>,
+    /// Where changes are kept (the state file, or the cluster's database
+    /// as well); `None` read-only.
+    store: Option<Arc<dyn Store>>,
     /// `on_unavailable = "deny"` while the cluster database is unreachable:
     /// every subject counts as flagged for protected hosts.
     deny_all: AtomicBool,
@@ -170,37 +188,38 @@ fn link_ttl(key: &str) -> u64 {
 }
 
 impl Compliance {
-    /// Opens the state file (missing: no flags) and checks the configuration.
+    /// Opens the state file (missing: no flags) and checks the
+    /// configuration: the single-node default.
     pub fn open(config: &ComplianceConfig, state_path: &Path) -> Result<Compliance, ComplianceError> {
-        let mut c = Self::open_read_only(config, state_path)?;
-        let writer = StateWriter::spawn(state_path.to_path_buf())
-            .map_err(|source| ComplianceError::Io { path: state_path.to_path_buf(), source })?;
-        c.writer = Some(writer);
+        Self::with_store(config, Arc::new(FileStore::open(state_path)?))
+    }
+
+    /// Loads the state from `store` and keeps every change there.
+    pub fn with_store(config: &ComplianceConfig, store: Arc<dyn Store>) -> Result<Compliance, ComplianceError> {
+        let state = store.load()?;
+        let mut c = Self::from_state(config, state)?;
+        tracing::debug!(store = store.kind(), "compliance state loaded");
+        c.store = Some(store);
         Ok(c)
     }
 
     /// Opens the state for reading only (`policy explain`): nothing is
     /// ever written.
     pub fn open_read_only(config: &ComplianceConfig, state_path: &Path) -> Result<Compliance, ComplianceError> {
+        Self::from_state(config, store::read_state_file(state_path)?)
+    }
+
+    fn from_state(config: &ComplianceConfig, state: StateFile) -> Result<Compliance, ComplianceError> {
         let mut protected = HashSet::new();
         for h in &config.protected {
             let host = normalise_host(h).map_err(|_| ComplianceError::BadHost(h.clone()))?;
             protected.insert(host.as_key().into_owned());
         }
         let quarantine = parse_quarantine(&config.quarantine)?;
-        let state: StateFile = match std::fs::read_to_string(state_path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| ComplianceError::Corrupt { path: state_path.to_path_buf(), message: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
-            Err(source) => return Err(ComplianceError::Io { path: state_path.to_path_buf(), source }),
-        };
         let mut secret = [0u8; 32];
         match hex::decode(&state.secret).ok().filter(|s| s.len() == 32) {
             Some(saved) => secret.copy_from_slice(&saved),
-            None => getrandom::fill(&mut secret).map_err(|e| ComplianceError::Io {
-                path: state_path.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })?,
+            None => getrandom::fill(&mut secret).map_err(|e| ComplianceError::Random(e.to_string()))?,
         }
         Ok(Compliance {
             protected,
@@ -208,8 +227,7 @@ impl Compliance {
             flags: state.flags.into_iter().collect(),
             devices: state.devices.into_iter().collect(),
             secret,
-            writer: None,
-            changes: OnceLock::new(),
+            store: None,
             deny_all: AtomicBool::new(false),
         })
     }
@@ -273,8 +291,7 @@ impl Compliance {
             }
         };
         if flagged {
-            self.persist();
-            self.publish(Change::Flagged { key: key.to_string(), flag: flag_copy });
+            self.persist(Some(Change::Flagged { key: key.to_string(), flag: flag_copy }));
         }
         flagged
     }
@@ -310,8 +327,7 @@ impl Compliance {
     pub fn clear<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<(String, Flag)> {
         let cleared: Vec<(String, Flag)> = keys.into_iter().filter_map(|k| self.flags.remove(k)).collect();
         if !cleared.is_empty() {
-            self.persist();
-            self.publish(Change::Cleared { keys: cleared.iter().map(|(k, _)| k.clone()).collect() });
+            self.persist(Some(Change::Cleared { keys: cleared.iter().map(|(k, _)| k.clone()).collect() }));
         }
         cleared
     }
@@ -325,8 +341,7 @@ impl Compliance {
         let removed: Vec<(String, Flag)> =
             ended.iter().filter_map(|k| self.flags.remove_if(k, |_, f| !self.in_force(f))).collect();
         if !removed.is_empty() {
-            self.persist();
-            self.publish(Change::Cleared { keys: removed.iter().map(|(k, _)| k.clone()).collect() });
+            self.persist(Some(Change::Cleared { keys: removed.iter().map(|(k, _)| k.clone()).collect() }));
         }
         removed
     }
@@ -403,22 +418,16 @@ impl Compliance {
             (all, added && entry.returned)
         };
         if added && self.flag_of_any(all.iter().map(String::as_str)).is_some() {
-            self.persist();
             let linked: Vec<String> = all.iter().filter(|k| **k != device_key(id)).cloned().collect();
-            self.publish(Change::Linked { id: id.to_string(), keys: linked });
+            self.persist(Some(Change::Linked { id: id.to_string(), keys: linked }));
         }
         all
     }
 
-    /// Publishes this node's changes to `to` from now on (`[cluster]`).
-    pub fn publish_to(&self, to: tokio::sync::mpsc::UnboundedSender<Change>) {
-        let _ = self.changes.set(to);
-    }
-
-    fn publish(&self, change: Change) {
-        if let Some(tx) = self.changes.get() {
-            let _ = tx.send(change);
-        }
+    /// The store the state is kept in (`None`: read only), so the live
+    /// sessions can be shared through it as well.
+    pub fn store(&self) -> Option<Arc<dyn Store>> {
+        self.store.clone()
     }
 
     /// Applies a change made on another node (not published again). A flag
@@ -464,7 +473,7 @@ impl Compliance {
             }
         };
         if changed {
-            self.persist();
+            self.persist(None);
         }
     }
 
@@ -484,7 +493,7 @@ impl Compliance {
         for c in pending {
             self.apply(c.clone());
         }
-        self.persist();
+        self.persist(None);
     }
 
     /// `on_unavailable = "deny"`: while set, every subject is refused the
@@ -528,10 +537,10 @@ impl Compliance {
         crate::tokens::token_ok(&self.secret, ATTEST_TOKEN_CONTEXT, key, token)
     }
 
-    /// Queues the current state for the writer thread (memory work only
-    /// here; the file is written off the request path).
-    fn persist(&self) {
-        let Some(writer) = &self.writer else { return };
+    /// Hands the current state to the store, with the change that led to
+    /// it when this node made it (memory work only here: the store queues).
+    fn persist(&self, change: Option<Change>) {
+        let Some(store) = &self.store else { return };
         let flags: BTreeMap<String, Flag> = self.flags.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
         let devices = self
             .devices
@@ -539,14 +548,14 @@ impl Compliance {
             .filter(|e| self.keeps(e.key(), e.value()))
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
-        writer.save(&StateFile { flags, devices, secret: hex::encode(self.secret) });
+        store.keep(StateFile { flags, devices, secret: hex::encode(self.secret) }, change);
     }
 
     /// Waits until every change so far is on disk (shutdown, tests). Blocks:
     /// call it from `spawn_blocking` on the runtime.
     pub fn flush(&self) {
-        if let Some(w) = &self.writer {
-            w.flush();
+        if let Some(s) = &self.store {
+            s.flush();
         }
     }
 }

@@ -192,17 +192,7 @@ async fn serve_connection<S>(
         async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "gateway connection ended with an error");
-    }
+    crate::plumbing::accept::serve_until_shutdown(conn, &shutdown, |c| c.graceful_shutdown(), peer, "gateway").await;
 }
 
 impl GatewayState {

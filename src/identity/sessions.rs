@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use crate::audit::{EventKind, Record, Via};
+use crate::compliance::store::Store;
 
 /// Sessions are keyed by client address and user: two people behind one
 /// address (a shared terminal) are two sessions.
@@ -46,9 +47,10 @@ pub struct SessionStore {
     /// nobody (a terminal server, NAT), and the gateway must not guess.
     users_at: DashMap<IpAddr, Vec<(Arc<str>, Instant)>>,
     idle: Duration,
-    /// Where "user seen at address" is published for the other nodes
-    /// (`[cluster]`), at most every quarter of the idle time per pair.
-    seen_to: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(IpAddr, String)>>,
+    /// Where "user seen at address" is kept for the other nodes (the
+    /// compliance store; only `[cluster]`'s sends it anywhere), at most
+    /// every quarter of the idle time per pair.
+    store: std::sync::OnceLock<Arc<dyn Store>>,
 }
 
 /// A random 128-bit session id in hex.
@@ -73,7 +75,7 @@ pub struct Touched {
 
 impl SessionStore {
     pub fn new(idle: Duration) -> SessionStore {
-        SessionStore { sessions: DashMap::new(), users_at: DashMap::new(), idle, seen_to: std::sync::OnceLock::new() }
+        SessionStore { sessions: DashMap::new(), users_at: DashMap::new(), idle, store: std::sync::OnceLock::new() }
     }
 
     fn fresh(device: Option<&str>, user_agent: Option<&str>, now: Instant) -> Session {
@@ -95,8 +97,8 @@ impl SessionStore {
         let key = Key { client, user: user.map(Arc::from) };
         if let Some(u) = &key.user {
             if self.seen_at(client, u, Instant::now()) {
-                if let Some(tx) = self.seen_to.get() {
-                    let _ = tx.send((client, u.to_string()));
+                if let Some(store) = self.store.get() {
+                    store.seen(client, u);
                 }
             }
         }
@@ -136,10 +138,10 @@ impl SessionStore {
         }
     }
 
-    /// Publishes "user seen at address" to `to` from now on (`[cluster]`:
+    /// Keeps "user seen at address" in `store` from now on (`[cluster]`:
     /// a gateway on another node names the user of this proxy's session).
-    pub fn publish_to(&self, to: tokio::sync::mpsc::UnboundedSender<(IpAddr, String)>) {
-        let _ = self.seen_to.set(to);
+    pub fn share_with(&self, store: Arc<dyn Store>) {
+        let _ = self.store.set(store);
     }
 
     /// Notes a user seen at an address by another node, `ago` ago.

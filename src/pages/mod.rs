@@ -101,46 +101,93 @@ fn steps(list: &[(&str, &str)]) -> Markup {
     }
 }
 
+/// The block page's words in one language; the page is the same template
+/// twice, Dutch first, then English.
+struct BlockWords {
+    lang: &'static str,
+    blocked: &'static str,
+    belongs_to: &'static str,
+    not_allowed: &'static str,
+    since: &'static str,
+    source: &'static str,
+    why: &'static str,
+    reference: &'static str,
+    quote_it: &'static str,
+    what_now: &'static str,
+    clear_history: &'static str,
+    steps: &'static [(&'static str, &'static str)],
+}
+
+const BLOCK_NL: BlockWords = BlockWords {
+    lang: "nl",
+    blocked: "Geblokkeerd: ",
+    belongs_to: " hoort bij ",
+    not_allowed: ". Deze app en website zijn niet toegestaan op apparaten waarmee u voor de gemeente werkt, op advies van ",
+    since: " (sinds ",
+    source: "; bron: ",
+    why: "). Apps uit landen met een offensief cyberprogramma tegen Nederland kunnen gegevens van u en de gemeente in verkeerde handen brengen.",
+    reference: "Referentienummer: ",
+    quote_it: " — noem dit nummer als u contact opneemt met de servicedesk. Deze poging is vastgelegd.",
+    what_now: "Wat moet u nu doen?",
+    clear_history: "Wis de browsegeschiedenis als u de website ooit hebt bezocht:",
+    steps: HISTORY_STEPS_NL,
+};
+
+const BLOCK_EN: BlockWords = BlockWords {
+    lang: "en",
+    blocked: "Blocked: ",
+    belongs_to: " belongs to ",
+    not_allowed: ". This app and website are not allowed on devices used for municipal work, on the advice of ",
+    since: " (since ",
+    source: "; source: ",
+    why: "). Apps from countries with an offensive cyber programme against the Netherlands can expose your data and the municipality's.",
+    reference: "Reference number: ",
+    quote_it: " — quote it when you contact the service desk. This attempt has been recorded.",
+    what_now: "What to do now",
+    clear_history: "Clear your browser history if you ever visited the website:",
+    steps: HISTORY_STEPS_EN,
+};
+
+/// The first two steps, the same on the block and the remediation page.
+fn remove_and_stay_away(lang: &str, app: &str) -> Markup {
+    html! {
+        @if lang == "nl" {
+            li { "Verwijder de app " (app) " van dit apparaat als die erop staat." }
+            li { "Bezoek de website niet meer op dit apparaat." }
+        } @else {
+            li { "Remove the " (app) " app from this device if it is installed." }
+            li { "Do not visit the website on this device again." }
+        }
+    }
+}
+
 /// The page for a blocked attempt: which app, why it is banned and by whose
 /// advice, the reference number, and what to do now.
 pub fn block_page(info: &BlockInfo<'_>) -> String {
     let BlockInfo { app, host, advice, reference, since, .. } = *info;
     let incident = info.incident.map(|n| n.to_string()).unwrap_or_else(|| "—".to_string());
     let (gate_nl, gate_en) = gate_sentences(info.flagged);
+    let half = |w: &BlockWords, gate: &str| {
+        html! {
+            h1 { (w.blocked) (app) }
+            p {
+                strong { (host) } (w.belongs_to) strong { (app) } (w.not_allowed)
+                strong { (advice) } (w.since) (since) (w.source) (reference) (w.why)
+            }
+            p.ref { (w.reference) strong { (incident) } (w.quote_it) }
+            h2 { (w.what_now) }
+            ol {
+                (remove_and_stay_away(w.lang, app))
+                li { (w.clear_history) }
+            }
+            (steps(w.steps))
+            p { (gate) }
+        }
+    };
     let body = html! {
-        main {
-            h1 { "Geblokkeerd: " (app) }
-            p {
-                strong { (host) } " hoort bij " strong { (app) } ". Deze app en website zijn niet toegestaan op apparaten waarmee u voor de gemeente werkt, op advies van "
-                strong { (advice) } " (sinds " (since) "; bron: " (reference) "). Apps uit landen met een offensief cyberprogramma tegen Nederland kunnen gegevens van u en de gemeente in verkeerde handen brengen."
-            }
-            p.ref { "Referentienummer: " strong { (incident) } " — noem dit nummer als u contact opneemt met de servicedesk. Deze poging is vastgelegd." }
-            h2 { "Wat moet u nu doen?" }
-            ol {
-                li { "Verwijder de app " (app) " van dit apparaat als die erop staat." }
-                li { "Bezoek de website niet meer op dit apparaat." }
-                li { "Wis de browsegeschiedenis als u de website ooit hebt bezocht:" }
-            }
-            (steps(HISTORY_STEPS_NL))
-            p { (gate_nl) }
-        }
+        main { (half(&BLOCK_NL, gate_nl)) }
         hr;
-        section lang="en" {
-            h1 { "Blocked: " (app) }
-            p {
-                strong { (host) } " belongs to " strong { (app) } ". This app and website are not allowed on devices used for municipal work, on the advice of "
-                strong { (advice) } " (since " (since) "; source: " (reference) "). Apps from countries with an offensive cyber programme against the Netherlands can expose your data and the municipality's."
-            }
-            p.ref { "Reference number: " strong { (incident) } " — quote it when you contact the service desk. This attempt has been recorded." }
-            h2 { "What to do now" }
-            ol {
-                li { "Remove the " (app) " app from this device if it is installed." }
-                li { "Do not visit the website on this device again." }
-                li { "Clear your browser history if you ever visited the website:" }
-            }
-            (steps(HISTORY_STEPS_EN))
-            p { (gate_en) }
-        }
+        section lang=(BLOCK_EN.lang) { (half(&BLOCK_EN, gate_en)) }
     };
     page(&format!("Geblokkeerd / Blocked: {app}"), body)
 }
@@ -177,8 +224,7 @@ pub fn remediation_page(info: &RemediationInfo<'_>) -> String {
             p.ref { "Referentienummer: " strong { (incident) } }
             h2 { "Wat moet u doen?" }
             ol {
-                li { "Verwijder de app " (app) " van dit apparaat als die erop staat." }
-                li { "Bezoek de website niet meer op dit apparaat." }
+                (remove_and_stay_away("nl", app))
                 li { "Wis de browsegeschiedenis:" }
             }
             (steps(HISTORY_STEPS_NL))
@@ -203,8 +249,7 @@ pub fn remediation_page(info: &RemediationInfo<'_>) -> String {
             p.ref { "Reference number: " strong { (incident) } }
             h2 { "What to do" }
             ol {
-                li { "Remove the " (app) " app from this device if it is installed." }
-                li { "Do not visit the website on this device again." }
+                (remove_and_stay_away("en", app))
                 li { "Clear your browser history:" }
             }
             (steps(HISTORY_STEPS_EN))

@@ -118,6 +118,34 @@ pub async fn accept_next(listener: &TcpListener, shutdown: &CancellationToken) -
     }
 }
 
+/// Drives one HTTP connection to its end. When `shutdown` is cancelled
+/// first, `drain` asks it to finish the request in flight and close (hyper's
+/// `graceful_shutdown`, which each connection type has as its own method),
+/// and the connection is driven until it has. Errors are logged at debug:
+/// clients hang up all the time.
+pub async fn serve_until_shutdown<C, E>(
+    conn: C,
+    shutdown: &CancellationToken,
+    drain: impl FnOnce(std::pin::Pin<&mut C>),
+    peer: SocketAddr,
+    what: &'static str,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            drain(conn.as_mut());
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "{what} connection ended with an error");
+    }
+}
+
 /// One accepted, admitted connection, handed to the listener's own code.
 pub struct Accepted {
     pub stream: TcpStream,

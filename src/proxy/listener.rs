@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{request, ProxyState};
-use crate::plumbing::accept::{self, Accepted, Admission};
+use crate::plumbing::accept::{self, serve_until_shutdown, Accepted, Admission};
 use crate::plumbing::{http1_server, ProxyBody};
 
 type HandlerFuture = std::pin::Pin<
@@ -57,17 +57,6 @@ async fn serve(state: Arc<ProxyState>, conn: Accepted) {
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            // Finish the request in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-    }
+    serve_until_shutdown(conn, &shutdown, |c| c.graceful_shutdown(), peer, "proxy").await;
     drop(slot);
 }

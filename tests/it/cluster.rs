@@ -241,9 +241,9 @@ async fn migrate_twice_at_once_then_status_lists_nodes_and_exits_1_when_unreacha
     let (o1, o2) = (p1.wait_with_output().unwrap(), p2.wait_with_output().unwrap());
     assert!(o1.status.success() && o2.status.success(), "{o1:?} {o2:?}");
     let said = format!("{}{}", String::from_utf8_lossy(&o1.stdout), String::from_utf8_lossy(&o2.stdout));
-    assert_eq!(said.matches("migrated from version 0 to 2").count(), 1, "{said}");
-    assert_eq!(said.matches("schema version 2 is current").count(), 1, "{said}");
-    assert_eq!(pg.psql_weerwal("SELECT count(*) FROM weerwal_schema").trim(), "2");
+    assert_eq!(said.matches("migrated from version 0 to 3").count(), 1, "{said}");
+    assert_eq!(said.matches("schema version 3 is current").count(), 1, "{said}");
+    assert_eq!(pg.psql_weerwal("SELECT count(*) FROM weerwal_schema").trim(), "3");
 
     // A node runs: status shows it with its heartbeat and policy digest.
     let mut a = a;
@@ -251,7 +251,7 @@ async fn migrate_twice_at_once_then_status_lists_nodes_and_exits_1_when_unreacha
     let out = a.run(&["db", "status"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("schema version: 2 (this weerwal: 2)"), "{text}");
+    assert!(text.contains("schema version: 3 (this weerwal: 3)"), "{text}");
     assert!(text.contains("proxy-a") && text.contains("alive"), "{text}");
     // Another node with a different policy digest is pointed out.
     pg.psql_weerwal(
@@ -560,6 +560,68 @@ async fn a_block_on_a_is_refused_at_b_and_an_attestation_on_b_lifts_it_on_a() {
     assert_eq!(b.log_text().matches("database row does not parse; skipped").count(), 1, "{}", b.log_text());
     assert_eq!(via_gateway(&b, r, "/still").await.0, 403);
     assert_eq!(via_gateway(&b, person(9), "/nine").await.0, 200);
+    a.stop_with("-TERM");
+    b.stop_with("-TERM");
+}
+
+/// GET webmail through `node`'s gateway from `ip` with a device cookie:
+/// status, the `weerwal_device` cookie it set (if any), page.
+async fn via_gateway_with(node: &Node, ip: std::net::IpAddr, cookie: Option<&str>) -> (u16, Option<String>, String) {
+    let url = format!("http://127.0.0.1:{}/mail", node.gateway_port.unwrap());
+    let mut req = client_from(ip, None).get(url).header("host", WEBMAIL);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("weerwal_device={c}"));
+    }
+    let resp = req.send().await.unwrap();
+    let set = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("weerwal_device=").map(|v| v.split(';').next().unwrap_or("").to_string()));
+    (resp.status().as_u16(), set, resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_cookie_issued_by_one_gateway_names_the_device_at_another() {
+    let upstream = crate::common::Origin::start().await;
+    let pg = Postgres::start().await;
+    let extra = Extra { sections: gateway_sections(upstream.addr), ..Extra::default() };
+    let mut a = Node::new("gateway-a", &pg, extra.clone());
+    let mut b = Node::new("gateway-b", &pg, extra);
+    a.start();
+    b.start();
+    let laptop = person(2);
+    assert_eq!(client_from(laptop, Some(&a)).get("http://tiktok.com/").send().await.unwrap().status(), 403);
+    // The laptop reaches B's gateway: refused once the flag raised on A is
+    // in force there, and given a device cookie...
+    gateway_until(&b, laptop, 403, Duration::from_secs(10)).await;
+    let (status, cookie, _) = via_gateway_with(&b, laptop, None).await;
+    assert_eq!(status, 403);
+    let cookie = cookie.expect("B's gateway sets a device cookie");
+    // ...which it sends back: the device itself is flagged on B.
+    assert_eq!(via_gateway_with(&b, laptop, Some(&cookie)).await.0, 403);
+
+    // The laptop moves (a new address, nobody flagged there) and reaches
+    // A's gateway with the cookie B issued: A recognises the device.
+    let moved = person(6);
+    let started = Instant::now();
+    let html = loop {
+        let (status, reissued, html) = via_gateway_with(&a, moved, Some(cookie.as_str())).await;
+        assert!(reissued.is_none(), "A verified B's cookie instead of issuing its own");
+        if status == 403 {
+            break html;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "A's gateway still lets the flagged device in ({status})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(html.contains("TikTok"), "{html}");
+    // Another device at another address passes A's gateway.
+    assert_eq!(via_gateway_with(&a, person(7), None).await.0, 200);
+
+    // Both nodes took the same key from the database (one row).
+    let keys = pg.psql_weerwal("SELECT count(*) FROM cluster_keys");
+    assert_eq!(keys.trim(), "1", "{keys}");
     a.stop_with("-TERM");
     b.stop_with("-TERM");
 }
