@@ -116,7 +116,8 @@ async fn report(state: &AdminState, req: &Req) -> Response<ProxyBody> {
 
 async fn sessions(state: &AdminState, req: &Req) -> Response<ProxyBody> {
     let (live, browsing_only) = state.identity.sessions.live();
-    let ended = match ended_sessions(state, req).await.0 {
+    let (ended, origin) = ended_sessions(state, req).await;
+    let ended = match ended {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.replace("--", "")),
     };
@@ -142,6 +143,7 @@ async fn sessions(state: &AdminState, req: &Req) -> Response<ProxyBody> {
             // Live sessions that only browsed: counted, never described.
             "live_without_attempts": browsing_only,
             "ended_matched": ended.matched,
+            "source": source_json(&origin),
             "ended": ended.records,
         }),
     )

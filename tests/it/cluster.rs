@@ -924,6 +924,9 @@ async fn an_officer_on_b_sees_a_block_on_a_and_the_nodes_with_policy_drift() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["source"]["records_of"], "all_nodes", "{json}");
     assert_eq!(v["records"][0]["node"], "proxy-a", "{json}");
+    let (_, json) = d.get("/api/sessions").await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["source"]["records_of"], "all_nodes", "{json}");
 
     // Policy drift: both nodes listed with their heartbeat, B named.
     wait_until("both heartbeats", Duration::from_secs(10), || {
@@ -952,6 +955,10 @@ async fn an_officer_on_b_sees_a_block_on_a_and_the_nodes_with_policy_drift() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(page.contains("0 van 0 treffers"), "B's own log has no blocked record: {page}");
+    let (_, json) = d.get("/api/attempts").await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["source"]["records_of"], "local_fallback", "{json}");
+    assert!(v["source"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{json}");
     let (status, page) = d.get("/nodes").await;
     assert_eq!(status, 503);
     assert!(page.contains("niet bereikbaar"), "{page}");
