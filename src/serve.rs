@@ -239,7 +239,8 @@ impl Server {
         }
         let mut admin_addrs = Vec::new();
         if let Some((listener, admin)) =
-            crate::admin::bind(&config, audit.clone(), Arc::clone(&identity), compliance.clone()).await?
+            crate::admin::bind(&config, audit.clone(), Arc::clone(&identity), compliance.clone(), cluster.clone())
+                .await?
         {
             admin_addrs.push(listener.local_addr().map_err(ServeError::Bind)?);
             tasks.spawn(crate::admin::run(listener, admin, shutdown.clone(), Duration::from_secs(10)));

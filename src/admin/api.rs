@@ -80,13 +80,15 @@ async fn attempts(state: &AdminState, req: &Req) -> Response<ProxyBody> {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.replace("--", "")),
     };
-    match newest(state, Ok(filter), limit(req)).await {
+    let (result, origin) = newest(state, Ok(filter), limit(req)).await;
+    match result {
         Ok(n) => json_response(
             StatusCode::OK,
             &json!({
                 "matched": n.matched,
                 "shown": n.records.len(),
                 "skipped_lines": n.skipped.lines,
+                "source": source_json(&origin),
                 "records": n.records,
             }),
         ),
@@ -99,7 +101,7 @@ async fn report(state: &AdminState, req: &Req) -> Response<ProxyBody> {
         Ok(b) => b,
         Err(_) => return error(StatusCode::BAD_REQUEST, "by must be user, session, app, day or device"),
     };
-    match report_groups(state, req, by).await {
+    match report_groups(state, req, by).await.0 {
         Ok(groups) => {
             // Exactly `weerwal logs report --format json`.
             let mut out = Vec::new();
@@ -114,7 +116,8 @@ async fn report(state: &AdminState, req: &Req) -> Response<ProxyBody> {
 
 async fn sessions(state: &AdminState, req: &Req) -> Response<ProxyBody> {
     let (live, browsing_only) = state.identity.sessions.live();
-    let ended = match ended_sessions(state, req).await {
+    let (ended, origin) = ended_sessions(state, req).await;
+    let ended = match ended {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.replace("--", "")),
     };
@@ -140,6 +143,7 @@ async fn sessions(state: &AdminState, req: &Req) -> Response<ProxyBody> {
             // Live sessions that only browsed: counted, never described.
             "live_without_attempts": browsing_only,
             "ended_matched": ended.matched,
+            "source": source_json(&origin),
             "ended": ended.records,
         }),
     )
@@ -177,6 +181,17 @@ async fn clear(state: &AdminState, officer: &Officer, req: &Req) -> Response<Pro
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("the flag_cleared record could not be written; flag kept: {e}"),
         ),
+    }
+}
+
+/// Where records came from: `local` (no `[cluster]`), `all_nodes`, or
+/// `local_fallback` with the reason the database could not be read.
+fn source_json(origin: &super::source::Origin) -> Value {
+    use super::source::Origin;
+    match origin {
+        Origin::Local => json!({ "records_of": "local" }),
+        Origin::AllNodes => json!({ "records_of": "all_nodes" }),
+        Origin::Fallback(why) => json!({ "records_of": "local_fallback", "reason": why }),
     }
 }
 

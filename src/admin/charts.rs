@@ -10,12 +10,12 @@
 //! `logs report --by user` (or `--by device` when no attempt has a user).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use super::auth::Officer;
 use super::pages::{filter_form, layout};
+use super::source::Source;
 use crate::audit::query::Filter;
-use crate::audit::report::{report, GroupBy};
+use crate::audit::report::{report_lines, GroupBy};
 use crate::pages::escape;
 
 /// Apps drawn as their own series; the rest are summed as "other".
@@ -44,8 +44,12 @@ pub struct Charts {
 
 /// Reads the log once per series (a handful) and once for the subjects.
 /// Blocking: run it off the async runtime.
-pub fn gather(files: &[PathBuf], filter: &Filter) -> Result<Charts, String> {
+pub fn gather(source: &Source, filter: &Filter) -> Result<Charts, String> {
     let err = |e: crate::audit::query::RunError| e.to_string();
+    let report = |files: &Source, filter: &Filter, by: GroupBy| {
+        report_lines(|visit| files.each(&filter.range, visit), filter, by)
+    };
+    let files = source;
     let (days, _) = report(files, filter, GroupBy::Day).map_err(err)?;
     let (apps, _) = report(files, filter, GroupBy::App).map_err(err)?;
     let day_index = |d: &str| days.iter().position(|g| g.key == d);
@@ -212,10 +216,12 @@ pub fn charts_page(
     officer: &Officer,
     pairs: &[(String, String)],
     result: &Result<Charts, String>,
+    origin: &super::source::Origin,
     zone: &crate::calendar::Zone,
 ) -> String {
     let mut b = String::from("<p>Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) als grafiek, met onder elke grafiek dezelfde getallen als tabel; dezelfde telling als <code>weerwal logs report</code>.<span class=\"en\" lang=\"en\">Attempts as charts, each followed by a table of the same numbers, as <code>weerwal logs report</code> counts them.</span></p>\n");
     b.push_str(&filter_form("/charts", pairs, &["user", "app", "host", "client", "since", "until"], "", zone));
+    b.push_str(&super::pages::origin_note(origin));
     let c = match result {
         Err(e) => {
             let _ = writeln!(b, "<p class=\"bad\" role=\"alert\">{}</p>", escape(e));

@@ -12,9 +12,11 @@ pub mod api;
 pub mod auth;
 pub mod charts;
 mod form;
+pub mod nodes;
 pub mod pages;
 pub mod review;
 mod site;
+pub mod source;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +53,9 @@ pub struct AdminState {
     pub audit: AuditLog,
     pub identity: Arc<Identity>,
     pub compliance: Option<Arc<Compliance>>,
+    /// `[cluster]`: the audit pages read every node's records from the
+    /// database, and the nodes page shows each node's heartbeat and policy.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub auth: OfficerAuth,
     pub verify: review::VerifyCache,
     /// Whether cookies get `Secure` (only when served over TLS).
@@ -96,6 +101,7 @@ pub async fn bind(
     audit: AuditLog,
     identity: Arc<Identity>,
     compliance: Option<Arc<Compliance>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 ) -> Result<Option<(TcpListener, Arc<AdminState>)>, AdminError> {
     let explicit = config.admin.is_some();
     let directory_officers = identity.directory.as_ref().is_some_and(|d| d.officer_group().is_some());
@@ -153,6 +159,7 @@ pub async fn bind(
         audit,
         identity,
         compliance,
+        cluster,
         auth: officer_auth,
         verify: review::VerifyCache::new(&config.audit.path, VERIFY_TTL),
         secure_cookies: tls.is_some(),

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use super::auth::Officer;
 use super::form::{encode, query_string};
 use super::review::{event_name, Newest, VerifyStatus, ALL_EVENTS, FILTER_KEYS};
+use super::source::Origin;
 use crate::audit::report::{Group, GroupBy};
 use crate::audit::verify::Outcome;
 use crate::audit::{EventKind, Record};
@@ -245,6 +246,32 @@ fn error_box(b: &mut String, message: &str) {
     );
 }
 
+/// Which records a page shows: with `[cluster]`, every node's (from the
+/// database), or only this node's when the database cannot be read now.
+/// Nothing without `[cluster]`.
+pub fn origin_note(origin: &Origin) -> String {
+    match origin {
+        Origin::Local => String::new(),
+        Origin::AllNodes => html! {
+            p.hint role="status" {
+                "Records van alle knooppunten, uit de clusterdatabase."
+                span.en lang="en" { "Records of every node, from the cluster database." }
+            }
+        }
+        .into_string(),
+        Origin::Fallback(why) => html! {
+            p.bad role="alert" {
+                strong { "De clusterdatabase is niet bereikbaar: alleen de records van dit knooppunt worden getoond." }
+                " (" (why) ")"
+                span.en lang="en" {
+                    "The cluster database cannot be reached: only this node's records are shown (from its local log)."
+                }
+            }
+        }
+        .into_string(),
+    }
+}
+
 fn session_cell(session: &Option<String>) -> String {
     match session {
         Some(s) => {
@@ -266,13 +293,18 @@ pub fn attempts_page(
     pairs: &[(String, String)],
     limit: usize,
     result: &Result<Newest, String>,
+    origin: &Origin,
+    drift: &str,
     zone: &Zone,
 ) -> String {
-    let mut b = String::from("<p>De nieuwste pogingen eerst: geblokkeerd, uitgezonderd, app herkend en toegang geweigerd. Gewoon browsen wordt niet vastgelegd.<span class=\"en\" lang=\"en\">Newest first. Ordinary browsing is never recorded.</span></p>\n");
+    let nodes = origin.shows_nodes();
+    let mut b = String::from(drift);
+    b.push_str("<p>De nieuwste pogingen eerst: geblokkeerd, uitgezonderd, app herkend en toegang geweigerd. Gewoon browsen wordt niet vastgelegd.<span class=\"en\" lang=\"en\">Newest first. Ordinary browsing is never recorded.</span></p>\n");
     let limit_field = format!(
         "<div><label for=\"f-limit\">Aantal rijen <span class=\"en\" lang=\"en\">Rows shown</span></label><input id=\"f-limit\" name=\"limit\" type=\"number\" min=\"1\" max=\"5000\" value=\"{limit}\"></div>\n"
     );
     b.push_str(&filter_form("/attempts", pairs, &FILTER_KEYS, &limit_field, zone));
+    b.push_str(&origin_note(origin));
     let csv = format!("/attempts.csv?{}", filter_query(pairs, &[]));
     let _ = writeln!(
         b,
@@ -291,12 +323,13 @@ pub fn attempts_page(
                 n.matched
             );
             skipped_note(&mut b, n);
-            b.push_str(&format!("<table>\n<caption>Pogingen, nieuwste eerst <span lang=\"en\">/ Attempts, newest first</span></caption>\n<thead><tr><th scope=\"col\" class=\"num\">Nr.</th><th scope=\"col\">Tijd ({zone})</th><th scope=\"col\">Gebeurtenis</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">App</th><th scope=\"col\">Host</th><th scope=\"col\">Methode</th><th scope=\"col\">Via</th><th scope=\"col\">Sessie</th></tr></thead>\n<tbody>\n"));
+            b.push_str(&format!("<table>\n<caption>Pogingen, nieuwste eerst <span lang=\"en\">/ Attempts, newest first</span></caption>\n<thead><tr><th scope=\"col\" class=\"num\">Nr.</th><th scope=\"col\">Tijd ({zone})</th><th scope=\"col\">Gebeurtenis</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">App</th><th scope=\"col\">Host</th><th scope=\"col\">Methode</th><th scope=\"col\">Via</th><th scope=\"col\">Sessie</th>{}</tr></thead>\n<tbody>\n", node_header(nodes)));
             for r in &n.records {
-                attempt_row(&mut b, r, zone);
+                attempt_row(&mut b, r, nodes, zone);
             }
             if n.records.is_empty() {
-                b.push_str("<tr><td colspan=\"11\">Geen pogingen gevonden. <span lang=\"en\">No attempts found.</span></td></tr>\n");
+                let _ = write!(b, "<tr><td colspan=\"{}\">", if nodes { 12 } else { 11 });
+                b.push_str("Geen pogingen gevonden. <span lang=\"en\">No attempts found.</span></td></tr>\n");
             }
             b.push_str("</tbody>\n</table>\n");
         }
@@ -315,7 +348,25 @@ fn skipped_note(b: &mut String, n: &Newest) {
     }
 }
 
-fn attempt_row(b: &mut String, r: &Record, zone: &Zone) {
+/// The node column's header, with `[cluster]`.
+fn node_header(nodes: bool) -> &'static str {
+    if nodes {
+        "<th scope=\"col\">Knooppunt <span class=\"en\" lang=\"en\">Node</span></th>"
+    } else {
+        ""
+    }
+}
+
+/// The node column's cell, with `[cluster]`.
+fn node_cell(r: &Record, nodes: bool) -> String {
+    if nodes {
+        format!("<td>{}</td>", opt(&r.node))
+    } else {
+        String::new()
+    }
+}
+
+fn attempt_row(b: &mut String, r: &Record, nodes: bool, zone: &Zone) {
     let via = r
         .via
         .and_then(|v| serde_json::to_value(v).ok())
@@ -323,7 +374,7 @@ fn attempt_row(b: &mut String, r: &Record, zone: &Zone) {
         .unwrap_or_default();
     let _ = writeln!(
         b,
-        "<tr><td class=\"num\">{}</td><td>{}</td><td>{} <span class=\"hint\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td class=\"num\">{}</td><td>{}</td><td>{} <span class=\"hint\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
         r.seq,
         time(&r.ts, zone),
         event_label(r.event),
@@ -336,6 +387,7 @@ fn attempt_row(b: &mut String, r: &Record, zone: &Zone) {
         opt(&r.method),
         escape(&via),
         session_cell(&r.session),
+        node_cell(r, nodes),
     );
 }
 
@@ -378,8 +430,10 @@ pub fn sessions_page(
     live: &[LiveSession],
     browsing_only: usize,
     ended: &Result<Newest, String>,
+    origin: &Origin,
     zone: &Zone,
 ) -> String {
+    let nodes = origin.shows_nodes();
     let mut b = String::new();
     b.push_str("<h2 id=\"live\">Actieve sessies met pogingen <span class=\"en\" lang=\"en\">Live sessions with attempts</span></h2>\n");
     let _ = writeln!(
@@ -409,11 +463,12 @@ pub fn sessions_page(
     b.push_str("</tbody>\n</table>\n");
     b.push_str("<h2 id=\"ended\">Beëindigde sessies <span class=\"en\" lang=\"en\">Ended sessions</span></h2>\n");
     b.push_str(&filter_form("/sessions", pairs, &["user", "session", "client", "since", "until"], "", zone));
+    b.push_str(&origin_note(origin));
     match ended {
         Err(e) => error_box(&mut b, e),
         Ok(n) => {
             let _ = writeln!(b, "<p role=\"status\">{} van {} getoond.</p>", n.records.len(), n.matched);
-            b.push_str(&format!("<table aria-labelledby=\"ended\">\n<caption>Beëindigd, nieuwste eerst <span lang=\"en\">/ Ended, newest first</span></caption>\n<thead><tr><th scope=\"col\">Sessie</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">Begonnen ({zone})</th><th scope=\"col\">Beëindigd ({zone})</th><th scope=\"col\">Duur</th><th scope=\"col\">Pogingen per app</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n"));
+            b.push_str(&format!("<table aria-labelledby=\"ended\">\n<caption>Beëindigd, nieuwste eerst <span lang=\"en\">/ Ended, newest first</span></caption>\n<thead><tr><th scope=\"col\">Sessie</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">Begonnen ({zone})</th><th scope=\"col\">Beëindigd ({zone})</th><th scope=\"col\">Duur</th><th scope=\"col\">Pogingen per app</th><th scope=\"col\" class=\"num\">Hosts</th>{}</tr></thead>\n<tbody>\n", node_header(nodes)));
             for r in &n.records {
                 let d = r.detail.as_ref();
                 let started = d.and_then(|d| d.get("started")).and_then(|v| v.as_str()).unwrap_or("");
@@ -426,7 +481,7 @@ pub fn sessions_page(
                 let hosts = d.and_then(|d| d.get("distinct_hosts")).and_then(|v| v.as_u64());
                 let _ = writeln!(
                     b,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>{}</tr>",
                     session_cell(&r.session),
                     opt(&r.user),
                     r.client.map(|c| escape(&c.to_string())).unwrap_or_else(|| "–".into()),
@@ -436,10 +491,12 @@ pub fn sessions_page(
                     secs.map(|s| escape(&duration(Duration::from_secs(s)))).unwrap_or_else(|| "–".into()),
                     attempts_list(attempts),
                     hosts.map(|h| h.to_string()).unwrap_or_else(|| "–".into()),
+                    node_cell(r, nodes),
                 );
             }
             if n.records.is_empty() {
-                b.push_str("<tr><td colspan=\"9\">Geen beëindigde sessies gevonden. <span lang=\"en\">None found.</span></td></tr>\n");
+                let _ = write!(b, "<tr><td colspan=\"{}\">", if nodes { 10 } else { 9 });
+                b.push_str("Geen beëindigde sessies gevonden. <span lang=\"en\">None found.</span></td></tr>\n");
             }
             b.push_str("</tbody>\n</table>\n");
         }
@@ -471,6 +528,7 @@ pub fn report_page(
     pairs: &[(String, String)],
     by: GroupBy,
     result: &Result<Vec<Group>, String>,
+    origin: &Origin,
     zone: &Zone,
 ) -> String {
     let mut b = String::from("<p>Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) per gebruiker, met eerste en laatste keer en het aantal verschillende hosts; dezelfde telling als <code>weerwal logs report</code>.<span class=\"en\" lang=\"en\">Attempts per user with first and last seen and distinct hosts, as <code>weerwal logs report</code> counts them.</span></p>\n");
@@ -488,6 +546,7 @@ pub fn report_page(
         &by_field,
         zone,
     ));
+    b.push_str(&origin_note(origin));
     let (heading, key) = group_by_name(by);
     let csv = format!("/report.csv?{}", filter_query(pairs, &[("by", key)]));
     let _ = writeln!(
@@ -641,7 +700,7 @@ mod tests {
         r.method = Some("<GET>".into());
         let pairs = vec![("user".to_string(), "\"><script>f</script>".to_string())];
         let n = Newest { records: vec![r], matched: 1, ..Newest::default() };
-        let html = attempts_page(&officer(), &pairs, 200, &Ok(n), &Zone::default());
+        let html = attempts_page(&officer(), &pairs, 200, &Ok(n), &Origin::Local, "", &Zone::default());
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
@@ -659,7 +718,7 @@ mod tests {
 
     #[test]
     fn forms_are_labelled_and_tables_have_headers() {
-        let html = attempts_page(&officer(), &[], 200, &Ok(Newest::default()), &Zone::default());
+        let html = attempts_page(&officer(), &[], 200, &Ok(Newest::default()), &Origin::Local, "", &Zone::default());
         for key in FILTER_KEYS {
             assert!(html.contains(&format!("<label for=\"f-{key}\"")), "{key}");
             assert!(html.contains(&format!("id=\"f-{key}\"")), "{key}");

@@ -2,8 +2,10 @@
 //! as `weerwal logs`: the files in chain order ([`reader::select`]), the
 //! filters ([`FilterArgs::to_filter`], [`Filter::matches`]), the report
 //! ([`report::report`]), the CSV columns ([`query::csv_fields`]) and the
-//! chain check ([`verify::verify`]). All of it reads files: call it off the
-//! async runtime (`spawn_blocking`).
+//! chain check ([`verify::verify`]). The records come from a [`Source`]:
+//! the local files, or with `[cluster]` every node's records in the
+//! database. All of it blocks: call it off the async runtime
+//! (`spawn_blocking`).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -14,10 +16,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::source::Source;
 use crate::audit::cli::FilterArgs;
 use crate::audit::output::csv_row;
 use crate::audit::query::{csv_fields, Filter, RunError, Skipped, View, COLUMNS};
-use crate::audit::reader::{each_line, select, ReadError};
+use crate::audit::reader::{select, ReadError};
 use crate::audit::verify::{verify, Outcome};
 use crate::audit::{EventKind, Record};
 
@@ -93,10 +96,10 @@ pub struct Newest {
 /// The newest `limit` records matching `filter`; with `attempts_only` and
 /// no event in the filter, only attempts (blocked, exempted, app detected,
 /// gateway denied). Streams the log, keeping only the last `limit` lines.
-pub fn newest(files: &[PathBuf], filter: &Filter, attempts_only: bool, limit: usize) -> Result<Newest, ReadError> {
+pub fn newest(source: &Source, filter: &Filter, attempts_only: bool, limit: usize) -> Result<Newest, ReadError> {
     let mut last: VecDeque<String> = VecDeque::with_capacity(limit.min(4096));
     let mut out = Newest::default();
-    each_line(files, |line| {
+    source.each(&filter.range, &mut |line| {
         let Some(text) = line.text().filter(|_| line.complete) else {
             out.skipped.note(line.file, line.number);
             return ControlFlow::Continue(());
@@ -122,16 +125,11 @@ pub fn newest(files: &[PathBuf], filter: &Filter, attempts_only: bool, limit: us
 
 /// Writes every matching record as CSV with the columns of `logs query
 /// --format csv`; returns how many.
-pub fn write_csv(
-    files: &[PathBuf],
-    filter: &Filter,
-    attempts_only: bool,
-    out: &mut dyn Write,
-) -> Result<u64, RunError> {
+pub fn write_csv(source: &Source, filter: &Filter, attempts_only: bool, out: &mut dyn Write) -> Result<u64, RunError> {
     csv_row(out, &COLUMNS)?;
     let mut n = 0u64;
     let mut failed = None;
-    each_line(files, |line| {
+    source.each(&filter.range, &mut |line| {
         let Some(text) = line.text().filter(|_| line.complete) else { return ControlFlow::Continue(()) };
         let Ok(v) = serde_json::from_str::<View>(text) else { return ControlFlow::Continue(()) };
         if !wanted(&v, filter, attempts_only) {
@@ -254,7 +252,7 @@ mod tests {
                 (EventKind::SessionEnd, "-"),
             ],
         );
-        let files = log_files(&live).unwrap();
+        let files = Source::Local(log_files(&live).unwrap());
         let all = Filter::default();
         let n = newest(&files, &all, true, 2).unwrap();
         assert_eq!(n.matched, 3);

@@ -16,9 +16,10 @@ use tokio::sync::mpsc;
 
 use super::auth::{self, Login, Officer, SessionState};
 use super::review::{self, Newest};
+use super::source::{self, Origin, Source};
 use super::{clear_flag, html, pages, record_login_failure, see_other, set_cookie, AdminState, Cleared, Req};
 use crate::audit::query::Filter;
-use crate::audit::report::{report, write_report, GroupBy};
+use crate::audit::report::{report_lines, write_report, GroupBy};
 use crate::audit::EventKind;
 use crate::plumbing::{BoxError, ProxyBody};
 
@@ -115,6 +116,7 @@ pub async fn route(state: &Arc<AdminState>, officer: &Officer, req: &Req) -> Res
         (&Method::GET, "/report") => report_page(state, officer, req).await,
         (&Method::GET, "/report.csv") => report_csv(state, req).await,
         (&Method::GET, "/charts") => charts(state, officer, req).await,
+        (&Method::GET, "/nodes") => super::nodes::page(state, officer).await,
         (&Method::GET, "/flags") => flags(state, officer, None),
         (&Method::POST, "/flags/clear") => clear(state, officer, req).await,
         (&Method::GET, "/verify") => verify(state, officer, false).await,
@@ -155,46 +157,96 @@ fn limit_of(req: &Req) -> usize {
     req.query_value("limit").and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
 }
 
-/// Runs `f` over the log's files off the async runtime.
-async fn with_files<T: Send + 'static>(
+/// Runs `f` off the async runtime over this node's log, or with
+/// `[cluster]` over every node's records in the database; when the
+/// database cannot be read, over the local log again, and the [`Origin`]
+/// says so (the page shows it).
+pub async fn with_source<T: Send + 'static>(
     state: &AdminState,
-    f: impl FnOnce(&[std::path::PathBuf]) -> Result<T, String> + Send + 'static,
+    f: impl Fn(&Source) -> Result<T, String> + Send + Sync + 'static,
+) -> (Result<T, String>, Origin) {
+    let f = Arc::new(f);
+    let Some(cluster) = &state.cluster else { return (local(state, f).await, Origin::Local) };
+    let why = match source::open_cluster(cluster).await {
+        Ok(db) => {
+            let g = Arc::clone(&f);
+            let read = tokio::task::spawn_blocking(move || {
+                let r = g(&db);
+                (r, db.database_failure())
+            })
+            .await;
+            match read {
+                Ok((r, None)) => return (r, Origin::AllNodes),
+                Ok((_, Some(why))) => why,
+                Err(e) => return (Err(format!("reading the records stopped: {e}")), Origin::AllNodes),
+            }
+        }
+        Err(why) => why,
+    };
+    tracing::debug!(reason = %why, "dashboard: the cluster database cannot be read; showing this node's log");
+    (local(state, f).await, Origin::Fallback(why))
+}
+
+async fn local<T: Send + 'static>(
+    state: &AdminState,
+    f: Arc<impl Fn(&Source) -> Result<T, String> + Send + Sync + 'static>,
 ) -> Result<T, String> {
     let live = state.config.audit.path.clone();
-    tokio::task::spawn_blocking(move || f(&review::log_files(&live)?))
+    tokio::task::spawn_blocking(move || f(&Source::Local(review::log_files(&live)?)))
         .await
         .unwrap_or_else(|e| Err(format!("reading the log stopped: {e}")))
 }
 
-/// The newest matching records (attempts unless an event is chosen).
-pub async fn newest(state: &AdminState, filter: Result<Filter, String>, limit: usize) -> Result<Newest, String> {
-    let filter = filter?;
-    with_files(state, move |files| review::newest(files, &filter, true, limit).map_err(|e| e.to_string())).await
+/// The newest matching records (attempts unless an event is chosen), and
+/// where they came from.
+pub async fn newest(
+    state: &AdminState,
+    filter: Result<Filter, String>,
+    limit: usize,
+) -> (Result<Newest, String>, Origin) {
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => return (Err(e), origin_of(state)),
+    };
+    with_source(state, move |src| review::newest(src, &filter, true, limit).map_err(|e| e.to_string())).await
+}
+
+/// Where records come from when nothing was read (a bad filter).
+fn origin_of(state: &AdminState) -> Origin {
+    if state.cluster.is_some() {
+        Origin::AllNodes
+    } else {
+        Origin::Local
+    }
 }
 
 async fn attempts(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
     let limit = limit_of(req);
     let filter = filter_of(state, req);
     let bad = filter.is_err();
-    let result = newest(state, filter, limit).await;
+    let (result, origin) = newest(state, filter, limit).await;
     let status = if bad { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, pages::attempts_page(officer, &req.query, limit, &result, zone(state)))
+    let drift = super::nodes::drift_box(state).await;
+    html(status, pages::attempts_page(officer, &req.query, limit, &result, &origin, &drift, zone(state)))
 }
 
 /// The ended sessions matching the request's filters (event forced to
 /// `session_end`).
-pub async fn ended_sessions(state: &AdminState, req: &Req) -> Result<Newest, String> {
-    let mut filter = filter_of(state, req)?;
+pub async fn ended_sessions(state: &AdminState, req: &Req) -> (Result<Newest, String>, Origin) {
+    let mut filter = match filter_of(state, req) {
+        Ok(f) => f,
+        Err(e) => return (Err(e), origin_of(state)),
+    };
     filter.event = Some(EventKind::SessionEnd);
     let limit = limit_of(req);
-    with_files(state, move |files| review::newest(files, &filter, false, limit).map_err(|e| e.to_string())).await
+    with_source(state, move |src| review::newest(src, &filter, false, limit).map_err(|e| e.to_string())).await
 }
 
 async fn sessions(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
     let (live, browsing_only) = state.identity.sessions.live();
-    let ended = ended_sessions(state, req).await;
+    let (ended, origin) = ended_sessions(state, req).await;
     let status = if ended.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, pages::sessions_page(officer, &req.query, &live, browsing_only, &ended, zone(state)))
+    html(status, pages::sessions_page(officer, &req.query, &live, browsing_only, &ended, &origin, zone(state)))
 }
 
 /// The `by=` of a request (default: user); `Err` names the choices.
@@ -206,34 +258,41 @@ pub fn group_by_of(req: &Req) -> Result<GroupBy, String> {
     }
 }
 
-/// `logs report` over the configured log with the request's filters.
+/// `logs report` over the configured log (with `[cluster]`: every node's
+/// records) with the request's filters.
 pub async fn report_groups(
     state: &AdminState,
     req: &Req,
     by: GroupBy,
-) -> Result<Vec<crate::audit::report::Group>, String> {
-    let filter = filter_of(state, req)?;
-    with_files(state, move |files| report(files, &filter, by).map(|(g, _)| g).map_err(|e| e.to_string())).await
+) -> (Result<Vec<crate::audit::report::Group>, String>, Origin) {
+    let filter = match filter_of(state, req) {
+        Ok(f) => f,
+        Err(e) => return (Err(e), origin_of(state)),
+    };
+    with_source(state, move |src| {
+        report_lines(|visit| src.each(&filter.range, visit), &filter, by).map(|(g, _)| g).map_err(|e| e.to_string())
+    })
+    .await
 }
 
 async fn report_page(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
     let by = group_by_of(req);
-    let result = match by {
+    let (result, origin) = match by {
         Ok(by) => report_groups(state, req, by).await,
-        Err(ref e) => Err(e.clone()),
+        Err(ref e) => (Err(e.clone()), origin_of(state)),
     };
     let status = if result.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, pages::report_page(officer, &req.query, by.unwrap_or(GroupBy::User), &result, zone(state)))
+    html(status, pages::report_page(officer, &req.query, by.unwrap_or(GroupBy::User), &result, &origin, zone(state)))
 }
 
 /// `GET /charts`: the attempts as SVG charts, each followed by its table.
 async fn charts(state: &AdminState, officer: &Officer, req: &Req) -> Response<ProxyBody> {
-    let result = match filter_of(state, req) {
-        Ok(filter) => with_files(state, move |files| super::charts::gather(files, &filter)).await,
-        Err(e) => Err(e),
+    let (result, origin) = match filter_of(state, req) {
+        Ok(filter) => with_source(state, move |src| super::charts::gather(src, &filter)).await,
+        Err(e) => (Err(e), origin_of(state)),
     };
     let status = if result.is_err() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, super::charts::charts_page(officer, &req.query, &result, zone(state)))
+    html(status, super::charts::charts_page(officer, &req.query, &result, &origin, zone(state)))
 }
 
 fn csv_name(what: &str) -> String {
@@ -263,16 +322,38 @@ async fn attempts_csv(state: &AdminState, req: &Req) -> Response<ProxyBody> {
         Ok(f) => f,
         Err(e) => return bad_request_text(&e),
     };
-    let live = state.config.audit.path.clone();
-    let files = match tokio::task::spawn_blocking(move || review::log_files(&live)).await {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => {
-            return super::text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", format!("{e}\n"))
+    // With `[cluster]` every node's records, unless the database cannot be
+    // reached now (then this node's log; the page said so). A database
+    // that fails half-way ends the download with an error.
+    let db = match &state.cluster {
+        Some(cluster) => source::open_cluster(cluster).await.ok(),
+        None => None,
+    };
+    let source = match db {
+        Some(db) => db,
+        None => {
+            let live = state.config.audit.path.clone();
+            match tokio::task::spawn_blocking(move || review::log_files(&live)).await {
+                Ok(Ok(f)) => Source::Local(f),
+                Ok(Err(e)) => {
+                    return super::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain; charset=utf-8",
+                        format!("{e}\n"),
+                    )
+                }
+                Err(e) => {
+                    return super::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain; charset=utf-8",
+                        format!("{e}\n"),
+                    )
+                }
+            }
         }
-        Err(e) => return super::text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", format!("{e}\n")),
     };
     let body = stream_blocking(move |out| {
-        review::write_csv(&files, &filter, true, out).map(|_| ()).map_err(|e| e.to_string())
+        review::write_csv(&source, &filter, true, out).map(|_| ()).map_err(|e| e.to_string())
     });
     csv_response(&csv_name("pogingen"), body)
 }
@@ -282,7 +363,7 @@ async fn report_csv(state: &AdminState, req: &Req) -> Response<ProxyBody> {
         Ok(b) => b,
         Err(e) => return bad_request_text(&e),
     };
-    match report_groups(state, req, by).await {
+    match report_groups(state, req, by).await.0 {
         Ok(groups) => {
             let mut out = Vec::new();
             if let Err(e) = write_report(&groups, by, crate::audit::output::Format::Csv, zone(state), &mut out) {

@@ -23,6 +23,9 @@ use crate::config::{ClusterConfig, Config};
 
 /// Rows fetched per round trip.
 const PAGE: i64 = 5000;
+/// How long one page of records may take before the read fails (a
+/// database that stopped answering must not hold a reader forever).
+const PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs a `logs` command, printing to stdout (the cluster-aware
 /// `weerwal::audit::cli::run`).
@@ -114,11 +117,36 @@ fn runtime(err: &mut dyn Write, m: &str) -> u8 {
     1
 }
 
-/// The database, reached from a command that is not async.
-struct Db {
-    rt: tokio::runtime::Runtime,
+/// The database's copy of every node's records, read from blocking code:
+/// a command's own small runtime, or a `spawn_blocking` thread of the
+/// server's runtime (the dashboard).
+pub struct Db {
+    rt: Runner,
     cluster: Arc<Cluster>,
     client: Arc<Client>,
+}
+
+/// What a [`Db`] runs its queries on.
+enum Runner {
+    Own(tokio::runtime::Runtime),
+    Shared(tokio::runtime::Handle),
+}
+
+impl Db {
+    /// Opens the database for blocking reads on the current runtime (the
+    /// dashboard). Call [`Db::each_record`] from `spawn_blocking`, never
+    /// from an async task.
+    pub async fn open(cluster: Arc<Cluster>) -> Result<Db, ClusterError> {
+        let client = cluster.client().await?;
+        Ok(Db { rt: Runner::Shared(tokio::runtime::Handle::current()), cluster, client })
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.rt {
+            Runner::Own(rt) => rt.block_on(f),
+            Runner::Shared(h) => h.block_on(f),
+        }
+    }
 }
 
 fn with_database(config: &ClusterConfig, f: impl FnOnce(&Db) -> Result<u8, String>) -> Result<u8, String> {
@@ -130,7 +158,7 @@ fn with_database(config: &ClusterConfig, f: impl FnOnce(&Db) -> Result<u8, Strin
             Ok::<_, ClusterError>((cluster, client))
         })
         .map_err(|e| e.to_string())?;
-    f(&Db { rt, cluster, client })
+    f(&Db { rt: Runner::Own(rt), cluster, client })
 }
 
 fn db_read_error(e: impl std::fmt::Display) -> ReadError {
@@ -173,8 +201,9 @@ struct LocalRecord {
 
 impl Db {
     /// Every record in the database within (a superset of) `range`, ordered
-    /// by time, node and `seq`, fetched a page at a time.
-    fn each_record(&self, range: &crate::audit::time::TimeRange, visit: LineVisitor<'_>) -> Result<(), ReadError> {
+    /// by time, node and `seq`, fetched a page at a time: the source of
+    /// lines `logs query|report` and the dashboard read with `[cluster]`.
+    pub fn each_record(&self, range: &crate::audit::time::TimeRange, visit: LineVisitor<'_>) -> Result<(), ReadError> {
         // Text bounds a little wider than the range; the filter is exact.
         let since = range
             .since
@@ -188,15 +217,18 @@ impl Db {
             .unwrap_or_else(|| "~".into());
         let mut after: (String, String, i64) = (String::new(), String::new(), -1);
         loop {
-            let rows = self
-                .rt
-                .block_on(self.client.query(
-                    "SELECT ts, node, seq, line FROM audit_records
-                     WHERE (ts, node, seq) > ($1, $2, $3) AND ts >= $4 AND ts <= $5
-                     ORDER BY ts, node, seq LIMIT $6",
-                    &[&after.0, &after.1, &after.2, &since, &until, &PAGE],
-                ))
-                .map_err(|e| db_read_error(self.cluster.settings.query_error(&e)))?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&after.0, &after.1, &after.2, &since, &until, &PAGE];
+            let page = self.client.query(
+                "SELECT ts, node, seq, line FROM audit_records
+                 WHERE (ts, node, seq) > ($1, $2, $3) AND ts >= $4 AND ts <= $5
+                 ORDER BY ts, node, seq LIMIT $6",
+                &params,
+            );
+            let rows = match self.block_on(async { tokio::time::timeout(PAGE_WAIT, page).await }) {
+                Ok(r) => r.map_err(|e| db_read_error(self.cluster.settings.query_error(&e)))?,
+                Err(_) => return Err(db_read_error(format!("no answer within {} s", PAGE_WAIT.as_secs()))),
+            };
             let Some(last) = rows.last() else { return Ok(()) };
             after = (last.get(0), last.get(1), last.get(2));
             for row in &rows {
@@ -220,7 +252,7 @@ impl Db {
     /// a changed line, a record the database has that the log lacks
     /// (removed or cut off), or a local record in a place the database
     /// holds another.
-    fn witness(&self, node: &str, files: &[PathBuf]) -> Result<Witness, String> {
+    pub fn witness(&self, node: &str, files: &[PathBuf]) -> Result<Witness, String> {
         let mut w = Witness { node: node.to_string(), ..Witness::default() };
         let mut chunk: Vec<LocalRecord> = Vec::with_capacity(PAGE as usize);
         let mut last_compared: Option<i64> = None;
@@ -254,7 +286,6 @@ impl Db {
             // Records the database has after the local log's end: cut off.
             let after = last_compared.unwrap_or(-1);
             let row = self
-                .rt
                 .block_on(self.client.query_opt(
                     "SELECT seq, ts FROM audit_records WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT 1",
                     &[&node, &after],
@@ -283,7 +314,6 @@ impl Db {
         let low = last_compared.map(|l| l + 1).unwrap_or(first.seq.min(0));
         let low = low.min(first.seq);
         let rows = self
-            .rt
             .block_on(self.client.query(
                 "SELECT seq, hash, ts FROM audit_records WHERE node = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
                 &[&node, &low, &last.seq],

@@ -97,25 +97,7 @@ pub async fn status(cluster: &Cluster) -> Result<Status, ClusterError> {
     let mut nodes = Vec::new();
     let mut records = 0;
     if schema >= 1 {
-        for row in client
-            .query(
-                "SELECT node, version, policy_digest,
-                        to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-                        extract(epoch FROM now() - heartbeat_at)::bigint
-                 FROM weerwal_nodes ORDER BY node",
-                &[],
-            )
-            .await
-            .map_err(|e| settings.query_error(&e))?
-        {
-            nodes.push(NodeRow {
-                node: row.get(0),
-                version: row.get(1),
-                policy_digest: row.get(2),
-                heartbeat: row.get(3),
-                age_secs: row.get(4),
-            });
-        }
+        nodes = nodes_of(&client, settings).await?;
         records = client
             .query_one("SELECT count(*) FROM audit_records", &[])
             .await
@@ -123,6 +105,55 @@ pub async fn status(cluster: &Cluster) -> Result<Status, ClusterError> {
             .get(0);
     }
     Ok(Status { target: settings.target().to_string(), schema, nodes, records })
+}
+
+/// Every node the database has heard from, by name: what the dashboard's
+/// nodes page and its policy-drift warning show.
+pub async fn nodes(cluster: &Cluster) -> Result<Vec<NodeRow>, ClusterError> {
+    let client = cluster.client().await?;
+    nodes_of(&client, &cluster.settings).await
+}
+
+async fn nodes_of(client: &tokio_postgres::Client, settings: &Settings) -> Result<Vec<NodeRow>, ClusterError> {
+    let rows = client
+        .query(
+            "SELECT node, version, policy_digest,
+                    to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                    extract(epoch FROM now() - heartbeat_at)::bigint
+             FROM weerwal_nodes ORDER BY node",
+            &[],
+        )
+        .await
+        .map_err(|e| settings.query_error(&e))?;
+    Ok(rows
+        .iter()
+        .map(|row| NodeRow {
+            node: row.get(0),
+            version: row.get(1),
+            policy_digest: row.get(2),
+            heartbeat: row.get(3),
+            age_secs: row.get(4),
+        })
+        .collect())
+}
+
+/// Whether a node has missed its heartbeats (three, and 5 s more): it is
+/// stopped, cut off from the database, or its clock is wrong.
+pub fn is_silent(n: &NodeRow) -> bool {
+    n.age_secs > 3 * HEARTBEAT.as_secs() as i64 + 5
+}
+
+/// The nodes whose policy digest differs from the one most nodes run
+/// (none when all agree).
+pub fn differing(nodes: &[NodeRow]) -> Vec<&NodeRow> {
+    let mut distinct: Vec<&str> = nodes.iter().map(|n| n.policy_digest.as_str()).collect();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() < 2 {
+        return Vec::new();
+    }
+    let majority = majority_digest(nodes);
+    nodes.iter().filter(|n| Some(n.policy_digest.as_str()) != majority).collect()
 }
 
 /// The policy digest most nodes run; `None` with no nodes.
@@ -153,24 +184,14 @@ pub fn print_status(s: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     }
     writeln!(out, "audit records:  {}", s.records)?;
     writeln!(out, "nodes:          {}", s.nodes.len())?;
-    let majority = majority_digest(&s.nodes).map(str::to_string);
-    let distinct = {
-        let mut d: Vec<&str> = s.nodes.iter().map(|n| n.policy_digest.as_str()).collect();
-        d.sort();
-        d.dedup();
-        d.len()
-    };
+    let differ = differing(&s.nodes);
     if !s.nodes.is_empty() {
         writeln!(out, "\n{:<24} {:<10} {:<18} {:<21} STATE", "NODE", "VERSION", "POLICY", "LAST HEARTBEAT (UTC)")?;
     }
     for n in &s.nodes {
         let short: String = n.policy_digest.chars().take(16).collect();
-        let mut state = if n.age_secs > 3 * HEARTBEAT.as_secs() as i64 + 5 {
-            format!("silent for {}s", n.age_secs)
-        } else {
-            "alive".to_string()
-        };
-        if distinct > 1 && majority.as_deref() != Some(n.policy_digest.as_str()) {
+        let mut state = if is_silent(n) { format!("silent for {}s", n.age_secs) } else { "alive".to_string() };
+        if differ.iter().any(|d| d.node == n.node) {
             state.push_str(", POLICY DIFFERS from the other nodes");
         }
         writeln!(out, "{:<24} {:<10} {:<18} {:<21} {state}", n.node, n.version, short, n.heartbeat)?;

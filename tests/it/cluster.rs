@@ -779,3 +779,190 @@ async fn a_gateway_names_the_user_of_a_session_on_another_node() {
     a.stop_with("-TERM");
     b.stop_with("-TERM");
 }
+
+/// A browser on a node's dashboard: cookies kept by hand (as in admin.rs).
+struct Dashboard {
+    base: String,
+    client: reqwest::Client,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl Dashboard {
+    fn new(node: &Node) -> Dashboard {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Dashboard { base: format!("http://127.0.0.1:{}", node.admin_port), client, cookies: Default::default() }
+    }
+
+    fn keep_cookies(&mut self, resp: &reqwest::Response) {
+        for v in resp.headers().get_all("set-cookie") {
+            let pair = v.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&resp);
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Logs in with the login form and its token.
+    async fn login(&mut self, name: &str, password: &str) {
+        let (_, page) = self.get("/login").await;
+        let token = page.split("name=\"token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        let body = format!("token={token}&name={name}&password={password}");
+        let resp = self
+            .client
+            .post(format!("{}/login", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&resp);
+        assert_eq!(resp.status().as_u16(), 303, "login: {}", resp.text().await.unwrap());
+    }
+}
+
+/// Adds an officer to a node's users file (`weerwal users add`).
+fn add_officer(node: &Node, name: &str, password: &str) {
+    let mut add = node.command();
+    add.args(["users", "add", name, "--role", "officer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Issue 17, the dashboard: an officer on B's dashboard sees the blocked
+/// attempt made through A (with its node) on the attempts page, in the CSV
+/// export, the report and the charts; the nodes page warns that B runs
+/// another policy; with PostgreSQL stopped, B's dashboard shows its own
+/// log and says the database cannot be reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_officer_on_b_sees_a_block_on_a_and_the_nodes_with_policy_drift() {
+    let mut pg = Postgres::start().await;
+    let users = "[identity]\nusers_file = \"users.toml\"\n".to_string();
+    let mut a = Node::new("proxy-a", &pg, Extra::default());
+    let mut b = Node::new("proxy-b", &pg, Extra { sections: users, ..Extra::default() });
+    // B runs another policy: the same files but one.
+    let policy_b = b.dir.path().join("policy");
+    std::fs::create_dir(&policy_b).unwrap();
+    for entry in std::fs::read_dir(repo().join("policy")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") && !p.ends_with("capcut.toml") {
+            std::fs::copy(&p, policy_b.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = std::fs::read_to_string(b.config_path())
+        .unwrap()
+        .replace(&format!("dir = \"{}\"", repo().join("policy").display()), "dir = \"policy\"");
+    assert!(config.contains("dir = \"policy\""), "{config}");
+    std::fs::write(b.config_path(), config).unwrap();
+    add_officer(&b, "fbakker", "officer-wachtwoord-1");
+    a.start();
+    b.start();
+
+    assert_eq!(blocked_request(&a).await, 403);
+    let a_seqs = a.local_seqs();
+    wait_until("A's records in the database", Duration::from_secs(10), || db_seqs(&pg, "proxy-a") == a_seqs).await;
+    let blocked = std::fs::read_to_string(a.audit_path())
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\"event\":\"blocked\""))
+        .unwrap()
+        .to_string();
+    let seq = serde_json::from_str::<serde_json::Value>(&blocked).unwrap()["seq"].as_i64().unwrap();
+
+    let mut d = Dashboard::new(&b);
+    d.login("fbakker", "officer-wachtwoord-1").await;
+    // The attempts page: A's record, its node, and where the records came from.
+    let (status, page) = d.get("/attempts?host=aliexpress.com").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Records van alle knooppunten"), "{page}");
+    assert!(page.contains("1 van 1 treffers"), "{page}");
+    assert!(page.contains("<td>aliexpress.com</td>") && page.contains("<td>proxy-a</td>"), "{page}");
+    assert!(page.contains(">Knooppunt <span"), "the node column: {page}");
+    // A filter that matches nothing on any node.
+    let (_, page) = d.get("/attempts?host=tiktok.com").await;
+    assert!(page.contains("0 van 0 treffers"), "{page}");
+    // The CSV export: A's record with the columns of `logs query --format csv`.
+    let (status, csv) = d.get("/attempts.csv?app=AliExpress").await;
+    assert_eq!(status, 200);
+    let out = b.run(&["logs", "query", "--app", "AliExpress", "--format", "csv"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(csv, String::from_utf8_lossy(&out.stdout), "the download is `logs query --format csv` on B");
+    assert!(csv.lines().any(|l| l.starts_with(&format!("{seq},"))), "{csv}");
+    // The report and the charts count it too.
+    let (_, page) = d.get("/report?by=app").await;
+    assert!(page.contains("AliExpress") && page.contains("1 poging(en) in 1 groep(en)"), "{page}");
+    let (status, page) = d.get("/charts").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("AliExpress") && page.contains("Records van alle knooppunten"), "{page}");
+    // The API says where its records came from.
+    let (_, json) = d.get("/api/attempts?event=blocked").await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["source"]["records_of"], "all_nodes", "{json}");
+    assert_eq!(v["records"][0]["node"], "proxy-a", "{json}");
+    let (_, json) = d.get("/api/sessions").await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["source"]["records_of"], "all_nodes", "{json}");
+
+    // Policy drift: both nodes listed with their heartbeat, B named.
+    wait_until("both heartbeats", Duration::from_secs(10), || {
+        pg.psql_weerwal("SELECT count(*) FROM weerwal_nodes").trim() == "2"
+    })
+    .await;
+    let (status, page) = d.get("/nodes").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("proxy-a") && page.contains("proxy-b"), "{page}");
+    assert!(page.contains("niet alle knooppunten draaien hetzelfde beleid"), "{page}");
+    assert_eq!(page.matches("POLICY DIFFERS").count(), 1, "{page}");
+    assert!(page.contains("(dit knooppunt / this node)"), "{page}");
+    let (_, page) = d.get("/attempts").await;
+    assert!(page.contains("role=\"alert\"") && page.contains("href=\"/nodes\""), "the warning on the overview: {page}");
+
+    // The database is down: B's dashboard reads its own log and says so.
+    pg.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let (status, page) = d.get("/attempts?host=aliexpress.com").await;
+        assert_eq!(status, 200, "{page}");
+        if page.contains("clusterdatabase is niet bereikbaar") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no fallback note: {page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(page.contains("0 van 0 treffers"), "B's own log has no blocked record: {page}");
+    let (_, json) = d.get("/api/attempts").await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["source"]["records_of"], "local_fallback", "{json}");
+    assert!(v["source"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{json}");
+    let (status, page) = d.get("/nodes").await;
+    assert_eq!(status, 503);
+    assert!(page.contains("niet bereikbaar"), "{page}");
+    pg.restart().await;
+    a.stop_with("-TERM");
+    b.stop_with("-TERM");
+}
