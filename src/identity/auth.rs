@@ -169,7 +169,10 @@ impl Authenticator {
             tokio::time::sleep(Duration::from_millis(250u64 << (earlier - 2).min(5))).await;
         }
         if let Some(directory) = &self.directory {
-            return match self.ask_directory(directory, &name, &password).await {
+            // Boxed: the directory's future is large (an LDAP bind and
+            // search), and inline it would be part of every proxied
+            // request's future, also where no directory is configured.
+            return match Box::pin(self.ask_directory(directory, &name, &password)).await {
                 Ok(Verdict::Accepted(u)) => {
                     let user = AuthedUser { name: u.name, role: Role::User, groups: u.groups };
                     self.accepted(key, client, user, self.generation.load(std::sync::atomic::Ordering::SeqCst))

@@ -5,6 +5,8 @@
 //! HTTP connection as a tunnel or an upgraded WebSocket.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
 use super::respond;
@@ -123,26 +125,59 @@ pub async fn accept_next(listener: &TcpListener, shutdown: &CancellationToken) -
 /// `graceful_shutdown`, which each connection type has as its own method),
 /// and the connection is driven until it has. Errors are logged at debug:
 /// clients hang up all the time.
-pub async fn serve_until_shutdown<C, E>(
+///
+/// A hand-written future rather than an `async fn`: an `async fn` keeps its
+/// by-value argument and the pinned copy of it as two fields, so every idle
+/// connection's task held hyper's connection state twice (~760 bytes).
+pub fn serve_until_shutdown<'a, C, E, D>(
     conn: C,
-    shutdown: &CancellationToken,
-    drain: impl FnOnce(std::pin::Pin<&mut C>),
+    shutdown: &'a CancellationToken,
+    drain: D,
     peer: SocketAddr,
     what: &'static str,
-) where
+) -> ServeUntilShutdown<'a, C, D>
+where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
+    D: FnOnce(Pin<&mut C>),
 {
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            drain(conn.as_mut());
-            conn.await
+    ServeUntilShutdown { conn, cancelled: shutdown.cancelled(), drain: Some(drain), peer, what }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`serve_until_shutdown`].
+    pub struct ServeUntilShutdown<'a, C, D> {
+        #[pin]
+        conn: C,
+        #[pin]
+        cancelled: WaitForCancellationFuture<'a>,
+        // `Some` until the shutdown has asked the connection to drain.
+        drain: Option<D>,
+        peer: SocketAddr,
+        what: &'static str,
+    }
+}
+
+impl<C, E, D> Future for ServeUntilShutdown<'_, C, D>
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+    D: FnOnce(Pin<&mut C>),
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if this.drain.is_some() && this.cancelled.as_mut().poll(cx).is_ready() {
+            if let Some(drain) = this.drain.take() {
+                drain(this.conn.as_mut());
+            }
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "{what} connection ended with an error");
+        let result = std::task::ready!(this.conn.poll(cx));
+        if let Err(e) = result {
+            tracing::debug!(client = %this.peer, error = %e, "{} connection ended with an error", this.what);
+        }
+        Poll::Ready(())
     }
 }
 
