@@ -5,10 +5,10 @@
 //! HTTP connection as a tunnel or an upgraded WebSocket.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dashmap::DashMap;
