@@ -52,6 +52,12 @@ async fn serve(state: Arc<ProxyState>, conn: Accepted) {
             // connection for its whole life, and `handle`'s is ~4 KiB.
             // Boxing moves that into the request and frees it after,
             // so an idle keep-alive connection holds 16 bytes of it.
+            // Keep that future well under 7 KiB (it was 7,200 bytes with the
+            // directory's future inline): jemalloc then serves it from the
+            // same 8 KiB size class as hyper's two per-connection buffers,
+            // and the next connection's buffer reuses the freed, fully
+            // written block, two resident pages instead of one: +4 KiB per
+            // idle client (bench/RESULTS.md, issue 21, third round).
             let handling: HandlerFuture = Box::pin(request::handle(Arc::clone(&state), peer, req));
             handling
         }
