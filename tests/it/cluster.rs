@@ -912,7 +912,8 @@ async fn an_officer_on_b_sees_a_block_on_a_and_the_nodes_with_policy_drift() {
     let out = b.run(&["logs", "query", "--app", "AliExpress", "--format", "csv"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(csv, String::from_utf8_lossy(&out.stdout), "the download is `logs query --format csv` on B");
-    assert!(csv.lines().any(|l| l.starts_with(&format!("{seq},"))), "{csv}");
+    assert!(csv.lines().next().is_some_and(|h| h.ends_with(",hash,node")), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with(&format!("{seq},")) && l.ends_with(",proxy-a")), "{csv}");
     // The report and the charts count it too.
     let (_, page) = d.get("/report?by=app").await;
     assert!(page.contains("AliExpress") && page.contains("1 poging(en) in 1 groep(en)"), "{page}");
