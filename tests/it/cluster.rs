@@ -131,7 +131,13 @@ impl Node {
         });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log_text().contains("weerwal proxy running") {
+        // The gateway binds after the proxy: a node with one is ready once
+        // both said so (else its first request may find no listener).
+        let ready = |log: &str| {
+            log.contains("weerwal proxy running")
+                && (self.gateway_port.is_none() || log.contains("compliance gateway running"))
+        };
+        while !ready(&self.log_text()) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
                 // The stderr reader may still be collecting the last lines.
