@@ -221,7 +221,7 @@ pub fn charts_page(
 ) -> String {
     let mut b = String::from("<p>Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) als grafiek, met onder elke grafiek dezelfde getallen als tabel; dezelfde telling als <code>weerwal logs report</code>.<span class=\"en\" lang=\"en\">Attempts as charts, each followed by a table of the same numbers, as <code>weerwal logs report</code> counts them.</span></p>\n");
     b.push_str(&filter_form("/charts", pairs, &["user", "app", "host", "client", "since", "until"], "", zone));
-    b.push_str(&super::pages::origin_note(origin));
+    b.push_str(&super::pages::origin_note(origin).into_string());
     let c = match result {
         Err(e) => {
             let _ = writeln!(b, "<p class=\"bad\" role=\"alert\">{}</p>", escape(e));
