@@ -87,26 +87,34 @@ fn parse() -> Result<Option<Args>, String> {
     }))
 }
 
+/// A TCP connection to `proxy` with a CONNECT tunnel to `origin` open on it.
+async fn connect_through(proxy: SocketAddr, origin: SocketAddr) -> Result<TcpStream, String> {
+    let mut tcp = TcpStream::connect(proxy).await.map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let connect = format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+    tcp.write_all(connect.as_bytes()).await.map_err(|e| format!("CONNECT: {e}"))?;
+    // Read the answer's head byte by byte: nothing past it may be consumed.
+    let mut head = Vec::with_capacity(128);
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tcp.read(&mut b).await.map_err(|e| format!("CONNECT answer: {e}"))? == 0 || head.len() > 4096 {
+            return Err(format!("CONNECT answer: {:?}", String::from_utf8_lossy(&head)));
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+        return Err(format!("CONNECT refused: {:?}", String::from_utf8_lossy(&head)));
+    }
+    Ok(tcp)
+}
+
 /// One whole cycle: connect, CONNECT, TLS handshake, GET, read to the end.
 async fn one(args: &Args, tls: &tokio_rustls::TlsConnector, request: &[u8]) -> Result<(), String> {
-    let mut tcp = TcpStream::connect(args.proxy.unwrap_or(args.origin)).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = match args.proxy {
+        Some(proxy) => connect_through(proxy, args.origin).await?,
+        None => TcpStream::connect(args.origin).await.map_err(|e| format!("connect: {e}"))?,
+    };
     let _ = tcp.set_nodelay(true);
-    if args.proxy.is_some() {
-        let connect = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", args.origin);
-        tcp.write_all(connect.as_bytes()).await.map_err(|e| format!("CONNECT: {e}"))?;
-        // Read the answer's head byte by byte: nothing past it may be consumed.
-        let mut head = Vec::with_capacity(128);
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if tcp.read(&mut b).await.map_err(|e| format!("CONNECT answer: {e}"))? == 0 || head.len() > 4096 {
-                return Err(format!("CONNECT answer: {:?}", String::from_utf8_lossy(&head)));
-            }
-            head.push(b[0]);
-        }
-        if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-            return Err(format!("CONNECT refused: {:?}", String::from_utf8_lossy(&head)));
-        }
-    }
     let name = ServerName::try_from(args.name.clone()).map_err(|e| e.to_string())?;
     let mut s = tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
     s.write_all(request).await.map_err(|e| format!("GET: {e}"))?;
@@ -294,21 +302,7 @@ fn client_hello() -> Vec<u8> {
 
 /// Opens one tunnel through the proxy and checks it carries bytes.
 async fn open_tunnel(h: &Hold, hello: &[u8]) -> Result<TcpStream, String> {
-    let mut tcp = TcpStream::connect(h.proxy).await.map_err(|e| format!("connect: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let connect = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", h.origin);
-    tcp.write_all(connect.as_bytes()).await.map_err(|e| format!("CONNECT: {e}"))?;
-    let mut head = Vec::with_capacity(128);
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if tcp.read(&mut b).await.map_err(|e| format!("CONNECT answer: {e}"))? == 0 || head.len() > 4096 {
-            return Err(format!("CONNECT answer: {:?}", String::from_utf8_lossy(&head)));
-        }
-        head.push(b[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-        return Err(format!("CONNECT refused: {:?}", String::from_utf8_lossy(&head)));
-    }
+    let mut tcp = connect_through(h.proxy, h.origin).await?;
     // The proxy reads the ClientHello, decides on its SNI, replays it to the
     // origin and splices; the echo origin sends it back.
     tcp.write_all(hello).await.map_err(|e| format!("ClientHello: {e}"))?;

@@ -179,15 +179,9 @@ impl Server {
             tracing::warn!("proxy listens on a wildcard address and pac.proxy is not set: the PAC file names the proxy as each browser reached it; set pac.proxy to the name laptops use");
         }
         crate::audit::record_policy_loaded(&audit, &policy).await;
-        tracing::info!(
-            listen = ?proxy_addrs,
-            apps = policy.apps().len(),
-            domains = policy.domain_count(),
-            exemptions = policy.exemptions().len(),
-            audit = %config.audit.path.display(),
-            next_seq = resume.next_seq,
-            "weerwal proxy running"
-        );
+        // Said once every listener is bound (below): scripts and tests wait
+        // for this line before they connect to any of them.
+        let (apps, domains, exemptions) = (policy.apps().len(), policy.domain_count(), policy.exemptions().len());
         let policy = Arc::new(ArcSwap::from_pointee(policy));
         let live = Arc::new(ArcSwap::from_pointee(crate::proxy::Live::new(config.clone())));
         let reloader = Arc::new(Reloader {
@@ -302,6 +296,15 @@ impl Server {
             let (state, admission) = (Arc::clone(&state), Arc::clone(&admission));
             tasks.spawn(listener::run(l, state, admission, shutdown.clone(), Duration::from_secs(10)));
         }
+        tracing::info!(
+            listen = ?proxy_addrs,
+            apps,
+            domains,
+            exemptions,
+            audit = %config.audit.path.display(),
+            next_seq = resume.next_seq,
+            "weerwal proxy running"
+        );
         Ok(Server {
             proxy_addrs,
             gateway_addrs,

@@ -9,14 +9,12 @@
 //! app's days are `logs report --by day --app APP`, the subjects are
 //! `logs report --by user` (or `--by device` when no attempt has a user).
 
-use std::fmt::Write as _;
-
 use super::auth::Officer;
 use super::pages::{filter_form, layout};
 use super::source::Source;
 use crate::audit::query::Filter;
 use crate::audit::report::{report_lines, GroupBy};
-use crate::pages::escape;
+use maud::{html, Markup, PreEscaped};
 
 /// Apps drawn as their own series; the rest are summed as "other".
 const MAX_APPS: usize = 6;
@@ -101,78 +99,73 @@ fn nice_max(max: u64) -> u64 {
     }
 }
 
+/// A coordinate with one decimal, as the SVG attributes take it.
+fn at(v: f64) -> String {
+    format!("{v:.1}")
+}
+
 /// Stacked bars: one bar per day, one colour per app.
 pub fn day_chart(c: &Charts) -> String {
     let (w, h, left, bottom, top) = (760.0f64, 280.0f64, 48.0f64, 40.0f64, 12.0f64);
     let plot_h = h - bottom - top;
     let max = nice_max(c.day_totals.iter().copied().max().unwrap_or(0));
     let total: u64 = c.day_totals.iter().sum();
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<svg class=\"chart\" role=\"img\" aria-labelledby=\"chart-days-title chart-days-desc\" viewBox=\"0 0 {w} {h}\" width=\"100%\" style=\"max-width:{w}px\" xmlns=\"http://www.w3.org/2000/svg\">\
-<title id=\"chart-days-title\">Pogingen per dag per app / Attempts per day per app</title>\
-<desc id=\"chart-days-desc\">{total} poging(en) over {} dag(en); de tabel hieronder geeft dezelfde getallen.</desc>",
-        c.days.len()
-    );
-    for i in 0..=4u64 {
-        let v = max * i / 4;
-        let y = top + plot_h - plot_h * (v as f64) / (max as f64);
-        let _ = write!(
-            s,
-            "<line x1=\"{left}\" x2=\"{w}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#333\">{v}</text>",
-            left - 6.0,
-            y + 4.0
-        );
-    }
     let n = c.days.len().max(1) as f64;
     let slot = (w - left - 4.0) / n;
     let bar = (slot * 0.7).max(1.0);
     let label_every = ((c.days.len() as f64) / 12.0).ceil().max(1.0) as usize;
-    for (i, day) in c.days.iter().enumerate() {
-        let x = left + 2.0 + slot * i as f64 + (slot - bar) / 2.0;
-        let mut y = top + plot_h;
-        for (j, count) in c.counts[i].iter().enumerate() {
-            if *count == 0 {
-                continue;
+    let base = top + plot_h;
+    html! {
+        svg.chart role="img" aria-labelledby="chart-days-title chart-days-desc" viewBox={ "0 0 " (w) " " (h) }
+            width="100%" style={ "max-width:" (w) "px" } xmlns="http://www.w3.org/2000/svg" {
+            title #chart-days-title { "Pogingen per dag per app / Attempts per day per app" }
+            desc #chart-days-desc {
+                (total) " poging(en) over " (c.days.len()) " dag(en); de tabel hieronder geeft dezelfde getallen."
             }
-            let bh = plot_h * (*count as f64) / (max as f64);
-            y -= bh;
-            let _ = write!(
-                s,
-                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bar:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{} · {}: {count}</title></rect>",
-                PALETTE[j % PALETTE.len()],
-                escape(day),
-                escape(&c.series[j])
-            );
+            @for i in 0..=4u64 {
+                @let v = max * i / 4;
+                @let y = base - plot_h * (v as f64) / (max as f64);
+                line x1=(left) x2=(w) y1=(at(y)) y2=(at(y)) stroke="#ddd" {}
+                text x=(at(left - 6.0)) y=(at(y + 4.0)) font-size="11" text-anchor="end" fill="#333" { (v) }
+            }
+            @for (i, day) in c.days.iter().enumerate() {
+                @let x = left + 2.0 + slot * i as f64 + (slot - bar) / 2.0;
+                @for (j, count, y, bh) in stack(&c.counts[i], base, plot_h, max) {
+                    rect x=(at(x)) y=(at(y)) width=(at(bar)) height=(at(bh)) fill=(PALETTE[j % PALETTE.len()]) {
+                        title { (day) " · " (c.series[j]) ": " (count) }
+                    }
+                }
+                @if i % label_every == 0 {
+                    text x=(at(x + bar / 2.0)) y=(at(h - bottom + 16.0)) font-size="11" text-anchor="middle" fill="#333" {
+                        (day.get(5..).unwrap_or(day))
+                    }
+                }
+            }
+            line x1=(left) x2=(w) y1=(at(base)) y2=(at(base)) stroke="#333" {}
         }
-        if i % label_every == 0 {
-            let _ = write!(
-                s,
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#333\">{}</text>",
-                x + bar / 2.0,
-                h - bottom + 16.0,
-                escape(day.get(5..).unwrap_or(day))
-            );
+        ul.legend aria-hidden="true" {
+            @for (j, name) in c.series.iter().enumerate() {
+                li {
+                    span style={ "display:inline-block;width:.9em;height:.9em;background:" (PALETTE[j % PALETTE.len()]) ";margin-right:.3em" } {}
+                    (name)
+                }
+            }
         }
     }
-    let _ = write!(
-        s,
-        "<line x1=\"{left}\" x2=\"{w}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/></svg>",
-        top + plot_h,
-        top + plot_h
-    );
-    s.push_str("\n<ul class=\"legend\" aria-hidden=\"true\">");
-    for (j, name) in c.series.iter().enumerate() {
-        let _ = write!(
-            s,
-            "<li><span style=\"display:inline-block;width:.9em;height:.9em;background:{};margin-right:.3em\"></span>{}</li>",
-            PALETTE[j % PALETTE.len()],
-            escape(name)
-        );
+    .into_string()
+}
+
+/// One day's segments, bottom up: (series, count, top y, height); zero
+/// counts draw nothing.
+fn stack(counts: &[u64], base: f64, plot_h: f64, max: u64) -> Vec<(usize, u64, f64, f64)> {
+    let mut y = base;
+    let mut out = Vec::new();
+    for (j, count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let bh = plot_h * (*count as f64) / (max as f64);
+        y -= bh;
+        out.push((j, *count, y, bh));
     }
-    s.push_str("</ul>\n");
-    s
+    out
 }
 
 /// Horizontal bars: the subjects with most attempts.
@@ -181,34 +174,26 @@ pub fn top_chart(c: &Charts) -> String {
     let (w, left) = (760.0f64, 190.0f64);
     let h = row * c.top.len().max(1) as f64 + 8.0;
     let max = nice_max(c.top.first().map(|t| t.1).unwrap_or(0));
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<svg class=\"chart\" role=\"img\" aria-labelledby=\"chart-top-title\" viewBox=\"0 0 {w} {h}\" width=\"100%\" style=\"max-width:{w}px\" xmlns=\"http://www.w3.org/2000/svg\">\
-<title id=\"chart-top-title\">Meeste pogingen per {} / Top subjects</title>",
-        if c.subjects_are_users { "gebruiker" } else { "apparaat" }
-    );
-    for (i, (name, count)) in c.top.iter().enumerate() {
-        let y = 4.0 + row * i as f64;
-        let bw = (w - left - 60.0) * (*count as f64) / (max as f64);
-        let shown: String = name.chars().take(28).collect();
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"end\" fill=\"#333\">{}</text>\
-<rect x=\"{left}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {count}</title></rect>\
-<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"#333\">{count}</text>",
-            left - 8.0,
-            y + 15.0,
-            escape(&shown),
-            row - 8.0,
-            PALETTE[0],
-            escape(name),
-            left + bw + 6.0,
-            y + 15.0
-        );
+    html! {
+        svg.chart role="img" aria-labelledby="chart-top-title" viewBox={ "0 0 " (w) " " (h) }
+            width="100%" style={ "max-width:" (w) "px" } xmlns="http://www.w3.org/2000/svg" {
+            title #chart-top-title {
+                "Meeste pogingen per " (if c.subjects_are_users { "gebruiker" } else { "apparaat" }) " / Top subjects"
+            }
+            @for (i, (name, count)) in c.top.iter().enumerate() {
+                @let y = 4.0 + row * i as f64;
+                @let bw = (w - left - 60.0) * (*count as f64) / (max as f64);
+                text x=(at(left - 8.0)) y=(at(y + 15.0)) font-size="12" text-anchor="end" fill="#333" {
+                    (name.chars().take(28).collect::<String>())
+                }
+                rect x=(left) y=(at(y)) width=(at(bw)) height=(at(row - 8.0)) fill=(PALETTE[0]) {
+                    title { (name) ": " (count) }
+                }
+                text x=(at(left + bw + 6.0)) y=(at(y + 15.0)) font-size="12" fill="#333" { (count) }
+            }
+        }
     }
-    s.push_str("</svg>\n");
-    s
+    .into_string()
 }
 
 /// The whole `/charts` page: filter form, each chart followed by its table.
@@ -219,52 +204,69 @@ pub fn charts_page(
     origin: &super::source::Origin,
     zone: &crate::calendar::Zone,
 ) -> String {
-    let mut b = String::from("<p>Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) als grafiek, met onder elke grafiek dezelfde getallen als tabel; dezelfde telling als <code>weerwal logs report</code>.<span class=\"en\" lang=\"en\">Attempts as charts, each followed by a table of the same numbers, as <code>weerwal logs report</code> counts them.</span></p>\n");
-    b.push_str(&filter_form("/charts", pairs, &["user", "app", "host", "client", "since", "until"], "", zone));
-    b.push_str(&super::pages::origin_note(origin));
-    let c = match result {
-        Err(e) => {
-            let _ = writeln!(b, "<p class=\"bad\" role=\"alert\">{}</p>", escape(e));
-            return layout("Grafieken", "Charts", Some(officer), "/charts", &b);
-        }
-        Ok(c) => c,
-    };
-    b.push_str("<h2>Pogingen per dag per app <span class=\"en\" lang=\"en\">Attempts per day per app</span></h2>\n");
-    if c.days.is_empty() {
-        b.push_str("<p role=\"status\">Geen pogingen gevonden. <span lang=\"en\">No attempts found.</span></p>\n");
-    } else {
-        b.push_str("<figure>\n");
-        b.push_str(&day_chart(c));
-        b.push_str("</figure>\n<table>\n<caption>Pogingen per dag (UTC) per app <span lang=\"en\">/ Attempts per day per app</span></caption>\n<thead><tr><th scope=\"col\">Dag</th>");
-        for name in &c.series {
-            let _ = write!(b, "<th scope=\"col\" class=\"num\">{}</th>", escape(name));
-        }
-        b.push_str("<th scope=\"col\" class=\"num\">Totaal</th></tr></thead>\n<tbody>\n");
-        for (i, day) in c.days.iter().enumerate() {
-            let _ = write!(b, "<tr><th scope=\"row\">{}</th>", escape(day));
-            for n in &c.counts[i] {
-                let _ = write!(b, "<td class=\"num\">{n}</td>");
+    let filters = filter_form("/charts", pairs, &["user", "app", "host", "client", "since", "until"], "", zone);
+    let body = html! {
+        p {
+            "Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) als grafiek, met onder elke grafiek dezelfde getallen als tabel; dezelfde telling als "
+            code { "weerwal logs report" } "."
+            span.en lang="en" {
+                "Attempts as charts, each followed by a table of the same numbers, as " code { "weerwal logs report" } " counts them."
             }
-            let _ = writeln!(b, "<td class=\"num\">{}</td></tr>", c.day_totals[i]);
         }
-        b.push_str("</tbody>\n</table>\n");
-    }
+        (PreEscaped(filters))
+        (super::pages::origin_note(origin))
+        @match result {
+            Err(e) => p.bad role="alert" { (e) },
+            Ok(c) => (charts(c)),
+        }
+    };
+    layout("Grafieken", "Charts", Some(officer), "/charts", &body.into_string())
+}
+
+/// Both charts, each followed by its table.
+fn charts(c: &Charts) -> Markup {
     let (nl, en) = if c.subjects_are_users { ("gebruiker", "user") } else { ("apparaat of adres", "device") };
-    let _ = writeln!(b, "<h2>Meeste pogingen per {nl} <span class=\"en\" lang=\"en\">Top subjects ({en})</span></h2>");
-    if !c.top.is_empty() {
-        b.push_str("<figure>\n");
-        b.push_str(&top_chart(c));
-        let _ = write!(
-            b,
-            "</figure>\n<table>\n<caption>Meeste pogingen per {nl} <span lang=\"en\">/ Top subjects</span></caption>\n<thead><tr><th scope=\"col\">{}</th><th scope=\"col\" class=\"num\">Pogingen</th></tr></thead>\n<tbody>\n",
-            if c.subjects_are_users { "Gebruiker" } else { "Apparaat" }
-        );
-        for (name, count) in &c.top {
-            let _ = writeln!(b, "<tr><th scope=\"row\">{}</th><td class=\"num\">{count}</td></tr>", escape(name));
+    html! {
+        h2 { "Pogingen per dag per app " span.en lang="en" { "Attempts per day per app" } }
+        @if c.days.is_empty() {
+            p role="status" { "Geen pogingen gevonden. " span lang="en" { "No attempts found." } }
+        } @else {
+            figure { (PreEscaped(day_chart(c))) }
+            table {
+                caption { "Pogingen per dag (UTC) per app " span lang="en" { "/ Attempts per day per app" } }
+                thead { tr {
+                    th scope="col" { "Dag" }
+                    @for name in &c.series { th.num scope="col" { (name) } }
+                    th.num scope="col" { "Totaal" }
+                } }
+                tbody {
+                    @for (i, day) in c.days.iter().enumerate() {
+                        tr {
+                            th scope="row" { (day) }
+                            @for n in &c.counts[i] { td.num { (n) } }
+                            td.num { (c.day_totals[i]) }
+                        }
+                    }
+                }
+            }
         }
-        b.push_str("</tbody>\n</table>\n");
+        h2 { "Meeste pogingen per " (nl) " " span.en lang="en" { "Top subjects (" (en) ")" } }
+        @if !c.top.is_empty() {
+            figure { (PreEscaped(top_chart(c))) }
+            table {
+                caption { "Meeste pogingen per " (nl) " " span lang="en" { "/ Top subjects" } }
+                thead { tr {
+                    th scope="col" { (if c.subjects_are_users { "Gebruiker" } else { "Apparaat" }) }
+                    th.num scope="col" { "Pogingen" }
+                } }
+                tbody {
+                    @for (name, count) in &c.top {
+                        tr { th scope="row" { (name) } td.num { (count) } }
+                    }
+                }
+            }
+        }
     }
-    layout("Grafieken", "Charts", Some(officer), "/charts", &b)
 }
 
 #[cfg(test)]

@@ -235,17 +235,7 @@ where
             TokioIo::new(io),
             hyper::service::service_fn(move |req| handle(Arc::clone(&state), peer, req)),
         );
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "dashboard connection ended with an error");
-    }
+    accept::serve_until_shutdown(conn, &shutdown, |c| c.graceful_shutdown(), peer, "dashboard").await;
 }
 
 /// A request as the handlers see it: its parts, the peer, the body read.

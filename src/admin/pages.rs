@@ -2,13 +2,9 @@
 //! second line, no scripts. Accessible: a skip link, `<label for>` on every
 //! field, `<caption>` and `<th scope>` on every table, visible focus, and
 //! plain links and buttons so everything works from the keyboard. The
-//! frame (layout, login and message pages) is written with `maud`, escaped
-//! by construction; the tables below still build HTML text, where every
-//! value from the log, the session store or the request goes through
-//! [`escape`] (maud's escaper). Kept so for now: the officers' charts
-//! (issue 18) are being built on these functions at the same time.
+//! pages are written with `maud`: every value from the log, the session
+//! store or the request is escaped by construction.
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::auth::Officer;
@@ -21,7 +17,7 @@ use crate::audit::{EventKind, Record};
 use crate::calendar::Zone;
 use crate::compliance::Flag;
 use crate::identity::sessions::LiveSession;
-use crate::pages::{escape, head};
+use crate::pages::head;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 const STYLE: &str = "\
@@ -106,10 +102,6 @@ fn csrf_input(token: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(token); }
 }
 
-fn csrf_field(token: &str) -> String {
-    csrf_input(token).into_string()
-}
-
 /// The login form. `token` is bound to the pre-session cookie.
 pub fn login_page(token: &str, name: &str, error: Option<(&str, &str)>) -> String {
     let body = html! {
@@ -147,18 +139,19 @@ pub fn message_page(officer: Option<&Officer>, title_nl: &str, title_en: &str, n
 
 /// `2026-11-23T10:15:02.123Z` as `2026-11-23 11:15:02` (wall-clock time in
 /// `policy.timezone`), in a `<time>` that carries the UTC time.
-fn time(ts: &str, zone: &Zone) -> String {
-    if ts.is_empty() {
-        return "–".into();
+fn time(ts: &str, zone: &Zone) -> Markup {
+    html! {
+        @if ts.is_empty() { "–" } @else { time datetime=(ts) { (zone.wall_clock_of(ts)) } }
     }
-    html! { time datetime=(ts) { (zone.wall_clock_of(ts)) } }.into_string()
 }
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn opt(v: &Option<String>) -> String {
-    v.as_deref().map(escape).unwrap_or_else(|| "–".into())
+/// A value that may be missing: `–` for none.
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("–")
 }
 
 /// An event in Dutch, and its name in the log.
@@ -190,101 +183,117 @@ pub fn filter_query(pairs: &[(String, String)], extra: &[(&str, &str)]) -> Strin
 }
 
 /// The filter form of `logs query` (a GET form to `action`): the fields
-/// named in `show`, then `extra` (more fields of the page).
+/// named in `show`, then `extra` (more fields of the page, HTML).
 pub(super) fn filter_form(action: &str, pairs: &[(String, String)], show: &[&str], extra: &str, zone: &Zone) -> String {
-    let field = |b: &mut String, key: &str, nl: &str, en: &str, hint: Option<&str>| {
-        if !show.contains(&key) {
-            return;
+    let field = |key: &str, nl: &str, en: &str, hint: Option<&str>| {
+        html! {
+            @if show.contains(&key) {
+                div {
+                    label for={ "f-" (key) } { (nl) " " span.en lang="en" { (en) } }
+                    input id={ "f-" (key) } name=(key) value=(value_of(pairs, key))
+                        aria-describedby=[hint.map(|_| format!("hint-{key}"))];
+                    @if let Some(h) = hint {
+                        span.hint id={ "hint-" (key) } { (h) }
+                    }
+                }
+            }
         }
-        let described = hint.map(|_| format!(" aria-describedby=\"hint-{key}\"")).unwrap_or_default();
-        let _ = write!(
-            b,
-            "<div><label for=\"f-{key}\">{nl} <span class=\"en\" lang=\"en\">{en}</span></label><input id=\"f-{key}\" name=\"{key}\" value=\"{}\"{described}>",
-            escape(value_of(pairs, key))
-        );
-        if let Some(h) = hint {
-            let _ = write!(b, "<span class=\"hint\" id=\"hint-{key}\">{h}</span>");
-        }
-        b.push_str("</div>\n");
     };
-    let mut b = format!(
-        "<form method=\"get\" action=\"{action}\">\n<fieldset>\n<legend>Filters <span lang=\"en\">/ Filters</span></legend>\n<div class=\"fields\">\n"
-    );
-    field(&mut b, "user", "Gebruiker", "User", None);
-    field(&mut b, "session", "Sessie", "Session", Some("id of de eerste tekens"));
-    field(&mut b, "app", "App", "App", Some("bijv. AliExpress"));
-    field(&mut b, "host", "Host of domein", "Host or domain", Some("met subdomeinen"));
-    field(&mut b, "client", "Adres", "Client address", Some("10.1.2.3 of 10.1.2.0/24"));
-    if show.contains(&"event") {
-        let chosen = value_of(pairs, "event");
-        b.push_str("<div><label for=\"f-event\">Gebeurtenis <span class=\"en\" lang=\"en\">Event</span></label><select id=\"f-event\" name=\"event\">");
-        let sel = |yes: bool| if yes { " selected" } else { "" };
-        let _ = write!(b, "<option value=\"\"{}>alle pogingen (attempts)</option>", sel(chosen.is_empty()));
-        for e in ALL_EVENTS {
-            let name = event_name(e);
-            let _ = write!(b, "<option value=\"{name}\"{}>{} ({name})</option>", sel(chosen == name), event_label(e));
-        }
-        b.push_str("</select></div>\n");
-    }
     let when = format!("RFC 3339, datum (2026-11-23) of leeftijd (7d, 12h); zonder tijdzone: {zone}");
-    let when = when.as_str();
-    field(&mut b, "since", "Vanaf", "Since", Some(when));
-    field(&mut b, "until", "Tot en met", "Until", Some(when));
-    b.push_str(extra);
-    let _ = write!(
-        b,
-        "</div>\n<div class=\"actions\"><button type=\"submit\">Filteren <span lang=\"en\">/ Apply</span></button> <a class=\"button secondary\" href=\"{action}\">Filters wissen <span lang=\"en\">/ Clear</span></a></div>\n</fieldset>\n</form>\n"
-    );
-    b
+    let chosen = value_of(pairs, "event");
+    html! {
+        form method="get" action=(action) {
+            fieldset {
+                legend { "Filters " span lang="en" { "/ Filters" } }
+                div.fields {
+                    (field("user", "Gebruiker", "User", None))
+                    (field("session", "Sessie", "Session", Some("id of de eerste tekens")))
+                    (field("app", "App", "App", Some("bijv. AliExpress")))
+                    (field("host", "Host of domein", "Host or domain", Some("met subdomeinen")))
+                    (field("client", "Adres", "Client address", Some("10.1.2.3 of 10.1.2.0/24")))
+                    @if show.contains(&"event") {
+                        div {
+                            label for="f-event" { "Gebeurtenis " span.en lang="en" { "Event" } }
+                            select #f-event name="event" {
+                                option value="" selected[chosen.is_empty()] { "alle pogingen (attempts)" }
+                                @for e in ALL_EVENTS {
+                                    option value=(event_name(e)) selected[chosen == event_name(e)] {
+                                        (event_label(e)) " (" (event_name(e)) ")"
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    (field("since", "Vanaf", "Since", Some(&when)))
+                    (field("until", "Tot en met", "Until", Some(&when)))
+                    (PreEscaped(extra))
+                }
+                div.actions {
+                    button type="submit" { "Filteren " span lang="en" { "/ Apply" } }
+                    " "
+                    a.button.secondary href=(action) { "Filters wissen " span lang="en" { "/ Clear" } }
+                }
+            }
+        }
+    }
+    .into_string()
 }
 
-fn error_box(b: &mut String, message: &str) {
-    let _ = writeln!(
-        b,
-        "<p class=\"bad\" role=\"alert\">{}<span class=\"en\" lang=\"en\">The filters or the log could not be used.</span></p>",
-        escape(message)
-    );
+fn error_box(message: &str) -> Markup {
+    html! {
+        p.bad role="alert" { (message) span.en lang="en" { "The filters or the log could not be used." } }
+    }
 }
 
 /// Which records a page shows: with `[cluster]`, every node's (from the
 /// database), or only this node's when the database cannot be read now.
 /// Nothing without `[cluster]`.
-pub fn origin_note(origin: &Origin) -> String {
-    match origin {
-        Origin::Local => String::new(),
-        Origin::AllNodes => html! {
-            p.hint role="status" {
+pub fn origin_note(origin: &Origin) -> Markup {
+    html! {
+        @match origin {
+            Origin::Local => {}
+            Origin::AllNodes => p.hint role="status" {
                 "Records van alle knooppunten, uit de clusterdatabase."
                 span.en lang="en" { "Records of every node, from the cluster database." }
-            }
-        }
-        .into_string(),
-        Origin::Fallback(why) => html! {
-            p.bad role="alert" {
+            },
+            Origin::Fallback(why) => p.bad role="alert" {
                 strong { "De clusterdatabase is niet bereikbaar: alleen de records van dit knooppunt worden getoond." }
                 " (" (why) ")"
                 span.en lang="en" {
                     "The cluster database cannot be reached: only this node's records are shown (from its local log)."
                 }
-            }
+            },
         }
-        .into_string(),
     }
 }
 
-fn session_cell(session: &Option<String>) -> String {
-    match session {
-        Some(s) => {
-            let short: String = s.chars().take(8).collect();
-            format!(
-                "<a href=\"/attempts?session={}\" title=\"{}\"><code>{}</code></a>",
-                encode(s),
-                escape(s),
-                escape(&short)
-            )
+fn session_cell(session: Option<&str>) -> Markup {
+    html! {
+        @if let Some(s) = session {
+            a href={ "/attempts?session=" (encode(s)) } title=(s) { code { (s.chars().take(8).collect::<String>()) } }
+        } @else {
+            "–"
         }
-        None => "–".into(),
     }
+}
+
+/// A table's caption, Dutch then English.
+fn caption(nl: &str, en: &str) -> Markup {
+    html! { caption { (nl) " " span lang="en" { "/ " (en) } } }
+}
+
+/// Column headers: (Dutch, numeric).
+fn headers(columns: &[(&str, bool)]) -> Markup {
+    html! {
+        @for (name, num) in columns {
+            @if *num { th.num scope="col" { (name) } } @else { th scope="col" { (name) } }
+        }
+    }
+}
+
+/// The row a table shows when it has none.
+fn empty_row(columns: usize, nl: &str, en: &str) -> Markup {
+    html! { tr { td colspan=(columns) { (nl) " " span lang="en" { (en) } } } }
 }
 
 /// Recent attempts (or records of the chosen event), newest first.
@@ -298,97 +307,100 @@ pub fn attempts_page(
     zone: &Zone,
 ) -> String {
     let nodes = origin.shows_nodes();
-    let mut b = String::from(drift);
-    b.push_str("<p>De nieuwste pogingen eerst: geblokkeerd, uitgezonderd, app herkend en toegang geweigerd. Gewoon browsen wordt niet vastgelegd.<span class=\"en\" lang=\"en\">Newest first. Ordinary browsing is never recorded.</span></p>\n");
-    let limit_field = format!(
-        "<div><label for=\"f-limit\">Aantal rijen <span class=\"en\" lang=\"en\">Rows shown</span></label><input id=\"f-limit\" name=\"limit\" type=\"number\" min=\"1\" max=\"5000\" value=\"{limit}\"></div>\n"
-    );
-    b.push_str(&filter_form("/attempts", pairs, &FILTER_KEYS, &limit_field, zone));
-    b.push_str(&origin_note(origin));
-    let csv = format!("/attempts.csv?{}", filter_query(pairs, &[]));
-    let _ = writeln!(
-        b,
-        "<p class=\"actions\"><a class=\"button secondary\" href=\"{}\" download>CSV-export met deze filters <span lang=\"en\">/ CSV export</span></a> <span class=\"hint\">alle treffers, kolommen als <code>weerwal logs query --format csv</code></span></p>",
-        escape(&csv)
-    );
-    match result {
-        Err(e) => error_box(&mut b, e),
-        Ok(n) => {
-            let _ = writeln!(
-                b,
-                "<p role=\"status\">{} van {} treffers getoond.<span class=\"en\" lang=\"en\">{} of {} matches shown.</span></p>",
-                n.records.len(),
-                n.matched,
-                n.records.len(),
-                n.matched
-            );
-            skipped_note(&mut b, n);
-            b.push_str(&format!("<table>\n<caption>Pogingen, nieuwste eerst <span lang=\"en\">/ Attempts, newest first</span></caption>\n<thead><tr><th scope=\"col\" class=\"num\">Nr.</th><th scope=\"col\">Tijd ({zone})</th><th scope=\"col\">Gebeurtenis</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">App</th><th scope=\"col\">Host</th><th scope=\"col\">Methode</th><th scope=\"col\">Via</th><th scope=\"col\">Sessie</th>{}</tr></thead>\n<tbody>\n", node_header(nodes)));
-            for r in &n.records {
-                attempt_row(&mut b, r, nodes, zone);
-            }
-            if n.records.is_empty() {
-                let _ = write!(b, "<tr><td colspan=\"{}\">", if nodes { 12 } else { 11 });
-                b.push_str("Geen pogingen gevonden. <span lang=\"en\">No attempts found.</span></td></tr>\n");
-            }
-            b.push_str("</tbody>\n</table>\n");
+    let limit_field = html! {
+        div {
+            label for="f-limit" { "Aantal rijen " span.en lang="en" { "Rows shown" } }
+            input #f-limit name="limit" type="number" min="1" max="5000" value=(limit);
         }
-    }
-    layout("Pogingen", "Attempts", Some(officer), "/attempts", &b)
+    };
+    let csv = format!("/attempts.csv?{}", filter_query(pairs, &[]));
+    let time_header = format!("Tijd ({zone})");
+    let body = html! {
+        (PreEscaped(drift))
+        p {
+            "De nieuwste pogingen eerst: geblokkeerd, uitgezonderd, app herkend en toegang geweigerd. Gewoon browsen wordt niet vastgelegd."
+            span.en lang="en" { "Newest first. Ordinary browsing is never recorded." }
+        }
+        (PreEscaped(filter_form("/attempts", pairs, &FILTER_KEYS, &limit_field.into_string(), zone)))
+        (origin_note(origin))
+        p.actions {
+            a.button.secondary href=(csv) download { "CSV-export met deze filters " span lang="en" { "/ CSV export" } }
+            " "
+            span.hint { "alle treffers, kolommen als " code { "weerwal logs query --format csv" } }
+        }
+        @match result {
+            Err(e) => (error_box(e)),
+            Ok(n) => {
+                p role="status" {
+                    (n.records.len()) " van " (n.matched) " treffers getoond."
+                    span.en lang="en" { (n.records.len()) " of " (n.matched) " matches shown." }
+                }
+                (skipped_note(n))
+                table {
+                    (caption("Pogingen, nieuwste eerst", "Attempts, newest first"))
+                    thead { tr {
+                        (headers(&[("Nr.", true), (&time_header, false), ("Gebeurtenis", false), ("Gebruiker", false),
+                            ("Adres", false), ("Apparaat", false), ("App", false), ("Host", false), ("Methode", false),
+                            ("Via", false), ("Sessie", false)]))
+                        (node_header(nodes))
+                    } }
+                    tbody {
+                        @for r in &n.records { (attempt_row(r, nodes, zone)) }
+                        @if n.records.is_empty() {
+                            (empty_row(if nodes { 12 } else { 11 }, "Geen pogingen gevonden.", "No attempts found."))
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout("Pogingen", "Attempts", Some(officer), "/attempts", &body.into_string())
 }
 
-fn skipped_note(b: &mut String, n: &Newest) {
-    if let Some(first) = &n.skipped.first {
-        let _ = writeln!(
-            b,
-            "<p class=\"bad\">{} regel(s) zijn geen volledige records en zijn overgeslagen (de eerste: <code>{}</code>). Zie Logboekcontrole.<span class=\"en\" lang=\"en\">Some lines are not complete records and were left out; see Log verification.</span></p>",
-            n.skipped.lines,
-            escape(first)
-        );
+fn skipped_note(n: &Newest) -> Markup {
+    html! {
+        @if let Some(first) = &n.skipped.first {
+            p.bad {
+                (n.skipped.lines) " regel(s) zijn geen volledige records en zijn overgeslagen (de eerste: "
+                code { (first) } "). Zie Logboekcontrole."
+                span.en lang="en" { "Some lines are not complete records and were left out; see Log verification." }
+            }
+        }
     }
 }
 
 /// The node column's header, with `[cluster]`.
-fn node_header(nodes: bool) -> &'static str {
-    if nodes {
-        "<th scope=\"col\">Knooppunt <span class=\"en\" lang=\"en\">Node</span></th>"
-    } else {
-        ""
-    }
+fn node_header(nodes: bool) -> Markup {
+    html! { @if nodes { th scope="col" { "Knooppunt " span.en lang="en" { "Node" } } } }
 }
 
 /// The node column's cell, with `[cluster]`.
-fn node_cell(r: &Record, nodes: bool) -> String {
-    if nodes {
-        format!("<td>{}</td>", opt(&r.node))
-    } else {
-        String::new()
-    }
+fn node_cell(r: &Record, nodes: bool) -> Markup {
+    html! { @if nodes { td { (opt(&r.node)) } } }
 }
 
-fn attempt_row(b: &mut String, r: &Record, nodes: bool, zone: &Zone) {
+fn attempt_row(r: &Record, nodes: bool, zone: &Zone) -> Markup {
     let via = r
         .via
         .and_then(|v| serde_json::to_value(v).ok())
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
-    let _ = writeln!(
-        b,
-        "<tr><td class=\"num\">{}</td><td>{}</td><td>{} <span class=\"hint\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
-        r.seq,
-        time(&r.ts, zone),
-        event_label(r.event),
-        escape(&format!("{}{}", event_name(r.event), flag_note(r))),
-        opt(&r.user),
-        r.client.map(|c| escape(&c.to_string())).unwrap_or_else(|| "–".into()),
-        opt(&r.device),
-        opt(&r.app),
-        opt(&r.host),
-        opt(&r.method),
-        escape(&via),
-        session_cell(&r.session),
-        node_cell(r, nodes),
-    );
+    html! {
+        tr {
+            td.num { (r.seq) }
+            td { (time(&r.ts, zone)) }
+            td { (event_label(r.event)) " " span.hint { (event_name(r.event)) (flag_note(r)) } }
+            td { (opt(&r.user)) }
+            td { @if let Some(c) = r.client { (c) } @else { "–" } }
+            td { (opt(&r.device)) }
+            td { (opt(&r.app)) }
+            td { (opt(&r.host)) }
+            td { (opt(&r.method)) }
+            td { (via) }
+            td { (session_cell(r.session.as_deref())) }
+            (node_cell(r, nodes))
+        }
+    }
 }
 
 /// Whether a blocked attempt flagged its subject for the compliance gate,
@@ -415,7 +427,7 @@ fn duration(d: Duration) -> String {
 }
 
 fn attempts_list(attempts: impl IntoIterator<Item = (String, u64)>) -> String {
-    let parts: Vec<String> = attempts.into_iter().map(|(app, n)| format!("{}: {n}", escape(&app))).collect();
+    let parts: Vec<String> = attempts.into_iter().map(|(app, n)| format!("{app}: {n}")).collect();
     if parts.is_empty() {
         "–".into()
     } else {
@@ -434,74 +446,90 @@ pub fn sessions_page(
     zone: &Zone,
 ) -> String {
     let nodes = origin.shows_nodes();
-    let mut b = String::new();
-    b.push_str("<h2 id=\"live\">Actieve sessies met pogingen <span class=\"en\" lang=\"en\">Live sessions with attempts</span></h2>\n");
-    let _ = writeln!(
-        b,
-        "<p>{browsing_only} andere actieve sessie(s) zonder pogingen worden niet getoond: gewoon browsen wordt niet bijgehouden.<span class=\"en\" lang=\"en\">{browsing_only} other live session(s) without attempts are not shown.</span></p>"
-    );
-    b.push_str(&format!("<table aria-labelledby=\"live\">\n<caption>Actief <span lang=\"en\">/ Live</span></caption>\n<thead><tr><th scope=\"col\">Sessie</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">Begonnen ({zone})</th><th scope=\"col\">Stil sinds</th><th scope=\"col\">Pogingen per app</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n"));
-    for s in live {
-        let _ = writeln!(
-            b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
-            session_cell(&Some(s.id.clone())),
-            opt(&s.user),
-            escape(&s.client.to_string()),
-            opt(&s.device),
-            time(&rfc3339(s.started), zone),
-            escape(&duration(s.quiet_for)),
-            attempts_list(s.attempts.iter().map(|(a, n)| (a.clone(), *n))),
-            s.distinct_hosts
-        );
-    }
-    if live.is_empty() {
-        b.push_str(
-            "<tr><td colspan=\"8\">Geen actieve sessies met pogingen. <span lang=\"en\">None.</span></td></tr>\n",
-        );
-    }
-    b.push_str("</tbody>\n</table>\n");
-    b.push_str("<h2 id=\"ended\">Beëindigde sessies <span class=\"en\" lang=\"en\">Ended sessions</span></h2>\n");
-    b.push_str(&filter_form("/sessions", pairs, &["user", "session", "client", "since", "until"], "", zone));
-    b.push_str(&origin_note(origin));
-    match ended {
-        Err(e) => error_box(&mut b, e),
-        Ok(n) => {
-            let _ = writeln!(b, "<p role=\"status\">{} van {} getoond.</p>", n.records.len(), n.matched);
-            b.push_str(&format!("<table aria-labelledby=\"ended\">\n<caption>Beëindigd, nieuwste eerst <span lang=\"en\">/ Ended, newest first</span></caption>\n<thead><tr><th scope=\"col\">Sessie</th><th scope=\"col\">Gebruiker</th><th scope=\"col\">Adres</th><th scope=\"col\">Apparaat</th><th scope=\"col\">Begonnen ({zone})</th><th scope=\"col\">Beëindigd ({zone})</th><th scope=\"col\">Duur</th><th scope=\"col\">Pogingen per app</th><th scope=\"col\" class=\"num\">Hosts</th>{}</tr></thead>\n<tbody>\n", node_header(nodes)));
-            for r in &n.records {
-                let d = r.detail.as_ref();
-                let started = d.and_then(|d| d.get("started")).and_then(|v| v.as_str()).unwrap_or("");
-                let secs = d.and_then(|d| d.get("duration_s")).and_then(|v| v.as_u64());
-                let attempts = d
-                    .and_then(|d| d.get("attempts"))
-                    .and_then(|v| v.as_object())
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect::<Vec<_>>())
-                    .unwrap_or_default();
-                let hosts = d.and_then(|d| d.get("distinct_hosts")).and_then(|v| v.as_u64());
-                let _ = writeln!(
-                    b,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>{}</tr>",
-                    session_cell(&r.session),
-                    opt(&r.user),
-                    r.client.map(|c| escape(&c.to_string())).unwrap_or_else(|| "–".into()),
-                    opt(&r.device),
-                    time(started, zone),
-                    time(&r.ts, zone),
-                    secs.map(|s| escape(&duration(Duration::from_secs(s)))).unwrap_or_else(|| "–".into()),
-                    attempts_list(attempts),
-                    hosts.map(|h| h.to_string()).unwrap_or_else(|| "–".into()),
-                    node_cell(r, nodes),
-                );
+    let started_header = format!("Begonnen ({zone})");
+    let ended_header = format!("Beëindigd ({zone})");
+    let ended_filters = filter_form("/sessions", pairs, &["user", "session", "client", "since", "until"], "", zone);
+    let body = html! {
+        h2 #live { "Actieve sessies met pogingen " span.en lang="en" { "Live sessions with attempts" } }
+        p {
+            (browsing_only) " andere actieve sessie(s) zonder pogingen worden niet getoond: gewoon browsen wordt niet bijgehouden."
+            span.en lang="en" { (browsing_only) " other live session(s) without attempts are not shown." }
+        }
+        table aria-labelledby="live" {
+            (caption("Actief", "Live"))
+            thead { tr {
+                (headers(&[("Sessie", false), ("Gebruiker", false), ("Adres", false), ("Apparaat", false),
+                    (&started_header, false), ("Stil sinds", false), ("Pogingen per app", false), ("Hosts", true)]))
+            } }
+            tbody {
+                @for s in live {
+                    tr {
+                        td { (session_cell(Some(&s.id))) }
+                        td { (opt(&s.user)) }
+                        td { (s.client) }
+                        td { (opt(&s.device)) }
+                        td { (time(&rfc3339(s.started), zone)) }
+                        td { (duration(s.quiet_for)) }
+                        td { (attempts_list(s.attempts.iter().map(|(a, n)| (a.clone(), *n)))) }
+                        td.num { (s.distinct_hosts) }
+                    }
+                }
+                @if live.is_empty() { (empty_row(8, "Geen actieve sessies met pogingen.", "None.")) }
             }
-            if n.records.is_empty() {
-                let _ = write!(b, "<tr><td colspan=\"{}\">", if nodes { 10 } else { 9 });
-                b.push_str("Geen beëindigde sessies gevonden. <span lang=\"en\">None found.</span></td></tr>\n");
+        }
+        h2 #ended { "Beëindigde sessies " span.en lang="en" { "Ended sessions" } }
+        (PreEscaped(ended_filters))
+        (origin_note(origin))
+        @match ended {
+            Err(e) => (error_box(e)),
+            Ok(n) => {
+                p role="status" { (n.records.len()) " van " (n.matched) " getoond." }
+                table aria-labelledby="ended" {
+                    (caption("Beëindigd, nieuwste eerst", "Ended, newest first"))
+                    thead { tr {
+                        (headers(&[("Sessie", false), ("Gebruiker", false), ("Adres", false), ("Apparaat", false),
+                            (&started_header, false), (&ended_header, false), ("Duur", false),
+                            ("Pogingen per app", false), ("Hosts", true)]))
+                        (node_header(nodes))
+                    } }
+                    tbody {
+                        @for r in &n.records { (ended_row(r, nodes, zone)) }
+                        @if n.records.is_empty() {
+                            (empty_row(if nodes { 10 } else { 9 }, "Geen beëindigde sessies gevonden.", "None found."))
+                        }
+                    }
+                }
             }
-            b.push_str("</tbody>\n</table>\n");
+        }
+    };
+    layout("Sessies", "Sessions", Some(officer), "/sessions", &body.into_string())
+}
+
+/// One `session_end` record as a row of the ended sessions.
+fn ended_row(r: &Record, nodes: bool, zone: &Zone) -> Markup {
+    let d = r.detail.as_ref();
+    let started = d.and_then(|d| d.get("started")).and_then(|v| v.as_str()).unwrap_or("");
+    let secs = d.and_then(|d| d.get("duration_s")).and_then(|v| v.as_u64());
+    let attempts = d
+        .and_then(|d| d.get("attempts"))
+        .and_then(|v| v.as_object())
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let hosts = d.and_then(|d| d.get("distinct_hosts")).and_then(|v| v.as_u64());
+    html! {
+        tr {
+            td { (session_cell(r.session.as_deref())) }
+            td { (opt(&r.user)) }
+            td { @if let Some(c) = r.client { (c) } @else { "–" } }
+            td { (opt(&r.device)) }
+            td { (time(started, zone)) }
+            td { (time(&r.ts, zone)) }
+            td { @if let Some(s) = secs { (duration(Duration::from_secs(s))) } @else { "–" } }
+            td { (attempts_list(attempts)) }
+            td.num { @if let Some(h) = hosts { (h) } @else { "–" } }
+            (node_cell(r, nodes))
         }
     }
-    layout("Sessies", "Sessions", Some(officer), "/sessions", &b)
 }
 
 /// The name of a grouping, Dutch and as the API writes it.
@@ -531,152 +559,171 @@ pub fn report_page(
     origin: &Origin,
     zone: &Zone,
 ) -> String {
-    let mut b = String::from("<p>Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) per gebruiker, met eerste en laatste keer en het aantal verschillende hosts; dezelfde telling als <code>weerwal logs report</code>.<span class=\"en\" lang=\"en\">Attempts per user with first and last seen and distinct hosts, as <code>weerwal logs report</code> counts them.</span></p>\n");
-    let mut by_field = String::from("<div><label for=\"f-by\">Groeperen op <span class=\"en\" lang=\"en\">Group by</span></label><select id=\"f-by\" name=\"by\">");
-    for g in [GroupBy::User, GroupBy::Session, GroupBy::App, GroupBy::Day, GroupBy::Device] {
-        let (nl, key) = group_by_name(g);
-        let sel = if g == by { " selected" } else { "" };
-        let _ = write!(by_field, "<option value=\"{key}\"{sel}>{nl} ({key})</option>");
-    }
-    by_field.push_str("</select></div>\n");
-    b.push_str(&filter_form(
+    let by_field = html! {
+        div {
+            label for="f-by" { "Groeperen op " span.en lang="en" { "Group by" } }
+            select #f-by name="by" {
+                @for g in [GroupBy::User, GroupBy::Session, GroupBy::App, GroupBy::Day, GroupBy::Device] {
+                    option value=(group_by_name(g).1) selected[g == by] { (group_by_name(g).0) " (" (group_by_name(g).1) ")" }
+                }
+            }
+        }
+    };
+    let filters = filter_form(
         "/report",
         pairs,
         &["user", "session", "app", "host", "client", "since", "until"],
-        &by_field,
+        &by_field.into_string(),
         zone,
-    ));
-    b.push_str(&origin_note(origin));
+    );
     let (heading, key) = group_by_name(by);
     let csv = format!("/report.csv?{}", filter_query(pairs, &[("by", key)]));
-    let _ = writeln!(
-        b,
-        "<p class=\"actions\"><a class=\"button secondary\" href=\"{}\" download>CSV-export van dit overzicht <span lang=\"en\">/ CSV export</span></a></p>",
-        escape(&csv)
-    );
-    match result {
-        Err(e) => error_box(&mut b, e),
-        Ok(groups) => {
-            let total: u64 = groups.iter().map(|g| g.attempts).sum();
-            let _ = writeln!(b, "<p role=\"status\">{total} poging(en) in {} groep(en).</p>", groups.len());
-            let _ = write!(
-                b,
-                "<table>\n<caption>Per {} <span lang=\"en\">/ By {key}</span></caption>\n<thead><tr><th scope=\"col\">{heading}</th><th scope=\"col\" class=\"num\">Pogingen</th><th scope=\"col\" class=\"num\">Geblokkeerd</th><th scope=\"col\" class=\"num\">Uitgezonderd</th><th scope=\"col\" class=\"num\">App herkend</th><th scope=\"col\" class=\"num\">Toegang geweigerd</th><th scope=\"col\">Eerst gezien ({zone})</th><th scope=\"col\">Laatst gezien ({zone})</th><th scope=\"col\" class=\"num\">Hosts</th></tr></thead>\n<tbody>\n",
-                heading.to_lowercase()
-            );
-            for g in groups {
-                let link_key = match by {
-                    GroupBy::User if g.key != "-" => {
-                        format!("<a href=\"/attempts?user={}\">{}</a>", encode(&g.key), escape(&g.key))
-                    }
-                    GroupBy::Session if g.key != "-" => session_cell(&Some(g.key.clone())),
-                    _ => escape(&g.key),
-                };
-                let _ = writeln!(
-                    b,
-                    "<tr><th scope=\"row\">{link_key}</th><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
-                    g.attempts,
-                    g.blocked,
-                    g.exempted,
-                    g.app_detected,
-                    g.gateway_denied,
-                    time(&g.first_seen, zone),
-                    time(&g.last_seen, zone),
-                    g.hosts.len()
-                );
+    let (first_header, last_header) = (format!("Eerst gezien ({zone})"), format!("Laatst gezien ({zone})"));
+    let body = html! {
+        p {
+            "Pogingen (geblokkeerd, uitgezonderd, toegang geweigerd) per gebruiker, met eerste en laatste keer en het aantal verschillende hosts; dezelfde telling als "
+            code { "weerwal logs report" } "."
+            span.en lang="en" {
+                "Attempts per user with first and last seen and distinct hosts, as " code { "weerwal logs report" } " counts them."
             }
-            if groups.is_empty() {
-                b.push_str("<tr><td colspan=\"9\">Geen pogingen gevonden. <span lang=\"en\">No attempts found.</span></td></tr>\n");
-            }
-            b.push_str("</tbody>\n</table>\n");
         }
-    }
-    layout("Overzicht per gebruiker", "Summary per user", Some(officer), "/report", &b)
+        (PreEscaped(filters))
+        (origin_note(origin))
+        p.actions { a.button.secondary href=(csv) download { "CSV-export van dit overzicht " span lang="en" { "/ CSV export" } } }
+        @match result {
+            Err(e) => (error_box(e)),
+            Ok(groups) => {
+                p role="status" { (groups.iter().map(|g| g.attempts).sum::<u64>()) " poging(en) in " (groups.len()) " groep(en)." }
+                table {
+                    (caption(&format!("Per {}", heading.to_lowercase()), &format!("By {key}")))
+                    thead { tr {
+                        (headers(&[(heading, false), ("Pogingen", true), ("Geblokkeerd", true), ("Uitgezonderd", true),
+                            ("App herkend", true), ("Toegang geweigerd", true), (&first_header, false),
+                            (&last_header, false), ("Hosts", true)]))
+                    } }
+                    tbody {
+                        @for g in groups {
+                            tr {
+                                th scope="row" {
+                                    @match by {
+                                        GroupBy::User if g.key != "-" => a href={ "/attempts?user=" (encode(&g.key)) } { (g.key) },
+                                        GroupBy::Session if g.key != "-" => (session_cell(Some(&g.key))),
+                                        _ => (g.key),
+                                    }
+                                }
+                                td.num { (g.attempts) }
+                                td.num { (g.blocked) }
+                                td.num { (g.exempted) }
+                                td.num { (g.app_detected) }
+                                td.num { (g.gateway_denied) }
+                                td { (time(&g.first_seen, zone)) }
+                                td { (time(&g.last_seen, zone)) }
+                                td.num { (g.hosts.len()) }
+                            }
+                        }
+                        @if groups.is_empty() { (empty_row(9, "Geen pogingen gevonden.", "No attempts found.")) }
+                    }
+                }
+            }
+        }
+    };
+    layout("Overzicht per gebruiker", "Summary per user", Some(officer), "/report", &body.into_string())
 }
 
 /// A subject key (`user:jdevries`, `client:10.1.2.3`) in words.
-pub fn subject_words(key: &str) -> String {
-    match key.split_once(':') {
-        Some(("user", u)) => format!("gebruiker <strong>{}</strong>", escape(u)),
-        Some(("client", c)) => format!("adres <strong>{}</strong>", escape(c)),
-        _ => escape(key),
+pub fn subject_words(key: &str) -> Markup {
+    html! {
+        @match key.split_once(':') {
+            Some(("user", u)) => { "gebruiker " strong { (u) } },
+            Some(("client", c)) => { "adres " strong { (c) } },
+            _ => (key),
+        }
     }
 }
 
 /// Flagged subjects with a button to clear each. `None`: compliance is off.
 pub fn flags_page(officer: &Officer, flags: Option<&[(String, Flag)]>, notice: Option<&str>, zone: &Zone) -> String {
-    let mut b = String::from("<p>Wie een verboden site probeerde te bereiken, krijgt geen toegang tot webmail en iBabs tot die persoon bevestigt de app te hebben verwijderd en de geschiedenis te hebben gewist, of tot u de markering hier opheft. Opheffen wordt vastgelegd met uw naam.<span class=\"en\" lang=\"en\">Flagged subjects are refused webmail and iBabs until they attest or an officer clears the flag here; clearing is recorded with your name.</span></p>\n");
-    if let Some(n) = notice {
-        let _ = writeln!(b, "<p class=\"ok\" role=\"status\">{}</p>", escape(n));
-    }
-    let Some(flags) = flags else {
-        b.push_str("<p class=\"note\">De compliancepoort staat uit: er is geen <code>[compliance]</code> in de configuratie.<span class=\"en\" lang=\"en\">The compliance gate is off (no [compliance] section).</span></p>\n");
-        return layout("Gemarkeerd", "Flagged", Some(officer), "/flags", &b);
+    let since_header = format!("Sinds ({zone})");
+    let body = html! {
+        p {
+            "Wie een verboden site probeerde te bereiken, krijgt geen toegang tot webmail en iBabs tot die persoon bevestigt de app te hebben verwijderd en de geschiedenis te hebben gewist, of tot u de markering hier opheft. Opheffen wordt vastgelegd met uw naam."
+            span.en lang="en" {
+                "Flagged subjects are refused webmail and iBabs until they attest or an officer clears the flag here; clearing is recorded with your name."
+            }
+        }
+        @if let Some(n) = notice { p.ok role="status" { (n) } }
+        @if let Some(flags) = flags {
+            table {
+                (caption("Gemarkeerd, oudste eerst", "Flagged, oldest first"))
+                thead { tr {
+                    (headers(&[("Wie", false), ("App", false), ("Host", false), (&since_header, false),
+                        ("Referentie", true), ("Actie", false)]))
+                } }
+                tbody {
+                    @for (key, f) in flags {
+                        tr {
+                            th scope="row" { (subject_words(key)) " " code.hint { (key) } }
+                            td { (f.app) }
+                            td { (f.host) }
+                            td { (time(&f.since, zone)) }
+                            td.num { @if let Some(s) = f.seq { (s) } @else { "–" } }
+                            td {
+                                form method="post" action="/flags/clear" {
+                                    (csrf_input(&officer.csrf))
+                                    input type="hidden" name="subject" value=(key);
+                                    button type="submit" aria-label={ "Markering van " (key) " opheffen" } {
+                                        "Opheffen " span lang="en" { "/ Clear" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if flags.is_empty() { (empty_row(6, "Niemand is gemarkeerd.", "Nobody is flagged.")) }
+                }
+            }
+        } @else {
+            p.note {
+                "De compliancepoort staat uit: er is geen " code { "[compliance]" } " in de configuratie."
+                span.en lang="en" { "The compliance gate is off (no [compliance] section)." }
+            }
+        }
     };
-    b.push_str(&format!("<table>\n<caption>Gemarkeerd, oudste eerst <span lang=\"en\">/ Flagged, oldest first</span></caption>\n<thead><tr><th scope=\"col\">Wie</th><th scope=\"col\">App</th><th scope=\"col\">Host</th><th scope=\"col\">Sinds ({zone})</th><th scope=\"col\" class=\"num\">Referentie</th><th scope=\"col\">Actie</th></tr></thead>\n<tbody>\n"));
-    for (key, f) in flags {
-        let _ = writeln!(
-            b,
-            "<tr><th scope=\"row\">{} <code class=\"hint\">{}</code></th><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td><form method=\"post\" action=\"/flags/clear\">{}<input type=\"hidden\" name=\"subject\" value=\"{}\"><button type=\"submit\" aria-label=\"Markering van {} opheffen\">Opheffen <span lang=\"en\">/ Clear</span></button></form></td></tr>",
-            subject_words(key),
-            escape(key),
-            escape(&f.app),
-            escape(&f.host),
-            time(&f.since, zone),
-            f.seq.map(|s| s.to_string()).unwrap_or_else(|| "–".into()),
-            csrf_field(&officer.csrf),
-            escape(key),
-            escape(key),
-        );
-    }
-    if flags.is_empty() {
-        b.push_str(
-            "<tr><td colspan=\"6\">Niemand is gemarkeerd. <span lang=\"en\">Nobody is flagged.</span></td></tr>\n",
-        );
-    }
-    b.push_str("</tbody>\n</table>\n");
-    layout("Gemarkeerd", "Flagged", Some(officer), "/flags", &b)
+    layout("Gemarkeerd", "Flagged", Some(officer), "/flags", &body.into_string())
 }
 
 /// The hash chain's state, as `weerwal logs verify` reports it.
 pub fn verify_page(officer: &Officer, status: &VerifyStatus, ttl: Duration, zone: &Zone) -> String {
-    let mut b = String::new();
-    match &status.result {
-        Ok(Outcome::Intact(summary)) => {
-            let _ = writeln!(
-                b,
-                "<div class=\"ok\" role=\"status\"><p><strong>In orde:</strong> de hashketen is onbeschadigd. <span class=\"en\" lang=\"en\">OK: the hash chain is intact.</span></p><pre>{}</pre></div>",
-                escape(&summary.to_string())
-            );
+    let body = html! {
+        @match &status.result {
+            Ok(Outcome::Intact(summary)) => div.ok role="status" {
+                p { strong { "In orde:" } " de hashketen is onbeschadigd. " span.en lang="en" { "OK: the hash chain is intact." } }
+                pre { (summary) }
+            },
+            Ok(Outcome::Broken(br)) => div.bad role="alert" {
+                p {
+                    strong { "Fout:" }
+                    " de hashketen is verbroken; het logboek is na het schrijven veranderd of afgekapt. "
+                    span.en lang="en" { "FAILED: the hash chain is broken." }
+                }
+                p { "Eerste verbroken plek " span lang="en" { "/ first broken place" } ": " code { (br.file.display()) } " regel " (br.line) }
+                p { (br.message) }
+                p { (br.verified) " record(s) daarvoor zijn in orde." }
+            },
+            Err(e) => div.bad role="alert" {
+                p { strong { "Het logboek kon niet worden gelezen." } " " span.en lang="en" { "The log could not be read." } }
+                p { (e) }
+            },
         }
-        Ok(Outcome::Broken(br)) => {
-            let _ = writeln!(
-                b,
-                "<div class=\"bad\" role=\"alert\"><p><strong>Fout:</strong> de hashketen is verbroken; het logboek is na het schrijven veranderd of afgekapt. <span class=\"en\" lang=\"en\">FAILED: the hash chain is broken.</span></p><p>Eerste verbroken plek <span lang=\"en\">/ first broken place</span>: <code>{}</code> regel {}</p><p>{}</p><p>{} record(s) daarvoor zijn in orde.</p></div>",
-                escape(&br.file.display().to_string()),
-                br.line,
-                escape(&br.message),
-                br.verified
-            );
+        p.hint {
+            "Gecontroleerd om " (time(&rfc3339(status.checked), zone)) " (" (zone) ") in " (status.took.as_millis())
+            " ms; de uitkomst wordt " (ttl.as_secs()) " s bewaard. Dezelfde controle als " code { "weerwal logs verify" } "."
         }
-        Err(e) => {
-            let _ = writeln!(
-                b,
-                "<div class=\"bad\" role=\"alert\"><p><strong>Het logboek kon niet worden gelezen.</strong> <span class=\"en\" lang=\"en\">The log could not be read.</span></p><p>{}</p></div>",
-                escape(e)
-            );
+        form method="post" action="/verify" {
+            (csrf_input(&officer.csrf))
+            button type="submit" { "Nu opnieuw controleren " span lang="en" { "/ Check again now" } }
         }
-    }
-    let _ = write!(
-        b,
-        "<p class=\"hint\">Gecontroleerd om {} ({zone}) in {} ms; de uitkomst wordt {} s bewaard. Dezelfde controle als <code>weerwal logs verify</code>.</p>\n\
-<form method=\"post\" action=\"/verify\">{}<button type=\"submit\">Nu opnieuw controleren <span lang=\"en\">/ Check again now</span></button></form>\n",
-        time(&rfc3339(status.checked), zone),
-        status.took.as_millis(),
-        ttl.as_secs(),
-        csrf_field(&officer.csrf)
-    );
-    layout("Logboekcontrole", "Log verification", Some(officer), "/verify", &b)
+    };
+    layout("Logboekcontrole", "Log verification", Some(officer), "/verify", &body.into_string())
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ pub enum RunError {
 
 /// The columns of the CSV export (`logs query --format csv`, and the
 /// dashboard's CSV download).
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 20] = [
     "seq",
     "ts",
     "event",
@@ -190,6 +190,8 @@ pub const COLUMNS: [&str; 19] = [
     "detail",
     "prev",
     "hash",
+    // Last, so that readers by position keep working: empty on one node.
+    "node",
 ];
 
 fn to_name<T: serde::Serialize>(v: &T) -> String {
@@ -222,6 +224,7 @@ pub fn csv_fields(r: &Record) -> Vec<String> {
         r.detail.as_ref().map(|d| d.to_string()).unwrap_or_default(),
         r.prev.clone(),
         r.hash.clone(),
+        s(&r.node),
     ]
 }
 

@@ -20,8 +20,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 
@@ -181,6 +183,11 @@ pub fn start(
     tasks.spawn(Arc::clone(&sync).send_changes(queues.changes, shutdown.clone()));
     tasks.spawn(Arc::clone(&sync).send_sessions(queues.seen, shutdown.clone()));
     tasks.spawn(sync.follow(shutdown));
+}
+
+/// No query parameters, for `query_raw`.
+fn no_params() -> std::iter::Empty<&'static (dyn ToSql + Sync)> {
+    std::iter::empty()
 }
 
 /// Sends this node's changes and applies the others'.
@@ -394,14 +401,16 @@ impl StateSync {
     }
 
     /// Reads every flag and device link; rows that do not parse are skipped
-    /// with one log line each.
+    /// with one log line each. Rows are parsed as they arrive (a stream,
+    /// not a result set held whole): 100,000 flags cost their parsed size.
     async fn reload(&self, client: &Client) -> Result<(), ClusterError> {
         let q = |e: tokio_postgres::Error| self.cluster.settings.query_error(&e);
         let mut flags = Vec::new();
-        for row in client.query("SELECT key, data FROM compliance_flags", &[]).await.map_err(q)? {
+        let rows = client.query_raw("SELECT key, data FROM compliance_flags", no_params()).await.map_err(q)?;
+        futures_util::pin_mut!(rows);
+        while let Some(row) = rows.try_next().await.map_err(q)? {
             let key: String = row.get(0);
-            let data: String = row.get(1);
-            match serde_json::from_str::<Flag>(&data) {
+            match serde_json::from_str::<Flag>(row.get(1)) {
                 Ok(f) => flags.push((key, f)),
                 Err(e) => {
                     tracing::warn!(table = "compliance_flags", key = %key, error = %e, "database row does not parse; skipped")
@@ -409,11 +418,11 @@ impl StateSync {
             }
         }
         let mut devices = Vec::new();
-        for row in client.query("SELECT cookie, keys FROM device_links", &[]).await.map_err(q)? {
-            let cookie: String = row.get(0);
-            let keys: String = row.get(1);
-            match serde_json::from_str::<Vec<String>>(&keys) {
-                Ok(k) => devices.push((cookie, k)),
+        let rows = client.query_raw("SELECT cookie, keys FROM device_links", no_params()).await.map_err(q)?;
+        futures_util::pin_mut!(rows);
+        while let Some(row) = rows.try_next().await.map_err(q)? {
+            match serde_json::from_str::<Vec<String>>(row.get(1)) {
+                Ok(k) => devices.push((row.get::<_, String>(0), k)),
                 Err(e) => tracing::warn!(table = "device_links", error = %e, "database row does not parse; skipped"),
             }
         }

@@ -49,6 +49,18 @@ pub struct Flag {
     pub seq: Option<u64>,
 }
 
+impl Flag {
+    /// When the flag was raised, in milliseconds since the epoch (`since`
+    /// has milliseconds; `since_unix` only seconds).
+    fn since_millis(&self) -> u64 {
+        humantime::parse_rfc3339(&self.since)
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(self.since_unix.saturating_mul(1000))
+    }
+}
+
 /// A change to the compliance state, as the other nodes of a cluster need
 /// it (`[cluster]`): published by the node where it happened, applied by
 /// the others without being published again.
@@ -162,7 +174,14 @@ pub struct Compliance {
     /// `on_unavailable = "deny"` while the cluster database is unreachable:
     /// every subject counts as flagged for protected hosts.
     deny_all: AtomicBool,
+    /// Keys cleared lately, with when (ms): a flag raised before that and
+    /// heard of afterwards (a late notification, a database read racing
+    /// the clear) is stale and not taken (`[cluster]`).
+    cleared: DashMap<String, u64>,
 }
+
+/// How long a clear is remembered against stale flags.
+const CLEARED_MEMORY_MS: u64 = 10 * 60 * 1000;
 
 /// The flag every subject has while `deny_all` is set.
 fn unavailable_flag() -> Flag {
@@ -177,6 +196,10 @@ fn unavailable_flag() -> Flag {
 
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn link_ttl(key: &str) -> u64 {
@@ -229,6 +252,7 @@ impl Compliance {
             secret,
             store: None,
             deny_all: AtomicBool::new(false),
+            cleared: DashMap::new(),
         })
     }
 
@@ -326,6 +350,7 @@ impl Compliance {
     /// Clears flags (attestation or an officer); returns the flags cleared.
     pub fn clear<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<(String, Flag)> {
         let cleared: Vec<(String, Flag)> = keys.into_iter().filter_map(|k| self.flags.remove(k)).collect();
+        self.remember_cleared(cleared.iter().map(|(k, _)| k.as_str()));
         if !cleared.is_empty() {
             self.persist(Some(Change::Cleared { keys: cleared.iter().map(|(k, _)| k.clone()).collect() }));
         }
@@ -340,6 +365,7 @@ impl Compliance {
             self.flags.iter().filter(|e| !self.in_force(e.value())).map(|e| e.key().clone()).collect();
         let removed: Vec<(String, Flag)> =
             ended.iter().filter_map(|k| self.flags.remove_if(k, |_, f| !self.in_force(f))).collect();
+        self.remember_cleared(removed.iter().map(|(k, _)| k.as_str()));
         if !removed.is_empty() {
             self.persist(Some(Change::Cleared { keys: removed.iter().map(|(k, _)| k.clone()).collect() }));
         }
@@ -436,7 +462,7 @@ impl Compliance {
     pub fn apply(&self, change: Change) {
         let changed = match change {
             Change::Flagged { key, flag } => {
-                if !self.in_force(&flag) {
+                if !self.in_force(&flag) || self.cleared_since(&key, &flag) {
                     return;
                 }
                 match self.flags.entry(key) {
@@ -453,7 +479,10 @@ impl Compliance {
                     }
                 }
             }
-            Change::Cleared { keys } => keys.iter().filter(|k| self.flags.remove(k.as_str()).is_some()).count() > 0,
+            Change::Cleared { keys } => {
+                self.remember_cleared(keys.iter().map(String::as_str));
+                keys.iter().filter(|k| self.flags.remove(k.as_str()).is_some()).count() > 0
+            }
             Change::Linked { id, keys } => {
                 let now = now_unix();
                 let mut entry = self.devices.entry(id).or_default();
@@ -482,7 +511,7 @@ impl Compliance {
     /// node's changes the database has not taken yet.
     pub fn replace_all(&self, flags: Vec<(String, Flag)>, devices: Vec<(String, Vec<String>)>, pending: &[Change]) {
         let fresh: std::collections::HashMap<String, Flag> =
-            flags.into_iter().filter(|(_, f)| self.in_force(f)).collect();
+            flags.into_iter().filter(|(k, f)| self.in_force(f) && !self.cleared_since(k, f)).collect();
         self.flags.retain(|k, _| fresh.contains_key(k));
         for (k, f) in fresh {
             self.flags.insert(k, f);
@@ -494,6 +523,23 @@ impl Compliance {
             self.apply(c.clone());
         }
         self.persist(None);
+    }
+
+    /// Notes that `keys` were cleared now; forgets clears older than
+    /// [`CLEARED_MEMORY_MS`].
+    fn remember_cleared<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let now = now_millis();
+        for k in keys {
+            self.cleared.insert(k.to_string(), now);
+        }
+        if self.cleared.len() > 1024 {
+            self.cleared.retain(|_, at| now.saturating_sub(*at) <= CLEARED_MEMORY_MS);
+        }
+    }
+
+    /// Whether `key` was cleared after `flag` was raised: the flag is stale.
+    fn cleared_since(&self, key: &str, flag: &Flag) -> bool {
+        self.cleared.get(key).is_some_and(|at| *at >= flag.since_millis())
     }
 
     /// `on_unavailable = "deny"`: while set, every subject is refused the
@@ -699,6 +745,35 @@ mod tests {
         assert_eq!(expired.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["client:10.0.0.3"]);
         assert!(c.flags.get("client:10.0.0.3").is_none());
         assert!(c.flag_of("user:jan").is_some());
+    }
+
+    #[test]
+    fn a_flag_heard_of_after_its_clear_is_stale_and_a_later_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Compliance::open(&config("until-attested"), &dir.path().join("c.json")).unwrap();
+        let raised = |ms_ago: u64| {
+            let at = SystemTime::now() - Duration::from_millis(ms_ago);
+            Flag {
+                app: "TikTok".into(),
+                host: "tiktok.com".into(),
+                since: humantime::format_rfc3339_millis(at).to_string(),
+                since_unix: at.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+                seq: Some(1),
+            }
+        };
+        // Another node's flag, then its clear here, then the flag's
+        // notification arriving late: the clear stands.
+        let old = raised(500);
+        c.apply(Change::Flagged { key: "client:10.0.0.1".into(), flag: old.clone() });
+        assert_eq!(c.clear(["client:10.0.0.1"]).len(), 1);
+        c.apply(Change::Flagged { key: "client:10.0.0.1".into(), flag: old.clone() });
+        assert!(c.flag_of("client:10.0.0.1").is_none(), "a stale flag came back");
+        c.replace_all(vec![("client:10.0.0.1".into(), old)], vec![], &[]);
+        assert!(c.flag_of("client:10.0.0.1").is_none(), "a reload racing the clear brought it back");
+        // A flag raised after the clear is a new attempt: taken.
+        std::thread::sleep(Duration::from_millis(5));
+        c.apply(Change::Flagged { key: "client:10.0.0.1".into(), flag: raised(0) });
+        assert!(c.flag_of("client:10.0.0.1").is_some());
     }
 
     #[test]

@@ -6,12 +6,6 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-/// Escapes text for HTML element content and double-quoted attributes
-/// (maud's escaper), for the dashboard pages that still build HTML text.
-pub fn escape(s: &str) -> String {
-    html! { (s) }.into_string()
-}
-
 /// What the block page tells the person.
 #[derive(Debug, Clone)]
 pub struct BlockInfo<'a> {

@@ -131,7 +131,13 @@ impl Node {
         });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log_text().contains("weerwal proxy running") {
+        // The gateway binds after the proxy: a node with one is ready once
+        // both said so (else its first request may find no listener).
+        let ready = |log: &str| {
+            log.contains("weerwal proxy running")
+                && (self.gateway_port.is_none() || log.contains("compliance gateway running"))
+        };
+        while !ready(&self.log_text()) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
                 // The stderr reader may still be collecting the last lines.
@@ -912,7 +918,8 @@ async fn an_officer_on_b_sees_a_block_on_a_and_the_nodes_with_policy_drift() {
     let out = b.run(&["logs", "query", "--app", "AliExpress", "--format", "csv"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(csv, String::from_utf8_lossy(&out.stdout), "the download is `logs query --format csv` on B");
-    assert!(csv.lines().any(|l| l.starts_with(&format!("{seq},"))), "{csv}");
+    assert!(csv.lines().next().is_some_and(|h| h.ends_with(",hash,node")), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with(&format!("{seq},")) && l.ends_with(",proxy-a")), "{csv}");
     // The report and the charts count it too.
     let (_, page) = d.get("/report?by=app").await;
     assert!(page.contains("AliExpress") && page.contains("1 poging(en) in 1 groep(en)"), "{page}");
