@@ -12,31 +12,14 @@
 // found by their labels (so the labels must be right), the form is sent
 // with Enter, the attempts page is reached through the menu link.
 import { readFileSync } from 'node:fs';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const input = JSON.parse(readFileSync(0, 'utf8'));
 const STEP = 30_000;
 const seen = {};
 
-const context = await chromium.launchPersistentContext(input.profile, {
-  executablePath: input.chromium,
-  headless: true,
-  timeout: STEP,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    '--disable-dev-shm-usage',
-    '--no-proxy-server',
-  ],
-});
+const { context, page } = await launch(input, STEP);
 try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(STEP);
-
   // Not logged in: the attempts page sends the browser to the login page.
   await page.goto(`${input.base}/attempts`);
   seen.before_login_url = new URL(page.url()).pathname;

@@ -11,30 +11,14 @@
 // Output on stdout: one JSON line after the charts ({"phase": 1, ...}),
 // one after the click that follows the removal ({"phase": 2, ...}).
 import { existsSync, readFileSync } from 'node:fs';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const input = JSON.parse(readFileSync(0, 'utf8'));
 const STEP = 30_000;
 const seen = {};
 
-const context = await chromium.launchPersistentContext(input.profile, {
-  executablePath: input.chromium,
-  headless: true,
-  timeout: STEP,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    '--disable-dev-shm-usage',
-    '--no-proxy-server',
-  ],
-});
+const { context, page } = await launch(input, STEP);
 try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(STEP);
   await page.goto(`${input.base}/attempts`);
   await page.getByLabel('Gebruikersnaam').fill(input.user);
   await page.getByLabel('Wachtwoord').fill(input.password);
