@@ -205,11 +205,9 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
                 let Accepted { stream, peer, slot, shutdown } = conn;
                 match state.tls.clone() {
                     Some(tls) => {
-                        let handshake = tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await;
-                        match handshake {
-                            Ok(Ok(stream)) => serve_connection(stream, state, peer, shutdown).await,
-                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "dashboard TLS handshake failed"),
-                            Err(_) => tracing::debug!(client = %peer, "dashboard TLS handshake timed out"),
+                        let limit = Duration::from_secs(10);
+                        if let Some(stream) = accept::tls_handshake(&tls, stream, limit, peer, "dashboard").await {
+                            serve_connection(stream, state, peer, shutdown).await;
                         }
                     }
                     None => serve_connection(stream, state, peer, shutdown).await,

@@ -110,9 +110,16 @@ impl FilterArgs {
 
 /// Runs a `logs` command with the configured log, printing to stdout.
 pub fn run(cmd: LogsCommand, config: &Config) -> ExitCode {
+    to_stdout(|out, err| run_to(cmd, config, SystemTime::now(), out, err))
+}
+
+/// Runs `command` with a buffered stdout and stderr: the exit code it gives,
+/// or 1 when stdout cannot take the rest (a closed pipe is not an error:
+/// `logs query | head` is normal use).
+pub fn to_stdout(command: impl FnOnce(&mut dyn Write, &mut dyn Write) -> u8) -> ExitCode {
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut code = run_to(cmd, config, SystemTime::now(), &mut out, &mut io::stderr());
+    let mut code = command(&mut out, &mut io::stderr());
     if let Err(e) = out.flush() {
         if e.kind() != io::ErrorKind::BrokenPipe {
             eprintln!("weerwal: {e}");

@@ -33,16 +33,7 @@ pub fn run(cmd: LogsCommand, config: &Config) -> ExitCode {
     if config.cluster.is_none() {
         return crate::audit::cli::run(cmd, config);
     }
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut code = run_to(cmd, config, SystemTime::now(), &mut out, &mut io::stderr());
-    if let Err(e) = out.flush() {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            eprintln!("weerwal: {e}");
-            code = 1;
-        }
-    }
-    ExitCode::from(code)
+    crate::audit::cli::to_stdout(|out, err| run_to(cmd, config, SystemTime::now(), out, err))
 }
 
 /// [`run`] writing to `out` and `err`; returns the exit status.

@@ -303,8 +303,18 @@ impl Compliance {
     /// Flags `key` with `flag` unless a flag in force is there.
     fn flag_with(&self, key: &str, flag: Flag) -> bool {
         let flag_copy = flag.clone();
-        let flagged = match self.flags.entry(key.to_string()) {
-            dashmap::Entry::Occupied(o) if self.in_force(o.get()) => false,
+        let flagged = self.insert_unless(key.to_string(), flag, |held| self.in_force(held));
+        if flagged {
+            self.persist(Some(Change::Flagged { key: key.to_string(), flag: flag_copy }));
+        }
+        flagged
+    }
+
+    /// Puts `flag` under `key` unless the flag held there satisfies `keep`
+    /// (atomically: two racing flags cannot both win); whether it did.
+    fn insert_unless(&self, key: String, flag: Flag, keep: impl FnOnce(&Flag) -> bool) -> bool {
+        match self.flags.entry(key) {
+            dashmap::Entry::Occupied(o) if keep(o.get()) => false,
             dashmap::Entry::Occupied(mut o) => {
                 o.insert(flag);
                 true
@@ -313,11 +323,7 @@ impl Compliance {
                 v.insert(flag);
                 true
             }
-        };
-        if flagged {
-            self.persist(Some(Change::Flagged { key: key.to_string(), flag: flag_copy }));
         }
-        flagged
     }
 
     /// Flags a device cookie with the flag found among its keys, so the
@@ -465,19 +471,8 @@ impl Compliance {
                 if !self.in_force(&flag) || self.cleared_since(&key, &flag) {
                     return;
                 }
-                match self.flags.entry(key) {
-                    dashmap::Entry::Occupied(o) if self.in_force(o.get()) && o.get().since_unix <= flag.since_unix => {
-                        false
-                    }
-                    dashmap::Entry::Occupied(mut o) => {
-                        o.insert(flag);
-                        true
-                    }
-                    dashmap::Entry::Vacant(v) => {
-                        v.insert(flag);
-                        true
-                    }
-                }
+                let since = flag.since_unix;
+                self.insert_unless(key, flag, |held| self.in_force(held) && held.since_unix <= since)
             }
             Change::Cleared { keys } => {
                 self.remember_cleared(keys.iter().map(String::as_str));

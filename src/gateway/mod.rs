@@ -155,14 +155,9 @@ pub async fn run(
                 let Accepted { stream, peer, slot, shutdown } = conn;
                 match tls {
                     Some(acceptor) => {
-                        // A client that opens a connection and says nothing must
-                        // not hold it (and a file descriptor) forever.
-                        let handshake =
-                            tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
-                        match handshake {
-                            Ok(Ok(s)) => serve_connection(state, peer, s, Arc::clone(&slot), shutdown).await,
-                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "gateway TLS handshake failed"),
-                            Err(_) => tracing::debug!(client = %peer, "gateway TLS handshake timed out"),
+                        let limit = state.limits.header_timeout;
+                        if let Some(s) = accept::tls_handshake(&acceptor, stream, limit, peer, "gateway").await {
+                            serve_connection(state, peer, s, Arc::clone(&slot), shutdown).await;
                         }
                     }
                     None => serve_connection(state, peer, stream, Arc::clone(&slot), shutdown).await,

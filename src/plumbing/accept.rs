@@ -181,6 +181,30 @@ where
     }
 }
 
+/// The TLS handshake of an accepted connection (the gateway's, the
+/// dashboard's), bounded by `limit`: a client that connects and says
+/// nothing must not hold a descriptor forever. `None`, logged at debug,
+/// when it fails or times out.
+pub async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    limit: Duration,
+    peer: SocketAddr,
+    what: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, error = %e, "{what} TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(client = %peer, "{what} TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// One accepted, admitted connection, handed to the listener's own code.
 pub struct Accepted {
     pub stream: TcpStream,
